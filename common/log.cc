@@ -1,0 +1,25 @@
+#include "common/log.h"
+
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+namespace cshm {
+
+Status InitLogging(const std::string& level, const std::string& log_file, bool to_stderr) {
+  std::vector<spdlog::sink_ptr> sinks;
+  try {
+    if (to_stderr) sinks.push_back(std::make_shared<spdlog::sinks::stderr_sink_mt>());
+    if (!log_file.empty()) sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(log_file));
+  } catch (const spdlog::spdlog_ex& e) {
+    return IoError(std::string("cannot open log file ") + log_file + ": " + e.what());
+  }
+  auto logger = std::make_shared<spdlog::logger>("cshm", sinks.begin(), sinks.end());
+  logger->set_level(spdlog::level::from_str(level));
+  logger->set_pattern("%Y-%m-%d %H:%M:%S.%e [%P] %l: %v");
+  logger->flush_on(spdlog::level::info);
+  spdlog::set_default_logger(logger);
+  return Status::Ok();
+}
+
+}  // namespace cshm

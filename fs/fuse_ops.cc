@@ -1,0 +1,412 @@
+// The FUSE low-level adapter: each callback decodes the request, calls
+// FileSystem / Namespace, and sends exactly one reply. Exceptions never cross
+// into libfuse: Guard() turns one into EIO, logged once.
+#include "fs/fuse_ops.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/xattr.h>
+
+#include <cstring>
+#include <memory>
+#include <vector>
+
+namespace cshm::fs {
+namespace {
+
+// Metadata changes on this node go through this daemon, so the kernel may
+// cache entries and attributes; other nodes' changes will arrive as notify
+// invalidations (DESIGN.md "Namespace and metadata").
+constexpr double kAttrTimeout = 1.0;
+constexpr double kEntryTimeout = 1.0;
+
+FileSystem& Fs(fuse_req_t req) { return *static_cast<FileSystem*>(fuse_req_userdata(req)); }
+
+meta::Caller CallerOf(fuse_req_t req) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  return meta::Caller{ctx->uid, ctx->gid};
+}
+
+// Replies with the errno of `s`, logging it once: expected outcomes (a missing
+// name, a full mount) at debug, real failures at warn.
+void ReplyError(fuse_req_t req, const Status& s, const char* op) {
+  const int err = s.ToErrno();
+  const bool expected = s.code() != Status::Code::kIo && s.code() != Status::Code::kCorruption &&
+                        s.code() != Status::Code::kSystem && s.code() != Status::Code::kUnavailable &&
+                        s.code() != Status::Code::kTimedOut;
+  if (expected)
+    spdlog::debug("{}: {} ({})", op, s.message(), strerror(err));
+  else
+    spdlog::warn("{} failed: {} ({})", op, s.message(), strerror(err));
+  fuse_reply_err(req, err);
+}
+
+template <typename F>
+void Guard(fuse_req_t req, const char* op, F&& body) {
+  try {
+    body();
+  } catch (const std::exception& e) {
+    spdlog::error("{}: internal error: {}", op, e.what());
+    fuse_reply_err(req, EIO);
+  } catch (...) {
+    spdlog::error("{}: internal error", op);
+    fuse_reply_err(req, EIO);
+  }
+}
+
+fuse_entry_param EntryOf(const meta::InodeRecord& r) {
+  fuse_entry_param e{};
+  e.ino = r.ino;
+  e.generation = 0;  // inode numbers never repeat
+  e.attr = r.ToStat();
+  e.attr_timeout = kAttrTimeout;
+  e.entry_timeout = kEntryTimeout;
+  return e;
+}
+
+void ReplyEntry(fuse_req_t req, const Result<meta::InodeRecord>& r, const char* op) {
+  if (!r.ok()) return ReplyError(req, r.status(), op);
+  fuse_entry_param e = EntryOf(*r);
+  fuse_reply_entry(req, &e);
+}
+
+// Valid replies: fuse_reply_entry, fuse_reply_err.
+void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  Guard(req, "lookup", [&] { ReplyEntry(req, Fs(req).ns().Lookup(parent, name), "lookup"); });
+}
+
+// Valid replies: fuse_reply_none.
+void OpForget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  try {
+    Fs(req).ns().Forget(ino, nlookup);
+  } catch (...) {
+    spdlog::error("forget: internal error");
+  }
+  fuse_reply_none(req);
+}
+
+void OpForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+  try {
+    for (size_t i = 0; i < count; i++) Fs(req).ns().Forget(forgets[i].ino, forgets[i].nlookup);
+  } catch (...) {
+    spdlog::error("forget: internal error");
+  }
+  fuse_reply_none(req);
+}
+
+// Valid replies: fuse_reply_attr, fuse_reply_err.
+void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  Guard(req, "getattr", [&] {
+    auto r = Fs(req).ns().GetAttr(ino);
+    if (!r.ok()) return ReplyError(req, r.status(), "getattr");
+    struct stat st = r->ToStat();
+    fuse_reply_attr(req, &st, kAttrTimeout);
+  });
+}
+
+Timestamp FromTimespec(const timespec& ts) { return Timestamp{ts.tv_sec, ts.tv_nsec}; }
+
+// Valid replies: fuse_reply_attr, fuse_reply_err.
+void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info*) {
+  Guard(req, "setattr", [&] {
+    meta::SetAttrRequest r;
+    if (to_set & FUSE_SET_ATTR_MODE) r.mode = attr->st_mode & 07777;
+    if (to_set & FUSE_SET_ATTR_UID) r.uid = attr->st_uid;
+    if (to_set & FUSE_SET_ATTR_GID) r.gid = attr->st_gid;
+    if (to_set & FUSE_SET_ATTR_SIZE) {
+      if (attr->st_size < 0) return (void)fuse_reply_err(req, EINVAL);
+      r.size = static_cast<uint64_t>(attr->st_size);
+    }
+    const Timestamp now = Timestamp::Now();
+    if (to_set & FUSE_SET_ATTR_ATIME_NOW) r.atime = now;
+    else if (to_set & FUSE_SET_ATTR_ATIME) r.atime = FromTimespec(attr->st_atim);
+    if (to_set & FUSE_SET_ATTR_MTIME_NOW) r.mtime = now;
+    else if (to_set & FUSE_SET_ATTR_MTIME) r.mtime = FromTimespec(attr->st_mtim);
+    auto res = Fs(req).SetAttr(ino, r);
+    if (!res.ok()) return ReplyError(req, res.status(), "setattr");
+    struct stat st = res->ToStat();
+    fuse_reply_attr(req, &st, kAttrTimeout);
+  });
+}
+
+// Valid replies: fuse_reply_readlink, fuse_reply_err.
+void OpReadlink(fuse_req_t req, fuse_ino_t ino) {
+  Guard(req, "readlink", [&] {
+    auto r = Fs(req).ns().Readlink(ino);
+    if (!r.ok()) return ReplyError(req, r.status(), "readlink");
+    fuse_reply_readlink(req, r->c_str());
+  });
+}
+
+// Valid replies: fuse_reply_entry, fuse_reply_err.
+void OpMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+  Guard(req, "mknod", [&] { ReplyEntry(req, Fs(req).ns().Mknod(parent, name, mode, rdev, CallerOf(req)), "mknod"); });
+}
+
+void OpMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  Guard(req, "mkdir", [&] { ReplyEntry(req, Fs(req).ns().Mkdir(parent, name, mode, CallerOf(req)), "mkdir"); });
+}
+
+void OpSymlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
+  Guard(req, "symlink",
+        [&] { ReplyEntry(req, Fs(req).ns().Symlink(parent, name, link, CallerOf(req)), "symlink"); });
+}
+
+void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char* new_name) {
+  Guard(req, "link", [&] { ReplyEntry(req, Fs(req).ns().Link(ino, new_parent, new_name), "link"); });
+}
+
+// Valid replies: fuse_reply_err (0 on success).
+void OpUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  Guard(req, "unlink", [&] {
+    Status s = Fs(req).ns().Unlink(parent, name);
+    if (!s.ok()) return ReplyError(req, s, "unlink");
+    fuse_reply_err(req, 0);
+  });
+}
+
+void OpRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  Guard(req, "rmdir", [&] {
+    Status s = Fs(req).ns().Rmdir(parent, name);
+    if (!s.ok()) return ReplyError(req, s, "rmdir");
+    fuse_reply_err(req, 0);
+  });
+}
+
+void OpRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent, const char* new_name,
+              unsigned int flags) {
+  Guard(req, "rename", [&] {
+    Status s = Fs(req).ns().Rename(parent, name, new_parent, new_name, flags);
+    if (!s.ok()) return ReplyError(req, s, "rename");
+    fuse_reply_err(req, 0);
+  });
+}
+
+// Valid replies: fuse_reply_open, fuse_reply_err.
+void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Guard(req, "open", [&] {
+    auto r = Fs(req).ns().GetAttr(ino);
+    if (!r.ok()) return ReplyError(req, r.status(), "open");
+    if (r->IsDir()) return (void)fuse_reply_err(req, EISDIR);
+    // libfuse asks for atomic O_TRUNC: the truncation is ours (the kernel
+    // drops its cached pages when we answer).
+    if ((fi->flags & O_TRUNC) && r->size != 0) {
+      auto t = Fs(req).SetAttr(ino, meta::SetAttrRequest{.size = 0});
+      if (!t.ok()) return ReplyError(req, t.status(), "open");
+    }
+    // Without keep_cache every open() would drop every process's cached pages
+    // of the file (DESIGN.md "What the kernel does").
+    fi->keep_cache = 1;
+    fuse_reply_open(req, fi);
+  });
+}
+
+// Valid replies: fuse_reply_create, fuse_reply_err.
+void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
+  Guard(req, "create", [&] {
+    auto r = Fs(req).ns().Mknod(parent, name, S_IFREG | (mode & 07777), 0, CallerOf(req));
+    if (!r.ok()) return ReplyError(req, r.status(), "create");
+    fi->keep_cache = 1;
+    fuse_entry_param e = EntryOf(*r);
+    fuse_reply_create(req, &e, fi);
+  });
+}
+
+// Valid replies: fuse_reply_buf, fuse_reply_err.
+void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+  Guard(req, "read", [&] {
+    if (off < 0) return (void)fuse_reply_err(req, EINVAL);
+    std::unique_ptr<char[]> buf(new char[size]);
+    auto n = Fs(req).Read(ino, static_cast<uint64_t>(off), size, buf.get());
+    if (!n.ok()) return ReplyError(req, n.status(), "read");
+    fuse_reply_buf(req, buf.get(), *n);
+  });
+}
+
+// Valid replies: fuse_reply_write, fuse_reply_err.
+void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off, fuse_file_info*) {
+  Guard(req, "write", [&] {
+    if (off < 0) return (void)fuse_reply_err(req, EINVAL);
+    auto r = Fs(req).Write(ino, static_cast<uint64_t>(off), data, size);
+    if (!r.ok()) return ReplyError(req, r.status(), "write");
+    fuse_reply_write(req, size);
+  });
+}
+
+// Data reaches the store with each WRITE, so a flush has nothing left to do.
+// Valid replies: fuse_reply_err.
+void OpFlush(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
+void OpRelease(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
+
+void OpFsync(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
+  Guard(req, "fsync", [&] {
+    Status s = Fs(req).Fsync(ino);
+    if (!s.ok()) return ReplyError(req, s, "fsync");
+    fuse_reply_err(req, 0);
+  });
+}
+
+// A directory handle holds a snapshot of the entries taken at opendir, so that
+// offsets stay stable while the directory changes (POSIX leaves it open whether
+// readdir sees concurrent changes).
+struct DirHandle {
+  std::vector<meta::ListedEntry> entries;
+};
+
+// Valid replies: fuse_reply_open, fuse_reply_err.
+void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Guard(req, "opendir", [&] {
+    auto r = Fs(req).ns().ListDir(ino);
+    if (!r.ok()) return ReplyError(req, r.status(), "opendir");
+    auto* h = new DirHandle{std::move(*r)};
+    fi->fh = reinterpret_cast<uint64_t>(h);
+    if (fuse_reply_open(req, fi) != 0) delete h;  // the kernel will not release it
+  });
+}
+
+// Valid replies: fuse_reply_buf, fuse_reply_err.
+void OpReaddir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+  Guard(req, "readdir", [&] {
+    auto* h = reinterpret_cast<DirHandle*>(fi->fh);
+    std::vector<char> buf(size);
+    size_t used = 0;
+    for (size_t i = static_cast<size_t>(std::max<off_t>(off, 0)); i < h->entries.size(); i++) {
+      const meta::ListedEntry& e = h->entries[i];
+      struct stat st {};
+      st.st_ino = e.ino;
+      st.st_mode = e.type;
+      size_t need = fuse_add_direntry(req, buf.data() + used, size - used, e.name.c_str(), &st,
+                                      static_cast<off_t>(i + 1));
+      if (need > size - used) break;
+      used += need;
+    }
+    fuse_reply_buf(req, buf.data(), used);
+  });
+}
+
+// Valid replies: fuse_reply_err.
+void OpReleasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  delete reinterpret_cast<DirHandle*>(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+// Valid replies: fuse_reply_statfs, fuse_reply_err.
+void OpStatfs(fuse_req_t req, fuse_ino_t) {
+  Guard(req, "statfs", [&] {
+    FsStats s = Fs(req).Stats();
+    struct statvfs v {};
+    v.f_bsize = v.f_frsize = s.block_size;
+    v.f_blocks = s.blocks;
+    v.f_bfree = v.f_bavail = s.blocks_free;
+    v.f_files = s.files;
+    v.f_ffree = v.f_favail = s.files_free;
+    v.f_namemax = s.name_max;
+    fuse_reply_statfs(req, &v);
+  });
+}
+
+// Valid replies: fuse_reply_err.
+void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags) {
+  Guard(req, "setxattr", [&] {
+    Status s = Fs(req).ns().SetXattr(ino, name, std::string_view(value, size), flags);
+    if (!s.ok()) return ReplyError(req, s, "setxattr");
+    fuse_reply_err(req, 0);
+  });
+}
+
+// Size 0 asks for the length. Valid replies: fuse_reply_buf, fuse_reply_xattr, fuse_reply_err.
+void ReplyXattrBytes(fuse_req_t req, const std::string& bytes, size_t size) {
+  if (size == 0) return (void)fuse_reply_xattr(req, bytes.size());
+  if (bytes.size() > size) return (void)fuse_reply_err(req, ERANGE);
+  fuse_reply_buf(req, bytes.data(), bytes.size());
+}
+
+void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  Guard(req, "getxattr", [&] {
+    auto r = Fs(req).ns().GetXattr(ino, name);
+    if (!r.ok()) return ReplyError(req, r.status(), "getxattr");
+    ReplyXattrBytes(req, *r, size);
+  });
+}
+
+void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  Guard(req, "listxattr", [&] {
+    auto r = Fs(req).ns().ListXattrs(ino);
+    if (!r.ok()) return ReplyError(req, r.status(), "listxattr");
+    std::string all;
+    for (const std::string& n : *r) all.append(n).push_back('\0');
+    ReplyXattrBytes(req, all, size);
+  });
+}
+
+void OpRemovexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  Guard(req, "removexattr", [&] {
+    Status s = Fs(req).ns().RemoveXattr(ino, name);
+    if (!s.ok()) return ReplyError(req, s, "removexattr");
+    fuse_reply_err(req, 0);
+  });
+}
+
+// Valid replies: fuse_reply_err.
+void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len, fuse_file_info*) {
+  Guard(req, "fallocate", [&] {
+    if (off < 0 || len <= 0) return (void)fuse_reply_err(req, EINVAL);
+    Status s = Fs(req).Fallocate(ino, mode, static_cast<uint64_t>(off), static_cast<uint64_t>(len));
+    if (!s.ok()) return ReplyError(req, s, "fallocate");
+    fuse_reply_err(req, 0);
+  });
+}
+
+void OpInit(void*, fuse_conn_info* conn) {
+  // Invalidation is explicit and ours; the kernel must not drop cached pages
+  // because an mtime moved.
+  conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+  // write(2) is write-through, so errors such as ENOSPC reach the writer.
+  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  if (conn->capable & FUSE_CAP_EXPLICIT_INVAL_DATA) conn->want |= FUSE_CAP_EXPLICIT_INVAL_DATA;
+  conn->max_readahead = conn->max_readahead == 0 ? (1u << 20) : conn->max_readahead;
+  spdlog::debug("FUSE protocol {}.{}, max_write {}, max_readahead {}", conn->proto_major, conn->proto_minor,
+                conn->max_write, conn->max_readahead);
+}
+
+const fuse_lowlevel_ops kOps = [] {
+  fuse_lowlevel_ops ops{};
+  ops.init = OpInit;
+  ops.lookup = OpLookup;
+  ops.forget = OpForget;
+  ops.forget_multi = OpForgetMulti;
+  ops.getattr = OpGetattr;
+  ops.setattr = OpSetattr;
+  ops.readlink = OpReadlink;
+  ops.mknod = OpMknod;
+  ops.mkdir = OpMkdir;
+  ops.symlink = OpSymlink;
+  ops.link = OpLink;
+  ops.unlink = OpUnlink;
+  ops.rmdir = OpRmdir;
+  ops.rename = OpRename;
+  ops.open = OpOpen;
+  ops.create = OpCreate;
+  ops.read = OpRead;
+  ops.write = OpWrite;
+  ops.flush = OpFlush;
+  ops.release = OpRelease;
+  ops.fsync = OpFsync;
+  ops.opendir = OpOpendir;
+  ops.readdir = OpReaddir;
+  ops.releasedir = OpReleasedir;
+  ops.statfs = OpStatfs;
+  ops.setxattr = OpSetxattr;
+  ops.getxattr = OpGetxattr;
+  ops.listxattr = OpListxattr;
+  ops.removexattr = OpRemovexattr;
+  ops.fallocate = OpFallocate;
+  return ops;
+}();
+
+}  // namespace
+
+const fuse_lowlevel_ops& FuseOps() { return kOps; }
+
+}  // namespace cshm::fs

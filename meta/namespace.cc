@@ -1,0 +1,518 @@
+#include "meta/namespace.h"
+
+#include <linux/fs.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+
+#include <climits>
+
+namespace cshm::meta {
+namespace {
+
+constexpr char kInoCounter[] = "next_ino";
+constexpr uint64_t kFirstCounter = 2;  // 1 is the root
+constexpr size_t kXattrValueMax = 65536;
+constexpr uint32_t kMaxLinks = 65000;
+
+bool IsUserXattr(std::string_view name) { return name.rfind("user.", 0) == 0; }
+
+}  // namespace
+
+Status CheckName(std::string_view name) {
+  if (name.empty() || name == "." || name == ".." || name.find('/') != std::string_view::npos)
+    return Invalid("invalid file name '" + std::string(name) + "'");
+  if (name.size() > NAME_MAX) return NameTooLong("file name longer than 255 bytes");
+  return Status::Ok();
+}
+
+Namespace::Namespace(store::MetaStore* store, uint32_t node_id, PurgeFn purge)
+    : store_(store), node_id_(node_id), purge_(std::move(purge)) {}
+
+Result<std::unique_ptr<Namespace>> Namespace::Open(store::MetaStore* store, uint32_t node_id,
+                                                   const RootOptions& root, PurgeFn purge) {
+  std::unique_ptr<Namespace> ns(new Namespace(store, node_id, std::move(purge)));
+  CSHM_ASSIGN_OR_RETURN(ns->next_counter_, store->GetCounter(kInoCounter, kFirstCounter));
+
+  CSHM_ASSIGN_OR_RETURN(auto stored_root, store->GetInode(store::kRootIno));
+  InodeRecord r;
+  if (stored_root) {
+    r = *stored_root;
+    if (!r.IsDir()) return Corruption("the root inode is not a directory");
+  } else {
+    r.ino = store::kRootIno;
+    r.mode = S_IFDIR | 01777;
+    r.nlink = 2;
+    r.parent = store::kRootIno;
+    r.owner_node = node_id;
+    r.atime = r.mtime = r.ctime = Timestamp::Now();
+  }
+  if (root.mode) r.mode = S_IFDIR | (*root.mode & 07777);
+  if (root.uid) r.uid = *root.uid;
+  if (root.gid) r.gid = *root.gid;
+  if (!stored_root || !(r == *stored_root)) {
+    store::MetaStore::Batch b;
+    b.PutInode(r);
+    CSHM_RETURN_IF_ERROR(store->Commit(b));
+  }
+  ns->cache_[r.ino] = r;
+
+  // Orphans of a previous run: nothing can reference them any more.
+  std::vector<uint64_t> orphans;
+  CSHM_RETURN_IF_ERROR(store->ListOrphans(&orphans));
+  if (!orphans.empty()) {
+    store::MetaStore::Batch b;
+    for (uint64_t ino : orphans) {
+      b.DeleteInode(ino);
+      b.DeleteOrphan(ino);
+    }
+    CSHM_RETURN_IF_ERROR(store->Commit(b));
+    CSHM_RETURN_IF_ERROR(ns->Purge(orphans));
+  }
+  return ns;
+}
+
+Status Namespace::Purge(const std::vector<uint64_t>& inos) {
+  Status first;
+  for (uint64_t ino : inos) {
+    Status s = purge_ ? purge_(ino) : Status::Ok();
+    if (!s.ok() && first.ok()) first = s;
+  }
+  return first;
+}
+
+Result<InodeRecord> Namespace::LoadLocked(uint64_t ino) {
+  auto it = cache_.find(ino);
+  if (it != cache_.end()) return it->second;
+  CSHM_ASSIGN_OR_RETURN(auto rec, store_->GetInode(ino));
+  if (!rec) return NotFound("no inode " + std::to_string(ino));
+  cache_[ino] = *rec;
+  return *rec;
+}
+
+Result<InodeRecord> Namespace::LoadDirLocked(uint64_t ino) {
+  CSHM_ASSIGN_OR_RETURN(InodeRecord r, LoadLocked(ino));
+  if (!r.IsDir()) return NotDir("inode " + std::to_string(ino) + " is not a directory");
+  if (r.nlink == 0) return NotFound("directory was removed");
+  return r;
+}
+
+Result<std::optional<store::DirEntry>> Namespace::EntryLocked(uint64_t parent, std::string_view name) {
+  return store_->GetEntry(parent, name);
+}
+
+Status Namespace::CommitLocked(store::MetaStore::Batch& b, std::vector<InodeRecord> updated,
+                               std::vector<uint64_t> deleted) {
+  for (const InodeRecord& r : updated) b.PutInode(r);
+  CSHM_RETURN_IF_ERROR(store_->Commit(b));
+  for (InodeRecord& r : updated) cache_[r.ino] = std::move(r);
+  for (uint64_t ino : deleted) cache_.erase(ino);
+  return Status::Ok();
+}
+
+Result<InodeRecord> Namespace::Lookup(uint64_t parent, std::string_view name) {
+  CSHM_RETURN_IF_ERROR(CheckName(name));
+  std::lock_guard<std::mutex> lock(mu_);
+  CSHM_RETURN_IF_ERROR(LoadDirLocked(parent).status());
+  CSHM_ASSIGN_OR_RETURN(auto e, EntryLocked(parent, name));
+  if (!e) return NotFound("no entry '" + std::string(name) + "'");
+  CSHM_ASSIGN_OR_RETURN(InodeRecord r, LoadLocked(e->ino));
+  TakeRefLocked(r.ino);
+  return r;
+}
+
+void Namespace::Forget(uint64_t ino, uint64_t n) {
+  std::vector<uint64_t> purge;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = refs_.find(ino);
+    if (it == refs_.end()) return;
+    it->second = it->second > n ? it->second - n : 0;
+    if (it->second > 0) return;
+    refs_.erase(it);
+    auto c = cache_.find(ino);
+    if (c == cache_.end() || c->second.nlink > 0 || ino == store::kRootIno) {
+      if (c != cache_.end() && !c->second.IsDir()) cache_.erase(c);  // keep dirs: cheap, hot
+      return;
+    }
+    store::MetaStore::Batch b;
+    b.DeleteInode(ino);
+    b.DeleteOrphan(ino);
+    // A failed commit leaves the orphan record; the next start purges it.
+    if (!CommitLocked(b, {}, {ino}).ok()) return;
+    purge.push_back(ino);
+  }
+  (void)Purge(purge);
+}
+
+uint64_t Namespace::references(uint64_t ino) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = refs_.find(ino);
+  return it == refs_.end() ? 0 : it->second;
+}
+
+uint64_t Namespace::inode_count() {
+  std::vector<uint64_t> inos;
+  if (!store_->ListInodes(&inos).ok()) return 0;
+  return inos.size();
+}
+
+Result<InodeRecord> Namespace::GetAttr(uint64_t ino) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return LoadLocked(ino);
+}
+
+Result<InodeRecord> Namespace::SetAttr(uint64_t ino, const SetAttrRequest& req) {
+  std::lock_guard<std::mutex> lock(mu_);
+  CSHM_ASSIGN_OR_RETURN(InodeRecord r, LoadLocked(ino));
+  const Timestamp now = Timestamp::Now();
+  if (req.mode) r.mode = (r.mode & S_IFMT) | (*req.mode & 07777);
+  if (req.uid) r.uid = *req.uid;
+  if (req.gid) r.gid = *req.gid;
+  if (req.size) {
+    if (!r.IsReg()) return r.IsDir() ? IsDir("cannot truncate a directory") : Invalid("not a regular file");
+    if (*req.size != r.size && !req.mtime) r.mtime = now;
+    r.size = *req.size;
+  }
+  if (req.atime) r.atime = *req.atime;
+  if (req.mtime) r.mtime = *req.mtime;
+  r.ctime = now;
+  store::MetaStore::Batch b;
+  CSHM_RETURN_IF_ERROR(CommitLocked(b, {r}, {}));
+  return r;
+}
+
+Result<InodeRecord> Namespace::NoteWrite(uint64_t ino, uint64_t end, bool touch_mtime) {
+  std::lock_guard<std::mutex> lock(mu_);
+  CSHM_ASSIGN_OR_RETURN(InodeRecord r, LoadLocked(ino));
+  bool changed = false;
+  if (end > r.size) {
+    r.size = end;
+    changed = true;
+  }
+  if (touch_mtime || changed) {
+    r.mtime = r.ctime = Timestamp::Now();
+    changed = true;
+  }
+  if (!changed) return r;
+  store::MetaStore::Batch b;
+  CSHM_RETURN_IF_ERROR(CommitLocked(b, {r}, {}));
+  return r;
+}
+
+Result<InodeRecord> Namespace::CreateLocked(uint64_t parent, std::string_view name, uint32_t mode,
+                                            uint64_t rdev, std::string_view symlink_target,
+                                            const Caller& caller) {
+  CSHM_RETURN_IF_ERROR(CheckName(name));
+  CSHM_ASSIGN_OR_RETURN(InodeRecord dir, LoadDirLocked(parent));
+  CSHM_ASSIGN_OR_RETURN(auto existing, EntryLocked(parent, name));
+  if (existing) return Exists("'" + std::string(name) + "' exists");
+  if (S_ISDIR(mode) && dir.nlink >= kMaxLinks) return TooManyLinks("too many subdirectories");
+
+  const Timestamp now = Timestamp::Now();
+  InodeRecord r;
+  r.ino = (static_cast<uint64_t>(node_id_) << 48) | next_counter_;
+  r.mode = mode;
+  r.uid = caller.uid;
+  r.gid = caller.gid;
+  // A set-group-ID directory passes its group on, and its bit to subdirectories.
+  if (dir.mode & S_ISGID) {
+    r.gid = dir.gid;
+    if (S_ISDIR(mode)) r.mode |= S_ISGID;
+  }
+  r.nlink = S_ISDIR(mode) ? 2 : 1;
+  r.rdev = rdev;
+  r.atime = r.mtime = r.ctime = now;
+  r.parent = S_ISDIR(mode) ? parent : 0;
+  r.owner_node = node_id_;
+  r.symlink_target = std::string(symlink_target);
+
+  dir.mtime = dir.ctime = now;
+  if (S_ISDIR(mode)) dir.nlink++;
+
+  store::MetaStore::Batch b;
+  b.PutEntry(parent, store::DirEntry{std::string(name), r.ino, mode & S_IFMT});
+  b.PutCounter(kInoCounter, next_counter_ + 1);
+  CSHM_RETURN_IF_ERROR(CommitLocked(b, {r, dir}, {}));
+  next_counter_++;
+  TakeRefLocked(r.ino);
+  return r;
+}
+
+Result<InodeRecord> Namespace::Mknod(uint64_t parent, std::string_view name, uint32_t mode, uint64_t rdev,
+                                     const Caller& caller) {
+  const uint32_t type = mode & S_IFMT;
+  if (type != S_IFREG && type != S_IFIFO && type != S_IFSOCK && type != S_IFCHR && type != S_IFBLK)
+    return Invalid("mknod of an unsupported file type");
+  std::lock_guard<std::mutex> lock(mu_);
+  return CreateLocked(parent, name, mode, rdev, "", caller);
+}
+
+Result<InodeRecord> Namespace::Mkdir(uint64_t parent, std::string_view name, uint32_t mode,
+                                     const Caller& caller) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return CreateLocked(parent, name, S_IFDIR | (mode & 07777), 0, "", caller);
+}
+
+Result<InodeRecord> Namespace::Symlink(uint64_t parent, std::string_view name, std::string_view target,
+                                       const Caller& caller) {
+  if (target.empty()) return NotFound("empty symlink target");
+  if (target.size() >= PATH_MAX) return NameTooLong("symlink target longer than PATH_MAX");
+  std::lock_guard<std::mutex> lock(mu_);
+  return CreateLocked(parent, name, S_IFLNK | 0777, 0, target, caller);
+}
+
+Result<InodeRecord> Namespace::Link(uint64_t ino, uint64_t new_parent, std::string_view new_name) {
+  CSHM_RETURN_IF_ERROR(CheckName(new_name));
+  std::lock_guard<std::mutex> lock(mu_);
+  CSHM_ASSIGN_OR_RETURN(InodeRecord r, LoadLocked(ino));
+  if (r.IsDir()) return NotPermitted("hard links to directories are not allowed");
+  if (r.nlink == 0) return NotFound("the file was removed");
+  if (r.nlink >= kMaxLinks) return TooManyLinks("too many links");
+  CSHM_ASSIGN_OR_RETURN(InodeRecord dir, LoadDirLocked(new_parent));
+  CSHM_ASSIGN_OR_RETURN(auto existing, EntryLocked(new_parent, new_name));
+  if (existing) return Exists("'" + std::string(new_name) + "' exists");
+  const Timestamp now = Timestamp::Now();
+  r.nlink++;
+  r.ctime = now;
+  dir.mtime = dir.ctime = now;
+  store::MetaStore::Batch b;
+  b.PutEntry(new_parent, store::DirEntry{std::string(new_name), r.ino, r.mode & S_IFMT});
+  CSHM_RETURN_IF_ERROR(CommitLocked(b, {r, dir}, {}));
+  TakeRefLocked(r.ino);
+  return r;
+}
+
+bool Namespace::DropLinkLocked(InodeRecord& victim, store::MetaStore::Batch& b, const Timestamp& now) {
+  victim.ctime = now;
+  // A directory loses its "." link along with its name.
+  victim.nlink = victim.IsDir() ? 0 : victim.nlink - 1;
+  if (victim.nlink > 0) return false;
+  auto ref = refs_.find(victim.ino);
+  if (ref != refs_.end() && ref->second > 0) {
+    b.PutOrphan(victim.ino);  // lives on until the last reference goes
+    return false;
+  }
+  return true;
+}
+
+Status Namespace::Unlink(uint64_t parent, std::string_view name) {
+  CSHM_RETURN_IF_ERROR(CheckName(name));
+  std::vector<uint64_t> purge;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    CSHM_ASSIGN_OR_RETURN(InodeRecord dir, LoadDirLocked(parent));
+    CSHM_ASSIGN_OR_RETURN(auto e, EntryLocked(parent, name));
+    if (!e) return NotFound("no entry '" + std::string(name) + "'");
+    CSHM_ASSIGN_OR_RETURN(InodeRecord victim, LoadLocked(e->ino));
+    if (victim.IsDir()) return IsDir("'" + std::string(name) + "' is a directory");
+    const Timestamp now = Timestamp::Now();
+    store::MetaStore::Batch b;
+    b.DeleteEntry(parent, name);
+    dir.mtime = dir.ctime = now;
+    if (DropLinkLocked(victim, b, now)) {
+      b.DeleteInode(victim.ino);
+      CSHM_RETURN_IF_ERROR(CommitLocked(b, {dir}, {victim.ino}));
+      purge.push_back(victim.ino);
+    } else {
+      CSHM_RETURN_IF_ERROR(CommitLocked(b, {dir, victim}, {}));
+    }
+  }
+  return Purge(purge);
+}
+
+Status Namespace::Rmdir(uint64_t parent, std::string_view name) {
+  if (name == ".") return Invalid("cannot remove '.'");
+  if (name == "..") return NotEmpty("cannot remove '..'");
+  CSHM_RETURN_IF_ERROR(CheckName(name));
+  std::lock_guard<std::mutex> lock(mu_);
+  CSHM_ASSIGN_OR_RETURN(InodeRecord dir, LoadDirLocked(parent));
+  CSHM_ASSIGN_OR_RETURN(auto e, EntryLocked(parent, name));
+  if (!e) return NotFound("no entry '" + std::string(name) + "'");
+  CSHM_ASSIGN_OR_RETURN(InodeRecord victim, LoadLocked(e->ino));
+  if (!victim.IsDir()) return NotDir("'" + std::string(name) + "' is not a directory");
+  CSHM_ASSIGN_OR_RETURN(bool has_entries, store_->HasEntries(victim.ino));
+  if (has_entries) return NotEmpty("directory '" + std::string(name) + "' is not empty");
+  const Timestamp now = Timestamp::Now();
+  store::MetaStore::Batch b;
+  b.DeleteEntry(parent, name);
+  dir.mtime = dir.ctime = now;
+  dir.nlink--;
+  if (DropLinkLocked(victim, b, now)) {
+    b.DeleteInode(victim.ino);
+    return CommitLocked(b, {dir}, {victim.ino});
+  }
+  return CommitLocked(b, {dir, victim}, {});
+}
+
+Status Namespace::Rename(uint64_t parent, std::string_view name, uint64_t new_parent,
+                         std::string_view new_name, unsigned flags) {
+  if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) return Invalid("unsupported rename flags");
+  if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE))
+    return Invalid("RENAME_NOREPLACE and RENAME_EXCHANGE together");
+  CSHM_RETURN_IF_ERROR(CheckName(name));
+  CSHM_RETURN_IF_ERROR(CheckName(new_name));
+  std::vector<uint64_t> purge;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    CSHM_ASSIGN_OR_RETURN(InodeRecord src_dir, LoadDirLocked(parent));
+    CSHM_ASSIGN_OR_RETURN(InodeRecord dst_dir, LoadDirLocked(new_parent));
+    CSHM_ASSIGN_OR_RETURN(auto src_e, EntryLocked(parent, name));
+    if (!src_e) return NotFound("no entry '" + std::string(name) + "'");
+    CSHM_ASSIGN_OR_RETURN(auto dst_e, EntryLocked(new_parent, new_name));
+    CSHM_ASSIGN_OR_RETURN(InodeRecord src, LoadLocked(src_e->ino));
+
+    if ((flags & RENAME_NOREPLACE) && dst_e) return Exists("'" + std::string(new_name) + "' exists");
+    if ((flags & RENAME_EXCHANGE) && !dst_e) return NotFound("no entry '" + std::string(new_name) + "'");
+    if (dst_e && dst_e->ino == src.ino) return Status::Ok();  // same inode: POSIX says do nothing
+
+    // Neither moved directory may end up inside itself.
+    auto inside = [&](uint64_t dir_ino, uint64_t target_parent) -> Result<bool> {
+      uint64_t cur = target_parent;
+      for (int depth = 0; depth < 4096; depth++) {
+        if (cur == dir_ino) return true;
+        if (cur == store::kRootIno) return false;
+        CSHM_ASSIGN_OR_RETURN(InodeRecord c, LoadLocked(cur));
+        cur = c.parent;
+      }
+      return Corruption("directory parent chain too deep or cyclic");
+    };
+    if (src.IsDir() && parent != new_parent) {
+      CSHM_ASSIGN_OR_RETURN(bool bad, inside(src.ino, new_parent));
+      if (bad) return Invalid("cannot move a directory into itself");
+    }
+
+    const Timestamp now = Timestamp::Now();
+    store::MetaStore::Batch b;
+    std::vector<InodeRecord> updated;
+    std::vector<uint64_t> deleted;
+    src_dir.mtime = src_dir.ctime = now;
+    dst_dir.mtime = dst_dir.ctime = now;
+    src.ctime = now;
+
+    if (flags & RENAME_EXCHANGE) {
+      CSHM_ASSIGN_OR_RETURN(InodeRecord dst, LoadLocked(dst_e->ino));
+      if (dst.IsDir() && parent != new_parent) {
+        CSHM_ASSIGN_OR_RETURN(bool bad, inside(dst.ino, parent));
+        if (bad) return Invalid("cannot move a directory into itself");
+      }
+      dst.ctime = now;
+      b.PutEntry(new_parent, store::DirEntry{std::string(new_name), src.ino, src.mode & S_IFMT});
+      b.PutEntry(parent, store::DirEntry{std::string(name), dst.ino, dst.mode & S_IFMT});
+      if (parent != new_parent) {
+        if (src.IsDir()) {
+          src.parent = new_parent;
+          src_dir.nlink--;
+          dst_dir.nlink++;
+        }
+        if (dst.IsDir()) {
+          dst.parent = parent;
+          dst_dir.nlink--;
+          src_dir.nlink++;
+        }
+      }
+      updated = {src, dst};
+    } else {
+      if (dst_e) {
+        CSHM_ASSIGN_OR_RETURN(InodeRecord dst, LoadLocked(dst_e->ino));
+        if (src.IsDir() && !dst.IsDir()) return NotDir("'" + std::string(new_name) + "' is not a directory");
+        if (!src.IsDir() && dst.IsDir()) return IsDir("'" + std::string(new_name) + "' is a directory");
+        if (dst.IsDir()) {
+          CSHM_ASSIGN_OR_RETURN(bool has_entries, store_->HasEntries(dst.ino));
+          if (has_entries) return NotEmpty("directory '" + std::string(new_name) + "' is not empty");
+          dst_dir.nlink--;
+        }
+        if (DropLinkLocked(dst, b, now)) {
+          b.DeleteInode(dst.ino);
+          deleted.push_back(dst.ino);
+          if (!dst.IsDir()) purge.push_back(dst.ino);
+        } else {
+          updated.push_back(dst);
+        }
+      }
+      b.DeleteEntry(parent, name);
+      b.PutEntry(new_parent, store::DirEntry{std::string(new_name), src.ino, src.mode & S_IFMT});
+      if (src.IsDir() && parent != new_parent) {
+        src.parent = new_parent;
+        src_dir.nlink--;
+        dst_dir.nlink++;
+      }
+      updated.push_back(src);
+    }
+    // With one parent, only dst_dir carries every change (times, and the link
+    // of a replaced directory); src_dir is a stale copy of the same inode.
+    if (parent == new_parent) {
+      updated.push_back(dst_dir);
+    } else {
+      updated.push_back(src_dir);
+      updated.push_back(dst_dir);
+    }
+    CSHM_RETURN_IF_ERROR(CommitLocked(b, std::move(updated), std::move(deleted)));
+  }
+  return Purge(purge);
+}
+
+Result<std::string> Namespace::Readlink(uint64_t ino) {
+  std::lock_guard<std::mutex> lock(mu_);
+  CSHM_ASSIGN_OR_RETURN(InodeRecord r, LoadLocked(ino));
+  if (!r.IsSymlink()) return Invalid("not a symbolic link");
+  return r.symlink_target;
+}
+
+Result<std::vector<ListedEntry>> Namespace::ListDir(uint64_t ino) {
+  std::lock_guard<std::mutex> lock(mu_);
+  CSHM_ASSIGN_OR_RETURN(InodeRecord dir, LoadDirLocked(ino));
+  std::vector<ListedEntry> out;
+  out.push_back({".", dir.ino, S_IFDIR});
+  out.push_back({"..", dir.parent, S_IFDIR});
+  std::vector<store::DirEntry> entries;
+  CSHM_RETURN_IF_ERROR(store_->ListEntries(ino, "", SIZE_MAX, &entries));
+  for (auto& e : entries) out.push_back({std::move(e.name), e.ino, e.type});
+  return out;
+}
+
+Status Namespace::SetXattr(uint64_t ino, std::string_view name, std::string_view value, int flags) {
+  if (!IsUserXattr(name)) return NotSupported("only user.* extended attributes are supported");
+  if (name.size() > XATTR_NAME_MAX) return Range("xattr name longer than 255 bytes");
+  if (value.size() > kXattrValueMax) return ArgTooBig("xattr value larger than 64 KiB");
+  std::lock_guard<std::mutex> lock(mu_);
+  CSHM_ASSIGN_OR_RETURN(InodeRecord r, LoadLocked(ino));
+  if (!r.IsReg() && !r.IsDir()) return NotPermitted("user.* xattrs are only for files and directories");
+  CSHM_ASSIGN_OR_RETURN(auto existing, store_->GetXattr(ino, name));
+  if ((flags & XATTR_CREATE) && existing) return Exists("xattr exists");
+  if ((flags & XATTR_REPLACE) && !existing) return NoData("no such xattr");
+  r.ctime = Timestamp::Now();
+  store::MetaStore::Batch b;
+  b.PutXattr(ino, name, value);
+  return CommitLocked(b, {r}, {});
+}
+
+Result<std::string> Namespace::GetXattr(uint64_t ino, std::string_view name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  CSHM_RETURN_IF_ERROR(LoadLocked(ino).status());
+  if (!IsUserXattr(name)) return NoData("no such xattr");
+  CSHM_ASSIGN_OR_RETURN(auto v, store_->GetXattr(ino, name));
+  if (!v) return NoData("no such xattr");
+  return *v;
+}
+
+Result<std::vector<std::string>> Namespace::ListXattrs(uint64_t ino) {
+  std::lock_guard<std::mutex> lock(mu_);
+  CSHM_RETURN_IF_ERROR(LoadLocked(ino).status());
+  std::vector<std::string> names;
+  CSHM_RETURN_IF_ERROR(store_->ListXattrs(ino, &names));
+  return names;
+}
+
+Status Namespace::RemoveXattr(uint64_t ino, std::string_view name) {
+  if (!IsUserXattr(name)) return NotSupported("only user.* extended attributes are supported");
+  std::lock_guard<std::mutex> lock(mu_);
+  CSHM_ASSIGN_OR_RETURN(InodeRecord r, LoadLocked(ino));
+  CSHM_ASSIGN_OR_RETURN(auto existing, store_->GetXattr(ino, name));
+  if (!existing) return NoData("no such xattr");
+  r.ctime = Timestamp::Now();
+  store::MetaStore::Batch b;
+  b.DeleteXattr(ino, name);
+  return CommitLocked(b, {r}, {});
+}
+
+}  // namespace cshm::meta

@@ -1,0 +1,142 @@
+// Namespace: the POSIX namespace of a cshm filesystem (directories, names,
+// inodes, attributes, xattrs) kept in store::MetaStore.
+//
+// This is what the metadata node runs (DESIGN.md "Namespace and metadata"); it
+// knows nothing of FUSE. Every operation is serialised by one mutex, so each is
+// atomic with respect to the others and is one atomic RocksDB batch.
+//
+// References: an inode handed out by Lookup or a create op carries one
+// reference, as the kernel's lookup count does; Forget drops them. An inode whose
+// last name is removed while referenced becomes an orphan (persisted) and is
+// purged, with its pages, when its last reference goes, or at the next start.
+//
+// Permission checks are the kernel's (the mount uses default_permissions); the
+// namespace checks only what the kernel leaves to the filesystem: names,
+// emptiness, types, link counts.
+//
+// Thread-safety: all methods are thread-safe. Lock order: store::Segment::mu()
+// before mu_. Purging pages happens after mu_ is released.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "common/status.h"
+#include "store/inode_record.h"
+#include "store/meta_store.h"
+
+namespace cshm::meta {
+
+using store::InodeRecord;
+using store::Timestamp;
+
+struct Caller {
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+};
+
+// Root directory attributes applied at mount (tmpfs's mode=, uid=, gid=).
+// Unset fields keep what the store has (defaults on first start: 01777 0:0).
+struct RootOptions {
+  std::optional<uint32_t> mode;  // permission bits only
+  std::optional<uint32_t> uid;
+  std::optional<uint32_t> gid;
+};
+
+struct SetAttrRequest {
+  std::optional<uint32_t> mode;  // permission bits only
+  std::optional<uint32_t> uid;
+  std::optional<uint32_t> gid;
+  std::optional<uint64_t> size;
+  std::optional<Timestamp> atime;
+  std::optional<Timestamp> mtime;
+};
+
+struct ListedEntry {
+  std::string name;
+  uint64_t ino = 0;
+  uint32_t type = 0;  // S_IFMT bits
+};
+
+class Namespace {
+ public:
+  // Called (outside the namespace mutex) for each inode purged, to free its pages.
+  using PurgeFn = std::function<Status(uint64_t ino)>;
+
+  // Loads or creates the root, applies `root`, and purges orphans left by a
+  // previous run. New inode numbers are node_id << 48 | counter, so they never
+  // repeat across the cluster.
+  static Result<std::unique_ptr<Namespace>> Open(store::MetaStore* store, uint32_t node_id,
+                                                 const RootOptions& root, PurgeFn purge);
+
+  Result<InodeRecord> Lookup(uint64_t parent, std::string_view name);  // +1 ref
+  void Forget(uint64_t ino, uint64_t n);
+  Result<InodeRecord> GetAttr(uint64_t ino);
+  // Applies every field of `req` (the caller has done the data side of a size
+  // change; see fs::FileSystem::SetAttr). ctime is set to now.
+  Result<InodeRecord> SetAttr(uint64_t ino, const SetAttrRequest& req);
+  // Grows the size to at least `end` and sets mtime/ctime (a write or fallocate).
+  Result<InodeRecord> NoteWrite(uint64_t ino, uint64_t end, bool touch_mtime);
+
+  // Create ops: +1 ref on the new inode.
+  Result<InodeRecord> Mknod(uint64_t parent, std::string_view name, uint32_t mode, uint64_t rdev,
+                            const Caller& caller);
+  Result<InodeRecord> Mkdir(uint64_t parent, std::string_view name, uint32_t mode, const Caller& caller);
+  Result<InodeRecord> Symlink(uint64_t parent, std::string_view name, std::string_view target,
+                              const Caller& caller);
+  Result<InodeRecord> Link(uint64_t ino, uint64_t new_parent, std::string_view new_name);
+  Status Unlink(uint64_t parent, std::string_view name);
+  Status Rmdir(uint64_t parent, std::string_view name);
+  // flags: 0, RENAME_NOREPLACE or RENAME_EXCHANGE.
+  Status Rename(uint64_t parent, std::string_view name, uint64_t new_parent, std::string_view new_name,
+                unsigned flags);
+  Result<std::string> Readlink(uint64_t ino);
+  // Every entry of a directory, "." and ".." first.
+  Result<std::vector<ListedEntry>> ListDir(uint64_t ino);
+
+  Status SetXattr(uint64_t ino, std::string_view name, std::string_view value, int flags);
+  Result<std::string> GetXattr(uint64_t ino, std::string_view name);
+  Result<std::vector<std::string>> ListXattrs(uint64_t ino);
+  Status RemoveXattr(uint64_t ino, std::string_view name);
+
+  uint64_t inode_count();
+  uint64_t references(uint64_t ino);
+
+ private:
+  Namespace(store::MetaStore* store, uint32_t node_id, PurgeFn purge);
+
+  // All below: mu_ held.
+  Result<InodeRecord> LoadLocked(uint64_t ino);
+  Result<InodeRecord> LoadDirLocked(uint64_t ino);
+  Result<std::optional<store::DirEntry>> EntryLocked(uint64_t parent, std::string_view name);
+  Result<InodeRecord> CreateLocked(uint64_t parent, std::string_view name, uint32_t mode, uint64_t rdev,
+                                   std::string_view symlink_target, const Caller& caller);
+  // Stages the drop of one link of `victim`: deletes or orphans it in `b`.
+  // Returns true if its pages must be purged after the commit.
+  bool DropLinkLocked(InodeRecord& victim, store::MetaStore::Batch& b, const Timestamp& now);
+  Status CommitLocked(store::MetaStore::Batch& b, std::vector<InodeRecord> updated,
+                      std::vector<uint64_t> deleted);
+  void TakeRefLocked(uint64_t ino) { refs_[ino]++; }
+  Status Purge(const std::vector<uint64_t>& inos);
+
+  store::MetaStore* const store_;
+  const uint32_t node_id_;
+  const PurgeFn purge_;
+
+  std::mutex mu_;
+  uint64_t next_counter_ = 0;                              // GUARDED_BY(mu_)
+  std::unordered_map<uint64_t, InodeRecord> cache_;        // GUARDED_BY(mu_): write-through
+  std::unordered_map<uint64_t, uint64_t> refs_;            // GUARDED_BY(mu_)
+};
+
+// Checks a single path component: not empty, no '/', not "." or "..", at most
+// NAME_MAX bytes.
+Status CheckName(std::string_view name);
+
+}  // namespace cshm::meta

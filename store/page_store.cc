@@ -1,0 +1,205 @@
+#include "store/page_store.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cinttypes>
+#include <cstring>
+
+namespace cshm::store {
+namespace {
+
+Result<uint64_t> AllocatedBytes(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return Status::FromErrno(errno, "stat of a backing file");
+  return static_cast<uint64_t>(st.st_blocks) * 512;
+}
+
+}  // namespace
+
+Segment::Segment(PageStore* store, uint64_t ino, int fd) : store_(store), ino_(ino), fd_(fd) {}
+
+Segment::~Segment() { close(fd_); }
+
+uint64_t Segment::allocated_bytes() const { return allocated_; }
+
+Status Segment::Read(uint64_t off, size_t len, char* buf) const {
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = pread(fd_, buf + done, len - done, static_cast<off_t>(off + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno(errno, "reading segment pages");
+    }
+    if (n == 0) {  // past the backing file's end: a hole
+      std::memset(buf + done, 0, len - done);
+      break;
+    }
+    done += static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
+Result<uint64_t> Segment::HoleBytesIn(uint64_t off, uint64_t len) const {
+  // Round out to whole blocks: a write into part of a hole block allocates it.
+  uint64_t pos = off / kPageSize * kPageSize;
+  const uint64_t end = (off + len + kPageSize - 1) / kPageSize * kPageSize;
+  uint64_t holes = 0;
+  while (pos < end) {
+    off_t data = lseek(fd_, static_cast<off_t>(pos), SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) return holes + (end - pos);  // only holes (or EOF) from here
+      return Status::FromErrno(errno, "scanning a backing file");
+    }
+    uint64_t d = std::min<uint64_t>(static_cast<uint64_t>(data), end);
+    holes += d - pos;
+    if (d >= end) break;
+    off_t hole = lseek(fd_, static_cast<off_t>(d), SEEK_HOLE);
+    if (hole < 0) return Status::FromErrno(errno, "scanning a backing file");
+    pos = static_cast<uint64_t>(hole);
+  }
+  return holes;
+}
+
+Status Segment::Reserve(uint64_t bytes) {
+  if (bytes == 0) return Status::Ok();
+  uint64_t used = store_->used_.load();
+  do {
+    if (used + bytes > store_->capacity_)
+      return NoSpace("the mount's size cap of " + std::to_string(store_->capacity_) +
+                     " bytes is reached (" + std::to_string(used) + " used)");
+  } while (!store_->used_.compare_exchange_weak(used, used + bytes));
+  return Status::Ok();
+}
+
+Status Segment::Recount() {
+  CSHM_ASSIGN_OR_RETURN(uint64_t now, AllocatedBytes(fd_));
+  store_->used_ += now - allocated_;  // unsigned wrap-around makes a decrease work
+  allocated_ = now;
+  return Status::Ok();
+}
+
+Status Segment::Write(uint64_t off, const char* data, size_t len) {
+  CSHM_ASSIGN_OR_RETURN(uint64_t holes, HoleBytesIn(off, len));
+  CSHM_RETURN_IF_ERROR(Reserve(holes));
+  size_t done = 0;
+  Status st;
+  while (done < len) {
+    ssize_t n = pwrite(fd_, data + done, len - done, static_cast<off_t>(off + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      st = Status::FromErrno(errno, "writing segment pages");
+      break;
+    }
+    done += static_cast<size_t>(n);
+  }
+  // Recount() charges what was really allocated; the reservation goes back.
+  Status rc = Recount();
+  store_->used_ -= holes;
+  return st.ok() ? rc : st;
+}
+
+Status Segment::Truncate(uint64_t size) {
+  if (ftruncate(fd_, static_cast<off_t>(size)) != 0)
+    return Status::FromErrno(errno, "truncating segment pages");
+  return Recount();
+}
+
+Status Segment::Allocate(int mode, uint64_t off, uint64_t len) {
+  if (mode != 0 && mode != FALLOC_FL_KEEP_SIZE && mode != (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE))
+    return NotSupported("fallocate mode " + std::to_string(mode) + " is not supported");
+  if (mode & FALLOC_FL_PUNCH_HOLE) {
+    // Some filesystems (ext4) ignore a punch past the file's end, where blocks
+    // reserved with KEEP_SIZE may sit: cover the range first. Growing the
+    // backing file exposes zeros, which keeps the caller's invariant.
+    struct stat st;
+    if (fstat(fd_, &st) != 0) return Status::FromErrno(errno, "stat of a backing file");
+    if (static_cast<uint64_t>(st.st_size) < off + len && ftruncate(fd_, static_cast<off_t>(off + len)) != 0)
+      return Status::FromErrno(errno, "growing a backing file");
+    if (fallocate(fd_, mode, static_cast<off_t>(off), static_cast<off_t>(len)) != 0)
+      return Status::FromErrno(errno, "punching a hole in segment pages");
+    return Recount();
+  }
+  CSHM_ASSIGN_OR_RETURN(uint64_t holes, HoleBytesIn(off, len));
+  CSHM_RETURN_IF_ERROR(Reserve(holes));
+  // The backing file never grows past the segment's size through here: the
+  // segment size is metadata, so KEEP_SIZE always.
+  Status st;
+  if (fallocate(fd_, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off), static_cast<off_t>(len)) != 0)
+    st = Status::FromErrno(errno, "allocating segment pages");
+  Status rc = Recount();
+  store_->used_ -= holes;
+  return st.ok() ? rc : st;
+}
+
+PageStore::PageStore(std::string dir, uint64_t capacity) : dir_(std::move(dir)), capacity_(capacity) {}
+PageStore::~PageStore() = default;
+
+std::string PageStore::PathOf(uint64_t ino) const {
+  char name[32];
+  snprintf(name, sizeof(name), "%016" PRIx64, ino);
+  return dir_ + "/" + name;
+}
+
+Result<std::unique_ptr<PageStore>> PageStore::Open(const std::string& dir, uint64_t capacity_bytes) {
+  if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
+    return Status::FromErrno(errno, "creating page directory " + dir);
+  std::unique_ptr<PageStore> store(new PageStore(dir, capacity_bytes));
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return Status::FromErrno(errno, "opening page directory " + dir);
+  uint64_t used = 0;
+  while (dirent* e = readdir(d)) {
+    struct stat st;
+    if (e->d_name[0] == '.') continue;
+    if (fstatat(dirfd(d), e->d_name, &st, 0) == 0 && S_ISREG(st.st_mode))
+      used += static_cast<uint64_t>(st.st_blocks) * 512;
+  }
+  closedir(d);
+  store->used_ = used;
+  return store;
+}
+
+Result<std::shared_ptr<Segment>> PageStore::Get(uint64_t ino) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = segments_.find(ino);
+  if (it != segments_.end()) return it->second;
+  int fd = open(PathOf(ino).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return Status::FromErrno(errno, "opening backing file " + PathOf(ino));
+  std::shared_ptr<Segment> seg(new Segment(this, ino, fd));
+  // Space of an existing file is already in used_ (counted at Open).
+  auto alloc = AllocatedBytes(fd);
+  if (!alloc.ok()) return alloc.status();
+  seg->allocated_ = *alloc;
+  segments_.emplace(ino, seg);
+  return seg;
+}
+
+Status PageStore::Remove(uint64_t ino) {
+  std::shared_ptr<Segment> seg;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = segments_.find(ino);
+    if (it != segments_.end()) {
+      seg = it->second;
+      segments_.erase(it);
+    }
+  }
+  uint64_t freed = 0;
+  if (seg) {
+    std::lock_guard<std::mutex> lock(seg->mu());
+    freed = seg->allocated_;
+    seg->allocated_ = 0;
+  } else {
+    struct stat st;
+    if (stat(PathOf(ino).c_str(), &st) == 0) freed = static_cast<uint64_t>(st.st_blocks) * 512;
+  }
+  if (unlink(PathOf(ino).c_str()) != 0 && errno != ENOENT)
+    return Status::FromErrno(errno, "removing backing file " + PathOf(ino));
+  used_ -= freed;
+  return Status::Ok();
+}
+
+}  // namespace cshm::store

@@ -1,0 +1,92 @@
+// PageStore: the pages of the segments this node owns, one sparse backing file
+// per segment under <state-dir>/pages/, and the space they use against the
+// mount's size cap (tmpfs's size=).
+//
+// Invariant kept by callers (fs::FileSystem): bytes of a backing file at or past
+// the segment's size are zero or absent, so growing a file exposes zeros.
+//
+// Space is counted in allocated 4 KiB blocks of the backing files, as tmpfs
+// counts pages; sparse holes cost nothing. A write or allocation that would
+// allocate past the cap fails with kNoSpace before touching anything.
+//
+// Thread-safety: all methods are thread-safe. Each Segment has a mutex that
+// serialises changes to its backing file; callers that must order a data change
+// with a metadata change hold Segment::mu() across both (lock order:
+// Segment::mu() before meta::Namespace's mutex).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "common/status.h"
+
+namespace cshm::store {
+
+constexpr uint64_t kPageSize = 4096;
+
+class PageStore;
+
+class Segment {
+ public:
+  ~Segment();
+  std::mutex& mu() { return mu_; }
+
+  // Reads [off, off+len) into buf; bytes past the backing file's end read as
+  // zero. Does not need mu().
+  Status Read(uint64_t off, size_t len, char* buf) const;
+  // The following need mu() held.
+  Status Write(uint64_t off, const char* data, size_t len);
+  // Shrinks or grows the backing file (growth is a hole).
+  Status Truncate(uint64_t size);
+  // fallocate(2) on the backing file: mode 0 / FALLOC_FL_KEEP_SIZE reserve space,
+  // FALLOC_FL_PUNCH_HOLE frees it; other modes are kNotSupported.
+  Status Allocate(int mode, uint64_t off, uint64_t len);
+  uint64_t allocated_bytes() const;
+
+ private:
+  friend class PageStore;
+  Segment(PageStore* store, uint64_t ino, int fd);
+  // Re-reads the backing file's allocation and charges the difference.
+  Status Recount();
+  Result<uint64_t> HoleBytesIn(uint64_t off, uint64_t len) const;
+  Status Reserve(uint64_t bytes);
+
+  PageStore* store_;
+  uint64_t ino_;
+  int fd_;
+  std::mutex mu_;
+  uint64_t allocated_ = 0;  // GUARDED_BY(mu_)
+};
+
+class PageStore {
+ public:
+  // `dir` is created if missing. capacity_bytes caps the sum of allocated
+  // blocks of every backing file.
+  static Result<std::unique_ptr<PageStore>> Open(const std::string& dir, uint64_t capacity_bytes);
+  ~PageStore();
+
+  // The segment's backing file, created empty on first use.
+  Result<std::shared_ptr<Segment>> Get(uint64_t ino);
+  // Deletes the backing file and returns its space.
+  Status Remove(uint64_t ino);
+
+  uint64_t capacity() const { return capacity_; }
+  uint64_t used() const { return used_.load(); }
+
+ private:
+  friend class Segment;
+  PageStore(std::string dir, uint64_t capacity);
+  std::string PathOf(uint64_t ino) const;
+
+  const std::string dir_;
+  const uint64_t capacity_;
+  std::atomic<uint64_t> used_{0};
+  std::mutex mu_;  // guards segments_
+  std::unordered_map<uint64_t, std::shared_ptr<Segment>> segments_;
+};
+
+}  // namespace cshm::store

@@ -1,0 +1,158 @@
+#include "tests/support/test_mount.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+
+#include "fs/mountinfo.h"
+
+namespace cshm::testing {
+namespace {
+
+using namespace std::chrono_literals;
+constexpr auto kMountDeadline = 15s;
+constexpr auto kStopDeadline = 10s;
+
+std::string ReadFd(int fd) {
+  std::string s;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) s.append(buf, static_cast<size_t>(n));
+  return s;
+}
+
+}  // namespace
+
+std::string CshmfsBinary() {
+#ifdef CSHMFS_BIN
+  return CSHMFS_BIN;
+#else
+  return "cshmfs";
+#endif
+}
+
+TestMount::TestMount() : mountpoint_(dir_ / "mnt"), state_dir_(dir_ / "state") {
+  chmod(dir_.path().c_str(), 0755);  // tests act as other users on the mount
+  mkdir(mountpoint_.c_str(), 0755);
+}
+
+TestMount::~TestMount() { Stop(); }
+
+bool TestMount::mounted() const {
+  auto m = fs::FindMount(mountpoint_);
+  return m && m->fstype == "fuse.cshmfs";
+}
+
+std::string TestMount::Start(const std::vector<std::string>& extra) {
+  int err[2];
+  if (pipe2(err, O_CLOEXEC) != 0) return "pipe failed";
+  std::vector<std::string> args = {CshmfsBinary(), "-f", mountpoint_, "--state-dir", state_dir_};
+  args.insert(args.end(), extra.begin(), extra.end());
+  pid_ = fork();
+  if (pid_ == 0) {
+    dup2(err[1], 2);
+    int devnull = open("/dev/null", O_RDWR);
+    dup2(devnull, 0);
+    dup2(devnull, 1);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+    _exit(127);
+  }
+  close(err[1]);
+  stderr_fd_ = err[0];
+  fcntl(stderr_fd_, F_SETFL, O_NONBLOCK);
+  bool exited = false;
+  int status = 0;
+  bool up = WaitFor(
+      [&] {
+        if (waitpid(pid_, &status, WNOHANG) == pid_) {
+          exited = true;
+          return true;
+        }
+        return mounted();
+      },
+      kMountDeadline);
+  if (exited || !up) {
+    std::string why = exited ? "cshmfs exited with status " + std::to_string(WEXITSTATUS(status))
+                             : "cshmfs did not mount within the deadline";
+    if (!exited) Stop();
+    pid_ = -1;
+    return why + ": " + ReadFd(stderr_fd_);
+  }
+  return "";
+}
+
+std::string TestMount::StartBackground(const std::vector<std::string>& extra) {
+  std::vector<std::string> args = {CshmfsBinary(), mountpoint_, "--state-dir", state_dir_};
+  args.insert(args.end(), extra.begin(), extra.end());
+  CommandResult r = RunCommand(args, kMountDeadline);
+  if (r.exit_code != 0) return "cshmfs failed (" + std::to_string(r.exit_code) + "): " + r.err;
+  std::ifstream pidf(state_dir_ + "/cshmfs.pid");
+  long pid = 0;
+  pidf >> pid;
+  if (pid <= 0) return "no pid in the state dir";
+  pid_ = static_cast<pid_t>(pid);  // not our child: Stop() polls kill(pid, 0)
+  if (!mounted()) return "cshmfs reported success but nothing is mounted";
+  return "";
+}
+
+void TestMount::AbortConnection() {
+  auto m = fs::FindMount(mountpoint_);
+  if (!m) return;
+  mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, nullptr);  // may be mounted already
+  const std::string minor = m->devnum.substr(m->devnum.find(':') + 1);
+  std::ofstream("/sys/fs/fuse/connections/" + minor + "/abort") << "1";
+}
+
+void TestMount::ClearDeadMount() {
+  for (int i = 0; i < 3 && fs::FindMount(mountpoint_); i++) {
+    if (umount2(mountpoint_.c_str(), MNT_DETACH) != 0)
+      RunCommand({"fusermount3", "-u", "-z", mountpoint_}, 5s);
+  }
+}
+
+void TestMount::Stop() {
+  if (pid_ > 0 && mounted()) RunCommand({"fusermount3", "-u", mountpoint_}, kStopDeadline);
+  if (pid_ > 0) {
+    auto gone = [&] {
+      int st;
+      if (waitpid(pid_, &st, WNOHANG) == pid_) return true;
+      return kill(pid_, 0) != 0 && errno == ESRCH;
+    };
+    if (!WaitFor(gone, kStopDeadline)) {
+      // Busy or wedged: abort the connection, then make sure the daemon goes.
+      AbortConnection();
+      if (!WaitFor(gone, 3s)) {
+        kill(pid_, SIGKILL);
+        WaitFor(gone, kStopDeadline);
+      }
+    }
+    pid_ = -1;
+  }
+  ClearDeadMount();
+  if (stderr_fd_ >= 0) {
+    close(stderr_fd_);
+    stderr_fd_ = -1;
+  }
+}
+
+void TestMount::Kill9() {
+  if (pid_ > 0) {
+    kill(pid_, SIGKILL);
+    int st;
+    if (waitpid(pid_, &st, 0) != pid_) WaitFor([&] { return kill(pid_, 0) != 0; }, kStopDeadline);
+    pid_ = -1;
+  }
+  ClearDeadMount();
+}
+
+}  // namespace cshm::testing

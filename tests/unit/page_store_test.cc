@@ -1,0 +1,98 @@
+#include "store/page_store.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "tests/support/temp_dir.h"
+
+namespace cshm::store {
+namespace {
+
+using cshm::testing::TempDir;
+
+TEST(PageStore, ReadsBackWritesAndZeroesHoles) {
+  TempDir dir;
+  auto ps = PageStore::Open(dir / "pages", 1 << 20);
+  ASSERT_TRUE(ps.ok());
+  auto seg = (*ps)->Get(7);
+  ASSERT_TRUE(seg.ok());
+  std::lock_guard<std::mutex> lock((*seg)->mu());
+  ASSERT_TRUE((*seg)->Write(10000, "abc", 3).ok());
+  std::string buf(10010, 'x');
+  ASSERT_TRUE((*seg)->Read(0, buf.size(), buf.data()).ok());
+  EXPECT_EQ(buf.substr(10000, 3), "abc");
+  EXPECT_EQ(buf.substr(0, 10000), std::string(10000, '\0'));
+  EXPECT_EQ(buf.substr(10003), std::string(7, '\0'));  // past the backing file's end
+}
+
+TEST(PageStore, SparseWritesCostOnlyTheirPages) {
+  TempDir dir;
+  auto ps = PageStore::Open(dir / "pages", 1 << 20);
+  ASSERT_TRUE(ps.ok());
+  auto seg = *(*ps)->Get(7);
+  std::lock_guard<std::mutex> lock(seg->mu());
+  ASSERT_TRUE(seg->Write(100 << 20, "x", 1).ok());  // far beyond the cap, but one page
+  EXPECT_EQ((*ps)->used(), kPageSize);
+}
+
+TEST(PageStore, CapRefusesWritesThatAllocateAndAllowsOverwrites) {
+  TempDir dir;
+  auto ps = PageStore::Open(dir / "pages", 4 * kPageSize);
+  ASSERT_TRUE(ps.ok());
+  auto seg = *(*ps)->Get(7);
+  std::lock_guard<std::mutex> lock(seg->mu());
+  std::string page(kPageSize, 'a');
+  for (int i = 0; i < 4; i++) ASSERT_TRUE(seg->Write(i * kPageSize, page.data(), page.size()).ok());
+  Status full = seg->Write(4 * kPageSize, page.data(), page.size());
+  EXPECT_EQ(full.code(), Status::Code::kNoSpace);
+  EXPECT_EQ(full.ToErrno(), ENOSPC);
+  // Nothing was written by the refused write.
+  std::string tail(kPageSize, 'x');
+  ASSERT_TRUE(seg->Read(4 * kPageSize, tail.size(), tail.data()).ok());
+  EXPECT_EQ(tail, std::string(kPageSize, '\0'));
+  // Overwriting allocated pages needs no space.
+  EXPECT_TRUE(seg->Write(kPageSize + 5, "zz", 2).ok());
+  // Shrinking gives space back.
+  ASSERT_TRUE(seg->Truncate(2 * kPageSize).ok());
+  EXPECT_EQ((*ps)->used(), 2 * kPageSize);
+  EXPECT_TRUE(seg->Write(2 * kPageSize, page.data(), page.size()).ok());
+}
+
+TEST(PageStore, RemoveFreesSpaceAndUsageSurvivesReopen) {
+  TempDir dir;
+  {
+    auto ps = PageStore::Open(dir / "pages", 1 << 20);
+    ASSERT_TRUE(ps.ok());
+    for (uint64_t ino : {1, 2}) {
+      auto seg = *(*ps)->Get(ino);
+      std::lock_guard<std::mutex> lock(seg->mu());
+      std::string d(3 * kPageSize, 'q');
+      ASSERT_TRUE(seg->Write(0, d.data(), d.size()).ok());
+    }
+    EXPECT_EQ((*ps)->used(), 6 * kPageSize);
+    ASSERT_TRUE((*ps)->Remove(1).ok());
+    EXPECT_EQ((*ps)->used(), 3 * kPageSize);
+  }
+  auto ps = PageStore::Open(dir / "pages", 1 << 20);
+  ASSERT_TRUE(ps.ok());
+  EXPECT_EQ((*ps)->used(), 3 * kPageSize);
+}
+
+TEST(PageStore, AllocateReservesAndPunchFrees) {
+  TempDir dir;
+  auto ps = PageStore::Open(dir / "pages", 8 * kPageSize);
+  ASSERT_TRUE(ps.ok());
+  auto seg = *(*ps)->Get(3);
+  std::lock_guard<std::mutex> lock(seg->mu());
+  ASSERT_TRUE(seg->Allocate(0, 0, 4 * kPageSize).ok());
+  EXPECT_EQ((*ps)->used(), 4 * kPageSize);
+  EXPECT_EQ(seg->Allocate(0, 4 * kPageSize, 5 * kPageSize).code(), Status::Code::kNoSpace);
+  ASSERT_TRUE(seg->Allocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 2 * kPageSize).ok());
+  EXPECT_EQ((*ps)->used(), 2 * kPageSize);
+  EXPECT_EQ(seg->Allocate(FALLOC_FL_COLLAPSE_RANGE, 0, kPageSize).code(), Status::Code::kNotSupported);
+}
+
+}  // namespace
+}  // namespace cshm::store
