@@ -131,6 +131,12 @@ int Serve(const MountOptions& opts, const std::string& mountpoint, int report_fd
     report("cannot mount on " + mountpoint + " (is /dev/fuse present and fuse3 installed?)");
     return 1;
   }
+  // Serve the INIT request here, before the loop: the kernel applies its
+  // readahead limit when it reads our INIT reply, and only after that can
+  // TuneBdi raise it.
+  fuse_buf init_buf{};
+  if (fuse_session_receive_buf(se, &init_buf) > 0) fuse_session_process_buf(se, &init_buf);
+  free(init_buf.mem);
   TuneBdi(mountpoint);
   const FsStats stats = (*fs)->Stats();
   spdlog::info("cshmfs {} mounted at {}: state dir {}, size cap {} bytes, {} of it free, pid {}", kVersion,

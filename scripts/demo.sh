@@ -11,10 +11,12 @@ work=$(mktemp -d /tmp/cshm-demo.XXXXXX)
 mnt=$work/mnt
 mkdir -p "$mnt"
 pid=""
+# Running and not a zombie (an exited daemon may wait a moment to be reaped).
+alive() { [ -r "/proc/$1/stat" ] && ! sed 's/.*) //' "/proc/$1/stat" | grep -q '^Z'; }
 cleanup() {
   if grep -qs " $mnt fuse.cshmfs " /proc/mounts; then fusermount3 -u "$mnt" || fusermount3 -u -z "$mnt" || true; fi
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if [ -n "$pid" ] && alive "$pid"; then
+    for _ in $(seq 50); do alive "$pid" || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
   fi
   rm -rf "$work"
@@ -41,7 +43,7 @@ head -c 64 "$mnt/board" | tr -d '\0'; echo
 
 say "Unmounting"
 fusermount3 -u "$mnt"
-for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-if kill -0 "$pid" 2>/dev/null; then echo "demo: the daemon did not exit after unmount" >&2; exit 1; fi
+for _ in $(seq 100); do alive "$pid" || break; sleep 0.1; done
+if alive "$pid"; then echo "demo: the daemon did not exit after unmount" >&2; exit 1; fi
 pid=""
 say "Done: two processes shared memory through a cshm file."

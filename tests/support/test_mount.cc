@@ -126,7 +126,7 @@ void TestMount::Stop() {
     auto gone = [&] {
       int st;
       if (waitpid(pid_, &st, WNOHANG) == pid_) return true;
-      return kill(pid_, 0) != 0 && errno == ESRCH;
+      return ProcessGone(pid_);
     };
     if (!WaitFor(gone, kStopDeadline)) {
       // Busy or wedged: abort the connection, then make sure the daemon goes.
@@ -149,7 +149,7 @@ void TestMount::Kill9() {
   if (pid_ > 0) {
     kill(pid_, SIGKILL);
     int st;
-    if (waitpid(pid_, &st, 0) != pid_) WaitFor([&] { return kill(pid_, 0) != 0; }, kStopDeadline);
+    if (waitpid(pid_, &st, 0) != pid_) WaitFor([&] { return ProcessGone(pid_); }, kStopDeadline);
     pid_ = -1;
   }
   ClearDeadMount();
