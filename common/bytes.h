@@ -15,6 +15,7 @@ class ByteWriter {
  public:
   explicit ByteWriter(std::string* out) : out_(out) {}
   void PutU8(uint8_t v) { out_->push_back(static_cast<char>(v)); }
+  void PutU16(uint16_t v) { PutLE(v); }
   void PutU32(uint32_t v) { PutLE(v); }
   void PutU64(uint64_t v) { PutLE(v); }
   void PutI64(int64_t v) { PutLE(static_cast<uint64_t>(v)); }
@@ -38,6 +39,7 @@ class ByteReader {
  public:
   explicit ByteReader(std::string_view in) : in_(in) {}
   bool GetU8(uint8_t* v) { return GetLE(v); }
+  bool GetU16(uint16_t* v) { return GetLE(v); }
   bool GetU32(uint32_t* v) { return GetLE(v); }
   bool GetU64(uint64_t* v) { return GetLE(v); }
   bool GetI64(int64_t* v) {

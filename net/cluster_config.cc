@@ -1,0 +1,84 @@
+#include "net/cluster_config.h"
+
+#include <algorithm>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <toml++/toml.h>
+
+namespace cshm::net {
+
+const NodeConfig* ClusterConfig::Find(uint32_t id) const {
+  for (const NodeConfig& n : nodes)
+    if (n.id == id) return &n;
+  return nullptr;
+}
+
+Result<ClusterConfig> ParseClusterConfig(std::string_view text, const std::string& origin,
+                                         const std::string& base_dir) {
+  toml::table tbl;
+  try {
+    tbl = toml::parse(text, origin);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream msg;
+    msg << origin << ":" << e.source().begin.line << ": " << e.description();
+    return Invalid(msg.str());
+  }
+  ClusterConfig c;
+  auto bad = [&](const std::string& what) { return Invalid(origin + ": " + what); };
+
+  const toml::table* cluster = tbl["cluster"].as_table();
+  if (!cluster) return bad("missing [cluster] table (with secret_file)");
+  auto secret_file = (*cluster)["secret_file"].value<std::string>();
+  if (!secret_file || secret_file->empty()) return bad("[cluster] needs secret_file = \"PATH\"");
+  std::string path = *secret_file;
+  if (path[0] != '/' && !base_dir.empty()) path = base_dir + "/" + path;
+  std::ifstream in(path);
+  if (!in) return bad("cannot read secret_file " + path + ": " + strerror(errno));
+  std::string secret((std::istreambuf_iterator<char>(in)), {});
+  while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r')) secret.pop_back();
+  if (secret.size() < 16) return bad("secret_file " + path + " holds fewer than 16 bytes; make a longer secret");
+  c.secret = secret;
+  if (auto t = (*cluster)["request_timeout_ms"].value<int64_t>()) {
+    if (*t < 10 || *t > 600000) return bad("request_timeout_ms must be between 10 and 600000");
+    c.request_timeout_ms = static_cast<uint32_t>(*t);
+  }
+
+  const toml::array* nodes = tbl["node"].as_array();
+  if (!nodes || nodes->empty()) return bad("no [[node]] entries");
+  std::set<uint32_t> ids;
+  std::set<std::pair<std::string, uint16_t>> addrs;
+  for (const toml::node& n : *nodes) {
+    const toml::table* t = n.as_table();
+    if (!t) return bad("[[node]] entries must be tables");
+    auto id = (*t)["id"].value<int64_t>();
+    auto host = (*t)["host"].value<std::string>();
+    auto port = (*t)["port"].value<int64_t>();
+    if (!id || *id < 0 || *id >= kMaxNodes) return bad("a [[node]] needs id = 0.." + std::to_string(kMaxNodes - 1));
+    const std::string which = "node " + std::to_string(*id);
+    if (!host || host->empty()) return bad(which + " needs host = \"ADDRESS\"");
+    if (!port || *port <= 0 || *port > 65535) return bad(which + " needs port = 1..65535");
+    if (!ids.insert(static_cast<uint32_t>(*id)).second) return bad("duplicate node id " + std::to_string(*id));
+    if (!addrs.insert({*host, static_cast<uint16_t>(*port)}).second)
+      return bad(which + " uses " + *host + ":" + std::to_string(*port) + " like another node");
+    c.nodes.push_back(NodeConfig{static_cast<uint32_t>(*id), *host, static_cast<uint16_t>(*port)});
+  }
+  std::sort(c.nodes.begin(), c.nodes.end(), [](auto& a, auto& b) { return a.id < b.id; });
+  c.metadata_node = c.nodes.front().id;
+  if (auto m = (*cluster)["metadata_node"].value<int64_t>()) {
+    if (*m < 0 || !c.Find(static_cast<uint32_t>(*m)))
+      return bad("metadata_node " + std::to_string(*m) + " is not one of the [[node]] ids");
+    c.metadata_node = static_cast<uint32_t>(*m);
+  }
+  return c;
+}
+
+Result<ClusterConfig> LoadClusterConfig(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return Status::FromErrno(errno, "cannot read config " + path);
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
+  return ParseClusterConfig(text, path, dir);
+}
+
+}  // namespace cshm::net

@@ -1,0 +1,47 @@
+// The cluster config file (TOML), the same on every node:
+//
+//   [cluster]
+//   secret_file = "/etc/cshm/secret"   # shared secret; peers that cannot prove it are refused
+//   metadata_node = 0                  # optional; default: the lowest id
+//   request_timeout_ms = 5000          # optional: the deadline of every request
+//   [[node]]
+//   id = 0
+//   host = "127.0.0.1"
+//   port = 7400
+//
+// Load() checks everything a user can get wrong and says what and where in
+// one line.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace cshm::net {
+
+constexpr uint32_t kMaxNodes = 64;  // copysets are 64-bit masks
+
+struct NodeConfig {
+  uint32_t id = 0;
+  std::string host;
+  uint16_t port = 0;
+};
+
+struct ClusterConfig {
+  std::vector<NodeConfig> nodes;  // sorted by id
+  std::string secret;
+  uint32_t metadata_node = 0;
+  uint32_t request_timeout_ms = 5000;
+
+  const NodeConfig* Find(uint32_t id) const;
+};
+
+// Parses TOML text. `origin` names the file in messages; relative secret_file
+// paths are resolved against `base_dir`.
+Result<ClusterConfig> ParseClusterConfig(std::string_view text, const std::string& origin,
+                                         const std::string& base_dir);
+Result<ClusterConfig> LoadClusterConfig(const std::string& path);
+
+}  // namespace cshm::net

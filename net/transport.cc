@@ -1,0 +1,461 @@
+#include "net/transport.h"
+
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <boost/asio.hpp>
+#include <deque>
+#include <future>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "net/auth.h"
+#include "net/frame_codec.h"
+
+namespace cshm::net {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// Handshake frame types; application types start at 16.
+constexpr uint16_t kHello = 1;
+constexpr uint16_t kAuth = 2;
+constexpr uint16_t kWelcome = 3;
+constexpr auto kHandshakeTimeout = std::chrono::seconds(5);
+constexpr auto kMinBackoff = std::chrono::milliseconds(50);
+constexpr auto kMaxBackoff = std::chrono::milliseconds(2000);
+
+struct Pending {
+  std::promise<Result<std::string>> promise;
+  std::atomic<bool> done{false};
+  void Finish(Result<std::string> r) {
+    if (!done.exchange(true)) promise.set_value(std::move(r));
+  }
+};
+
+}  // namespace
+
+class Connection;
+
+class Transport::Impl {
+ public:
+  explicit Impl(TransportOptions o)
+      : opts(std::move(o)),
+        acceptor(io),
+        fast(static_cast<size_t>(opts.fast_threads)),
+        slow(static_cast<size_t>(opts.slow_threads)) {}
+
+  Status Listen();
+  void Run() {
+    io_thread = std::thread([this] {
+      auto guard = asio::make_work_guard(io);
+      io.run();
+    });
+  }
+  void Stop();
+  void Accept();
+  void Dispatch(std::shared_ptr<Connection> c, Frame f);
+  std::shared_ptr<Connection> ClientFor(uint32_t node);  // I/O thread only
+  void ClientFailed(uint32_t node, const std::shared_ptr<Connection>& c);
+
+  TransportOptions opts;
+  asio::io_context io;
+  tcp::acceptor acceptor;
+  asio::thread_pool fast, slow;
+  std::thread io_thread;
+  std::atomic<uint64_t> next_id{1};
+  std::atomic<bool> stopping{false};
+  std::atomic<uint64_t> refused{0}, bad{0};
+
+  // I/O thread only.
+  std::map<uint32_t, std::shared_ptr<Connection>> clients;
+  std::map<uint32_t, Clock::time_point> retry_after;
+  std::map<uint32_t, Clock::duration> backoff;
+  std::vector<std::weak_ptr<Connection>> all;
+};
+
+// One TCP connection, client or server side. All members are touched on the
+// I/O thread only; Responders post to it.
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(Transport::Impl* t, tcp::socket s, bool client, uint32_t peer)
+      : t_(t), socket_(std::move(s)), timer_(t->io), client_(client), peer_(peer) {}
+
+  void StartServer() {
+    server_nonce_ = RandomNonce();
+    Hello h{t_->opts.self, server_nonce_, t_->opts.incarnation};
+    Write(FrameHeader{Kind::kOneWay, kHello, 0, 0, 0}, h.Encode());
+    ArmHandshakeTimer();
+    ReadHeader();
+  }
+
+  void StartClient(const tcp::endpoint& ep) {
+    ArmHandshakeTimer();
+    auto self = shared_from_this();
+    socket_.async_connect(ep, [this, self](const boost::system::error_code& ec) {
+      if (ec) return Close("connect: " + ec.message());
+      socket_.set_option(tcp::no_delay(true));
+      ReadHeader();
+    });
+  }
+
+  // Queues a request (client side); sent once the handshake is done.
+  void Call(uint64_t id, uint16_t type, std::string payload, std::shared_ptr<Pending> p) {
+    const Kind kind = p ? Kind::kRequest : Kind::kOneWay;
+    if (p) pending_[id] = std::move(p);
+    std::string frame;
+    EncodeFrame(FrameHeader{kind, type, id, 0, 0}, payload, &frame);
+    if (ready_) WriteRaw(std::move(frame));
+    else queued_.push_back(std::move(frame));
+  }
+
+  void Forget(uint64_t id) { pending_.erase(id); }
+
+  void Respond(uint64_t id, uint16_t type, const Status& st, const std::string& payload) {
+    if (closed_) return;
+    Write(FrameHeader{Kind::kResponse, type, id, static_cast<uint16_t>(st.code()), 0},
+          st.ok() ? payload : st.message());
+  }
+
+  void Close(const std::string& why) {
+    if (closed_) return;
+    closed_ = true;
+    boost::system::error_code ignored;
+    timer_.cancel();
+    socket_.close(ignored);
+    if (!t_->stopping) spdlog::debug("connection {} node {} closed: {}", client_ ? "to" : "from", peer_, why);
+    for (auto& [id, p] : pending_) p->Finish(Unavailable("node " + std::to_string(peer_) + ": " + why));
+    pending_.clear();
+    if (client_) t_->ClientFailed(peer_, shared_from_this());
+    else if (ready_ && t_->opts.on_peer_down && !t_->stopping) t_->opts.on_peer_down(peer_);
+  }
+
+  bool closed() const { return closed_; }
+  bool client() const { return client_; }
+
+ private:
+  void ArmHandshakeTimer() {
+    timer_.expires_after(kHandshakeTimeout);
+    auto self = shared_from_this();
+    timer_.async_wait([this, self](const boost::system::error_code& ec) {
+      if (!ec && !ready_) Close("handshake timed out");
+    });
+  }
+
+  void Write(const FrameHeader& h, std::string_view payload) {
+    std::string frame;
+    EncodeFrame(h, payload, &frame);
+    WriteRaw(std::move(frame));
+  }
+
+  void WriteRaw(std::string frame) {
+    out_.push_back(std::move(frame));
+    if (out_.size() == 1) WriteNext();
+  }
+
+  void WriteNext() {
+    auto self = shared_from_this();
+    asio::async_write(socket_, asio::buffer(out_.front()),
+                      [this, self](const boost::system::error_code& ec, size_t) {
+                        if (ec) return Close("write: " + ec.message());
+                        out_.pop_front();
+                        if (!out_.empty()) WriteNext();
+                      });
+  }
+
+  void ReadHeader() {
+    auto self = shared_from_this();
+    asio::async_read(socket_, asio::buffer(header_buf_, kHeaderSize),
+                     [this, self](const boost::system::error_code& ec, size_t) {
+                       if (ec) return Close(ec == asio::error::eof ? "peer closed" : "read: " + ec.message());
+                       std::string why;
+                       FrameHeader h;
+                       if (DecodeHeader(std::string_view(header_buf_, kHeaderSize), &h, &why) != DecodeResult::kGood) {
+                         t_->bad++;
+                         spdlog::warn("bad frame {} node {}: {}; closing the connection", client_ ? "from" : "on connection from",
+                                      peer_ == UINT32_MAX ? std::string("(unauthenticated)") : std::to_string(peer_), why);
+                         return Close("bad frame");
+                       }
+                       ReadPayload(h);
+                     });
+  }
+
+  void ReadPayload(const FrameHeader& h) {
+    auto self = shared_from_this();
+    payload_.resize(h.length);
+    asio::async_read(socket_, asio::buffer(payload_), [this, self, h](const boost::system::error_code& ec, size_t) {
+      if (ec) return Close("read: " + ec.message());
+      Frame f{h, std::move(payload_)};
+      payload_.clear();
+      if (!ready_) {
+        if (!Handshake(f)) return;
+      } else {
+        Handle(std::move(f));
+      }
+      if (!closed_) ReadHeader();
+    });
+  }
+
+  // Returns false after closing the connection.
+  bool Handshake(const Frame& f) {
+    const ClusterConfig& cfg = t_->opts.config;
+    if (client_) {
+      if (f.header.type == kHello) {
+        auto h = Hello::Decode(f.payload);
+        if (!h.ok() || h->node != peer_) return Refuse("bad hello from node " + std::to_string(peer_));
+        server_nonce_ = h->nonce;
+        client_nonce_ = RandomNonce();
+        AuthRequest a{t_->opts.self, client_nonce_, t_->opts.incarnation,
+                      ClientProof(cfg.secret, server_nonce_, client_nonce_, t_->opts.self, peer_)};
+        Write(FrameHeader{Kind::kOneWay, kAuth, 0, 0, 0}, a.Encode());
+        return true;
+      }
+      if (f.header.type == kWelcome && !server_nonce_.empty()) {
+        if (!ProofEquals(f.payload, ServerProof(cfg.secret, server_nonce_, client_nonce_, t_->opts.self, peer_)))
+          return Refuse("node " + std::to_string(peer_) + " could not prove the cluster secret");
+        ready_ = true;
+        timer_.cancel();
+        t_->backoff.erase(peer_);
+        t_->retry_after.erase(peer_);
+        for (auto& q : queued_) WriteRaw(std::move(q));
+        queued_.clear();
+        return true;
+      }
+      return Refuse("unexpected frame during the handshake with node " + std::to_string(peer_));
+    }
+    // Server side: the only acceptable frame is the client's Auth.
+    if (f.header.type != kAuth) return Refuse("frame before authentication");
+    auto a = AuthRequest::Decode(f.payload);
+    if (!a.ok()) return Refuse("malformed authentication");
+    if (a->node == t_->opts.self || !cfg.Find(a->node))
+      return Refuse("peer claims node id " + std::to_string(a->node) + ", which is not another node of the config");
+    if (!ProofEquals(a->proof, ClientProof(cfg.secret, server_nonce_, a->nonce, a->node, t_->opts.self)))
+      return Refuse("peer claiming node " + std::to_string(a->node) + " does not know the cluster secret");
+    peer_ = a->node;
+    ready_ = true;
+    timer_.cancel();
+    Write(FrameHeader{Kind::kResponse, kWelcome, 0, 0, 0},
+          ServerProof(cfg.secret, server_nonce_, a->nonce, peer_, t_->opts.self));
+    spdlog::info("node {} connected (incarnation {:x})", peer_, a->incarnation);
+    if (t_->opts.on_peer_up) t_->opts.on_peer_up(peer_, a->incarnation);
+    return true;
+  }
+
+  bool Refuse(const std::string& why) {
+    t_->refused++;
+    boost::system::error_code ec;
+    auto ep = socket_.remote_endpoint(ec);
+    spdlog::warn("refused connection {} {}: {}", client_ ? "to" : "from",
+                 ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port()), why);
+    Close(why);
+    return false;
+  }
+
+  void Handle(Frame f) {
+    if (f.header.kind == Kind::kResponse) {
+      auto it = pending_.find(f.header.request_id);
+      if (it == pending_.end()) return;  // answered after its deadline
+      auto p = std::move(it->second);
+      pending_.erase(it);
+      if (f.header.status == 0) {
+        p->Finish(std::move(f.payload));
+      } else {
+        p->Finish(Status::Error(static_cast<Status::Code>(f.header.status), "node " + std::to_string(peer_) + ": " + f.payload));
+      }
+      return;
+    }
+    if (client_) return;  // peers send requests on their own connections
+    t_->Dispatch(shared_from_this(), std::move(f));
+  }
+
+ public:
+  uint32_t peer() const { return peer_; }
+
+ private:
+  Transport::Impl* t_;
+  tcp::socket socket_;
+  asio::steady_timer timer_;
+  const bool client_;
+  uint32_t peer_;  // UINT32_MAX until a server connection is authenticated
+  bool ready_ = false;
+  bool closed_ = false;
+  std::string server_nonce_, client_nonce_;
+  char header_buf_[kHeaderSize];
+  std::string payload_;
+  std::deque<std::string> out_;
+  std::vector<std::string> queued_;
+  std::unordered_map<uint64_t, std::shared_ptr<Pending>> pending_;
+};
+
+namespace {
+
+class ConnResponder : public Responder {
+ public:
+  ConnResponder(asio::io_context& io, std::weak_ptr<Connection> c, uint64_t id, uint16_t type)
+      : io_(io), c_(std::move(c)), id_(id), type_(type) {}
+  void Reply(const Status& st, std::string payload) override {
+    if (replied_.exchange(true)) return;
+    asio::post(io_, [c = c_, id = id_, type = type_, st, payload = std::move(payload)] {
+      if (auto conn = c.lock()) conn->Respond(id, type, st, payload);
+    });
+  }
+
+ private:
+  asio::io_context& io_;
+  std::weak_ptr<Connection> c_;
+  uint64_t id_;
+  uint16_t type_;
+  std::atomic<bool> replied_{false};
+};
+
+}  // namespace
+
+Status Transport::Impl::Listen() {
+  const NodeConfig* me = opts.config.Find(opts.self);
+  if (!me) return Invalid("node " + std::to_string(opts.self) + " is not in the config");
+  boost::system::error_code ec;
+  auto addr = asio::ip::make_address(me->host, ec);
+  if (ec) return Invalid("node " + std::to_string(opts.self) + " host '" + me->host + "' is not an IP address");
+  tcp::endpoint ep(addr, me->port);
+  acceptor.open(ep.protocol(), ec);
+  if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acceptor.bind(ep, ec);
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec == asio::error::address_in_use)
+    return Busy("port " + std::to_string(me->port) + " of node " + std::to_string(opts.self) + " (" + me->host +
+                ") is in use by another process; stop it or change the port in the config");
+  if (ec) return Unavailable("cannot listen on " + me->host + ":" + std::to_string(me->port) + ": " + ec.message());
+  return Status::Ok();
+}
+
+void Transport::Impl::Accept() {
+  acceptor.async_accept([this](const boost::system::error_code& ec, tcp::socket s) {
+    if (ec) {
+      if (ec != asio::error::operation_aborted) spdlog::warn("accept: {}", ec.message());
+      if (stopping) return;
+    } else {
+      s.set_option(tcp::no_delay(true));
+      auto c = std::make_shared<Connection>(this, std::move(s), false, UINT32_MAX);
+      all.push_back(c);
+      c->StartServer();
+    }
+    Accept();
+  });
+}
+
+void Transport::Impl::Dispatch(std::shared_ptr<Connection> c, Frame f) {
+  Request r;
+  r.from = c->peer();
+  r.type = f.header.type;
+  r.payload = std::move(f.payload);
+  if (f.header.kind == Kind::kRequest)
+    r.responder = std::make_shared<ConnResponder>(io, c, f.header.request_id, f.header.type);
+  auto& pool = opts.is_slow && opts.is_slow(r.type) ? slow : fast;
+  asio::post(pool, [this, r = std::move(r)]() mutable {
+    auto responder = r.responder;
+    try {
+      opts.handler(std::move(r));
+    } catch (const std::exception& e) {
+      spdlog::error("handler for request type {}: internal error: {}", r.type, e.what());
+      if (responder) responder->Reply(IoError("internal error"), "");
+    }
+  });
+}
+
+std::shared_ptr<Connection> Transport::Impl::ClientFor(uint32_t node) {
+  auto it = clients.find(node);
+  if (it != clients.end() && !it->second->closed()) return it->second;
+  auto ra = retry_after.find(node);
+  if (ra != retry_after.end() && Clock::now() < ra->second) return nullptr;
+  const NodeConfig* n = opts.config.Find(node);
+  if (!n) return nullptr;
+  boost::system::error_code ec;
+  auto addr = asio::ip::make_address(n->host, ec);
+  if (ec) return nullptr;
+  auto c = std::make_shared<Connection>(this, tcp::socket(io), true, node);
+  clients[node] = c;
+  all.push_back(c);
+  c->StartClient(tcp::endpoint(addr, n->port));
+  return c;
+}
+
+void Transport::Impl::ClientFailed(uint32_t node, const std::shared_ptr<Connection>& c) {
+  auto it = clients.find(node);
+  if (it != clients.end() && it->second == c) clients.erase(it);
+  auto& b = backoff[node];
+  b = b == Clock::duration::zero() ? kMinBackoff : std::min<Clock::duration>(b * 2, kMaxBackoff);
+  retry_after[node] = Clock::now() + b;
+}
+
+void Transport::Impl::Stop() {
+  stopping = true;
+  asio::post(io, [this] {
+    boost::system::error_code ec;
+    acceptor.close(ec);
+    for (auto& w : all)
+      if (auto c = w.lock()) c->Close("shutting down");
+    all.clear();
+    clients.clear();
+  });
+  fast.join();
+  slow.join();
+  io.stop();
+  if (io_thread.joinable()) io_thread.join();
+}
+
+Transport::Transport(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Transport::~Transport() { impl_->Stop(); }
+
+Result<std::unique_ptr<Transport>> Transport::Start(TransportOptions options) {
+  auto impl = std::make_unique<Impl>(std::move(options));
+  CSHM_RETURN_IF_ERROR(impl->Listen());
+  impl->Accept();
+  impl->Run();
+  return std::unique_ptr<Transport>(new Transport(std::move(impl)));
+}
+
+Result<std::string> Transport::Call(uint32_t node, uint16_t type, std::string payload,
+                                    std::chrono::milliseconds timeout) {
+  if (timeout.count() == 0) timeout = std::chrono::milliseconds(impl_->opts.config.request_timeout_ms);
+  if (impl_->stopping) return Unavailable("shutting down");
+  auto p = std::make_shared<Pending>();
+  auto fut = p->promise.get_future();
+  const uint64_t id = impl_->next_id++;
+  Impl* t = impl_.get();
+  asio::post(t->io, [t, node, type, id, p, payload = std::move(payload)]() mutable {
+    auto c = t->ClientFor(node);
+    if (!c) return p->Finish(Unavailable("node " + std::to_string(node) + " is unreachable (retrying with backoff)"));
+    c->Call(id, type, std::move(payload), p);
+  });
+  if (fut.wait_for(timeout) != std::future_status::ready) {
+    p->Finish(TimedOut("node " + std::to_string(node) + " did not answer within " +
+                       std::to_string(timeout.count()) + " ms"));
+    asio::post(t->io, [t, node, id] {
+      auto it = t->clients.find(node);
+      if (it != t->clients.end()) it->second->Forget(id);
+    });
+  }
+  return fut.get();
+}
+
+void Transport::Send(uint32_t node, uint16_t type, std::string payload) {
+  if (impl_->stopping) return;
+  Impl* t = impl_.get();
+  const uint64_t id = impl_->next_id++;
+  asio::post(t->io, [t, node, type, id, payload = std::move(payload)]() mutable {
+    if (auto c = t->ClientFor(node)) c->Call(id, type, std::move(payload), nullptr);
+  });
+}
+
+uint32_t Transport::self() const { return impl_->opts.self; }
+const ClusterConfig& Transport::config() const { return impl_->opts.config; }
+uint64_t Transport::refused_peers() const { return impl_->refused; }
+uint64_t Transport::bad_frames() const { return impl_->bad; }
+
+}  // namespace cshm::net

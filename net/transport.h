@@ -1,0 +1,90 @@
+// Transport: authenticated request/response messaging between cshm nodes over
+// TCP (Boost.Asio).
+//
+// Each node listens on its configured address. For its own requests a node
+// keeps one outgoing connection per peer, made on first use and remade (with
+// backoff) after a failure; requests from a peer arrive on the connection that
+// peer made. Every connection completes the handshake of net/auth.h before any
+// other frame is accepted; a malformed or oversized frame, or a failed
+// handshake, closes the connection and is logged.
+//
+// Every Call has a deadline. A peer that cannot be reached, or does not answer
+// in time, is kUnavailable / kTimedOut, never a hang.
+//
+// Threads: one I/O thread runs all socket work. Incoming requests run on one of
+// two worker pools: "fast" for requests that never wait on the network, "slow"
+// for those that may (so a slow request can never starve a fast one that it is
+// itself waiting for). Call() blocks its caller and may be used from any thread
+// except the I/O thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+#include "net/cluster_config.h"
+
+namespace cshm::net {
+
+// Replies to one request (once; later calls are ignored). Safe to call from
+// any thread, also after the connection closed (then it does nothing).
+class Responder {
+ public:
+  virtual ~Responder() = default;
+  virtual void Reply(const Status& status, std::string payload) = 0;
+};
+
+struct Request {
+  uint32_t from = 0;
+  uint16_t type = 0;
+  std::string payload;
+  std::shared_ptr<Responder> responder;  // null for one-way messages
+};
+
+struct TransportOptions {
+  ClusterConfig config;
+  uint32_t self = 0;
+  uint64_t incarnation = 0;  // changes at every start of this node
+  int fast_threads = 4;
+  int slow_threads = 8;
+  // Which request types may wait on the network (run on the slow pool).
+  std::function<bool(uint16_t type)> is_slow;
+  std::function<void(Request)> handler;
+  // A peer's connection to us came up (with its incarnation) or went down.
+  std::function<void(uint32_t node, uint64_t incarnation)> on_peer_up;
+  std::function<void(uint32_t node)> on_peer_down;
+};
+
+class Transport {
+ public:
+  // Binds the listening socket (kBusy if the port is taken) and starts the
+  // I/O thread and the pools.
+  static Result<std::unique_ptr<Transport>> Start(TransportOptions options);
+  ~Transport();
+
+  // Sends a request and waits for its response payload, at most `timeout`
+  // (default: the config's request_timeout_ms). A non-ok response status comes
+  // back as that Status.
+  Result<std::string> Call(uint32_t node, uint16_t type, std::string payload,
+                           std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
+  // Best effort, no response.
+  void Send(uint32_t node, uint16_t type, std::string payload);
+
+  uint32_t self() const;
+  const ClusterConfig& config() const;
+
+  // Test seams: counters of refused handshakes and bad frames.
+  uint64_t refused_peers() const;
+  uint64_t bad_frames() const;
+
+  class Impl;
+
+ private:
+  explicit Transport(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cshm::net

@@ -1,0 +1,61 @@
+#include "net/cluster_config.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "tests/support/temp_dir.h"
+
+namespace cshm::net {
+namespace {
+
+using cshm::testing::TempDir;
+
+class ClusterConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override { std::ofstream(dir_ / "secret") << "0123456789abcdef0123\n"; }
+  Result<ClusterConfig> Parse(const std::string& body) {
+    return ParseClusterConfig("[cluster]\nsecret_file = \"secret\"\n" + body, "c.toml", dir_.path());
+  }
+  std::string Error(const std::string& body) { return Parse(body).status().message(); }
+  TempDir dir_;
+};
+
+TEST_F(ClusterConfigTest, ParsesNodesAndDefaults) {
+  auto c = Parse("[[node]]\nid = 2\nhost = \"10.0.0.2\"\nport = 7402\n[[node]]\nid = 1\nhost = \"10.0.0.1\"\nport = 7401\n");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  ASSERT_EQ(c->nodes.size(), 2u);
+  EXPECT_EQ(c->nodes[0].id, 1u);  // sorted
+  EXPECT_EQ(c->metadata_node, 1u);  // lowest id
+  EXPECT_EQ(c->secret, "0123456789abcdef0123");
+  EXPECT_EQ(c->Find(2)->port, 7402);
+  EXPECT_EQ(c->Find(3), nullptr);
+}
+
+TEST_F(ClusterConfigTest, EveryMistakeIsNamed) {
+  const std::string n0 = "[[node]]\nid = 0\nhost = \"127.0.0.1\"\nport = 7400\n";
+  EXPECT_NE(Error(n0 + n0).find("duplicate node id 0"), std::string::npos);
+  EXPECT_NE(Error("").find("no [[node]]"), std::string::npos);
+  EXPECT_NE(Error("[[node]]\nid = 1\nport = 1\n").find("node 1 needs host"), std::string::npos);
+  EXPECT_NE(Error("[[node]]\nid = 1\nhost = \"h\"\nport = 70000\n").find("port"), std::string::npos);
+  EXPECT_NE(Error(n0 + "[[node]]\nid = 1\nhost = \"127.0.0.1\"\nport = 7400\n").find("like another node"),
+            std::string::npos);
+  EXPECT_NE(Error("[[node]]\nid = 99\nhost = \"h\"\nport = 1\n").find("id = 0..63"), std::string::npos);
+  EXPECT_NE(Error("nonsense = = 3").find("c.toml:"), std::string::npos);
+  auto m = ParseClusterConfig("[cluster]\nsecret_file = \"secret\"\nmetadata_node = 5\n" + n0, "c.toml", dir_.path());
+  EXPECT_NE(m.status().message().find("metadata_node 5"), std::string::npos);
+}
+
+TEST_F(ClusterConfigTest, SecretProblemsAreNamed) {
+  auto missing = ParseClusterConfig("[cluster]\nsecret_file = \"nope\"\n", "c.toml", dir_.path());
+  EXPECT_NE(missing.status().message().find("cannot read secret_file"), std::string::npos);
+  std::ofstream(dir_ / "short") << "abc";
+  auto short_secret = ParseClusterConfig("[cluster]\nsecret_file = \"short\"\n[[node]]\nid=0\nhost=\"h\"\nport=1\n",
+                                         "c.toml", dir_.path());
+  EXPECT_NE(short_secret.status().message().find("fewer than 16"), std::string::npos);
+  EXPECT_NE(ParseClusterConfig("[[node]]\nid=0\n", "c.toml", "").status().message().find("[cluster]"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace cshm::net
