@@ -19,7 +19,7 @@ Result<std::unique_ptr<FileSystem>> FileSystem::Open(const FileSystemOptions& op
   CSHM_ASSIGN_OR_RETURN(fs->pages_, store::PageStore::Open(fs->state_dir_->pages_dir(), options.capacity_bytes));
   store::PageStore* pages = fs->pages_.get();
   CSHM_ASSIGN_OR_RETURN(fs->ns_, meta::Namespace::Open(fs->meta_store_.get(), options.node_id, options.root,
-                                                       [pages](uint64_t ino) { return pages->Remove(ino); }));
+                                                       [pages](uint64_t ino, uint32_t) { return pages->Remove(ino); }));
   return fs;
 }
 

@@ -61,20 +61,23 @@ Result<std::unique_ptr<Namespace>> Namespace::Open(store::MetaStore* store, uint
   CSHM_RETURN_IF_ERROR(store->ListOrphans(&orphans));
   if (!orphans.empty()) {
     store::MetaStore::Batch b;
+    PurgeList purge;
     for (uint64_t ino : orphans) {
+      CSHM_ASSIGN_OR_RETURN(auto rec, store->GetInode(ino));
+      if (rec) purge.emplace_back(ino, rec->owner_node);
       b.DeleteInode(ino);
       b.DeleteOrphan(ino);
     }
     CSHM_RETURN_IF_ERROR(store->Commit(b));
-    CSHM_RETURN_IF_ERROR(ns->Purge(orphans));
+    CSHM_RETURN_IF_ERROR(ns->Purge(purge));
   }
   return ns;
 }
 
-Status Namespace::Purge(const std::vector<uint64_t>& inos) {
+Status Namespace::Purge(const PurgeList& inos) {
   Status first;
-  for (uint64_t ino : inos) {
-    Status s = purge_ ? purge_(ino) : Status::Ok();
+  for (auto [ino, owner] : inos) {
+    Status s = purge_ ? purge_(ino, owner) : Status::Ok();
     if (!s.ok() && first.ok()) first = s;
   }
   return first;
@@ -121,7 +124,7 @@ Result<InodeRecord> Namespace::Lookup(uint64_t parent, std::string_view name) {
 }
 
 void Namespace::Forget(uint64_t ino, uint64_t n) {
-  std::vector<uint64_t> purge;
+  PurgeList purge;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = refs_.find(ino);
@@ -134,12 +137,13 @@ void Namespace::Forget(uint64_t ino, uint64_t n) {
       if (c != cache_.end() && !c->second.IsDir()) cache_.erase(c);  // keep dirs: cheap, hot
       return;
     }
+    const uint32_t owner = c->second.owner_node;
     store::MetaStore::Batch b;
     b.DeleteInode(ino);
     b.DeleteOrphan(ino);
     // A failed commit leaves the orphan record; the next start purges it.
     if (!CommitLocked(b, {}, {ino}).ok()) return;
-    purge.push_back(ino);
+    purge.emplace_back(ino, owner);
   }
   (void)Purge(purge);
 }
@@ -223,7 +227,7 @@ Result<InodeRecord> Namespace::CreateLocked(uint64_t parent, std::string_view na
   r.rdev = rdev;
   r.atime = r.mtime = r.ctime = now;
   r.parent = S_ISDIR(mode) ? parent : 0;
-  r.owner_node = node_id_;
+  r.owner_node = caller.node;
   r.symlink_target = std::string(symlink_target);
 
   dir.mtime = dir.ctime = now;
@@ -297,7 +301,7 @@ bool Namespace::DropLinkLocked(InodeRecord& victim, store::MetaStore::Batch& b, 
 
 Status Namespace::Unlink(uint64_t parent, std::string_view name) {
   CSHM_RETURN_IF_ERROR(CheckName(name));
-  std::vector<uint64_t> purge;
+  PurgeList purge;
   {
     std::lock_guard<std::mutex> lock(mu_);
     CSHM_ASSIGN_OR_RETURN(InodeRecord dir, LoadDirLocked(parent));
@@ -312,7 +316,7 @@ Status Namespace::Unlink(uint64_t parent, std::string_view name) {
     if (DropLinkLocked(victim, b, now)) {
       b.DeleteInode(victim.ino);
       CSHM_RETURN_IF_ERROR(CommitLocked(b, {dir}, {victim.ino}));
-      purge.push_back(victim.ino);
+      purge.emplace_back(victim.ino, victim.owner_node);
     } else {
       CSHM_RETURN_IF_ERROR(CommitLocked(b, {dir, victim}, {}));
     }
@@ -351,7 +355,7 @@ Status Namespace::Rename(uint64_t parent, std::string_view name, uint64_t new_pa
     return Invalid("RENAME_NOREPLACE and RENAME_EXCHANGE together");
   CSHM_RETURN_IF_ERROR(CheckName(name));
   CSHM_RETURN_IF_ERROR(CheckName(new_name));
-  std::vector<uint64_t> purge;
+  PurgeList purge;
   {
     std::lock_guard<std::mutex> lock(mu_);
     CSHM_ASSIGN_OR_RETURN(InodeRecord src_dir, LoadDirLocked(parent));
@@ -424,7 +428,7 @@ Status Namespace::Rename(uint64_t parent, std::string_view name, uint64_t new_pa
         if (DropLinkLocked(dst, b, now)) {
           b.DeleteInode(dst.ino);
           deleted.push_back(dst.ino);
-          if (!dst.IsDir()) purge.push_back(dst.ino);
+          if (!dst.IsDir()) purge.emplace_back(dst.ino, dst.owner_node);
         } else {
           updated.push_back(dst);
         }

@@ -28,18 +28,11 @@
 #include <vector>
 
 #include "common/status.h"
+#include "meta/meta_service.h"
 #include "store/inode_record.h"
 #include "store/meta_store.h"
 
 namespace cshm::meta {
-
-using store::InodeRecord;
-using store::Timestamp;
-
-struct Caller {
-  uint32_t uid = 0;
-  uint32_t gid = 0;
-};
 
 // Root directory attributes applied at mount (tmpfs's mode=, uid=, gid=).
 // Unset fields keep what the store has (defaults on first start: 01777 0:0).
@@ -49,25 +42,11 @@ struct RootOptions {
   std::optional<uint32_t> gid;
 };
 
-struct SetAttrRequest {
-  std::optional<uint32_t> mode;  // permission bits only
-  std::optional<uint32_t> uid;
-  std::optional<uint32_t> gid;
-  std::optional<uint64_t> size;
-  std::optional<Timestamp> atime;
-  std::optional<Timestamp> mtime;
-};
-
-struct ListedEntry {
-  std::string name;
-  uint64_t ino = 0;
-  uint32_t type = 0;  // S_IFMT bits
-};
-
-class Namespace {
+class Namespace : public MetaService {
  public:
-  // Called (outside the namespace mutex) for each inode purged, to free its pages.
-  using PurgeFn = std::function<Status(uint64_t ino)>;
+  // Called (outside the namespace mutex) for each inode purged, to free its
+  // pages on the node that owns them.
+  using PurgeFn = std::function<Status(uint64_t ino, uint32_t owner_node)>;
 
   // Loads or creates the root, applies `root`, and purges orphans left by a
   // previous run. New inode numbers are node_id << 48 | counter, so they never
@@ -75,35 +54,35 @@ class Namespace {
   static Result<std::unique_ptr<Namespace>> Open(store::MetaStore* store, uint32_t node_id,
                                                  const RootOptions& root, PurgeFn purge);
 
-  Result<InodeRecord> Lookup(uint64_t parent, std::string_view name);  // +1 ref
-  void Forget(uint64_t ino, uint64_t n);
-  Result<InodeRecord> GetAttr(uint64_t ino);
+  Result<InodeRecord> Lookup(uint64_t parent, std::string_view name) override;  // +1 ref
+  void Forget(uint64_t ino, uint64_t n) override;
+  Result<InodeRecord> GetAttr(uint64_t ino) override;
   // Applies every field of `req` (the caller has done the data side of a size
   // change; see fs::FileSystem::SetAttr). ctime is set to now.
-  Result<InodeRecord> SetAttr(uint64_t ino, const SetAttrRequest& req);
+  Result<InodeRecord> SetAttr(uint64_t ino, const SetAttrRequest& req) override;
   // Grows the size to at least `end` and sets mtime/ctime (a write or fallocate).
-  Result<InodeRecord> NoteWrite(uint64_t ino, uint64_t end, bool touch_mtime);
+  Result<InodeRecord> NoteWrite(uint64_t ino, uint64_t end, bool touch_mtime) override;
 
   // Create ops: +1 ref on the new inode.
   Result<InodeRecord> Mknod(uint64_t parent, std::string_view name, uint32_t mode, uint64_t rdev,
-                            const Caller& caller);
-  Result<InodeRecord> Mkdir(uint64_t parent, std::string_view name, uint32_t mode, const Caller& caller);
+                            const Caller& caller) override;
+  Result<InodeRecord> Mkdir(uint64_t parent, std::string_view name, uint32_t mode, const Caller& caller) override;
   Result<InodeRecord> Symlink(uint64_t parent, std::string_view name, std::string_view target,
-                              const Caller& caller);
-  Result<InodeRecord> Link(uint64_t ino, uint64_t new_parent, std::string_view new_name);
-  Status Unlink(uint64_t parent, std::string_view name);
-  Status Rmdir(uint64_t parent, std::string_view name);
+                              const Caller& caller) override;
+  Result<InodeRecord> Link(uint64_t ino, uint64_t new_parent, std::string_view new_name) override;
+  Status Unlink(uint64_t parent, std::string_view name) override;
+  Status Rmdir(uint64_t parent, std::string_view name) override;
   // flags: 0, RENAME_NOREPLACE or RENAME_EXCHANGE.
   Status Rename(uint64_t parent, std::string_view name, uint64_t new_parent, std::string_view new_name,
-                unsigned flags);
-  Result<std::string> Readlink(uint64_t ino);
+                unsigned flags) override;
+  Result<std::string> Readlink(uint64_t ino) override;
   // Every entry of a directory, "." and ".." first.
-  Result<std::vector<ListedEntry>> ListDir(uint64_t ino);
+  Result<std::vector<ListedEntry>> ListDir(uint64_t ino) override;
 
-  Status SetXattr(uint64_t ino, std::string_view name, std::string_view value, int flags);
-  Result<std::string> GetXattr(uint64_t ino, std::string_view name);
-  Result<std::vector<std::string>> ListXattrs(uint64_t ino);
-  Status RemoveXattr(uint64_t ino, std::string_view name);
+  Status SetXattr(uint64_t ino, std::string_view name, std::string_view value, int flags) override;
+  Result<std::string> GetXattr(uint64_t ino, std::string_view name) override;
+  Result<std::vector<std::string>> ListXattrs(uint64_t ino) override;
+  Status RemoveXattr(uint64_t ino, std::string_view name) override;
 
   uint64_t inode_count();
   uint64_t references(uint64_t ino);
@@ -123,7 +102,8 @@ class Namespace {
   Status CommitLocked(store::MetaStore::Batch& b, std::vector<InodeRecord> updated,
                       std::vector<uint64_t> deleted);
   void TakeRefLocked(uint64_t ino) { refs_[ino]++; }
-  Status Purge(const std::vector<uint64_t>& inos);
+  using PurgeList = std::vector<std::pair<uint64_t, uint32_t>>;  // ino, owner
+  Status Purge(const PurgeList& inos);
 
   store::MetaStore* const store_;
   const uint32_t node_id_;

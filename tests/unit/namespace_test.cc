@@ -24,7 +24,7 @@ class NamespaceTest : public ::testing::Test {
     auto s = store::MetaStore::Open(dir_ / "db");
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     store_ = std::move(*s);
-    auto n = Namespace::Open(store_.get(), 0, root, [this](uint64_t ino) {
+    auto n = Namespace::Open(store_.get(), 0, root, [this](uint64_t ino, uint32_t) {
       purged_.insert(ino);
       return Status::Ok();
     });

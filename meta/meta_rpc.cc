@@ -1,0 +1,251 @@
+#include "meta/meta_rpc.h"
+
+#include "common/bytes.h"
+
+namespace cshm::meta {
+namespace {
+
+void PutTs(ByteWriter& w, const Timestamp& t) {
+  w.PutI64(t.sec);
+  w.PutI64(t.nsec);
+}
+void GetTs(ByteReader& r, Timestamp* t) {
+  r.GetI64(&t->sec);
+  r.GetI64(&t->nsec);
+}
+
+std::string EncodeInode(const InodeRecord& rec) {
+  std::string out;
+  ByteWriter w(&out);
+  w.PutU64(rec.ino);
+  out += rec.Encode();
+  return out;
+}
+
+Result<InodeRecord> DecodeInode(std::string_view in) {
+  ByteReader r(in);
+  uint64_t ino = 0;
+  if (!r.GetU64(&ino)) return Invalid("malformed inode reply");
+  return InodeRecord::Decode(ino, in.substr(8));
+}
+
+Result<std::string> InodeReply(const Result<InodeRecord>& r) {
+  if (!r.ok()) return r.status();
+  return EncodeInode(*r);
+}
+
+Result<std::string> EmptyReply(const Status& s) {
+  if (!s.ok()) return s;
+  return std::string();
+}
+
+}  // namespace
+
+std::string MetaRequest::Encode() const {
+  std::string out;
+  ByteWriter w(&out);
+  w.PutU8(static_cast<uint8_t>(op));
+  w.PutU64(ino);
+  w.PutU64(ino2);
+  w.PutU32(mode);
+  w.PutBytes(name);
+  w.PutBytes(name2);
+  w.PutU32(caller.uid);
+  w.PutU32(caller.gid);
+  w.PutU32(caller.node);
+  uint8_t has = (attr.mode ? 1 : 0) | (attr.uid ? 2 : 0) | (attr.gid ? 4 : 0) | (attr.size ? 8 : 0) |
+                (attr.atime ? 16 : 0) | (attr.mtime ? 32 : 0);
+  w.PutU8(has);
+  w.PutU32(attr.mode.value_or(0));
+  w.PutU32(attr.uid.value_or(0));
+  w.PutU32(attr.gid.value_or(0));
+  w.PutU64(attr.size.value_or(0));
+  PutTs(w, attr.atime.value_or(Timestamp{}));
+  PutTs(w, attr.mtime.value_or(Timestamp{}));
+  return out;
+}
+
+Result<MetaRequest> MetaRequest::Decode(std::string_view in) {
+  MetaRequest m;
+  ByteReader r(in);
+  uint8_t op = 0, has = 0;
+  uint32_t mode = 0, uid = 0, gid = 0;
+  uint64_t size = 0;
+  Timestamp at, mt;
+  r.GetU8(&op);
+  r.GetU64(&m.ino);
+  r.GetU64(&m.ino2);
+  r.GetU32(&m.mode);
+  r.GetBytes(&m.name);
+  r.GetBytes(&m.name2);
+  r.GetU32(&m.caller.uid);
+  r.GetU32(&m.caller.gid);
+  r.GetU32(&m.caller.node);
+  r.GetU8(&has);
+  r.GetU32(&mode);
+  r.GetU32(&uid);
+  r.GetU32(&gid);
+  r.GetU64(&size);
+  GetTs(r, &at);
+  GetTs(r, &mt);
+  if (!r.AtEnd()) return Invalid("malformed metadata request");
+  if (op < static_cast<uint8_t>(MetaOp::kLookup) || op > static_cast<uint8_t>(MetaOp::kRemoveXattr))
+    return Invalid("unknown metadata operation " + std::to_string(op));
+  m.op = static_cast<MetaOp>(op);
+  if (has & 1) m.attr.mode = mode;
+  if (has & 2) m.attr.uid = uid;
+  if (has & 4) m.attr.gid = gid;
+  if (has & 8) m.attr.size = size;
+  if (has & 16) m.attr.atime = at;
+  if (has & 32) m.attr.mtime = mt;
+  return m;
+}
+
+Result<std::string> ServeMetaRequest(MetaService& svc, std::string_view payload) {
+  CSHM_ASSIGN_OR_RETURN(MetaRequest m, MetaRequest::Decode(payload));
+  switch (m.op) {
+    case MetaOp::kLookup: return InodeReply(svc.Lookup(m.ino, m.name));
+    case MetaOp::kForget: svc.Forget(m.ino, m.ino2); return std::string();
+    case MetaOp::kGetAttr: return InodeReply(svc.GetAttr(m.ino));
+    case MetaOp::kSetAttr: return InodeReply(svc.SetAttr(m.ino, m.attr));
+    case MetaOp::kNoteWrite: return InodeReply(svc.NoteWrite(m.ino, m.ino2, m.mode != 0));
+    case MetaOp::kMknod: return InodeReply(svc.Mknod(m.ino, m.name, m.mode, m.ino2, m.caller));
+    case MetaOp::kMkdir: return InodeReply(svc.Mkdir(m.ino, m.name, m.mode, m.caller));
+    case MetaOp::kSymlink: return InodeReply(svc.Symlink(m.ino, m.name, m.name2, m.caller));
+    case MetaOp::kLink: return InodeReply(svc.Link(m.ino, m.ino2, m.name));
+    case MetaOp::kUnlink: return EmptyReply(svc.Unlink(m.ino, m.name));
+    case MetaOp::kRmdir: return EmptyReply(svc.Rmdir(m.ino, m.name));
+    case MetaOp::kRename: return EmptyReply(svc.Rename(m.ino, m.name, m.ino2, m.name2, m.mode));
+    case MetaOp::kReadlink: return svc.Readlink(m.ino);
+    case MetaOp::kListDir: {
+      CSHM_ASSIGN_OR_RETURN(auto entries, svc.ListDir(m.ino));
+      std::string out;
+      ByteWriter w(&out);
+      w.PutU32(static_cast<uint32_t>(entries.size()));
+      for (const ListedEntry& e : entries) {
+        w.PutBytes(e.name);
+        w.PutU64(e.ino);
+        w.PutU32(e.type);
+      }
+      return out;
+    }
+    case MetaOp::kSetXattr: return EmptyReply(svc.SetXattr(m.ino, m.name, m.name2, static_cast<int>(m.mode)));
+    case MetaOp::kGetXattr: return svc.GetXattr(m.ino, m.name);
+    case MetaOp::kListXattrs: {
+      CSHM_ASSIGN_OR_RETURN(auto names, svc.ListXattrs(m.ino));
+      std::string out;
+      ByteWriter w(&out);
+      w.PutU32(static_cast<uint32_t>(names.size()));
+      for (const std::string& n : names) w.PutBytes(n);
+      return out;
+    }
+    case MetaOp::kRemoveXattr: return EmptyReply(svc.RemoveXattr(m.ino, m.name));
+  }
+  return Invalid("unknown metadata operation");
+}
+
+Result<InodeRecord> RemoteMeta::CallInode(const MetaRequest& r) {
+  CSHM_ASSIGN_OR_RETURN(std::string reply, call_(r.Encode()));
+  return DecodeInode(reply);
+}
+
+Result<InodeRecord> RemoteMeta::Lookup(uint64_t parent, std::string_view name) {
+  return CallInode(MetaRequest{.op = MetaOp::kLookup, .ino = parent, .name = std::string(name)});
+}
+void RemoteMeta::Forget(uint64_t ino, uint64_t n) {
+  send_(MetaRequest{.op = MetaOp::kForget, .ino = ino, .ino2 = n}.Encode());
+}
+Result<InodeRecord> RemoteMeta::GetAttr(uint64_t ino) { return CallInode(MetaRequest{.op = MetaOp::kGetAttr, .ino = ino}); }
+Result<InodeRecord> RemoteMeta::SetAttr(uint64_t ino, const SetAttrRequest& req) {
+  return CallInode(MetaRequest{.op = MetaOp::kSetAttr, .ino = ino, .attr = req});
+}
+Result<InodeRecord> RemoteMeta::NoteWrite(uint64_t ino, uint64_t end, bool touch_mtime) {
+  return CallInode(MetaRequest{.op = MetaOp::kNoteWrite, .ino = ino, .ino2 = end, .mode = touch_mtime ? 1u : 0u});
+}
+Result<InodeRecord> RemoteMeta::Mknod(uint64_t parent, std::string_view name, uint32_t mode, uint64_t rdev,
+                                      const Caller& caller) {
+  return CallInode(MetaRequest{
+      .op = MetaOp::kMknod, .ino = parent, .ino2 = rdev, .mode = mode, .name = std::string(name), .caller = caller});
+}
+Result<InodeRecord> RemoteMeta::Mkdir(uint64_t parent, std::string_view name, uint32_t mode, const Caller& caller) {
+  return CallInode(
+      MetaRequest{.op = MetaOp::kMkdir, .ino = parent, .mode = mode, .name = std::string(name), .caller = caller});
+}
+Result<InodeRecord> RemoteMeta::Symlink(uint64_t parent, std::string_view name, std::string_view target,
+                                        const Caller& caller) {
+  return CallInode(MetaRequest{.op = MetaOp::kSymlink,
+                               .ino = parent,
+                               .name = std::string(name),
+                               .name2 = std::string(target),
+                               .caller = caller});
+}
+Result<InodeRecord> RemoteMeta::Link(uint64_t ino, uint64_t new_parent, std::string_view new_name) {
+  return CallInode(MetaRequest{.op = MetaOp::kLink, .ino = ino, .ino2 = new_parent, .name = std::string(new_name)});
+}
+Status RemoteMeta::Unlink(uint64_t parent, std::string_view name) {
+  return call_(MetaRequest{.op = MetaOp::kUnlink, .ino = parent, .name = std::string(name)}.Encode()).status();
+}
+Status RemoteMeta::Rmdir(uint64_t parent, std::string_view name) {
+  return call_(MetaRequest{.op = MetaOp::kRmdir, .ino = parent, .name = std::string(name)}.Encode()).status();
+}
+Status RemoteMeta::Rename(uint64_t parent, std::string_view name, uint64_t new_parent, std::string_view new_name,
+                          unsigned flags) {
+  return call_(MetaRequest{.op = MetaOp::kRename,
+                           .ino = parent,
+                           .ino2 = new_parent,
+                           .mode = flags,
+                           .name = std::string(name),
+                           .name2 = std::string(new_name)}
+                   .Encode())
+      .status();
+}
+Result<std::string> RemoteMeta::Readlink(uint64_t ino) {
+  return call_(MetaRequest{.op = MetaOp::kReadlink, .ino = ino}.Encode());
+}
+Result<std::vector<ListedEntry>> RemoteMeta::ListDir(uint64_t ino) {
+  CSHM_ASSIGN_OR_RETURN(std::string reply, call_(MetaRequest{.op = MetaOp::kListDir, .ino = ino}.Encode()));
+  ByteReader r(reply);
+  uint32_t n = 0;
+  r.GetU32(&n);
+  std::vector<ListedEntry> out;
+  for (uint32_t i = 0; i < n && r.ok(); i++) {
+    ListedEntry e;
+    r.GetBytes(&e.name);
+    r.GetU64(&e.ino);
+    r.GetU32(&e.type);
+    out.push_back(std::move(e));
+  }
+  if (!r.AtEnd()) return Invalid("malformed directory listing");
+  return out;
+}
+Status RemoteMeta::SetXattr(uint64_t ino, std::string_view name, std::string_view value, int flags) {
+  return call_(MetaRequest{.op = MetaOp::kSetXattr,
+                           .ino = ino,
+                           .mode = static_cast<uint32_t>(flags),
+                           .name = std::string(name),
+                           .name2 = std::string(value)}
+                   .Encode())
+      .status();
+}
+Result<std::string> RemoteMeta::GetXattr(uint64_t ino, std::string_view name) {
+  return call_(MetaRequest{.op = MetaOp::kGetXattr, .ino = ino, .name = std::string(name)}.Encode());
+}
+Result<std::vector<std::string>> RemoteMeta::ListXattrs(uint64_t ino) {
+  CSHM_ASSIGN_OR_RETURN(std::string reply, call_(MetaRequest{.op = MetaOp::kListXattrs, .ino = ino}.Encode()));
+  ByteReader r(reply);
+  uint32_t n = 0;
+  r.GetU32(&n);
+  std::vector<std::string> out;
+  for (uint32_t i = 0; i < n && r.ok(); i++) {
+    std::string s;
+    r.GetBytes(&s);
+    out.push_back(std::move(s));
+  }
+  if (!r.AtEnd()) return Invalid("malformed xattr list");
+  return out;
+}
+Status RemoteMeta::RemoveXattr(uint64_t ino, std::string_view name) {
+  return call_(MetaRequest{.op = MetaOp::kRemoveXattr, .ino = ino, .name = std::string(name)}.Encode()).status();
+}
+
+}  // namespace cshm::meta

@@ -1,0 +1,73 @@
+// The namespace over the wire: one request shape for every MetaService
+// operation, a pure codec, the server-side dispatcher the metadata node runs,
+// and RemoteMeta, the client the other nodes use. meta/ knows nothing of the
+// transport: RemoteMeta is given functions that carry bytes to the metadata
+// node and back.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "meta/meta_service.h"
+
+namespace cshm::meta {
+
+enum class MetaOp : uint8_t {
+  kLookup = 1, kForget, kGetAttr, kSetAttr, kNoteWrite, kMknod, kMkdir, kSymlink, kLink, kUnlink,
+  kRmdir, kRename, kReadlink, kListDir, kSetXattr, kGetXattr, kListXattrs, kRemoveXattr,
+};
+
+struct MetaRequest {
+  MetaOp op = MetaOp::kGetAttr;
+  uint64_t ino = 0;      // ino or parent
+  uint64_t ino2 = 0;     // new parent, forget count, write end, rdev
+  uint32_t mode = 0;     // mode, rename/xattr flags, touch_mtime
+  std::string name;      // name
+  std::string name2;     // new name, symlink target, xattr value
+  Caller caller;
+  SetAttrRequest attr;
+
+  std::string Encode() const;
+  static Result<MetaRequest> Decode(std::string_view in);
+};
+
+// Runs `payload` (an encoded MetaRequest) against `svc`; the result is the
+// response payload. A payload that does not decode is kInvalid.
+Result<std::string> ServeMetaRequest(MetaService& svc, std::string_view payload);
+
+class RemoteMeta : public MetaService {
+ public:
+  using CallFn = std::function<Result<std::string>(std::string payload)>;
+  using SendFn = std::function<void(std::string payload)>;  // one-way (Forget)
+  RemoteMeta(CallFn call, SendFn send) : call_(std::move(call)), send_(std::move(send)) {}
+
+  Result<InodeRecord> Lookup(uint64_t parent, std::string_view name) override;
+  void Forget(uint64_t ino, uint64_t n) override;
+  Result<InodeRecord> GetAttr(uint64_t ino) override;
+  Result<InodeRecord> SetAttr(uint64_t ino, const SetAttrRequest& req) override;
+  Result<InodeRecord> NoteWrite(uint64_t ino, uint64_t end, bool touch_mtime) override;
+  Result<InodeRecord> Mknod(uint64_t parent, std::string_view name, uint32_t mode, uint64_t rdev,
+                            const Caller& caller) override;
+  Result<InodeRecord> Mkdir(uint64_t parent, std::string_view name, uint32_t mode, const Caller& caller) override;
+  Result<InodeRecord> Symlink(uint64_t parent, std::string_view name, std::string_view target,
+                              const Caller& caller) override;
+  Result<InodeRecord> Link(uint64_t ino, uint64_t new_parent, std::string_view new_name) override;
+  Status Unlink(uint64_t parent, std::string_view name) override;
+  Status Rmdir(uint64_t parent, std::string_view name) override;
+  Status Rename(uint64_t parent, std::string_view name, uint64_t new_parent, std::string_view new_name,
+                unsigned flags) override;
+  Result<std::string> Readlink(uint64_t ino) override;
+  Result<std::vector<ListedEntry>> ListDir(uint64_t ino) override;
+  Status SetXattr(uint64_t ino, std::string_view name, std::string_view value, int flags) override;
+  Result<std::string> GetXattr(uint64_t ino, std::string_view name) override;
+  Result<std::vector<std::string>> ListXattrs(uint64_t ino) override;
+  Status RemoveXattr(uint64_t ino, std::string_view name) override;
+
+ private:
+  Result<InodeRecord> CallInode(const MetaRequest& r);
+  CallFn call_;
+  SendFn send_;
+};
+
+}  // namespace cshm::meta
