@@ -94,6 +94,25 @@ int Serve(const MountOptions& opts, const std::string& mountpoint, int report_fd
   fo.root.mode = opts.mode;
   fo.root.uid = opts.uid;
   fo.root.gid = opts.gid;
+  if (!opts.config.empty()) {
+    auto cfg = net::LoadClusterConfig(opts.config);
+    if (!cfg.ok()) {
+      report(cfg.status().message());
+      return 1;
+    }
+    if (!cfg->Find(*opts.node)) {
+      report("node " + std::to_string(*opts.node) + " is not in " + opts.config + " (its [[node]] ids: " +
+             [&] {
+               std::string ids;
+               for (auto& n : cfg->nodes) ids += (ids.empty() ? "" : ", ") + std::to_string(n.id);
+               return ids;
+             }() +
+             ")");
+      return 1;
+    }
+    fo.node_id = *opts.node;
+    fo.cluster = std::move(*cfg);
+  }
   auto fs = FileSystem::Open(fo);
   if (!fs.ok()) {
     report(fs.status().message());
@@ -120,6 +139,11 @@ int Serve(const MountOptions& opts, const std::string& mountpoint, int report_fd
     report("cannot create the FUSE session (bad mount options?); see the log " + (*fs)->state_dir().log_file());
     return 1;
   }
+  (*fs)->SetNotifier([se](uint64_t ino, uint64_t off, uint64_t len) {
+    // -ENOENT: the kernel holds nothing of the inode; nothing to drop.
+    int rc = fuse_lowlevel_notify_inval_inode(se, ino, static_cast<off_t>(off), static_cast<off_t>(len));
+    if (rc != 0 && rc != -ENOENT) spdlog::warn("invalidating inode {} in the kernel: {}", ino, strerror(-rc));
+  });
   if (fuse_set_signal_handlers(se) != 0) {
     fuse_session_destroy(se);
     report("cannot install signal handlers");
@@ -139,8 +163,9 @@ int Serve(const MountOptions& opts, const std::string& mountpoint, int report_fd
   free(init_buf.mem);
   TuneBdi(mountpoint);
   const FsStats stats = (*fs)->Stats();
-  spdlog::info("cshmfs {} mounted at {}: state dir {}, size cap {} bytes, {} of it free, pid {}", kVersion,
-               mountpoint, fo.state_dir, fo.capacity_bytes, stats.blocks_free * stats.block_size, getpid());
+  spdlog::info("cshmfs {} mounted at {}: node {}{}, state dir {}, size cap {} bytes, {} of it free, pid {}",
+               kVersion, mountpoint, fo.node_id, fo.cluster ? " of " + opts.config : " (one-node cluster)",
+               fo.state_dir, fo.capacity_bytes, stats.blocks_free * stats.block_size, getpid());
   if (report_fd >= 0) {
     // Detach from the terminal only now, so start-up errors were still visible.
     int devnull = open("/dev/null", O_RDWR);
@@ -155,9 +180,12 @@ int Serve(const MountOptions& opts, const std::string& mountpoint, int report_fd
 
   fuse_loop_config* cfg = fuse_loop_cfg_create();
   fuse_loop_cfg_set_clone_fd(cfg, 0);
-  fuse_loop_cfg_set_max_threads(cfg, 16);
+  // Requests may wait on the network (and invalidation rounds make the kernel
+  // send write-backs while others wait): allow many workers.
+  fuse_loop_cfg_set_max_threads(cfg, 64);
   int rc = fuse_session_loop_mt(se, cfg);
   fuse_loop_cfg_destroy(cfg);
+  (*fs)->Stop();
   fuse_session_unmount(se);
   fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);
@@ -171,7 +199,7 @@ int Main(int argc, char** argv) {
     fprintf(stderr, "cshmfs: %s\n", parsed.status().message().c_str());
     return 2;
   }
-  const MountOptions& opts = *parsed;
+  MountOptions& opts = *parsed;
   if (opts.show_help) {
     printf("%s", opts.help_text.c_str());
     return 0;
@@ -184,6 +212,12 @@ int Main(int argc, char** argv) {
   if (!mp.ok()) {
     fprintf(stderr, "cshmfs: %s\n", mp.status().message().c_str());
     return 1;
+  }
+  // The daemon works from "/": make the paths it was given absolute.
+  char cwd[PATH_MAX];
+  if (getcwd(cwd, sizeof(cwd)) != nullptr) {
+    for (std::string* p : {&opts.config, &opts.state_dir})
+      if (!p->empty() && (*p)[0] != '/') *p = std::string(cwd) + "/" + *p;
   }
   RaiseFdLimit();
   if (opts.foreground) return Serve(opts, *mp, -1);

@@ -5,32 +5,60 @@
 
 #include <algorithm>
 
+#include "fs/cluster.h"
+#include "fs/twin_cache.h"
+
 namespace cshm::fs {
 
 // Largest file we accept: what fits in off_t.
 constexpr uint64_t kMaxFileSize = static_cast<uint64_t>(INT64_MAX);
 
-FileSystem::~FileSystem() = default;
+FileSystem::~FileSystem() { Stop(); }
+
+void FileSystem::Stop() {
+  if (cluster_) cluster_->Stop();
+}
+
+void FileSystem::SetNotifier(std::function<void(uint64_t, uint64_t, uint64_t)> n) {
+  if (cluster_) cluster_->SetNotifier(std::move(n));
+}
 
 Result<std::unique_ptr<FileSystem>> FileSystem::Open(const FileSystemOptions& options) {
   std::unique_ptr<FileSystem> fs(new FileSystem());
+  fs->node_id_ = options.node_id;
   CSHM_ASSIGN_OR_RETURN(fs->state_dir_, store::StateDir::Open(options.state_dir));
   CSHM_ASSIGN_OR_RETURN(fs->meta_store_, store::MetaStore::Open(fs->state_dir_->meta_dir()));
   CSHM_ASSIGN_OR_RETURN(fs->pages_, store::PageStore::Open(fs->state_dir_->pages_dir(), options.capacity_bytes));
   store::PageStore* pages = fs->pages_.get();
-  CSHM_ASSIGN_OR_RETURN(fs->ns_, meta::Namespace::Open(fs->meta_store_.get(), options.node_id, options.root,
-                                                       [pages](uint64_t ino, uint32_t) { return pages->Remove(ino); }));
+  if (!options.cluster) {
+    CSHM_ASSIGN_OR_RETURN(fs->ns_, meta::Namespace::Open(fs->meta_store_.get(), options.node_id, options.root,
+                                                         [pages](uint64_t ino, uint32_t) { return pages->Remove(ino); }));
+    fs->meta_ = fs->ns_.get();
+    return fs;
+  }
+  CSHM_ASSIGN_OR_RETURN(auto twins, TwinCache::Open(fs->state_dir_->path() + "/twins"));
+  fs->cluster_ = std::make_unique<Cluster>(*options.cluster, options.node_id, pages, std::move(twins));
+  Cluster* cluster = fs->cluster_.get();
+  if (cluster->is_metadata_node()) {
+    CSHM_ASSIGN_OR_RETURN(fs->ns_, meta::Namespace::Open(fs->meta_store_.get(), options.node_id, options.root,
+                                                         [cluster](uint64_t ino, uint32_t owner) {
+                                                           return cluster->Purge(ino, owner);
+                                                         }));
+  }
+  CSHM_RETURN_IF_ERROR(cluster->Start(fs->ns_.get()));
+  fs->meta_ = &cluster->meta();
   return fs;
 }
 
 Result<std::shared_ptr<store::Segment>> FileSystem::RegularSegment(uint64_t ino) {
-  CSHM_ASSIGN_OR_RETURN(meta::InodeRecord r, ns_->GetAttr(ino));
+  CSHM_ASSIGN_OR_RETURN(meta::InodeRecord r, meta_->GetAttr(ino));
   if (r.IsDir()) return IsDir("is a directory");
   if (!r.IsReg()) return Invalid("not a regular file");
   return pages_->Get(ino);
 }
 
 Result<size_t> FileSystem::Read(uint64_t ino, uint64_t off, size_t len, char* buf) {
+  if (cluster_) return cluster_->Read(ino, off, len, buf);
   CSHM_ASSIGN_OR_RETURN(auto seg, RegularSegment(ino));
   CSHM_ASSIGN_OR_RETURN(meta::InodeRecord r, ns_->GetAttr(ino));
   if (off >= r.size) return size_t{0};
@@ -39,17 +67,24 @@ Result<size_t> FileSystem::Read(uint64_t ino, uint64_t off, size_t len, char* bu
   return n;
 }
 
-Result<meta::InodeRecord> FileSystem::Write(uint64_t ino, uint64_t off, const char* data, size_t len) {
+Status FileSystem::Write(uint64_t ino, uint64_t off, const char* data, size_t len, bool writeback) {
   if (off > kMaxFileSize || len > kMaxFileSize - off) return TooBig("write past the largest file size");
+  if (cluster_) return cluster_->Write(ino, off, data, len, writeback);
   CSHM_ASSIGN_OR_RETURN(auto seg, RegularSegment(ino));
   std::lock_guard<std::mutex> lock(seg->mu());
   CSHM_RETURN_IF_ERROR(seg->Write(off, data, len));
-  return ns_->NoteWrite(ino, off + len, /*touch_mtime=*/true);
+  return ns_->NoteWrite(ino, off + len, /*touch_mtime=*/true).status();
 }
 
 Result<meta::InodeRecord> FileSystem::SetAttr(uint64_t ino, const meta::SetAttrRequest& req) {
-  if (!req.size) return ns_->SetAttr(ino, req);
+  if (!req.size) return meta_->SetAttr(ino, req);
   if (*req.size > kMaxFileSize) return TooBig("size past the largest file size");
+  if (cluster_) {
+    // The owner drops the pages past the end everywhere, then the namespace
+    // records the size.
+    CSHM_RETURN_IF_ERROR(cluster_->Truncate(ino, *req.size));
+    return meta_->SetAttr(ino, req);
+  }
   CSHM_ASSIGN_OR_RETURN(auto seg, RegularSegment(ino));
   std::lock_guard<std::mutex> lock(seg->mu());
   CSHM_ASSIGN_OR_RETURN(meta::InodeRecord before, ns_->GetAttr(ino));
@@ -59,6 +94,7 @@ Result<meta::InodeRecord> FileSystem::SetAttr(uint64_t ino, const meta::SetAttrR
 
 Status FileSystem::Fallocate(uint64_t ino, int mode, uint64_t off, uint64_t len) {
   if (len == 0) return Invalid("fallocate of zero length");
+  if (cluster_) return NotSupported("fallocate is not supported on a cluster mount yet");
   if (off > kMaxFileSize || len > kMaxFileSize - off) return TooBig("fallocate past the largest file size");
   CSHM_ASSIGN_OR_RETURN(auto seg, RegularSegment(ino));
   std::lock_guard<std::mutex> lock(seg->mu());
@@ -75,6 +111,8 @@ Status FileSystem::Fallocate(uint64_t ino, int mode, uint64_t off, uint64_t len)
 }
 
 Status FileSystem::Fsync(uint64_t ino) {
+  // In a cluster every write-back was acknowledged by the owner already.
+  if (cluster_) return Status::Ok();
   CSHM_RETURN_IF_ERROR(ns_->GetAttr(ino).status());
   return meta_store_->Sync();
 }
@@ -86,7 +124,7 @@ FsStats FileSystem::Stats() {
   s.blocks_free = (pages_->capacity() - used) / s.block_size;
   // Inodes cost metadata only; report a large fixed budget like tmpfs's default.
   s.files = 1ull << 32;
-  s.files_free = s.files - std::min<uint64_t>(s.files, ns_->inode_count());
+  s.files_free = s.files - std::min<uint64_t>(s.files, ns_ ? ns_->inode_count() : 0);
   return s;
 }
 

@@ -2,9 +2,10 @@
 // <fuse_lowlevel.h>. It owns the state dir, the metadata store, the namespace and
 // the page store, and orders data changes with metadata changes.
 //
-// Today every segment is owned by this node (the one-node cluster). The data
-// methods (Read, Write, SetAttr with a size, Fallocate, Fsync) are where the
-// cluster data path routes to a segment's owner.
+// Without a cluster config every segment is this node's and data goes straight
+// to the page store. With one, the namespace is the metadata node's (served
+// here or reached through meta::RemoteMeta) and the data methods go through
+// fs::Cluster to each segment's owner.
 //
 // Thread-safety: all methods are thread-safe.
 #pragma once
@@ -13,8 +14,12 @@
 #include <memory>
 #include <string>
 
+#include <functional>
+#include <optional>
+
 #include "common/status.h"
 #include "meta/namespace.h"
+#include "net/cluster_config.h"
 #include "store/meta_store.h"
 #include "store/page_store.h"
 #include "store/state_dir.h"
@@ -26,7 +31,10 @@ struct FileSystemOptions {
   uint32_t node_id = 0;
   uint64_t capacity_bytes = 0;
   meta::RootOptions root;
+  std::optional<net::ClusterConfig> cluster;
 };
+
+class Cluster;
 
 struct FsStats {
   uint64_t block_size = store::kPageSize;
@@ -42,13 +50,23 @@ class FileSystem {
   static Result<std::unique_ptr<FileSystem>> Open(const FileSystemOptions& options);
   ~FileSystem();
 
-  meta::Namespace& ns() { return *ns_; }
+  meta::MetaService& ns() { return *meta_; }
   store::StateDir& state_dir() { return *state_dir_; }
+  Cluster* cluster() { return cluster_.get(); }
+  uint32_t node_id() const { return node_id_; }
+  // How long the kernel may trust entries and attributes: in a cluster other
+  // nodes change them, so not at all.
+  double cache_timeout() const { return cluster_ ? 0.0 : 1.0; }
+  // Drops kernel-cached pages (see Cluster::Notifier); set by the FUSE layer.
+  void SetNotifier(std::function<void(uint64_t ino, uint64_t off, uint64_t len)> n);
+  // Leaves the cluster (before the FUSE session goes).
+  void Stop();
 
   // Reads up to `len` bytes at `off`, stopping at EOF. Returns the count.
   Result<size_t> Read(uint64_t ino, uint64_t off, size_t len, char* buf);
-  // Writes and grows the size if the write ends past it.
-  Result<meta::InodeRecord> Write(uint64_t ino, uint64_t off, const char* data, size_t len);
+  // Writes and grows the size if the write ends past it. `writeback`: the
+  // kernel writing back a mapping's pages (not a write(2)).
+  Status Write(uint64_t ino, uint64_t off, const char* data, size_t len, bool writeback = false);
   // SetAttr, with the data side of a size change: shrinking drops the pages
   // past the new end, so that growing later exposes zeros.
   Result<meta::InodeRecord> SetAttr(uint64_t ino, const meta::SetAttrRequest& req);
@@ -67,7 +85,10 @@ class FileSystem {
   std::unique_ptr<store::StateDir> state_dir_;
   std::unique_ptr<store::MetaStore> meta_store_;
   std::unique_ptr<store::PageStore> pages_;
-  std::unique_ptr<meta::Namespace> ns_;
+  uint32_t node_id_ = 0;
+  std::unique_ptr<Cluster> cluster_;
+  std::unique_ptr<meta::Namespace> ns_;  // null on a node that is not the metadata node
+  meta::MetaService* meta_ = nullptr;
 };
 
 }  // namespace cshm::fs

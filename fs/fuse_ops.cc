@@ -15,17 +15,11 @@
 namespace cshm::fs {
 namespace {
 
-// Metadata changes on this node go through this daemon, so the kernel may
-// cache entries and attributes; other nodes' changes will arrive as notify
-// invalidations (DESIGN.md "Namespace and metadata").
-constexpr double kAttrTimeout = 1.0;
-constexpr double kEntryTimeout = 1.0;
-
 FileSystem& Fs(fuse_req_t req) { return *static_cast<FileSystem*>(fuse_req_userdata(req)); }
 
 meta::Caller CallerOf(fuse_req_t req) {
   const fuse_ctx* ctx = fuse_req_ctx(req);
-  return meta::Caller{ctx->uid, ctx->gid};
+  return meta::Caller{ctx->uid, ctx->gid, Fs(req).node_id()};
 }
 
 // Replies with the errno of `s`, logging it once: expected outcomes (a missing
@@ -55,19 +49,22 @@ void Guard(fuse_req_t req, const char* op, F&& body) {
   }
 }
 
-fuse_entry_param EntryOf(const meta::InodeRecord& r) {
+// Entries and attributes: on one node every change goes through this daemon,
+// so the kernel may cache them briefly; in a cluster other nodes change them,
+// so it asks every time (FileSystem::cache_timeout()).
+fuse_entry_param EntryOf(fuse_req_t req, const meta::InodeRecord& r) {
   fuse_entry_param e{};
   e.ino = r.ino;
   e.generation = 0;  // inode numbers never repeat
   e.attr = r.ToStat();
-  e.attr_timeout = kAttrTimeout;
-  e.entry_timeout = kEntryTimeout;
+  e.attr_timeout = Fs(req).cache_timeout();
+  e.entry_timeout = Fs(req).cache_timeout();
   return e;
 }
 
 void ReplyEntry(fuse_req_t req, const Result<meta::InodeRecord>& r, const char* op) {
   if (!r.ok()) return ReplyError(req, r.status(), op);
-  fuse_entry_param e = EntryOf(*r);
+  fuse_entry_param e = EntryOf(req, *r);
   fuse_reply_entry(req, &e);
 }
 
@@ -101,7 +98,7 @@ void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
     auto r = Fs(req).ns().GetAttr(ino);
     if (!r.ok()) return ReplyError(req, r.status(), "getattr");
     struct stat st = r->ToStat();
-    fuse_reply_attr(req, &st, kAttrTimeout);
+    fuse_reply_attr(req, &st, Fs(req).cache_timeout());
   });
 }
 
@@ -126,7 +123,7 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
     auto res = Fs(req).SetAttr(ino, r);
     if (!res.ok()) return ReplyError(req, res.status(), "setattr");
     struct stat st = res->ToStat();
-    fuse_reply_attr(req, &st, kAttrTimeout);
+    fuse_reply_attr(req, &st, Fs(req).cache_timeout());
   });
 }
 
@@ -208,7 +205,7 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
     auto r = Fs(req).ns().Mknod(parent, name, S_IFREG | (mode & 07777), 0, CallerOf(req));
     if (!r.ok()) return ReplyError(req, r.status(), "create");
     fi->keep_cache = 1;
-    fuse_entry_param e = EntryOf(*r);
+    fuse_entry_param e = EntryOf(req, *r);
     fuse_reply_create(req, &e, fi);
   });
 }
@@ -225,11 +222,11 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
 }
 
 // Valid replies: fuse_reply_write, fuse_reply_err.
-void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off, fuse_file_info*) {
+void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off, fuse_file_info* fi) {
   Guard(req, "write", [&] {
     if (off < 0) return (void)fuse_reply_err(req, EINVAL);
-    auto r = Fs(req).Write(ino, static_cast<uint64_t>(off), data, size);
-    if (!r.ok()) return ReplyError(req, r.status(), "write");
+    Status s = Fs(req).Write(ino, static_cast<uint64_t>(off), data, size, fi->writepage != 0);
+    if (!s.ok()) return ReplyError(req, s, "write");
     fuse_reply_write(req, size);
   });
 }

@@ -96,6 +96,8 @@ Result<MountOptions> ParseCommandLine(int argc, const char* const* argv) {
   app.add_flag("-d,--debug-fuse", opts.fuse_debug, "log every FUSE request (implies -f)");
   app.add_option("-o", o, "mount options: size=BYTES[k|m|g|%], mode=OCTAL, uid=N, gid=N, ro, nosuid, ...");
   app.add_option("--state-dir", opts.state_dir, "where this node keeps its data (default: per mount point)");
+  app.add_option("--config", opts.config, "cluster config file (TOML); without it, a one-node cluster");
+  app.add_option("--node", opts.node, "this node's id in the cluster config");
   app.add_option("--log-level", opts.log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   app.add_flag("-V,--version", opts.show_version, "print the version");
@@ -111,6 +113,8 @@ Result<MountOptions> ParseCommandLine(int argc, const char* const* argv) {
   }
   if (opts.show_version) return opts;
   opts.mountpoint = positional.back();
+  if (!opts.config.empty() && !opts.node) return Invalid("--config needs --node ID (this node's id in the config)");
+  if (opts.config.empty() && opts.node) return Invalid("--node needs --config FILE");
   if (opts.fuse_debug) opts.foreground = true;
   for (const std::string& group : o) {
     size_t start = 0;

@@ -1,6 +1,7 @@
 // The cshmfs command line: parsing and validation, free of FUSE so that it is
 // unit-tested. Usage:
 //   cshmfs [SOURCE] MOUNTPOINT [-f] [-o OPT[,OPT...]] [--state-dir DIR] [--log-level L]
+//          [--config FILE --node ID]
 // SOURCE is accepted (and ignored) so that mount(8) can call us as a helper.
 #pragma once
 
@@ -18,6 +19,8 @@ struct MountOptions {
   bool foreground = false;
   bool fuse_debug = false;
   std::string state_dir;  // empty: store::DefaultStateDir(mountpoint)
+  std::string config;     // cluster config file; empty: a one-node cluster
+  std::optional<uint32_t> node;  // this node's id in the config
   std::string log_level = "info";
   std::optional<uint64_t> size_bytes;  // unset: half of RAM, as tmpfs
   std::optional<uint32_t> mode;

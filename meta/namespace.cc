@@ -476,7 +476,7 @@ Result<std::vector<ListedEntry>> Namespace::ListDir(uint64_t ino) {
 
 Status Namespace::SetXattr(uint64_t ino, std::string_view name, std::string_view value, int flags) {
   if (!IsUserXattr(name)) return NotSupported("only user.* extended attributes are supported");
-  if (name.size() > XATTR_NAME_MAX) return Range("xattr name longer than 255 bytes");
+  if (name.size() > XATTR_NAME_MAX) return RangeError("xattr name longer than 255 bytes");
   if (value.size() > kXattrValueMax) return ArgTooBig("xattr value larger than 64 KiB");
   std::lock_guard<std::mutex> lock(mu_);
   CSHM_ASSIGN_OR_RETURN(InodeRecord r, LoadLocked(ino));

@@ -94,6 +94,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
     ReadHeader();
   }
 
+  // Connects at `when` (after a failed attempt's backoff); calls queue meanwhile.
+  void StartClient(const tcp::endpoint& ep, Clock::time_point when) {
+    if (when <= Clock::now()) return StartClient(ep);
+    timer_.expires_at(when);
+    auto self = shared_from_this();
+    timer_.async_wait([this, self, ep](const boost::system::error_code& ec) {
+      if (ec || closed_) return;
+      StartClient(ep);
+    });
+  }
+
   void StartClient(const tcp::endpoint& ep) {
     ArmHandshakeTimer();
     auto self = shared_from_this();
@@ -132,7 +143,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     for (auto& [id, p] : pending_) p->Finish(Unavailable("node " + std::to_string(peer_) + ": " + why));
     pending_.clear();
     if (client_) t_->ClientFailed(peer_, shared_from_this());
-    else if (ready_ && t_->opts.on_peer_down && !t_->stopping) t_->opts.on_peer_down(peer_);
+    if (ready_ && t_->opts.on_peer_down && !t_->stopping) t_->opts.on_peer_down(peer_);
   }
 
   bool closed() const { return closed_; }
@@ -209,6 +220,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         auto h = Hello::Decode(f.payload);
         if (!h.ok() || h->node != peer_) return Refuse("bad hello from node " + std::to_string(peer_));
         server_nonce_ = h->nonce;
+        peer_incarnation_ = h->incarnation;
         client_nonce_ = RandomNonce();
         AuthRequest a{t_->opts.self, client_nonce_, t_->opts.incarnation,
                       ClientProof(cfg.secret, server_nonce_, client_nonce_, t_->opts.self, peer_)};
@@ -224,6 +236,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         t_->retry_after.erase(peer_);
         for (auto& q : queued_) WriteRaw(std::move(q));
         queued_.clear();
+        if (t_->opts.on_peer_up) t_->opts.on_peer_up(peer_, peer_incarnation_);
         return true;
       }
       return Refuse("unexpected frame during the handshake with node " + std::to_string(peer_));
@@ -285,6 +298,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool ready_ = false;
   bool closed_ = false;
   std::string server_nonce_, client_nonce_;
+  uint64_t peer_incarnation_ = 0;
   char header_buf_[kHeaderSize];
   std::string payload_;
   std::deque<std::string> out_;
@@ -370,8 +384,10 @@ void Transport::Impl::Dispatch(std::shared_ptr<Connection> c, Frame f) {
 std::shared_ptr<Connection> Transport::Impl::ClientFor(uint32_t node) {
   auto it = clients.find(node);
   if (it != clients.end() && !it->second->closed()) return it->second;
+  // After a failure, the next attempt waits for its backoff; calls made
+  // meanwhile queue on it and fail at their own deadlines if it fails too.
   auto ra = retry_after.find(node);
-  if (ra != retry_after.end() && Clock::now() < ra->second) return nullptr;
+  const Clock::time_point when = ra == retry_after.end() ? Clock::now() : ra->second;
   const NodeConfig* n = opts.config.Find(node);
   if (!n) return nullptr;
   boost::system::error_code ec;
@@ -380,7 +396,7 @@ std::shared_ptr<Connection> Transport::Impl::ClientFor(uint32_t node) {
   auto c = std::make_shared<Connection>(this, tcp::socket(io), true, node);
   clients[node] = c;
   all.push_back(c);
-  c->StartClient(tcp::endpoint(addr, n->port));
+  c->StartClient(tcp::endpoint(addr, n->port), when);
   return c;
 }
 

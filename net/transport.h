@@ -53,7 +53,9 @@ struct TransportOptions {
   // Which request types may wait on the network (run on the slow pool).
   std::function<bool(uint16_t type)> is_slow;
   std::function<void(Request)> handler;
-  // A peer's connection to us came up (with its incarnation) or went down.
+  // A connection with a peer (either direction) completed its handshake, with
+  // the peer's incarnation, or closed after it had. Called on the I/O thread:
+  // must not block or Call().
   std::function<void(uint32_t node, uint64_t incarnation)> on_peer_up;
   std::function<void(uint32_t node)> on_peer_down;
 };

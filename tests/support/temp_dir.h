@@ -14,7 +14,9 @@ class TempDir {
     char tmpl[] = "/tmp/cshm-test-XXXXXX";
     path_ = mkdtemp(tmpl);
   }
+  // CSHM_TEST_KEEP=1 keeps it (daemon logs and state) for a post-mortem.
   ~TempDir() {
+    if (getenv("CSHM_TEST_KEEP") != nullptr) return;
     std::error_code ec;
     std::filesystem::remove_all(path_, ec);
   }

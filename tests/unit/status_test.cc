@@ -16,7 +16,7 @@ TEST(Status, MapsEveryCodeToItsErrno) {
       {NotDir("x"), ENOTDIR},      {IsDir("x"), EISDIR},      {NotEmpty("x"), ENOTEMPTY},
       {NotPermitted("x"), EPERM},  {AccessDenied("x"), EACCES}, {NoSpace("x"), ENOSPC},
       {Invalid("x"), EINVAL},      {NameTooLong("x"), ENAMETOOLONG}, {NoData("x"), ENODATA},
-      {Range("x"), ERANGE},        {NotSupported("x"), EOPNOTSUPP}, {TooBig("x"), EFBIG},
+      {RangeError("x"), ERANGE},        {NotSupported("x"), EOPNOTSUPP}, {TooBig("x"), EFBIG},
       {ArgTooBig("x"), E2BIG},     {IoError("x"), EIO},       {Corruption("x"), EIO},
       {Unavailable("x"), EIO},     {TimedOut("x"), EIO},      {Status::FromErrno(EROFS, "x"), EROFS},
   };

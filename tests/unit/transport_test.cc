@@ -80,7 +80,7 @@ TEST(Transport, CallsGetAnswersAndErrors) {
   EXPECT_NE(f.status().message().find("no such thing"), std::string::npos);
   a->t->Send(1, kNote, "");
   EXPECT_TRUE(WaitFor([&] { return b->notes == 1; }));
-  EXPECT_EQ(b->ups, 1);
+  EXPECT_EQ(b->ups, 2);  // a's connection to b, and b's to a
 }
 
 TEST(Transport, LargePayloadsArriveWhole) {
@@ -123,8 +123,10 @@ TEST(Transport, PeerDownIsReported) {
   auto b = StartNode(c, 1);
   ASSERT_TRUE(b->t->Call(0, kEcho, "x").ok());
   EXPECT_EQ(a->ups, 1);
+  ASSERT_TRUE(a->t->Call(1, kEcho, "x").ok());
+  EXPECT_EQ(a->ups, 2);
   b.reset();
-  EXPECT_TRUE(WaitFor([&] { return a->downs == 1; }));
+  EXPECT_TRUE(WaitFor([&] { return a->downs == 2; }));  // both connections
 }
 
 TEST(Transport, WrongSecretIsRefused) {

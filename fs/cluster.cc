@@ -1,0 +1,360 @@
+#include "fs/cluster.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <future>
+#include <random>
+
+#include "fs/page_diff.h"
+#include "ownership/messages.h"
+
+namespace cshm::fs {
+
+using namespace ownership;
+using store::kPageSize;
+
+Cluster::Cluster(net::ClusterConfig config, uint32_t self, store::PageStore* pages, std::unique_ptr<TwinCache> twins)
+    : config_(std::move(config)),
+      self_(self),
+      pages_(pages),
+      twins_(std::move(twins)),
+      owned_(pages, [this](uint64_t ino) -> Result<uint64_t> {
+        CSHM_ASSIGN_OR_RETURN(auto rec, meta().GetAttr(ino));
+        return rec.size;
+      }) {}
+
+Cluster::~Cluster() { Stop(); }
+
+Status Cluster::Start(meta::Namespace* ns) {
+  ns_ = ns;
+  remote_meta_ = std::make_unique<meta::RemoteMeta>(
+      [this](std::string p) { return transport_->Call(config_.metadata_node, kMetaRequest, std::move(p)); },
+      [this](std::string p) { transport_->Send(config_.metadata_node, kMetaForget, std::move(p)); });
+  async_rounds_ = std::make_unique<boost::asio::thread_pool>(4);
+  net::TransportOptions o;
+  o.config = config_;
+  o.self = self_;
+  o.incarnation = std::random_device{}() | (static_cast<uint64_t>(std::random_device{}()) << 32);
+  o.is_slow = [](uint16_t type) { return type == kWriteBack || type == kTruncate || type == kInvalidate; };
+  o.handler = [this](net::Request r) { Handle(std::move(r)); };
+  // A peer that restarted lost its copysets, and a link that broke may have
+  // lost invalidations either way. When such a peer is back, drop every copy
+  // we hold of its segments (their dirty pages are written back to it first:
+  // it is reachable again). Until then its pages stay as they were.
+  o.on_peer_up = [this](uint32_t node, uint64_t incarnation) {
+    bool forget = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = incarnations_.find(node);
+      forget = (it != incarnations_.end() && it->second != incarnation) || lost_[node];
+      incarnations_[node] = incarnation;
+      lost_[node] = false;
+    }
+    if (!forget) return;
+    spdlog::info("node {} is back: dropping its copysets here and our copies of its segments", node);
+    owned_.DropNode(node);
+    boost::asio::post(*async_rounds_, [this, node] { ForgetOwner(node); });
+  };
+  o.on_peer_down = [this](uint32_t node) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      lost_[node] = true;
+    }
+    spdlog::warn("lost the connection with node {}", node);
+    owned_.DropNode(node);
+  };
+  CSHM_ASSIGN_OR_RETURN(transport_, net::Transport::Start(std::move(o)));
+  for (const net::NodeConfig& n : config_.nodes)
+    if (n.id != self_) transport_->Send(n.id, kPing, "");
+  return Status::Ok();
+}
+
+void Cluster::Stop() {
+  transport_.reset();  // joins the handler pools first
+  if (async_rounds_) async_rounds_->join();
+}
+
+void Cluster::SetNotifier(Notifier n) {
+  std::lock_guard<std::mutex> lock(mu_);
+  notifier_ = std::move(n);
+}
+
+meta::MetaService& Cluster::meta() {
+  if (ns_) return *ns_;
+  return *remote_meta_;
+}
+
+Status Cluster::Purge(uint64_t ino, uint32_t owner) {
+  if (owner == self_) {
+    twins_->DropInode(ino);
+    return owned_.Remove(ino);
+  }
+  transport_->Send(owner, kDrop, EncodeU64(ino));
+  return Status::Ok();
+}
+
+void Cluster::NoteOwner(uint64_t ino, uint32_t owner) {
+  std::lock_guard<std::mutex> lock(mu_);
+  owner_of_[ino] = owner;
+}
+
+Result<uint32_t> Cluster::OwnerOf(uint64_t ino) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = owner_of_.find(ino);
+    if (it != owner_of_.end()) return it->second;
+  }
+  CSHM_ASSIGN_OR_RETURN(auto rec, meta().GetAttr(ino));
+  if (!rec.IsReg()) return rec.IsDir() ? IsDir("is a directory") : Invalid("not a regular file");
+  NoteOwner(ino, rec.owner_node);
+  return rec.owner_node;
+}
+
+Result<size_t> Cluster::Read(uint64_t ino, uint64_t off, size_t len, char* buf) {
+  CSHM_ASSIGN_OR_RETURN(uint32_t owner, OwnerOf(ino));
+  FetchReply reply;
+  if (owner == self_) {
+    CSHM_ASSIGN_OR_RETURN(reply.data, owned_.Fetch(ino, self_, off, len, &reply.size));
+  } else {
+    remote_fetches_++;
+    CSHM_ASSIGN_OR_RETURN(std::string bytes, transport_->Call(owner, kFetch, FetchRequest{ino, off, len}.Encode()));
+    CSHM_ASSIGN_OR_RETURN(reply, FetchReply::Decode(bytes));
+    if (reply.data.size() > len) return IoError("owner returned more bytes than asked");
+  }
+  // The kernel now holds these pages: remember them as they were.
+  twins_->Put(ino, off, reply.data);
+  std::memcpy(buf, reply.data.data(), reply.data.size());
+  return reply.data.size();
+}
+
+namespace {
+bool Overlaps(const Range& a, const Range& b) {
+  const bool a_after_b = b.len != 0 && a.off >= b.off + b.len;
+  const bool b_after_a = a.len != 0 && b.off >= a.off + a.len;
+  return !a_after_b && !b_after_a;
+}
+}  // namespace
+
+bool Cluster::WritingLocked(uint64_t ino, const Range& r) {
+  auto [a, b] = writing_.equal_range(ino);
+  for (auto it = a; it != b; ++it)
+    if (Overlaps(it->second, r)) return true;
+  return false;
+}
+
+void Cluster::RunDeferred() {
+  std::vector<std::pair<uint64_t, Range>> ready;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = deferred_.begin(); it != deferred_.end();) {
+      if (!WritingLocked(it->first, it->second)) {
+        ready.push_back(*it);
+        it = deferred_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& [ino, r] : ready)
+    boost::asio::post(*async_rounds_, [this, ino = ino, r = r] { InvalidateLocal(ino, {r}); });
+}
+
+bool Cluster::Invalidating(uint64_t ino, uint64_t off, uint64_t len) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto [a, b] = inflight_.equal_range(ino);
+  for (auto it = a; it != b; ++it)
+    if (Overlaps(it->second, Range{off, len})) return true;
+  return false;
+}
+
+Status Cluster::Write(uint64_t ino, uint64_t off, const char* data, size_t len, bool writeback) {
+  CSHM_ASSIGN_OR_RETURN(uint32_t owner, OwnerOf(ino));
+  std::string_view now(data, len);
+  std::vector<WriteRun> runs;
+  if (!writeback) {
+    // write(2): the caller stored exactly these bytes.
+    runs.push_back(WriteRun{off, std::string(now)});
+  } else {
+    for (uint64_t p = off / kPageSize; p * kPageSize < off + len; p++) {
+      const uint64_t ps = std::max(p * kPageSize, off), pe = std::min((p + 1) * kPageSize, off + len);
+      auto twin = twins_->Get(ino, p);
+      std::string_view cur = now.substr(ps - off, pe - ps);
+      if (twin) {
+        DiffInto(ps, std::string_view(*twin).substr(ps - p * kPageSize, pe - ps), cur, &runs);
+      } else {
+        runs.push_back(WriteRun{ps, std::string(cur)});
+      }
+    }
+    if (runs.empty()) return Status::Ok();  // written back unchanged
+  }
+  const bool wait = !(writeback && Invalidating(ino, off, len));
+  std::multimap<uint64_t, Range>::iterator mark;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    mark = writing_.emplace(ino, Range{off, len});
+  }
+  Status st;
+  if (owner == self_) {
+    st = ApplyAsOwner(ino, self_, runs, wait).status();
+  } else {
+    WriteBackRequest wb{ino, wait, std::move(runs)};
+    st = transport_->Call(owner, kWriteBack, wb.Encode()).status();
+  }
+  // What the owner has now, as far as this node knows.
+  if (st.ok()) twins_->Patch(ino, off, now);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    writing_.erase(mark);
+  }
+  RunDeferred();
+  return st;
+}
+
+Status Cluster::Truncate(uint64_t ino, uint64_t size) {
+  CSHM_ASSIGN_OR_RETURN(uint32_t owner, OwnerOf(ino));
+  if (owner == self_) return TruncateAsOwner(ino, self_, size).status();
+  return transport_->Call(owner, kTruncate, TruncateRequest{ino, size}.Encode()).status();
+}
+
+Result<uint64_t> Cluster::ApplyAsOwner(uint64_t ino, uint32_t from, const std::vector<WriteRun>& runs, bool wait) {
+  CSHM_ASSIGN_OR_RETURN(ApplyOutcome out, owned_.Apply(ino, from, runs));
+  if (out.grew) CSHM_RETURN_IF_ERROR(meta().NoteWrite(ino, out.size, false).status());
+  if (out.invalidate.empty()) return out.size;
+  if (!wait) {
+    boost::asio::post(*async_rounds_, [this, ino, inv = std::move(out.invalidate)] {
+      Status s = RunRound(ino, inv);
+      if (!s.ok()) spdlog::warn("invalidation after a forced write-back of inode {}: {}", ino, s.message());
+    });
+    return out.size;
+  }
+  CSHM_RETURN_IF_ERROR(RunRound(ino, out.invalidate));
+  return out.size;
+}
+
+Result<uint64_t> Cluster::TruncateAsOwner(uint64_t ino, uint32_t from, uint64_t size) {
+  CSHM_ASSIGN_OR_RETURN(ApplyOutcome out, owned_.Truncate(ino, from, size));
+  CSHM_RETURN_IF_ERROR(RunRound(ino, out.invalidate));
+  return out.size;
+}
+
+Status Cluster::RunRound(uint64_t ino, const Invalidations& inv) {
+  std::vector<std::pair<uint32_t, std::future<Status>>> remote;
+  for (const auto& [node, ranges] : inv) {
+    if (node == self_) continue;
+    InvalidateRequest req{ino, ranges};
+    remote.emplace_back(node, std::async(std::launch::async, [this, node, payload = req.Encode()]() mutable {
+                          return transport_->Call(node, kInvalidate, std::move(payload)).status();
+                        }));
+  }
+  if (auto it = inv.find(self_); it != inv.end()) InvalidateLocal(ino, it->second);
+  Status first;
+  for (auto& [node, f] : remote) {
+    Status s = f.get();
+    if (!s.ok()) {
+      // Its copy may still be readable there: the release cannot promise
+      // otherwise. The node will drop its copies when it sees the connection
+      // go (on_peer_down on both sides).
+      spdlog::warn("invalidation of inode {} on node {} failed: {}", ino, node, s.message());
+      if (first.ok()) first = Unavailable("node " + std::to_string(node) + " did not acknowledge an invalidation: " +
+                                          s.message());
+    }
+  }
+  return first;
+}
+
+void Cluster::InvalidateLocal(uint64_t ino, const std::vector<Range>& all) {
+  Notifier notify;
+  std::vector<Range> ranges;
+  std::vector<std::multimap<uint64_t, Range>::iterator> marks;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    notify = notifier_;
+    for (const Range& r : all) {
+      if (WritingLocked(ino, r)) {
+        deferred_.emplace_back(ino, r);  // see the class comment
+        continue;
+      }
+      ranges.push_back(r);
+      marks.push_back(inflight_.emplace(ino, r));
+    }
+  }
+  // The kernel writes dirty pages of the range back first (WRITEs that come to
+  // this daemon on other threads, marked forced by Invalidating()); only then
+  // are the twins dropped, so those write-backs are still diffed.
+  for (const Range& r : ranges)
+    if (notify) notify(ino, r.off, r.len);
+  for (const Range& r : ranges) twins_->Drop(ino, r);
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto it : marks) inflight_.erase(it);
+}
+
+void Cluster::ForgetOwner(uint32_t owner) {
+  std::vector<uint64_t> inos;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [ino, o] : owner_of_)
+      if (o == owner) inos.push_back(ino);
+  }
+  for (uint64_t ino : inos) InvalidateLocal(ino, {Range{0, 0}});
+}
+
+void Cluster::Handle(net::Request r) {
+  auto reply = [&](Result<std::string> res) {
+    if (r.responder) r.responder->Reply(res.status(), res.ok() ? std::move(res).value() : std::string());
+  };
+  switch (r.type) {
+    case kMetaRequest:
+      if (!ns_) return reply(Unavailable("node " + std::to_string(self_) + " is not the metadata node"));
+      return reply(meta::ServeMetaRequest(*ns_, r.payload));
+    case kMetaForget:
+      if (ns_) (void)meta::ServeMetaRequest(*ns_, r.payload);
+      return;
+    case kFetch: {
+      auto req = FetchRequest::Decode(r.payload);
+      if (!req.ok()) return reply(req.status());
+      FetchReply out;
+      auto data = owned_.Fetch(req->ino, r.from, req->off, req->len, &out.size);
+      if (!data.ok()) return reply(data.status());
+      out.data = std::move(*data);
+      return reply(out.Encode());
+    }
+    case kWriteBack: {
+      auto req = WriteBackRequest::Decode(r.payload);
+      if (!req.ok()) return reply(req.status());
+      auto size = ApplyAsOwner(req->ino, r.from, req->runs, req->wait);
+      if (!size.ok()) return reply(size.status());
+      return reply(EncodeU64(*size));
+    }
+    case kTruncate: {
+      auto req = TruncateRequest::Decode(r.payload);
+      if (!req.ok()) return reply(req.status());
+      auto size = TruncateAsOwner(req->ino, r.from, req->size);
+      if (!size.ok()) return reply(size.status());
+      return reply(EncodeU64(*size));
+    }
+    case kInvalidate: {
+      auto req = InvalidateRequest::Decode(r.payload);
+      if (!req.ok()) return reply(req.status());
+      InvalidateLocal(req->ino, req->ranges);
+      return reply(std::string());
+    }
+    case kDrop: {
+      auto ino = DecodeU64(r.payload);
+      if (ino.ok()) {
+        twins_->DropInode(*ino);
+        Status s = owned_.Remove(*ino);
+        if (!s.ok()) spdlog::warn("freeing the pages of deleted inode {}: {}", *ino, s.message());
+      }
+      return;
+    }
+    case kPing:
+      return;
+    default:
+      spdlog::warn("node {} sent unknown message type {}", r.from, r.type);
+      return reply(NotSupported("unknown message type " + std::to_string(r.type)));
+  }
+}
+
+}  // namespace cshm::fs

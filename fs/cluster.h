@@ -1,0 +1,116 @@
+// Cluster: one node's part of a multi-node cshm. It joins the transport, serves
+// the namespace (on the metadata node), the owner side for the segments this
+// node owns (ownership::OwnedSegments) and invalidations of this node's kernel
+// cache, and gives fs::FileSystem the accessor side of the data path:
+//
+//   Read   -> Fetch from the owner (local call or RPC); keep twins of the pages
+//   Write  -> runs that differ from the twins (a kernel write-back) or the
+//             whole data (a write(2)) to the owner, which merges them,
+//             invalidates every other copy and waits for the acks
+//   Truncate -> the owner, which drops pages past the end everywhere
+//
+// No lock is held across a network wait or a FUSE notify call. Two rules keep
+// the protocol free of distributed deadlock:
+//  * A write-back the kernel makes *because* we are invalidating its pages is
+//    not a release: it is sent with wait=false (see ownership/messages.h).
+//  * The kernel cannot drop a page while it is writing it back, and that
+//    write-back waits for an invalidation round. So an invalidation of pages
+//    this node is writing back right now is acknowledged at once and carried
+//    out when those write-backs finish; the copy it drops is this node's own
+//    newest one, released concurrently with the write that caused the round.
+//
+// Thread-safety: all public methods are thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/status.h"
+#include "fs/twin_cache.h"
+#include "meta/meta_rpc.h"
+#include "meta/namespace.h"
+#include "net/cluster_config.h"
+#include "net/transport.h"
+#include "ownership/owned_segments.h"
+#include "store/page_store.h"
+
+namespace boost::asio {
+class thread_pool;
+}
+
+namespace cshm::fs {
+
+class Cluster {
+ public:
+  // Drops pages [off, off+len) of `ino` from this node's kernel cache (len 0:
+  // to the end), writing dirty ones back first. Set by the FUSE layer.
+  using Notifier = std::function<void(uint64_t ino, uint64_t off, uint64_t len)>;
+
+  // Creates the node's cluster part; Start() joins the network.
+  Cluster(net::ClusterConfig config, uint32_t self, store::PageStore* pages, std::unique_ptr<TwinCache> twins);
+  ~Cluster();
+
+  // `ns` is the namespace on the metadata node, null elsewhere.
+  Status Start(meta::Namespace* ns);
+  void Stop();
+  void SetNotifier(Notifier n);
+
+  bool is_metadata_node() const { return config_.metadata_node == self_; }
+  uint32_t self() const { return self_; }
+  meta::MetaService& meta();
+  // For the metadata node's Namespace: frees a purged segment at its owner.
+  Status Purge(uint64_t ino, uint32_t owner);
+
+  Result<size_t> Read(uint64_t ino, uint64_t off, size_t len, char* buf);
+  Status Write(uint64_t ino, uint64_t off, const char* data, size_t len, bool writeback);
+  Status Truncate(uint64_t ino, uint64_t size);
+
+  // Test and stats seams.
+  uint64_t remote_fetches() const { return remote_fetches_; }
+  ownership::OwnedSegments& owned() { return owned_; }
+
+ private:
+  Result<uint32_t> OwnerOf(uint64_t ino);
+  void NoteOwner(uint64_t ino, uint32_t owner);
+  // Owner side: apply and run (or schedule) the invalidation round.
+  Result<uint64_t> ApplyAsOwner(uint64_t ino, uint32_t from, const std::vector<ownership::WriteRun>& runs,
+                                bool wait);
+  Result<uint64_t> TruncateAsOwner(uint64_t ino, uint32_t from, uint64_t size);
+  Status RunRound(uint64_t ino, const ownership::Invalidations& inv);
+  // Accessor side: drop pages from this node's kernel and twins.
+  void InvalidateLocal(uint64_t ino, const std::vector<ownership::Range>& ranges);
+  bool Invalidating(uint64_t ino, uint64_t off, uint64_t len);
+  // mu_ held: does [off, off+len) overlap a write-back of ours under way?
+  bool WritingLocked(uint64_t ino, const ownership::Range& r);
+  void RunDeferred();
+  void ForgetOwner(uint32_t owner);  // its copysets are gone: drop our copies
+  void Handle(net::Request r);
+
+  const net::ClusterConfig config_;
+  const uint32_t self_;
+  store::PageStore* const pages_;
+  std::unique_ptr<TwinCache> twins_;
+  ownership::OwnedSegments owned_;
+  meta::Namespace* ns_ = nullptr;  // metadata node only
+  std::unique_ptr<meta::RemoteMeta> remote_meta_;
+  std::unique_ptr<net::Transport> transport_;
+  std::unique_ptr<boost::asio::thread_pool> async_rounds_;
+  std::atomic<uint64_t> remote_fetches_{0};
+
+  std::mutex mu_;
+  Notifier notifier_;                                     // GUARDED_BY(mu_)
+  std::unordered_map<uint64_t, uint32_t> owner_of_;       // GUARDED_BY(mu_)
+  std::multimap<uint64_t, ownership::Range> inflight_;    // GUARDED_BY(mu_): invalidations under way
+  std::multimap<uint64_t, ownership::Range> writing_;     // GUARDED_BY(mu_): write-backs under way
+  std::vector<std::pair<uint64_t, ownership::Range>> deferred_;  // GUARDED_BY(mu_)
+  std::map<uint32_t, uint64_t> incarnations_;             // GUARDED_BY(mu_)
+  std::map<uint32_t, bool> lost_;                         // GUARDED_BY(mu_): link went down since last up
+};
+
+}  // namespace cshm::fs

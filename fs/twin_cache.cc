@@ -1,0 +1,101 @@
+#include "fs/twin_cache.h"
+
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+
+namespace cshm::fs {
+
+using store::kPageSize;
+
+Result<std::unique_ptr<TwinCache>> TwinCache::Open(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  if (ec) return IoError("cannot clear twin directory " + dir + ": " + ec.message());
+  CSHM_ASSIGN_OR_RETURN(auto pages, store::PageStore::Open(dir, UINT64_MAX));
+  return std::unique_ptr<TwinCache>(new TwinCache(std::move(pages)));
+}
+
+bool TwinCache::Has(uint64_t ino, uint64_t page) {
+  auto it = present_.find(ino);
+  return it != present_.end() && page < it->second.size() && it->second[page];
+}
+
+void TwinCache::Put(uint64_t ino, uint64_t off, std::string_view data) {
+  if (data.empty() || off % kPageSize != 0) return;
+  auto seg = pages_->Get(ino);
+  if (!seg.ok()) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string padded(data);
+  padded.resize((data.size() + kPageSize - 1) / kPageSize * kPageSize, '\0');
+  {
+    std::lock_guard<std::mutex> seg_lock((*seg)->mu());
+    if (!(*seg)->Write(off, padded.data(), padded.size()).ok()) {
+      spdlog::warn("cannot store twins of inode {}; its next write-back sends whole pages", ino);
+      return;
+    }
+  }
+  auto& bits = present_[ino];
+  const uint64_t first = off / kPageSize, last = (off + padded.size()) / kPageSize;
+  if (bits.size() < last) bits.resize(last, false);
+  for (uint64_t p = first; p < last; p++) bits[p] = true;
+}
+
+std::optional<std::string> TwinCache::Get(uint64_t ino, uint64_t page) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!Has(ino, page)) return std::nullopt;
+  auto seg = pages_->Get(ino);
+  if (!seg.ok()) return std::nullopt;
+  std::string out(kPageSize, '\0');
+  if (!(*seg)->Read(page * kPageSize, kPageSize, out.data()).ok()) return std::nullopt;
+  return out;
+}
+
+void TwinCache::Patch(uint64_t ino, uint64_t off, std::string_view data) {
+  if (data.empty()) return;
+  auto seg = pages_->Get(ino);
+  if (!seg.ok()) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& bits = present_[ino];
+  const uint64_t end = off + data.size();
+  for (uint64_t p = off / kPageSize; p * kPageSize < end; p++) {
+    const uint64_t ps = p * kPageSize, pe = ps + kPageSize;
+    const bool whole = off <= ps && end >= pe;
+    if (!whole && !(p < bits.size() && bits[p])) continue;
+    const uint64_t s = std::max(ps, off), e = std::min(pe, end);
+    std::lock_guard<std::mutex> seg_lock((*seg)->mu());
+    if (!(*seg)->Write(s, data.data() + (s - off), e - s).ok()) {
+      if (p < bits.size()) bits[p] = false;  // no twin beats a wrong one
+      continue;
+    }
+    if (bits.size() <= p) bits.resize(p + 1, false);
+    bits[p] = true;
+  }
+}
+
+void TwinCache::Drop(uint64_t ino, const ownership::Range& range) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = present_.find(ino);
+  if (it == present_.end()) return;
+  auto& bits = it->second;
+  const uint64_t first = range.off / kPageSize;
+  const uint64_t last = range.len == 0 ? bits.size() : std::min<uint64_t>(bits.size(), (range.off + range.len + kPageSize - 1) / kPageSize);
+  for (uint64_t p = first; p < last; p++) bits[p] = false;
+}
+
+void TwinCache::DropInode(uint64_t ino) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    present_.erase(ino);
+  }
+  (void)pages_->Remove(ino);
+}
+
+std::vector<uint64_t> TwinCache::Inodes() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<uint64_t> out;
+  for (auto& [ino, bits] : present_) out.push_back(ino);
+  return out;
+}
+
+}  // namespace cshm::fs

@@ -1,0 +1,48 @@
+// TwinCache: for every page this node's kernel holds of a cluster segment, the
+// copy as this node last fetched or wrote it back (DESIGN.md "twin"). Pages
+// live in sparse files under <state-dir>/twins (page cache, not heap); which
+// pages are present is kept in memory. Twins do not outlive the daemon: the
+// kernel's cache does not either, so Open() starts empty.
+//
+// Thread-safety: all methods are thread-safe (one mutex; page I/O is small).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/status.h"
+#include "ownership/owned_segments.h"
+#include "store/page_store.h"
+
+namespace cshm::fs {
+
+class TwinCache {
+ public:
+  static Result<std::unique_ptr<TwinCache>> Open(const std::string& dir);
+
+  // Stores `data` as the twins of the pages it covers, starting at the
+  // page-aligned `off`; a short last page is padded with zeros.
+  void Put(uint64_t ino, uint64_t off, std::string_view data);
+  std::optional<std::string> Get(uint64_t ino, uint64_t page);
+  // Writes `data` at `off` into twins that exist; pages wholly covered by it
+  // get a twin if they had none.
+  void Patch(uint64_t ino, uint64_t off, std::string_view data);
+  void Drop(uint64_t ino, const ownership::Range& range);
+  void DropInode(uint64_t ino);
+  std::vector<uint64_t> Inodes();
+
+ private:
+  explicit TwinCache(std::unique_ptr<store::PageStore> pages) : pages_(std::move(pages)) {}
+  bool Has(uint64_t ino, uint64_t page);  // mu_ held
+
+  std::unique_ptr<store::PageStore> pages_;
+  std::mutex mu_;
+  std::unordered_map<uint64_t, std::vector<bool>> present_;  // GUARDED_BY(mu_)
+};
+
+}  // namespace cshm::fs

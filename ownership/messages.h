@@ -1,0 +1,72 @@
+// Wire messages of the data path (pure codecs; the transport carries bytes):
+//
+//   Fetch       accessor -> owner   {ino, off, len}           -> {size, data}
+//   WriteBack   accessor -> owner   {ino, wait, runs}         -> {size}
+//   Truncate    accessor -> owner   {ino, size}               -> {size}
+//   Invalidate  owner -> accessor   {ino, ranges}             -> {}
+//   Drop        metadata -> owner   {ino}  (one-way: the segment was deleted)
+//
+// `wait` = 0 marks a write-back the kernel made while invalidating (not a
+// release): the owner applies it and answers before its invalidation round
+// finishes, which breaks the cycle "round waits for ack, ack waits for the
+// forced write-back, write-back waits for a round".
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+#include "ownership/owned_segments.h"
+
+namespace cshm::ownership {
+
+enum MessageType : uint16_t {
+  kMetaRequest = 16,
+  kMetaForget = 17,
+  kFetch = 20,
+  kWriteBack = 21,
+  kTruncate = 22,
+  kInvalidate = 23,
+  kDrop = 24,
+  kPing = 25,  // one-way, at start: peers learn our incarnation
+};
+
+struct FetchRequest {
+  uint64_t ino = 0, off = 0, len = 0;
+  std::string Encode() const;
+  static Result<FetchRequest> Decode(std::string_view in);
+};
+struct FetchReply {
+  uint64_t size = 0;
+  std::string data;
+  std::string Encode() const;
+  static Result<FetchReply> Decode(std::string_view in);
+};
+
+struct WriteBackRequest {
+  uint64_t ino = 0;
+  bool wait = true;
+  std::vector<WriteRun> runs;
+  std::string Encode() const;
+  static Result<WriteBackRequest> Decode(std::string_view in);
+};
+
+struct TruncateRequest {
+  uint64_t ino = 0, size = 0;
+  std::string Encode() const;
+  static Result<TruncateRequest> Decode(std::string_view in);
+};
+
+struct InvalidateRequest {
+  uint64_t ino = 0;
+  std::vector<Range> ranges;
+  std::string Encode() const;
+  static Result<InvalidateRequest> Decode(std::string_view in);
+};
+
+// A single u64 (sizes, inode numbers).
+std::string EncodeU64(uint64_t v);
+Result<uint64_t> DecodeU64(std::string_view in);
+
+}  // namespace cshm::ownership

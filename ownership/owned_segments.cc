@@ -1,0 +1,187 @@
+#include "ownership/owned_segments.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace cshm::ownership {
+
+using store::kPageSize;
+
+void AddPageRange(std::vector<Range>* ranges, uint64_t page) {
+  const uint64_t off = page * kPageSize;
+  if (!ranges->empty() && ranges->back().off + ranges->back().len == off) {
+    ranges->back().len += kPageSize;
+  } else {
+    ranges->push_back(Range{off, kPageSize});
+  }
+}
+
+OwnedSegments::OwnedSegments(store::PageStore* pages, SizeFn initial_size)
+    : pages_(pages), initial_size_(std::move(initial_size)) {}
+
+Result<std::pair<std::shared_ptr<OwnedSegments::State>, std::unique_lock<std::mutex>>> OwnedSegments::Lock(
+    uint64_t ino) {
+  std::shared_ptr<State> s;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& slot = segments_[ino];
+    if (!slot) slot = std::make_shared<State>();
+    s = slot;
+  }
+  std::unique_lock<std::mutex> lock(s->mu);
+  if (!s->loaded) {
+    // Ask for the size without holding the lock (it may be a network call).
+    lock.unlock();
+    CSHM_ASSIGN_OR_RETURN(uint64_t size, initial_size_(ino));
+    lock.lock();
+    if (!s->loaded) {
+      s->size = size;
+      s->loaded = true;
+    }
+  }
+  return std::make_pair(std::move(s), std::move(lock));
+}
+
+Result<std::string> OwnedSegments::Fetch(uint64_t ino, uint32_t node, uint64_t off, uint64_t len, uint64_t* size) {
+  CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(ino));
+  std::string data;
+  {
+    CSHM_ASSIGN_OR_RETURN(auto locked, Lock(ino));
+    State* s = locked.first.get();
+    *size = s->size;
+    if (off >= s->size) return data;
+    const uint64_t n = std::min<uint64_t>(len, s->size - off);
+    data.resize(n);
+    // Read under the segment's lock so that a concurrent Apply is either wholly before (and
+    // we join the copyset after its round chose its targets: we read its bytes)
+    // or wholly after (and its round invalidates us).
+    CSHM_RETURN_IF_ERROR(seg->Read(off, n, data.data()));
+    const uint64_t last = (off + n - 1) / kPageSize;
+    if (s->copyset.size() <= last) s->copyset.resize(last + 1, 0);
+    for (uint64_t p = off / kPageSize; p <= last; p++) s->copyset[p] |= 1ull << node;
+  }
+  return data;
+}
+
+Result<ApplyOutcome> OwnedSegments::Apply(uint64_t ino, uint32_t node, const std::vector<WriteRun>& runs) {
+  CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(ino));
+  ApplyOutcome out;
+  CSHM_ASSIGN_OR_RETURN(auto locked, Lock(ino));
+  State* s = locked.first.get();
+  std::lock_guard<std::mutex> seg_lock(seg->mu());
+  uint64_t end = s->size;
+  std::vector<uint64_t> touched;
+  // A diff of interleaved writers is many small runs: merge those into their
+  // pages in memory and write each page once (one pread and one pwrite per
+  // page instead of several system calls per run). Large runs go straight.
+  std::string page(kPageSize, '\0');
+  uint64_t page_no = UINT64_MAX;
+  uint64_t page_end = 0;  // bytes of `page` that lie inside what was written
+  auto flush = [&]() -> Status {
+    if (page_no == UINT64_MAX) return Status::Ok();
+    // Never write past the bytes that exist or were written: the page's tail
+    // past EOF stays a hole.
+    const uint64_t valid = std::max<uint64_t>(page_end, std::min<uint64_t>(kPageSize, s->size > page_no * kPageSize ? s->size - page_no * kPageSize : 0));
+    Status st = seg->Write(page_no * kPageSize, page.data(), valid);
+    page_no = UINT64_MAX;
+    return st;
+  };
+  for (const WriteRun& r : runs) {
+    if (r.bytes.empty()) continue;
+    end = std::max<uint64_t>(end, r.off + r.bytes.size());
+    for (uint64_t p = r.off / kPageSize; p <= (r.off + r.bytes.size() - 1) / kPageSize; p++) touched.push_back(p);
+    if (r.bytes.size() >= kPageSize) {
+      CSHM_RETURN_IF_ERROR(flush());
+      CSHM_RETURN_IF_ERROR(seg->Write(r.off, r.bytes.data(), r.bytes.size()));
+      continue;
+    }
+    for (uint64_t done = 0; done < r.bytes.size();) {
+      const uint64_t off = r.off + done;
+      const uint64_t p = off / kPageSize, in = off % kPageSize;
+      const uint64_t n = std::min<uint64_t>(r.bytes.size() - done, kPageSize - in);
+      if (p != page_no) {
+        CSHM_RETURN_IF_ERROR(flush());
+        CSHM_RETURN_IF_ERROR(seg->Read(p * kPageSize, kPageSize, page.data()));
+        page_no = p;
+        page_end = 0;
+      }
+      std::memcpy(page.data() + in, r.bytes.data() + done, n);
+      page_end = std::max(page_end, in + n);
+      done += n;
+    }
+  }
+  CSHM_RETURN_IF_ERROR(flush());
+  std::sort(touched.begin(), touched.end());
+  touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+  const uint64_t keep = 1ull << node;
+  for (uint64_t p : touched) {
+    if (p >= s->copyset.size()) continue;
+    uint64_t others = s->copyset[p] & ~keep;
+    s->copyset[p] &= keep;
+    for (uint32_t n = 0; others != 0; n++, others >>= 1)
+      if (others & 1) AddPageRange(&out.invalidate[n], p);
+  }
+  out.grew = end > s->size;
+  s->size = end;
+  out.size = end;
+  return out;
+}
+
+Result<ApplyOutcome> OwnedSegments::Truncate(uint64_t ino, uint32_t node, uint64_t size) {
+  CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(ino));
+  ApplyOutcome out;
+  CSHM_ASSIGN_OR_RETURN(auto locked, Lock(ino));
+  State* s = locked.first.get();
+  std::lock_guard<std::mutex> seg_lock(seg->mu());
+  if (size < s->size) {
+    CSHM_RETURN_IF_ERROR(seg->Truncate(size));
+    const uint64_t first = size / kPageSize;
+    uint64_t holders = 0;
+    for (uint64_t p = first; p < s->copyset.size(); p++) holders |= s->copyset[p];
+    holders &= ~(1ull << node);  // the truncating node's kernel trims its own cache
+    for (uint32_t n = 0; holders != 0; n++, holders >>= 1)
+      if (holders & 1) out.invalidate[n].push_back(Range{first * kPageSize, 0});
+    // Pages past the end are gone everywhere; the partial last page stays
+    // cached by the nodes that hold it, but they were told to drop it.
+    if (s->copyset.size() > first) s->copyset.resize(first);
+  }
+  out.grew = size > s->size;
+  s->size = size;
+  out.size = size;
+  return out;
+}
+
+void OwnedSegments::DropNode(uint32_t node) {
+  std::vector<std::shared_ptr<State>> all;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [ino, s] : segments_) all.push_back(s);
+  }
+  const uint64_t mask = ~(1ull << node);
+  for (auto& s : all) {
+    std::lock_guard<std::mutex> lock(s->mu);
+    for (uint64_t& c : s->copyset) c &= mask;
+  }
+}
+
+Status OwnedSegments::Remove(uint64_t ino) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    segments_.erase(ino);
+  }
+  return pages_->Remove(ino);
+}
+
+uint64_t OwnedSegments::CopysetOf(uint64_t ino, uint64_t page) {
+  std::shared_ptr<State> s;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = segments_.find(ino);
+    if (it == segments_.end()) return 0;
+    s = it->second;
+  }
+  std::lock_guard<std::mutex> lock(s->mu);
+  return page < s->copyset.size() ? s->copyset[page] : 0;
+}
+
+}  // namespace cshm::ownership

@@ -1,0 +1,96 @@
+// OwnedSegments: the owner side of the coherence protocol for the segments this
+// node owns (DESIGN.md "How a fault flows"). Knows nothing of FUSE or sockets.
+//
+// For each owned segment it keeps the size and, per 4 KiB page, the copyset:
+// the nodes whose kernels may hold a cached copy (this node's own kernel
+// included). Fetch adds the fetching node; Apply merges a writer's bytes and
+// hands back the other nodes to invalidate, removing them from the copysets
+// at once (a node re-enters only by fetching again). The caller runs the
+// invalidation round *after* Apply returns: no lock is held across it, so a
+// write-back that an invalidation forces can always be applied (no
+// distributed deadlock), and fetches never wait for rounds.
+//
+// Thread-safety: all methods are thread-safe. Each segment has its own mutex
+// (State::mu); lock order: State::mu before store::Segment::mu(). mu_ guards
+// only the map and is never held with another lock.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/status.h"
+#include "store/page_store.h"
+
+namespace cshm::ownership {
+
+struct WriteRun {
+  uint64_t off = 0;
+  std::string bytes;
+};
+
+struct Range {
+  uint64_t off = 0;
+  uint64_t len = 0;  // 0: to the end of the segment
+  bool operator==(const Range&) const = default;
+};
+
+// node -> ranges (page-aligned) to invalidate there.
+using Invalidations = std::map<uint32_t, std::vector<Range>>;
+
+struct ApplyOutcome {
+  Invalidations invalidate;
+  uint64_t size = 0;      // the segment's size after the write
+  bool grew = false;      // the write extended the segment
+};
+
+class OwnedSegments {
+ public:
+  // `initial_size` gives a segment's size the first time it is touched here
+  // (from the metadata service).
+  using SizeFn = std::function<Result<uint64_t>(uint64_t ino)>;
+  OwnedSegments(store::PageStore* pages, SizeFn initial_size);
+
+  // Up to `len` bytes at `off`, cut at the segment's size; `node` joins the
+  // copyset of every page returned.
+  Result<std::string> Fetch(uint64_t ino, uint32_t node, uint64_t off, uint64_t len, uint64_t* size);
+  // Writes `runs` (bytes that differ from what `node` last saw, or a
+  // write(2)'s whole data). Returns who else must drop the pages.
+  Result<ApplyOutcome> Apply(uint64_t ino, uint32_t node, const std::vector<WriteRun>& runs);
+  // Sets the size. Shrinking drops the pages past it and returns every other
+  // node that may cache any of them, with the range from the new end (rounded
+  // down to a page) on.
+  Result<ApplyOutcome> Truncate(uint64_t ino, uint32_t node, uint64_t size);
+  // Forget a node's copies (it died or restarted: its kernel cache is gone).
+  void DropNode(uint32_t node);
+  // The segment was deleted: drop its state and its pages.
+  Status Remove(uint64_t ino);
+
+  // For tests and stats: the copyset of one page as a bit mask.
+  uint64_t CopysetOf(uint64_t ino, uint64_t page);
+
+ private:
+  struct State {
+    std::mutex mu;
+    bool loaded = false;            // GUARDED_BY(mu)
+    uint64_t size = 0;              // GUARDED_BY(mu)
+    std::vector<uint64_t> copyset;  // GUARDED_BY(mu): per page, bit n = node n
+  };
+  // The segment's state, locked, with its size loaded.
+  Result<std::pair<std::shared_ptr<State>, std::unique_lock<std::mutex>>> Lock(uint64_t ino);
+
+  store::PageStore* const pages_;
+  const SizeFn initial_size_;
+  std::mutex mu_;
+  std::unordered_map<uint64_t, std::shared_ptr<State>> segments_;  // GUARDED_BY(mu_)
+};
+
+// Merges per-page ranges into runs of consecutive pages.
+void AddPageRange(std::vector<Range>* ranges, uint64_t page);
+
+}  // namespace cshm::ownership

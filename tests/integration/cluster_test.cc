@@ -1,0 +1,241 @@
+// Black-box tests of a 3-node cluster on this machine: every node is its own
+// cshmfs daemon and mount; a process "on node i" is one that uses node i's
+// mount point. Each test starts its own cluster and tears it down.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <string>
+
+#include "net/transport.h"
+#include "tests/support/test_cluster.h"
+
+namespace cshm::testing {
+namespace {
+
+using namespace std::chrono_literals;
+constexpr size_t kPage = 4096;
+
+char* Map(const std::string& path, size_t size, bool create, int* fd_out = nullptr) {
+  int fd = open(path.c_str(), O_RDWR | (create ? O_CREAT : 0), 0644);
+  if (fd < 0) return nullptr;
+  if (create && ftruncate(fd, static_cast<off_t>(size)) != 0) return nullptr;
+  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (fd_out) *fd_out = fd;
+  else close(fd);
+  return p == MAP_FAILED ? nullptr : static_cast<char*>(p);
+}
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+class ClusterTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_EQ(c_.Start(), ""); }
+  TestCluster c_{3};
+};
+
+TEST_F(ClusterTest, release_on_one_node_is_seen_by_the_others) {
+  const size_t size = 16 * kPage;
+  char* w = Map(c_.path(0, "shared"), size, true);
+  ASSERT_NE(w, nullptr);
+  for (size_t i = 0; i < size; i++) w[i] = static_cast<char>('a' + i % 23);
+  ASSERT_EQ(msync(w, size, MS_SYNC), 0);
+
+  // A C reader on node 1 and a Python (stdlib mmap) reader on node 2.
+  char* r1 = Map(c_.path(1, "shared"), size, false);
+  ASSERT_NE(r1, nullptr);
+  EXPECT_EQ(std::memcmp(r1, w, size), 0);
+  unsigned long sum = 0;
+  for (size_t i = 0; i < size; i++) sum = (sum * 31 + static_cast<unsigned char>(w[i])) % 1000000007ul;
+  CommandResult py = RunCommand(
+      {"python3", TESTS_DIR "/integration/mmap_reader.py", c_.path(2, "shared"), std::to_string(size)}, 30s);
+  ASSERT_EQ(py.exit_code, 0) << py.err;
+  EXPECT_NE(py.out.find("sum=" + std::to_string(sum)), std::string::npos) << py.out;
+
+  // Node 1 overwrites a part and releases: nodes 0 and 2 see the new bytes,
+  // never the old ones, though both had the page cached.
+  char* r2 = Map(c_.path(2, "shared"), size, false);
+  ASSERT_NE(r2, nullptr);
+  EXPECT_EQ(r2[5 * kPage + 7], w[5 * kPage + 7]);  // cached on node 2 now
+  std::memset(r1 + 5 * kPage, 'Z', 100);
+  ASSERT_EQ(msync(r1, size, MS_SYNC), 0);
+  EXPECT_EQ(std::string(w + 5 * kPage, 100), std::string(100, 'Z'));
+  EXPECT_EQ(std::string(r2 + 5 * kPage, 100), std::string(100, 'Z'));
+  EXPECT_EQ(w[5 * kPage + 100], static_cast<char>('a' + (5 * kPage + 100) % 23));  // the rest kept
+  // write(2) is a release too.
+  int fd = open(c_.path(2, "shared").c_str(), O_WRONLY);
+  ASSERT_EQ(pwrite(fd, "write2", 6, 3 * kPage), 6);
+  close(fd);
+  EXPECT_EQ(std::string(w + 3 * kPage, 6), "write2");
+  EXPECT_EQ(std::string(r1 + 3 * kPage, 6), "write2");
+  munmap(w, size);
+  munmap(r1, size);
+  munmap(r2, size);
+}
+
+TEST_F(ClusterTest, false_sharing_loses_no_update) {
+  // Three processes on three nodes each own every third byte of the same two
+  // pages and write their iteration number there, releasing each time.
+  const size_t size = 2 * kPage;
+  const int iterations = 1500;
+  char* init = Map(c_.path(0, "fs"), size, true);
+  ASSERT_NE(init, nullptr);
+  ASSERT_EQ(msync(init, size, MS_SYNC), 0);
+  std::vector<pid_t> kids;
+  for (int n = 0; n < 3; n++) {
+    const std::string path = c_.path(n, "fs");
+    pid_t pid = fork();
+    if (pid == 0) {
+      char* p = Map(path, size, false);
+      if (!p) _exit(10);
+      for (int it = 1; it <= iterations; it++) {
+        for (size_t i = n; i < size; i += 3) p[i] = static_cast<char>(it % 251);
+        if (msync(p, size, MS_SYNC) != 0) _exit(11);
+      }
+      _exit(0);
+    }
+    kids.push_back(pid);
+  }
+  for (pid_t k : kids) {
+    int st = 0;
+    ASSERT_TRUE(WaitForExit(k, 120s, &st)) << "a writer hung";
+    ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "writer failed: " << st;
+  }
+  const char want = static_cast<char>(iterations % 251);
+  for (int n = 0; n < 3; n++) {
+    std::string bytes = Slurp(c_.path(n, "fs"));
+    ASSERT_EQ(bytes.size(), size);
+    for (size_t i = 0; i < size; i++) ASSERT_EQ(bytes[i], want) << "node " << n << " byte " << i;
+  }
+  munmap(init, size);
+}
+
+TEST_F(ClusterTest, namespace_changes_are_visible_at_once) {
+  std::ofstream(c_.path(0, "made-on-0")) << "zero";
+  struct stat st;
+  ASSERT_EQ(stat(c_.path(1, "made-on-0").c_str(), &st), 0);
+  EXPECT_EQ(Slurp(c_.path(2, "made-on-0")), "zero");
+  ASSERT_EQ(rename(c_.path(1, "made-on-0").c_str(), c_.path(1, "renamed-on-1").c_str()), 0);
+  EXPECT_EQ(stat(c_.path(2, "made-on-0").c_str(), &st), -1);
+  ASSERT_EQ(stat(c_.path(2, "renamed-on-1").c_str(), &st), 0);
+  ASSERT_EQ(chmod(c_.path(2, "renamed-on-1").c_str(), 0600), 0);
+  ASSERT_EQ(stat(c_.path(0, "renamed-on-1").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  ASSERT_EQ(mkdir(c_.path(1, "dir").c_str(), 0755), 0);
+  std::ofstream(c_.path(2, "dir/inner")) << "x";
+  ASSERT_EQ(stat(c_.path(0, "dir/inner").c_str(), &st), 0);
+  ASSERT_EQ(truncate(c_.path(0, "renamed-on-1").c_str(), 2), 0);
+  EXPECT_EQ(Slurp(c_.path(1, "renamed-on-1")), "ze");
+  ASSERT_EQ(unlink(c_.path(0, "renamed-on-1").c_str()), 0);
+  EXPECT_EQ(stat(c_.path(1, "renamed-on-1").c_str(), &st), -1);
+  EXPECT_EQ(errno, ENOENT);
+}
+
+TEST_F(ClusterTest, unlink_while_mapped_on_another_node_keeps_the_mapping) {
+  const size_t size = 4 * kPage;
+  char* p0 = Map(c_.path(0, "doomed"), size, true);
+  ASSERT_NE(p0, nullptr);
+  std::memset(p0, 'd', size);
+  ASSERT_EQ(msync(p0, size, MS_SYNC), 0);
+  int fd1;
+  char* p1 = Map(c_.path(1, "doomed"), size, false, &fd1);
+  ASSERT_NE(p1, nullptr);
+  ASSERT_EQ(unlink(c_.path(2, "doomed").c_str()), 0);
+  struct stat st;
+  EXPECT_EQ(stat(c_.path(1, "doomed").c_str(), &st), -1);
+  // Both mappings still work, and still share.
+  EXPECT_EQ(p1[3 * kPage], 'd');
+  p1[2 * kPage] = 'n';
+  ASSERT_EQ(msync(p1, size, MS_SYNC), 0);
+  EXPECT_EQ(p0[2 * kPage], 'n');
+  munmap(p0, size);
+  munmap(p1, size);
+  close(fd1);
+}
+
+TEST(ClusterFailure, owner_death_is_an_error_within_the_deadline_and_restart_recovers) {
+  TestCluster c(3, /*request_timeout_ms=*/1500);
+  ASSERT_EQ(c.Start(), "");
+  // Node 1 creates (and so owns) a segment; node 2 reads the first page only.
+  const size_t size = 8 * kPage;
+  char* p1 = Map(c.path(1, "owned-by-1"), size, true);
+  ASSERT_NE(p1, nullptr);
+  for (size_t i = 0; i < size; i++) p1[i] = static_cast<char>(i % 199);
+  ASSERT_EQ(msync(p1, size, MS_SYNC), 0);
+  munmap(p1, size);
+  int fd = open(c.path(2, "owned-by-1").c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  char buf[16];
+  ASSERT_EQ(pread(fd, buf, 16, 0), 16);
+
+  c.node(1).Kill9();
+  // A page node 2 never fetched: EIO from read(2), SIGBUS from a mapping,
+  // both within the deadline; a release of a dirty page is EIO.
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(pread(fd, buf, 16, 6 * kPage), -1);
+  EXPECT_EQ(errno, EIO);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
+  const std::string path = c.path(2, "owned-by-1");
+  CommandResult r = RunInChild(
+      [&] {
+        char* p = Map(path, size, false);
+        if (!p) return 10;
+        return static_cast<int>(p[7 * kPage]);  // SIGBUS
+      },
+      20s);
+  EXPECT_FALSE(r.timed_out);
+  EXPECT_EQ(r.signal, SIGBUS);
+  EXPECT_EQ(pwrite(fd, "x", 1, 0), -1);
+  EXPECT_EQ(errno, EIO);
+  // The rest of the cluster keeps working.
+  std::ofstream(c.path(2, "still-fine")) << "yes";
+  EXPECT_EQ(Slurp(c.path(0, "still-fine")), "yes");
+
+  // Back with its state dir: everything it acknowledged is there.
+  ASSERT_EQ(c.StartNode(1), "");
+  bool ok = WaitFor([&] { return pread(fd, buf, 16, 6 * kPage) == 16; }, 10s);
+  ASSERT_TRUE(ok) << "node 2 did not recover";
+  for (int i = 0; i < 16; i++) EXPECT_EQ(buf[i], static_cast<char>((6 * kPage + i) % 199));
+  close(fd);
+}
+
+TEST(ClusterFailure, wrong_secret_and_garbage_are_refused_and_the_cluster_keeps_working) {
+  TestCluster c(2);
+  ASSERT_EQ(c.Start(), "");
+  // A peer with the right config but the wrong secret, as an in-process node 1.
+  auto cfg = net::LoadClusterConfig(c.config_path());
+  ASSERT_TRUE(cfg.ok()) << cfg.status().message();
+  net::ClusterConfig bad = *cfg;
+  bad.secret = "not-the-cluster-secret-at-all";
+  bad.nodes[1].port = 0;  // node 1's real port is taken by the real node 1
+  net::TransportOptions o;
+  o.config = bad;
+  o.self = 1;
+  o.handler = [](net::Request) {};
+  auto impostor = net::Transport::Start(o);
+  ASSERT_TRUE(impostor.ok()) << impostor.status().message();
+  EXPECT_FALSE((*impostor)->Call(0, 16, "", 1000ms).ok());
+  // Garbage on node 0's port.
+  CommandResult g = RunCommand({"python3", "-c",
+                                "import socket,sys;s=socket.create_connection(('127.0.0.1'," +
+                                    std::to_string(cfg->nodes[0].port) + "));s.sendall(b'x'*64);s.recv(100)"},
+                               10s);
+  (void)g;
+  std::ofstream(c.path(1, "after")) << "ok";
+  EXPECT_EQ(Slurp(c.path(0, "after")), "ok");
+  const std::string log = Slurp(c.node(0).state_dir() + "/cshmfs.log");
+  EXPECT_NE(log.find("does not know the cluster secret"), std::string::npos) << log;
+  EXPECT_NE(log.find("bad frame"), std::string::npos) << log;
+}
+
+}  // namespace
+}  // namespace cshm::testing
