@@ -113,11 +113,13 @@ Result<ApplyOutcome> OwnedSegments::Apply(uint64_t ino, uint32_t node, const std
   CSHM_RETURN_IF_ERROR(flush());
   std::sort(touched.begin(), touched.end());
   touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+  // The writer's kernel holds what it wrote (a write(2) of whole pages never
+  // fetched them): it stays, or enters, the copyset; everyone else leaves.
   const uint64_t keep = 1ull << node;
+  if (!touched.empty() && s->copyset.size() <= touched.back()) s->copyset.resize(touched.back() + 1, 0);
   for (uint64_t p : touched) {
-    if (p >= s->copyset.size()) continue;
     uint64_t others = s->copyset[p] & ~keep;
-    s->copyset[p] &= keep;
+    s->copyset[p] = keep;
     for (uint32_t n = 0; others != 0; n++, others >>= 1)
       if (others & 1) AddPageRange(&out.invalidate[n], p);
   }
