@@ -32,6 +32,8 @@ int Status::ToErrno() const {
     case Code::kTooManyLinks: return EMLINK;
     case Code::kArgTooBig: return E2BIG;
     case Code::kBusy: return EBUSY;
+    case Code::kWouldBlock: return EAGAIN;
+    case Code::kInterrupted: return EINTR;
     case Code::kIo:
     case Code::kCorruption:
     case Code::kUnavailable:

@@ -35,6 +35,8 @@ class [[nodiscard]] Status {
     kTooManyLinks,    // EMLINK
     kArgTooBig,       // E2BIG (e.g. an xattr value over 64 KiB)
     kBusy,            // EBUSY
+    kWouldBlock,      // EAGAIN (a lock held elsewhere)
+    kInterrupted,     // EINTR
     kIo,              // EIO: a local I/O error
     kCorruption,      // EIO: stored data does not decode
     kUnavailable,     // EIO: a peer or resource cannot be reached
@@ -84,6 +86,8 @@ CSHM_STATUS_CTOR(TooBig, kTooBig)
 CSHM_STATUS_CTOR(TooManyLinks, kTooManyLinks)
 CSHM_STATUS_CTOR(ArgTooBig, kArgTooBig)
 CSHM_STATUS_CTOR(Busy, kBusy)
+CSHM_STATUS_CTOR(WouldBlock, kWouldBlock)
+CSHM_STATUS_CTOR(Interrupted, kInterrupted)
 CSHM_STATUS_CTOR(IoError, kIo)
 CSHM_STATUS_CTOR(Corruption, kCorruption)
 CSHM_STATUS_CTOR(Unavailable, kUnavailable)

@@ -6,6 +6,7 @@
 #include <boost/asio/thread_pool.hpp>
 #include <future>
 #include <random>
+#include <thread>
 
 #include "fs/page_diff.h"
 #include "ownership/messages.h"
@@ -62,8 +63,10 @@ Status Cluster::Start(meta::Namespace* ns) {
       std::lock_guard<std::mutex> lock(mu_);
       lost_[node] = true;
     }
-    spdlog::warn("lost the connection with node {}", node);
+    spdlog::warn("lost the connection with node {}: its locks here are released", node);
     owned_.DropNode(node);
+    std::lock_guard<std::mutex> lock(locks_mu_);
+    locks_.ReleaseNode(node);
   };
   CSHM_ASSIGN_OR_RETURN(transport_, net::Transport::Start(std::move(o)));
   for (const net::NodeConfig& n : config_.nodes)
@@ -351,10 +354,106 @@ void Cluster::Handle(net::Request r) {
     }
     case kPing:
       return;
+    case kLock: {
+      auto m = LockMessage::Decode(r.payload);
+      if (!m.ok()) return reply(m.status());
+      auto out = ServeLock(r.from, *m);
+      if (!out.ok()) return reply(out.status());
+      return reply(out->Encode());
+    }
     default:
       spdlog::warn("node {} sent unknown message type {}", r.from, r.type);
       return reply(NotSupported("unknown message type " + std::to_string(r.type)));
   }
+}
+
+}  // namespace cshm::fs
+
+namespace cshm::fs {
+
+Result<LockReply> Cluster::ServeLock(uint32_t from, const LockMessage& m) {
+  LockMessage local = m;
+  local.lock.who.node = from;  // a peer speaks for itself only
+  std::lock_guard<std::mutex> lock(locks_mu_);
+  LockReply out;
+  switch (m.op) {
+    case LockOp::kGet: {
+      auto c = locks_.Conflict(m.ino, local.lock);
+      if (c) out.conflict = *c;
+      else out.conflict.type = F_UNLCK;
+      return out;
+    }
+    case LockOp::kSet:
+      out.granted = locks_.TrySet(m.ino, local.lock);
+      if (!out.granted) {
+        auto c = locks_.Conflict(m.ino, local.lock);
+        if (c) out.conflict = *c;
+      }
+      return out;
+    case LockOp::kUnlock:
+      locks_.Unlock(m.ino, local.lock.who, local.lock.flock, local.lock.start, local.lock.end);
+      out.granted = true;
+      return out;
+  }
+  return Invalid("unknown lock operation");
+}
+
+Result<LockReply> Cluster::LockAtOwner(uint64_t ino, const LockMessage& m) {
+  CSHM_ASSIGN_OR_RETURN(uint32_t owner, OwnerOf(ino));
+  if (owner == self_) return ServeLock(self_, m);
+  CSHM_ASSIGN_OR_RETURN(std::string reply, transport_->Call(owner, kLock, m.Encode()));
+  return LockReply::Decode(reply);
+}
+
+Result<Lock> Cluster::GetLock(uint64_t ino, const Lock& want) {
+  CSHM_ASSIGN_OR_RETURN(LockReply r, LockAtOwner(ino, LockMessage{LockOp::kGet, ino, want}));
+  return r.conflict;
+}
+
+Status Cluster::SetLock(uint64_t ino, const Lock& want, bool wait, const std::function<bool()>& interrupted) {
+  if (want.type == F_UNLCK) {
+    // Unlock is a release: write this node's dirty pages of the range back
+    // (the kernel does it before dropping them; those write-backs are
+    // releases that wait for their invalidation rounds) before the lock goes.
+    Notifier notify;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      notify = notifier_;
+    }
+    const uint64_t len = want.end == kLockEof ? 0 : want.end - want.start + 1;
+    if (notify) notify(ino, want.start, len);
+    twins_->Drop(ino, Range{want.start, len});
+    return LockAtOwner(ino, LockMessage{LockOp::kUnlock, ino, want}).status();
+  }
+  auto backoff = std::chrono::microseconds(200);
+  while (true) {
+    CSHM_ASSIGN_OR_RETURN(LockReply r, LockAtOwner(ino, LockMessage{LockOp::kSet, ino, want}));
+    if (r.granted) {
+      if (!want.flock) {
+        std::lock_guard<std::mutex> lock(mu_);
+        posix_holders_.emplace(ino, want.who.owner);
+      }
+      return Status::Ok();
+    }
+    if (!wait) return WouldBlock("the lock is held by node " + std::to_string(r.conflict.who.node));
+    if (interrupted && interrupted()) return Interrupted("interrupted while waiting for a lock");
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min<std::chrono::microseconds>(backoff * 2, std::chrono::milliseconds(20));
+  }
+}
+
+Status Cluster::ReleaseLocks(uint64_t ino, uint64_t owner, bool flock) {
+  if (!flock) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (posix_holders_.erase({ino, owner}) == 0) return Status::Ok();  // never locked here
+  }
+  Lock all;
+  all.type = F_UNLCK;
+  all.start = 0;
+  all.end = kLockEof;
+  all.who = LockOwner{self_, owner};
+  all.flock = flock;
+  return LockAtOwner(ino, LockMessage{LockOp::kUnlock, ino, all}).status();
 }
 
 }  // namespace cshm::fs

@@ -27,6 +27,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -37,6 +38,8 @@
 #include "meta/namespace.h"
 #include "net/cluster_config.h"
 #include "net/transport.h"
+#include "ownership/lock_table.h"
+#include "ownership/messages.h"
 #include "ownership/owned_segments.h"
 #include "store/page_store.h"
 
@@ -71,6 +74,18 @@ class Cluster {
   Status Write(uint64_t ino, uint64_t off, const char* data, size_t len, bool writeback);
   Status Truncate(uint64_t ino, uint64_t size);
 
+  // Cluster-wide locks, granted by the segment's owner (contract 4).
+  // The conflicting lock, or one of type F_UNLCK.
+  Result<ownership::Lock> GetLock(uint64_t ino, const ownership::Lock& want);
+  // F_RDLCK/F_WRLCK: takes it. Held elsewhere: kWouldBlock (EAGAIN) unless
+  // `wait`, then it retries (with backoff, each try under its deadline) until
+  // granted or `interrupted()` says the caller got a signal (kInterrupted).
+  // F_UNLCK: a release: this node's dirty pages of the range are written back
+  // (and acknowledged by the owner) before the lock goes.
+  Status SetLock(uint64_t ino, const ownership::Lock& want, bool wait, const std::function<bool()>& interrupted);
+  // Drops every lock of `owner` on `ino` of the kind `flock` (close/release).
+  Status ReleaseLocks(uint64_t ino, uint64_t owner, bool flock);
+
   // Test and stats seams.
   uint64_t remote_fetches() const { return remote_fetches_; }
   ownership::OwnedSegments& owned() { return owned_; }
@@ -91,6 +106,8 @@ class Cluster {
   void RunDeferred();
   void ForgetOwner(uint32_t owner);  // its copysets are gone: drop our copies
   void Handle(net::Request r);
+  Result<ownership::LockReply> LockAtOwner(uint64_t ino, const ownership::LockMessage& m);
+  Result<ownership::LockReply> ServeLock(uint32_t from, const ownership::LockMessage& m);
 
   const net::ClusterConfig config_;
   const uint32_t self_;
@@ -111,6 +128,10 @@ class Cluster {
   std::vector<std::pair<uint64_t, ownership::Range>> deferred_;  // GUARDED_BY(mu_)
   std::map<uint32_t, uint64_t> incarnations_;             // GUARDED_BY(mu_)
   std::map<uint32_t, bool> lost_;                         // GUARDED_BY(mu_): link went down since last up
+  std::set<std::pair<uint64_t, uint64_t>> posix_holders_; // GUARDED_BY(mu_): (ino, lock owner) that locked here
+
+  std::mutex locks_mu_;
+  ownership::LockTable locks_;  // GUARDED_BY(locks_mu_): locks of the segments we own
 };
 
 }  // namespace cshm::fs

@@ -129,3 +129,23 @@ FsStats FileSystem::Stats() {
 }
 
 }  // namespace cshm::fs
+
+namespace cshm::fs {
+
+Result<ownership::Lock> FileSystem::GetLock(uint64_t ino, const ownership::Lock& want) {
+  if (!cluster_) return NotSupported("locks are the kernel's on a one-node mount");
+  return cluster_->GetLock(ino, want);
+}
+
+Status FileSystem::SetLock(uint64_t ino, const ownership::Lock& want, bool wait,
+                           const std::function<bool()>& interrupted) {
+  if (!cluster_) return NotSupported("locks are the kernel's on a one-node mount");
+  return cluster_->SetLock(ino, want, wait, interrupted);
+}
+
+Status FileSystem::ReleaseLocks(uint64_t ino, uint64_t owner, bool flock) {
+  if (!cluster_) return Status::Ok();
+  return cluster_->ReleaseLocks(ino, owner, flock);
+}
+
+}  // namespace cshm::fs

@@ -20,6 +20,7 @@
 #include "common/status.h"
 #include "meta/namespace.h"
 #include "net/cluster_config.h"
+#include "ownership/lock_table.h"
 #include "store/meta_store.h"
 #include "store/page_store.h"
 #include "store/state_dir.h"
@@ -77,6 +78,13 @@ class FileSystem {
   // backing files' page cache already, as safe from a daemon crash as tmpfs.
   Status Fsync(uint64_t ino);
   FsStats Stats();
+
+  // Cluster-wide locks (see Cluster). On one node the kernel keeps locks
+  // itself and these are not called; they answer kNotSupported.
+  bool cluster_locks() const { return cluster_ != nullptr; }
+  Result<ownership::Lock> GetLock(uint64_t ino, const ownership::Lock& want);
+  Status SetLock(uint64_t ino, const ownership::Lock& want, bool wait, const std::function<bool()>& interrupted);
+  Status ReleaseLocks(uint64_t ino, uint64_t owner, bool flock);
 
  private:
   FileSystem() = default;

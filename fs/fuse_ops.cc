@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
 #include <sys/xattr.h>
 
 #include <cstring>
@@ -231,10 +232,77 @@ void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_
   });
 }
 
-// Data reaches the store with each WRITE, so a flush has nothing left to do.
+// Data reaches the store with each WRITE (the kernel writes dirty pages back
+// before FLUSH), so a flush only drops the closing owner's POSIX locks, and a
+// release its flock locks. Valid replies: fuse_reply_err.
+void OpFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Guard(req, "flush", [&] {
+    Status s = Fs(req).ReleaseLocks(ino, fi->lock_owner, /*flock=*/false);
+    if (!s.ok()) return ReplyError(req, s, "flush");
+    fuse_reply_err(req, 0);
+  });
+}
+
+void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Guard(req, "release", [&] {
+    if (fi->flock_release) {
+      Status s = Fs(req).ReleaseLocks(ino, fi->lock_owner, /*flock=*/true);
+      if (!s.ok()) return ReplyError(req, s, "release");
+    }
+    fuse_reply_err(req, 0);
+  });
+}
+
+ownership::Lock LockOf(fuse_req_t req, const struct flock* l, uint64_t owner, bool flock) {
+  ownership::Lock k;
+  k.type = l->l_type;
+  k.start = static_cast<uint64_t>(l->l_start);
+  k.end = l->l_len == 0 ? ownership::kLockEof : static_cast<uint64_t>(l->l_start + l->l_len - 1);
+  k.pid = static_cast<uint32_t>(fuse_req_ctx(req)->pid);
+  k.who = ownership::LockOwner{Fs(req).node_id(), owner};
+  k.flock = flock;
+  return k;
+}
+
+// Valid replies: fuse_reply_lock, fuse_reply_err.
+void OpGetlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* lock) {
+  Guard(req, "getlk", [&] {
+    auto r = Fs(req).GetLock(ino, LockOf(req, lock, fi->lock_owner, false));
+    if (!r.ok()) return ReplyError(req, r.status(), "getlk");
+    struct flock out = *lock;
+    out.l_type = static_cast<short>(r->type);
+    if (r->type != F_UNLCK) {
+      out.l_start = static_cast<off_t>(r->start);
+      out.l_len = r->end == ownership::kLockEof ? 0 : static_cast<off_t>(r->end - r->start + 1);
+      // Another node's pid means nothing here; report it only for our own.
+      out.l_pid = r->who.node == Fs(req).node_id() ? static_cast<pid_t>(r->pid) : 0;
+    }
+    fuse_reply_lock(req, &out);
+  });
+}
+
+Status SetLockFor(fuse_req_t req, fuse_ino_t ino, const ownership::Lock& want, bool sleep) {
+  return Fs(req).SetLock(ino, want, sleep, [req] { return fuse_req_interrupted(req) != 0; });
+}
+
 // Valid replies: fuse_reply_err.
-void OpFlush(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
-void OpRelease(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
+void OpSetlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* lock, int sleep) {
+  Guard(req, "setlk", [&] {
+    Status s = SetLockFor(req, ino, LockOf(req, lock, fi->lock_owner, false), sleep != 0);
+    if (!s.ok()) return ReplyError(req, s, "setlk");
+    fuse_reply_err(req, 0);
+  });
+}
+
+void OpFlock(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, int op) {
+  Guard(req, "flock", [&] {
+    struct flock whole {};
+    whole.l_type = (op & LOCK_UN) ? F_UNLCK : (op & LOCK_EX) ? F_WRLCK : F_RDLCK;
+    Status s = SetLockFor(req, ino, LockOf(req, &whole, fi->lock_owner, true), !(op & LOCK_NB));
+    if (!s.ok()) return ReplyError(req, s, "flock");
+    fuse_reply_err(req, 0);
+  });
+}
 
 void OpFsync(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
   Guard(req, "fsync", [&] {
@@ -355,7 +423,11 @@ void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
   });
 }
 
-void OpInit(void*, fuse_conn_info* conn) {
+void OpInit(void* userdata, fuse_conn_info* conn) {
+  // One node: the kernel keeps locks itself. A cluster: the owners do, and
+  // the kernel must ask us for every lock (DESIGN.md contract 4).
+  if (!static_cast<FileSystem*>(userdata)->cluster_locks())
+    conn->want &= ~(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
   // Invalidation is explicit and ours; the kernel must not drop cached pages
   // because an mtime moved.
   conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
@@ -399,6 +471,9 @@ const fuse_lowlevel_ops kOps = [] {
   ops.listxattr = OpListxattr;
   ops.removexattr = OpRemovexattr;
   ops.fallocate = OpFallocate;
+  ops.getlk = OpGetlk;
+  ops.setlk = OpSetlk;
+  ops.flock = OpFlock;
   return ops;
 }();
 

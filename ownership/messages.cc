@@ -119,6 +119,67 @@ Result<InvalidateRequest> InvalidateRequest::Decode(std::string_view in) {
   return iv;
 }
 
+namespace {
+void PutLock(ByteWriter& w, const Lock& l) {
+  w.PutU32(static_cast<uint32_t>(l.type));
+  w.PutU64(l.start);
+  w.PutU64(l.end);
+  w.PutU32(l.pid);
+  w.PutU32(l.who.node);
+  w.PutU64(l.who.owner);
+  w.PutU8(l.flock ? 1 : 0);
+}
+bool GetLock(ByteReader& r, Lock* l) {
+  uint32_t type = 0;
+  uint8_t flock = 0;
+  r.GetU32(&type);
+  r.GetU64(&l->start);
+  r.GetU64(&l->end);
+  r.GetU32(&l->pid);
+  r.GetU32(&l->who.node);
+  r.GetU64(&l->who.owner);
+  r.GetU8(&flock);
+  l->type = static_cast<int>(type);
+  l->flock = flock != 0;
+  return r.ok() && (type == F_RDLCK || type == F_WRLCK || type == F_UNLCK) && l->start <= l->end;
+}
+}  // namespace
+
+std::string LockMessage::Encode() const {
+  std::string out;
+  ByteWriter w(&out);
+  w.PutU8(static_cast<uint8_t>(op));
+  w.PutU64(ino);
+  PutLock(w, lock);
+  return out;
+}
+Result<LockMessage> LockMessage::Decode(std::string_view in) {
+  LockMessage m;
+  ByteReader r(in);
+  uint8_t op = 0;
+  r.GetU8(&op);
+  r.GetU64(&m.ino);
+  if (!GetLock(r, &m.lock) || !r.AtEnd() || op < 1 || op > 3) return Malformed("lock request");
+  m.op = static_cast<LockOp>(op);
+  return m;
+}
+std::string LockReply::Encode() const {
+  std::string out;
+  ByteWriter w(&out);
+  w.PutU8(granted ? 1 : 0);
+  PutLock(w, conflict);
+  return out;
+}
+Result<LockReply> LockReply::Decode(std::string_view in) {
+  LockReply m;
+  ByteReader r(in);
+  uint8_t g = 0;
+  r.GetU8(&g);
+  if (!GetLock(r, &m.conflict) || !r.AtEnd()) return Malformed("lock reply");
+  m.granted = g != 0;
+  return m;
+}
+
 std::string EncodeU64(uint64_t v) {
   std::string out;
   ByteWriter(&out).PutU64(v);

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "ownership/lock_table.h"
 #include "ownership/owned_segments.h"
 
 namespace cshm::ownership {
@@ -30,6 +31,27 @@ enum MessageType : uint16_t {
   kInvalidate = 23,
   kDrop = 24,
   kPing = 25,  // one-way, at start: peers learn our incarnation
+  kLock = 26,
+};
+
+// Lock requests to a segment's owner; never wait there (a blocked F_SETLKW
+// retries from the requesting node), so they run on the fast pool.
+enum class LockOp : uint8_t { kGet = 1, kSet = 2, kUnlock = 3 };
+
+struct LockMessage {
+  LockOp op = LockOp::kGet;
+  uint64_t ino = 0;
+  Lock lock;  // lock.who.node is filled in by the owner from the connection
+  std::string Encode() const;
+  static Result<LockMessage> Decode(std::string_view in);
+};
+
+// Reply: granted (kSet), or the conflicting lock (kGet; type F_UNLCK if none).
+struct LockReply {
+  bool granted = false;
+  Lock conflict;
+  std::string Encode() const;
+  static Result<LockReply> Decode(std::string_view in);
 };
 
 struct FetchRequest {

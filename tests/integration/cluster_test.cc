@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -160,6 +161,136 @@ TEST_F(ClusterTest, unlink_while_mapped_on_another_node_keeps_the_mapping) {
   munmap(p0, size);
   munmap(p1, size);
   close(fd1);
+}
+
+// Blocks until the fcntl write lock on [start, start+len) of fd is ours.
+bool LockRange(int fd, short type, off_t start, off_t len) {
+  struct flock l {};
+  l.l_type = type;
+  l.l_whence = SEEK_SET;
+  l.l_start = start;
+  l.l_len = len;
+  return fcntl(fd, F_SETLKW, &l) == 0;
+}
+
+TEST_F(ClusterTest, counter_under_fcntl_lock_counts_every_increment) {
+  const int per_node = 200;
+  int init = open(c_.path(0, "counter").c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_GE(init, 0);
+  ASSERT_EQ(ftruncate(init, kPage), 0);
+  close(init);
+  std::vector<pid_t> kids;
+  for (int n = 0; n < 3; n++) {
+    const std::string path = c_.path(n, "counter");
+    pid_t pid = fork();
+    if (pid == 0) {
+      int fd = open(path.c_str(), O_RDWR);
+      if (fd < 0) _exit(10);
+      auto* counter = reinterpret_cast<volatile uint64_t*>(
+          mmap(nullptr, kPage, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+      if (counter == MAP_FAILED) _exit(11);
+      for (int i = 0; i < per_node; i++) {
+        if (!LockRange(fd, F_WRLCK, 0, 8)) _exit(12);
+        *counter = *counter + 1;  // no msync: the unlock is the release
+        if (!LockRange(fd, F_UNLCK, 0, 8)) _exit(13);
+      }
+      _exit(0);
+    }
+    kids.push_back(pid);
+  }
+  for (pid_t k : kids) {
+    int st = 0;
+    ASSERT_TRUE(WaitForExit(k, 120s, &st)) << "an incrementer hung";
+    ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "incrementer failed: " << st;
+  }
+  for (int n = 0; n < 3; n++) {
+    std::string bytes = Slurp(c_.path(n, "counter"));
+    ASSERT_GE(bytes.size(), 8u);
+    uint64_t v;
+    std::memcpy(&v, bytes.data(), 8);
+    EXPECT_EQ(v, 3u * per_node) << "seen on node " << n;
+  }
+}
+
+TEST_F(ClusterTest, message_passing_under_locks_never_shows_the_flag_without_the_data) {
+  // Data and flag on different pages; writer on node 0, reader on node 1.
+  const size_t size = 4 * kPage;
+  int fd0 = open(c_.path(0, "mp").c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_GE(fd0, 0);
+  ASSERT_EQ(ftruncate(fd0, size), 0);
+  const std::string reader_path = c_.path(1, "mp");
+  const int rounds = 50;
+  pid_t reader = fork();
+  if (reader == 0) {
+    int fd = open(reader_path.c_str(), O_RDWR);
+    auto* p = static_cast<volatile char*>(mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+    if (p == MAP_FAILED) _exit(10);
+    int seen = 0;
+    auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (seen < rounds) {
+      if (std::chrono::steady_clock::now() > deadline) _exit(11);
+      if (!LockRange(fd, F_WRLCK, 0, 0)) _exit(12);
+      const int flag = p[3 * kPage];
+      if (flag > seen) {
+        // Every data byte written before the flag must be visible.
+        for (size_t i = 0; i < kPage; i += 97)
+          if (p[i] != static_cast<char>(flag)) _exit(20);
+        seen = flag;
+      }
+      if (!LockRange(fd, F_UNLCK, 0, 0)) _exit(13);
+    }
+    _exit(0);
+  }
+  char* w = static_cast<char*>(mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd0, 0));
+  ASSERT_NE(w, MAP_FAILED);
+  for (int r = 1; r <= rounds; r++) {
+    ASSERT_TRUE(LockRange(fd0, F_WRLCK, 0, 0));
+    std::memset(w, r, kPage);
+    ASSERT_TRUE(LockRange(fd0, F_UNLCK, 0, 0));
+    ASSERT_TRUE(LockRange(fd0, F_WRLCK, 0, 0));
+    w[3 * kPage] = static_cast<char>(r);
+    ASSERT_TRUE(LockRange(fd0, F_UNLCK, 0, 0));
+  }
+  int st = 0;
+  ASSERT_TRUE(WaitForExit(reader, 90s, &st)) << "reader hung";
+  ASSERT_TRUE(WIFEXITED(st));
+  EXPECT_EQ(WEXITSTATUS(st), 0) << "20: saw the flag without the data; 11: never saw the last flag";
+  munmap(w, size);
+  close(fd0);
+}
+
+TEST_F(ClusterTest, locks_exclude_across_nodes_and_flock_too) {
+  std::ofstream(c_.path(0, "lk")) << "x";
+  int a = open(c_.path(0, "lk").c_str(), O_RDWR);
+  ASSERT_TRUE(LockRange(a, F_WRLCK, 0, 10));
+  ASSERT_EQ(::flock(a, LOCK_SH), 0);
+  const std::string p1 = c_.path(1, "lk");
+  // From node 1: F_SETLK fails with EAGAIN, F_GETLK names the conflict, the
+  // range past it is free; flock: shared with node 0's, exclusive refused.
+  CommandResult r = RunInChild(
+      [&] {
+        int fd = open(p1.c_str(), O_RDWR);
+        struct flock l {};
+        l.l_type = F_WRLCK;
+        l.l_start = 5;
+        l.l_len = 1;
+        if (fcntl(fd, F_SETLK, &l) == 0 || errno != EAGAIN) return 1;
+        if (fcntl(fd, F_GETLK, &l) != 0 || l.l_type != F_WRLCK || l.l_start != 0 || l.l_len != 10) return 2;
+        l.l_start = 10;
+        l.l_len = 0;
+        l.l_type = F_WRLCK;
+        if (fcntl(fd, F_SETLK, &l) != 0) return 3;
+        if (::flock(fd, LOCK_EX | LOCK_NB) == 0 || errno != EWOULDBLOCK) return 4;
+        if (::flock(fd, LOCK_SH | LOCK_NB) != 0) return 5;
+        return 0;
+      },
+      20s);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  // The child exited: its fcntl locks went with its close. Node 0 can take
+  // the whole file (a blocking F_SETLKW that returns once the kernel's
+  // asynchronous release of the child's file reaches the owner).
+  EXPECT_TRUE(LockRange(a, F_WRLCK, 0, 0));
+  close(a);
 }
 
 TEST(ClusterFailure, owner_death_is_an_error_within_the_deadline_and_restart_recovers) {

@@ -19,6 +19,7 @@ TEST(Status, MapsEveryCodeToItsErrno) {
       {RangeError("x"), ERANGE},        {NotSupported("x"), EOPNOTSUPP}, {TooBig("x"), EFBIG},
       {ArgTooBig("x"), E2BIG},     {IoError("x"), EIO},       {Corruption("x"), EIO},
       {Unavailable("x"), EIO},     {TimedOut("x"), EIO},      {Status::FromErrno(EROFS, "x"), EROFS},
+      {WouldBlock("x"), EAGAIN},   {Interrupted("x"), EINTR},
   };
   for (const Case& c : cases) EXPECT_EQ(c.s.ToErrno(), c.err) << c.s.ToString();
 }
