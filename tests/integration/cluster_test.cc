@@ -232,9 +232,13 @@ TEST_F(ClusterTest, message_passing_under_locks_never_shows_the_flag_without_the
       if (!LockRange(fd, F_WRLCK, 0, 0)) _exit(12);
       const int flag = p[3 * kPage];
       if (flag > seen) {
-        // Every data byte written before the flag must be visible.
+        // Every data byte written before the flag must be visible (the
+        // writer may already have written newer data for the next round).
         for (size_t i = 0; i < kPage; i += 97)
-          if (p[i] != static_cast<char>(flag)) _exit(20);
+          if (p[i] < static_cast<char>(flag)) {
+            fprintf(stderr, "flag %d but data[%zu] = %d\n", flag, i, p[i]);
+            _exit(20);
+          }
         seen = flag;
       }
       if (!LockRange(fd, F_UNLCK, 0, 0)) _exit(13);
@@ -253,6 +257,7 @@ TEST_F(ClusterTest, message_passing_under_locks_never_shows_the_flag_without_the
   }
   int st = 0;
   ASSERT_TRUE(WaitForExit(reader, 90s, &st)) << "reader hung";
+  fflush(stderr);
   ASSERT_TRUE(WIFEXITED(st));
   EXPECT_EQ(WEXITSTATUS(st), 0) << "20: saw the flag without the data; 11: never saw the last flag";
   munmap(w, size);
