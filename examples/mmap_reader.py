@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Maps a file written by mmap_writer (standard library mmap only), waits up to
-20 s for its message, prints it and answers at offset 2048."""
+"""Maps a file written by mmap_writer (standard library mmap only), on the
+same node or another, waits up to 20 s for its message, prints it, answers at
+offset 2048 and releases the answer (flush = msync)."""
 import mmap
 import os
 import sys
@@ -22,4 +23,5 @@ with open(path, "r+b") as f:
     print('reader: found "%s" in the mapping' % msg)
     answer = b"hello back from Python reader pid %d" % os.getpid()
     m[2048:2048 + len(answer)] = answer
+    m.flush()
     m.close()

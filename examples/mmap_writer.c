@@ -1,6 +1,7 @@
 /* A plain C program that shares memory through a file of a cshm mount:
- * creates FILE (one page), maps it MAP_SHARED, writes a message, and waits
- * (at most 20 s) for a reader to write an answer at offset 2048.
+ * creates FILE (one page), maps it MAP_SHARED, writes a message, releases it
+ * with msync (so that other nodes see it), and waits (at most 20 s) for a
+ * reader, on this node or another, to write an answer at offset 2048.
  * Usage: mmap_writer FILE */
 #include <fcntl.h>
 #include <stdio.h>
@@ -27,7 +28,11 @@ int main(int argc, char** argv) {
   /* The answer area first, then the message: the reader starts on seeing it. */
   memset(p + 2048, 0, 64);
   snprintf(p, 128, "hello from C writer pid %d", (int)getpid());
-  printf("writer: stored \"%s\" in the mapping\n", p);
+  if (msync(p, 4096, MS_SYNC) != 0) {
+    perror("msync");
+    return 1;
+  }
+  printf("writer: stored \"%s\" in the mapping and released it (msync)\n", p);
   fflush(stdout);
   for (int i = 0; i < 2000; i++) { /* 20 s deadline */
     if (p[2048] != 0) {
