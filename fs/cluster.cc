@@ -69,6 +69,7 @@ Status Cluster::Start(meta::Namespace* ns) {
     locks_.ReleaseNode(node);
   };
   CSHM_ASSIGN_OR_RETURN(transport_, net::Transport::Start(std::move(o)));
+  if (ns_) ns_->SetEntryRemovedHook([this](uint64_t parent, const std::string& name) { BroadcastEntryGone(parent, name); });
   for (const net::NodeConfig& n : config_.nodes)
     if (n.id != self_) transport_->Send(n.id, kPing, "");
   return Status::Ok();
@@ -82,6 +83,31 @@ void Cluster::Stop() {
 void Cluster::SetNotifier(Notifier n) {
   std::lock_guard<std::mutex> lock(mu_);
   notifier_ = std::move(n);
+}
+
+void Cluster::SetEntryNotifier(EntryNotifier n) {
+  std::lock_guard<std::mutex> lock(mu_);
+  entry_notifier_ = std::move(n);
+}
+
+void Cluster::DropEntryLocal(uint64_t parent, const std::string& name) {
+  // Never on a FUSE request thread: the kernel may hold the directory's lock
+  // for the very request that removed the name.
+  boost::asio::post(*async_rounds_, [this, parent, name] {
+    EntryNotifier notify;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      notify = entry_notifier_;
+    }
+    if (notify) notify(parent, name);
+  });
+}
+
+void Cluster::BroadcastEntryGone(uint64_t parent, const std::string& name) {
+  std::string payload = EncodeU64(parent) + name;
+  for (const net::NodeConfig& n : config_.nodes)
+    if (n.id != self_) transport_->Send(n.id, kEntryGone, payload);
+  DropEntryLocal(parent, name);
 }
 
 meta::MetaService& Cluster::meta() {
@@ -353,6 +379,12 @@ void Cluster::Handle(net::Request r) {
       return;
     }
     case kPing:
+      return;
+    case kEntryGone:
+      if (r.payload.size() >= 8) {
+        auto parent = DecodeU64(std::string_view(r.payload).substr(0, 8));
+        if (parent.ok()) DropEntryLocal(*parent, r.payload.substr(8));
+      }
       return;
     case kLock: {
       auto m = LockMessage::Decode(r.payload);

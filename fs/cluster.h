@@ -54,6 +54,8 @@ class Cluster {
   // Drops pages [off, off+len) of `ino` from this node's kernel cache (len 0:
   // to the end), writing dirty ones back first. Set by the FUSE layer.
   using Notifier = std::function<void(uint64_t ino, uint64_t off, uint64_t len)>;
+  // Drops the kernel's dentry of `name` in `parent` (it was removed elsewhere).
+  using EntryNotifier = std::function<void(uint64_t parent, const std::string& name)>;
 
   // Creates the node's cluster part; Start() joins the network.
   Cluster(net::ClusterConfig config, uint32_t self, store::PageStore* pages, std::unique_ptr<TwinCache> twins);
@@ -63,6 +65,7 @@ class Cluster {
   Status Start(meta::Namespace* ns);
   void Stop();
   void SetNotifier(Notifier n);
+  void SetEntryNotifier(EntryNotifier n);
 
   bool is_metadata_node() const { return config_.metadata_node == self_; }
   uint32_t self() const { return self_; }
@@ -106,6 +109,9 @@ class Cluster {
   void RunDeferred();
   void ForgetOwner(uint32_t owner);  // its copysets are gone: drop our copies
   void Handle(net::Request r);
+  // Metadata node: a name went; every node's kernel drops its dentry.
+  void BroadcastEntryGone(uint64_t parent, const std::string& name);
+  void DropEntryLocal(uint64_t parent, const std::string& name);
   Result<ownership::LockReply> LockAtOwner(uint64_t ino, const ownership::LockMessage& m);
   Result<ownership::LockReply> ServeLock(uint32_t from, const ownership::LockMessage& m);
 
@@ -122,6 +128,7 @@ class Cluster {
 
   std::mutex mu_;
   Notifier notifier_;                                     // GUARDED_BY(mu_)
+  EntryNotifier entry_notifier_;                          // GUARDED_BY(mu_)
   std::unordered_map<uint64_t, uint32_t> owner_of_;       // GUARDED_BY(mu_)
   std::multimap<uint64_t, ownership::Range> inflight_;    // GUARDED_BY(mu_): invalidations under way
   std::multimap<uint64_t, ownership::Range> writing_;     // GUARDED_BY(mu_): write-backs under way

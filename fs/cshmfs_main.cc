@@ -144,6 +144,10 @@ int Serve(const MountOptions& opts, const std::string& mountpoint, int report_fd
     int rc = fuse_lowlevel_notify_inval_inode(se, ino, static_cast<off_t>(off), static_cast<off_t>(len));
     if (rc != 0 && rc != -ENOENT) spdlog::warn("invalidating inode {} in the kernel: {}", ino, strerror(-rc));
   });
+  (*fs)->SetEntryNotifier([se](uint64_t parent, const std::string& name) {
+    int rc = fuse_lowlevel_notify_inval_entry(se, parent, name.data(), name.size());
+    if (rc != 0 && rc != -ENOENT) spdlog::debug("dropping dentry {} of {}: {}", name, parent, strerror(-rc));
+  });
   if (fuse_set_signal_handlers(se) != 0) {
     fuse_session_destroy(se);
     report("cannot install signal handlers");

@@ -23,6 +23,10 @@ void FileSystem::SetNotifier(std::function<void(uint64_t, uint64_t, uint64_t)> n
   if (cluster_) cluster_->SetNotifier(std::move(n));
 }
 
+void FileSystem::SetEntryNotifier(std::function<void(uint64_t, const std::string&)> n) {
+  if (cluster_) cluster_->SetEntryNotifier(std::move(n));
+}
+
 Result<std::unique_ptr<FileSystem>> FileSystem::Open(const FileSystemOptions& options) {
   std::unique_ptr<FileSystem> fs(new FileSystem());
   fs->node_id_ = options.node_id;

@@ -60,6 +60,8 @@ class FileSystem {
   double cache_timeout() const { return cluster_ ? 0.0 : 1.0; }
   // Drops kernel-cached pages (see Cluster::Notifier); set by the FUSE layer.
   void SetNotifier(std::function<void(uint64_t ino, uint64_t off, uint64_t len)> n);
+  // Drops a dentry from the kernel (a name removed on another node).
+  void SetEntryNotifier(std::function<void(uint64_t parent, const std::string& name)> n);
   // Leaves the cluster (before the FUSE session goes).
   void Stop();
 

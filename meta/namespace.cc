@@ -148,6 +148,8 @@ void Namespace::Forget(uint64_t ino, uint64_t n) {
   (void)Purge(purge);
 }
 
+void Namespace::SetEntryRemovedHook(EntryFn fn) { entry_removed_ = std::move(fn); }
+
 uint64_t Namespace::references(uint64_t ino) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = refs_.find(ino);
@@ -321,6 +323,7 @@ Status Namespace::Unlink(uint64_t parent, std::string_view name) {
       CSHM_RETURN_IF_ERROR(CommitLocked(b, {dir, victim}, {}));
     }
   }
+  if (entry_removed_) entry_removed_(parent, std::string(name));
   return Purge(purge);
 }
 
@@ -328,7 +331,7 @@ Status Namespace::Rmdir(uint64_t parent, std::string_view name) {
   if (name == ".") return Invalid("cannot remove '.'");
   if (name == "..") return NotEmpty("cannot remove '..'");
   CSHM_RETURN_IF_ERROR(CheckName(name));
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   CSHM_ASSIGN_OR_RETURN(InodeRecord dir, LoadDirLocked(parent));
   CSHM_ASSIGN_OR_RETURN(auto e, EntryLocked(parent, name));
   if (!e) return NotFound("no entry '" + std::string(name) + "'");
@@ -343,9 +346,13 @@ Status Namespace::Rmdir(uint64_t parent, std::string_view name) {
   dir.nlink--;
   if (DropLinkLocked(victim, b, now)) {
     b.DeleteInode(victim.ino);
-    return CommitLocked(b, {dir}, {victim.ino});
+    CSHM_RETURN_IF_ERROR(CommitLocked(b, {dir}, {victim.ino}));
+  } else {
+    CSHM_RETURN_IF_ERROR(CommitLocked(b, {dir, victim}, {}));
   }
-  return CommitLocked(b, {dir, victim}, {});
+  lock.unlock();
+  if (entry_removed_) entry_removed_(parent, std::string(name));
+  return Status::Ok();
 }
 
 Status Namespace::Rename(uint64_t parent, std::string_view name, uint64_t new_parent,
@@ -451,6 +458,10 @@ Status Namespace::Rename(uint64_t parent, std::string_view name, uint64_t new_pa
       updated.push_back(dst_dir);
     }
     CSHM_RETURN_IF_ERROR(CommitLocked(b, std::move(updated), std::move(deleted)));
+  }
+  if (entry_removed_) {
+    entry_removed_(parent, std::string(name));
+    entry_removed_(new_parent, std::string(new_name));
   }
   return Purge(purge);
 }

@@ -87,6 +87,12 @@ class Namespace : public MetaService {
   uint64_t inode_count();
   uint64_t references(uint64_t ino);
 
+  // Called after a name is removed or replaced (unlink, rmdir, rename), outside
+  // the mutex: the cluster tells every node's kernel to drop its dentry, so
+  // that an unlinked inode is forgotten everywhere and can be purged.
+  using EntryFn = std::function<void(uint64_t parent, const std::string& name)>;
+  void SetEntryRemovedHook(EntryFn fn);
+
  private:
   Namespace(store::MetaStore* store, uint32_t node_id, PurgeFn purge);
 
@@ -108,6 +114,7 @@ class Namespace : public MetaService {
   store::MetaStore* const store_;
   const uint32_t node_id_;
   const PurgeFn purge_;
+  EntryFn entry_removed_;  // set once before serving
 
   std::mutex mu_;
   uint64_t next_counter_ = 0;                              // GUARDED_BY(mu_)

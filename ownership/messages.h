@@ -32,6 +32,7 @@ enum MessageType : uint16_t {
   kDrop = 24,
   kPing = 25,  // one-way, at start: peers learn our incarnation
   kLock = 26,
+  kEntryGone = 27,  // one-way, metadata node -> all: {parent u64, name}
 };
 
 // Lock requests to a segment's owner; never wait there (a blocked F_SETLKW

@@ -7,6 +7,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -161,6 +162,14 @@ TEST_F(ClusterTest, unlink_while_mapped_on_another_node_keeps_the_mapping) {
   munmap(p0, size);
   munmap(p1, size);
   close(fd1);
+  // The last node lets go: the owner (node 0) frees the pages.
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        struct statvfs v;
+        return statvfs(c_.node(0).mountpoint().c_str(), &v) == 0 && v.f_bfree == v.f_blocks;
+      },
+      20s))
+      << "the unlinked segment's pages were not freed";
 }
 
 // Blocks until the fcntl write lock on [start, start+len) of fd is ours.
@@ -341,6 +350,15 @@ TEST(ClusterFailure, owner_death_is_an_error_within_the_deadline_and_restart_rec
   bool ok = WaitFor([&] { return pread(fd, buf, 16, 6 * kPage) == 16; }, 10s);
   ASSERT_TRUE(ok) << "node 2 did not recover";
   for (int i = 0; i < 16; i++) EXPECT_EQ(buf[i], static_cast<char>((6 * kPage + i) % 199));
+  // Node 2 still had page 0 cached from before the restart; the restarted
+  // owner does not know. A write from node 0 must still reach node 2's
+  // readers: node 2 drops its copies when it sees the owner's new incarnation.
+  int fd0 = open(c.path(0, "owned-by-1").c_str(), O_RDWR);
+  ASSERT_GE(fd0, 0);
+  ASSERT_EQ(pwrite(fd0, "NEW!", 4, 0), 4);
+  close(fd0);
+  EXPECT_TRUE(WaitFor([&] { return pread(fd, buf, 4, 0) == 4 && std::memcmp(buf, "NEW!", 4) == 0; }, 10s))
+      << "node 2 kept a stale copy of the restarted owner's page";
   close(fd);
 }
 
