@@ -4,6 +4,9 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -138,6 +141,37 @@ TEST(Lifecycle, bad_command_lines_are_refused_clearly) {
   std::ofstream(m.dir() / "plainfile") << "x";
   ExpectRefused(m, {{m.dir() / "plainfile", "--state-dir", sd}, 1, "not a directory"});
   ExpectRefused(m, {{mp, "--state-dir", m.dir() / "plainfile/state"}, 1, "cannot create state dir"});
+}
+
+TEST(Lifecycle, cluster_config_mistakes_are_refused_clearly) {
+  TestMount m;
+  const std::string cfg = m.dir() / "c.toml";
+  std::ofstream(m.dir() / "secret") << "0123456789abcdef0123\n";
+  auto write_cfg = [&](const std::string& nodes) {
+    std::ofstream(cfg) << "[cluster]\nsecret_file = \"secret\"\n" << nodes;
+  };
+  const std::string mp = m.mountpoint(), sd = m.state_dir();
+  write_cfg("[[node]]\nid = 0\nhost = \"127.0.0.1\"\nport = 1\n[[node]]\nid = 0\nhost = \"127.0.0.1\"\nport = 2\n");
+  ExpectRefused(m, {{mp, "--state-dir", sd, "--config", cfg, "--node", "0"}, 1, "duplicate node id 0"});
+  write_cfg("[[node]]\nid = 0\nhost = \"127.0.0.1\"\nport = 1\n");
+  ExpectRefused(m, {{mp, "--state-dir", sd, "--config", cfg, "--node", "5"}, 1, "node 5 is not in"});
+  ExpectRefused(m, {{mp, "--state-dir", sd, "--config", cfg}, 2, "--config needs --node"});
+  ExpectRefused(m, {{mp, "--state-dir", sd, "--config", m.dir() / "none.toml", "--node", "0"}, 1,
+                    "cannot read config"});
+  std::ofstream(cfg) << "[cluster]\nsecret_file = \"missing-secret\"\n[[node]]\nid = 0\nhost = \"127.0.0.1\"\nport = 1\n";
+  ExpectRefused(m, {{mp, "--state-dir", sd, "--config", cfg, "--node", "0"}, 1, "cannot read secret_file"});
+  // A port another process holds.
+  int busy = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  ASSERT_EQ(bind(busy, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  ASSERT_EQ(listen(busy, 1), 0);
+  ASSERT_EQ(getsockname(busy, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  write_cfg("[[node]]\nid = 0\nhost = \"127.0.0.1\"\nport = " + std::to_string(ntohs(a.sin_port)) + "\n");
+  ExpectRefused(m, {{mp, "--state-dir", sd, "--config", cfg, "--node", "0"}, 1, "is in use"});
+  close(busy);
 }
 
 TEST(Lifecycle, corrupt_state_dir_is_refused_with_advice) {
