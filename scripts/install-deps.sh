@@ -9,6 +9,7 @@ packages=(
   librocksdb-dev libboost-dev libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev libssl-dev
   libgtest-dev libgmock-dev
   python3
+  python3-sysv-ipc stress-ng
 )
 
 missing=()

@@ -1,0 +1,400 @@
+#include "ipc_compat/sysv_segments.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace cshm::ipc {
+namespace {
+
+constexpr int kIdBit = 1 << 30;
+constexpr size_t kShmMax = 1ull << 40;
+
+int Fail(int err) {
+  errno = err;
+  return -1;
+}
+
+size_t PageRound(size_t n) {
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  return (n + page - 1) / page * page;
+}
+
+void SetU64(const std::string& path, const char* name, unsigned long long v) {
+  std::string s = std::to_string(v);
+  setxattr(path.c_str(), name, s.data(), s.size(), 0);
+}
+
+unsigned long long GetU64(const std::string& path, const char* name, unsigned long long dflt = 0) {
+  char buf[32];
+  ssize_t n = getxattr(path.c_str(), name, buf, sizeof(buf) - 1);
+  if (n <= 0) return dflt;
+  buf[n] = '\0';
+  return std::strtoull(buf, nullptr, 10);
+}
+
+bool InGroup(gid_t gid) {
+  if (getegid() == gid) return true;
+  int n = getgroups(0, nullptr);
+  if (n <= 0) return false;
+  std::vector<gid_t> groups(static_cast<size_t>(n));
+  n = getgroups(n, groups.data());
+  for (int i = 0; i < n; i++)
+    if (groups[static_cast<size_t>(i)] == gid) return true;
+  return false;
+}
+
+// Linux's ipcperms(): may the caller have `requested` (rwx bits, any class)?
+bool Allowed(const struct stat& st, uid_t cuid, gid_t cgid, int requested) {
+  if (geteuid() == 0) return true;
+  int granted = static_cast<int>(st.st_mode);
+  if (geteuid() == st.st_uid || geteuid() == cuid) granted >>= 6;
+  else if (InGroup(st.st_gid) || InGroup(cgid)) granted >>= 3;
+  const int req = (requested >> 6) | (requested >> 3) | requested;
+  return (req & ~granted & 07) == 0;
+}
+
+}  // namespace
+
+std::string SysvSegments::IdPath(int shmid) const { return Dir() + "/id-" + std::to_string(shmid); }
+
+std::string SysvSegments::KeyPath(key_t key) const {
+  char name[32];
+  snprintf(name, sizeof(name), "/key-%08x", static_cast<unsigned>(key));
+  return Dir() + name;
+}
+
+bool SysvSegments::IsOurs(int shmid) const {
+  if (shmid < 0 || !(shmid & kIdBit)) return false;
+  struct stat st;
+  return stat(IdPath(shmid).c_str(), &st) == 0;
+}
+
+int SysvSegments::EnsureDir() {
+  if (mkdir(Dir().c_str(), 01777) != 0 && errno != EEXIST) return -1;
+  chmod(Dir().c_str(), 01777);  // not filtered by the umask
+  return 0;
+}
+
+int SysvSegments::Create(key_t key, size_t size, int flags) {
+  if (EnsureDir() != 0) return -1;
+  char tmp[64];
+  snprintf(tmp, sizeof(tmp), "/.new-%d-%ld", getpid(), static_cast<long>(random()));
+  const std::string tmp_path = Dir() + tmp;
+  int fd = open(tmp_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return -1;
+  struct stat st;
+  if (ftruncate(fd, static_cast<off_t>(size)) != 0 || fstat(fd, &st) != 0 || fchmod(fd, flags & 0777) != 0) {
+    int err = errno;
+    close(fd);
+    unlink(tmp_path.c_str());
+    return Fail(err == EFBIG ? EINVAL : err == ENOSPC ? ENOSPC : err);
+  }
+  close(fd);
+  const int shmid = kIdBit | static_cast<int>(st.st_ino & (kIdBit - 1));
+  const std::string id_path = IdPath(shmid);
+  SetU64(tmp_path, "user.cshm.key", static_cast<unsigned>(key));
+  SetU64(tmp_path, "user.cshm.size", size);
+  SetU64(tmp_path, "user.cshm.cpid", static_cast<unsigned long long>(getpid()));
+  SetU64(tmp_path, "user.cshm.cuid", geteuid());
+  SetU64(tmp_path, "user.cshm.cgid", getegid());
+  SetU64(tmp_path, "user.cshm.ctime", static_cast<unsigned long long>(time(nullptr)));
+  if (link(tmp_path.c_str(), id_path.c_str()) != 0) {
+    int err = errno;
+    unlink(tmp_path.c_str());
+    return Fail(err);
+  }
+  if (key != IPC_PRIVATE && link(tmp_path.c_str(), KeyPath(key).c_str()) != 0) {
+    int err = errno;
+    unlink(tmp_path.c_str());
+    unlink(id_path.c_str());
+    if (err == EEXIST) return -2;  // somebody created the key first
+    return Fail(err);
+  }
+  unlink(tmp_path.c_str());
+  mkdir((Dir() + "/att-" + std::to_string(shmid)).c_str(), 01777);
+  chmod((Dir() + "/att-" + std::to_string(shmid)).c_str(), 01777);
+  return shmid;
+}
+
+int SysvSegments::Get(key_t key, size_t size, int flags) {
+  if (key == IPC_PRIVATE) {
+    if (size < 1 || size > kShmMax) return Fail(EINVAL);
+    return Create(key, size, flags);
+  }
+  for (int attempt = 0; attempt < 3; attempt++) {
+    struct stat st;
+    if (stat(KeyPath(key).c_str(), &st) == 0) {
+      if ((flags & IPC_CREAT) && (flags & IPC_EXCL)) return Fail(EEXIST);
+      const int shmid = kIdBit | static_cast<int>(st.st_ino & (kIdBit - 1));
+      const std::string id = IdPath(shmid);
+      if (!Allowed(st, static_cast<uid_t>(GetU64(id, "user.cshm.cuid", st.st_uid)),
+                   static_cast<gid_t>(GetU64(id, "user.cshm.cgid", st.st_gid)), flags & 0777))
+        return Fail(EACCES);
+      if (size > GetU64(id, "user.cshm.size", static_cast<unsigned long long>(st.st_size))) return Fail(EINVAL);
+      return shmid;
+    }
+    if (errno != ENOENT) return -1;
+    if (!(flags & IPC_CREAT)) return Fail(ENOENT);
+    if (size < 1 || size > kShmMax) return Fail(EINVAL);
+    int r = Create(key, size, flags);
+    if (r != -2) return r;
+    // Lost a race with another creator: look again.
+  }
+  return Fail(EAGAIN);
+}
+
+int SysvSegments::Register(int shmid, Attachment* a) {
+  char name[96];
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    char host[40] = {};
+    gethostname(host, sizeof(host) - 1);
+    snprintf(name, sizeof(name), "/att-%d/%s.%d.%u", shmid, host, getpid(), seq_++);
+  }
+  a->reg_path = Dir() + name;
+  a->reg_fd = open(a->reg_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+  if (a->reg_fd < 0) return -1;
+  if (flock(a->reg_fd, LOCK_EX) != 0) {
+    int err = errno;
+    close(a->reg_fd);
+    unlink(a->reg_path.c_str());
+    return Fail(err);
+  }
+  return 0;
+}
+
+void* SysvSegments::Attach(int shmid, const void* addr, int flags) {
+  const std::string id = IdPath(shmid);
+  struct stat st;
+  if (stat(id.c_str(), &st) != 0) return reinterpret_cast<void*>(Fail(EINVAL));
+  const bool ro = flags & SHM_RDONLY;
+  const int want = ro ? 0444 : 0666;
+  if (!Allowed(st, static_cast<uid_t>(GetU64(id, "user.cshm.cuid", st.st_uid)),
+               static_cast<gid_t>(GetU64(id, "user.cshm.cgid", st.st_gid)), want))
+    return reinterpret_cast<void*>(Fail(EACCES));
+  uintptr_t where = reinterpret_cast<uintptr_t>(addr);
+  const uintptr_t lba = static_cast<uintptr_t>(SHMLBA);
+  if (where != 0) {
+    if (flags & SHM_RND) where &= ~(lba - 1);
+    else if (where % lba != 0) return reinterpret_cast<void*>(Fail(EINVAL));
+  } else if (flags & SHM_REMAP) {
+    return reinterpret_cast<void*>(Fail(EINVAL));
+  }
+  int fd = open(id.c_str(), (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+  if (fd < 0) return reinterpret_cast<void*>(-1);
+  const size_t len = PageRound(static_cast<size_t>(st.st_size));
+  int prot = PROT_READ | (ro ? 0 : PROT_WRITE) | ((flags & SHM_EXEC) ? PROT_EXEC : 0);
+  int mflags = MAP_SHARED;
+  if (where != 0) mflags |= (flags & SHM_REMAP) ? MAP_FIXED : MAP_FIXED_NOREPLACE;
+  void* p = mmap(reinterpret_cast<void*>(where), len, prot, mflags, fd, 0);
+  int err = errno;
+  close(fd);
+  if (p == MAP_FAILED) return reinterpret_cast<void*>(Fail(err == EEXIST ? EINVAL : err));
+  if (where != 0 && p != reinterpret_cast<void*>(where)) {  // old kernels ignore NOREPLACE
+    munmap(p, len);
+    return reinterpret_cast<void*>(Fail(EINVAL));
+  }
+  Attachment a{shmid, len, -1, ""};
+  if (Register(shmid, &a) != 0) {
+    err = errno;
+    munmap(p, len);
+    return reinterpret_cast<void*>(Fail(err));
+  }
+  SetU64(id, "user.cshm.lpid", static_cast<unsigned long long>(getpid()));
+  SetU64(id, "user.cshm.atime", static_cast<unsigned long long>(time(nullptr)));
+  std::vector<Attachment> replaced;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    // SHM_REMAP took over whatever of ours was mapped there: those are detached.
+    const auto* lo = static_cast<const char*>(p);
+    for (auto it = attachments_.begin(); it != attachments_.end();) {
+      const auto* b = static_cast<const char*>(it->first);
+      if (b < lo + len && lo < b + it->second.len) {
+        replaced.push_back(it->second);
+        it = attachments_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    attachments_[p] = a;
+  }
+  for (const Attachment& old : replaced) {
+    unlink(old.reg_path.c_str());
+    close(old.reg_fd);
+    MaybeDestroy(old.shmid);
+  }
+  return p;
+}
+
+bool SysvSegments::IsOurAttachment(const void* addr) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return attachments_.count(addr) != 0;
+}
+
+int SysvSegments::Detach(const void* addr) {
+  Attachment a;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = attachments_.find(addr);
+    if (it == attachments_.end()) return Fail(EINVAL);
+    a = it->second;
+    attachments_.erase(it);
+  }
+  munmap(const_cast<void*>(addr), a.len);  // writes dirty pages back: a release
+  unlink(a.reg_path.c_str());
+  close(a.reg_fd);
+  const std::string id = IdPath(a.shmid);
+  SetU64(id, "user.cshm.lpid", static_cast<unsigned long long>(getpid()));
+  SetU64(id, "user.cshm.dtime", static_cast<unsigned long long>(time(nullptr)));
+  MaybeDestroy(a.shmid);
+  return 0;
+}
+
+int SysvSegments::CountAttached(int shmid) {
+  const std::string dir = Dir() + "/att-" + std::to_string(shmid);
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return 0;
+  int live = 0;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    const std::string path = dir + "/" + e->d_name;
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+      unlink(path.c_str());  // its process is gone
+    } else {
+      live++;
+    }
+    close(fd);
+  }
+  closedir(d);
+  return live;
+}
+
+void SysvSegments::MaybeDestroy(int shmid) {
+  const std::string id = IdPath(shmid);
+  if (GetU64(id, "user.cshm.removed") == 0 || CountAttached(shmid) > 0) return;
+  unlink(id.c_str());
+  const std::string dir = Dir() + "/att-" + std::to_string(shmid);
+  if (DIR* d = opendir(dir.c_str())) {
+    while (dirent* e = readdir(d))
+      if (e->d_name[0] != '.') unlink((dir + "/" + e->d_name).c_str());
+    closedir(d);
+  }
+  rmdir(dir.c_str());
+}
+
+int SysvSegments::Control(int shmid, int cmd, struct shmid_ds* buf) {
+  const std::string id = IdPath(shmid);
+  struct stat st;
+  if (stat(id.c_str(), &st) != 0) return Fail(EINVAL);
+  const uid_t cuid = static_cast<uid_t>(GetU64(id, "user.cshm.cuid", st.st_uid));
+  const gid_t cgid = static_cast<gid_t>(GetU64(id, "user.cshm.cgid", st.st_gid));
+  const bool removed = GetU64(id, "user.cshm.removed") != 0;
+  switch (cmd) {
+    case IPC_STAT:
+    case SHM_STAT:
+    case SHM_STAT_ANY: {
+      if (buf == nullptr) return Fail(EFAULT);
+      if (cmd != SHM_STAT_ANY && !Allowed(st, cuid, cgid, 0444)) return Fail(EACCES);
+      std::memset(buf, 0, sizeof(*buf));
+      buf->shm_perm.__key = static_cast<key_t>(removed ? IPC_PRIVATE : GetU64(id, "user.cshm.key"));
+      buf->shm_perm.uid = st.st_uid;
+      buf->shm_perm.gid = st.st_gid;
+      buf->shm_perm.cuid = cuid;
+      buf->shm_perm.cgid = cgid;
+      buf->shm_perm.mode = static_cast<unsigned short>((st.st_mode & 0777) | (removed ? SHM_DEST : 0));
+      buf->shm_segsz = static_cast<size_t>(GetU64(id, "user.cshm.size", static_cast<unsigned long long>(st.st_size)));
+      buf->shm_atime = static_cast<time_t>(GetU64(id, "user.cshm.atime"));
+      buf->shm_dtime = static_cast<time_t>(GetU64(id, "user.cshm.dtime"));
+      buf->shm_ctime = static_cast<time_t>(GetU64(id, "user.cshm.ctime"));
+      buf->shm_cpid = static_cast<pid_t>(GetU64(id, "user.cshm.cpid"));
+      buf->shm_lpid = static_cast<pid_t>(GetU64(id, "user.cshm.lpid"));
+      buf->shm_nattch = static_cast<shmatt_t>(CountAttached(shmid));
+      return cmd == IPC_STAT ? 0 : shmid;
+    }
+    case IPC_SET: {
+      if (buf == nullptr) return Fail(EFAULT);
+      if (geteuid() != 0 && geteuid() != st.st_uid && geteuid() != cuid) return Fail(EPERM);
+      if ((buf->shm_perm.uid != st.st_uid || buf->shm_perm.gid != st.st_gid) &&
+          chown(id.c_str(), buf->shm_perm.uid, buf->shm_perm.gid) != 0)
+        return -1;
+      if (chmod(id.c_str(), buf->shm_perm.mode & 0777) != 0) return -1;
+      SetU64(id, "user.cshm.ctime", static_cast<unsigned long long>(time(nullptr)));
+      return 0;
+    }
+    case IPC_RMID: {
+      if (geteuid() != 0 && geteuid() != st.st_uid && geteuid() != cuid) return Fail(EPERM);
+      if (!removed) {
+        // The key is free at once; the memory lives until the last detach.
+        const key_t key = static_cast<key_t>(GetU64(id, "user.cshm.key"));
+        struct stat kst;
+        if (key != IPC_PRIVATE && stat(KeyPath(key).c_str(), &kst) == 0 && kst.st_ino == st.st_ino)
+          unlink(KeyPath(key).c_str());
+        SetU64(id, "user.cshm.removed", 1);
+      }
+      MaybeDestroy(shmid);
+      return 0;
+    }
+    case SHM_LOCK:
+    case SHM_UNLOCK:
+      if (geteuid() != 0 && geteuid() != st.st_uid && geteuid() != cuid) return Fail(EPERM);
+      return 0;  // accepted: cshm pages are not swapped out by the kernel anyway
+    default:
+      return Fail(EINVAL);
+  }
+}
+
+bool SysvSegments::Ftok(const char* path, int id, key_t* out) {
+  char real[PATH_MAX];
+  if (realpath(path, real) == nullptr) return false;
+  const std::string r(real);
+  if (r.compare(0, mount_.size(), mount_) != 0 || (r.size() > mount_.size() && r[mount_.size()] != '/'))
+    return false;
+  struct stat st;
+  if (stat(real, &st) != 0) return false;
+  // glibc's formula with the cluster-wide inode number and the metadata
+  // node's bits in place of st_dev, which differs between nodes.
+  *out = static_cast<key_t>((st.st_ino & 0xffff) | ((st.st_ino >> 48 & 0xff) << 16) |
+                            ((static_cast<unsigned>(id) & 0xff) << 24));
+  return true;
+}
+
+void SysvSegments::DetachAll() {
+  std::vector<const void*> addrs;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [addr, a] : attachments_) addrs.push_back(addr);
+  }
+  for (const void* addr : addrs) Detach(addr);
+}
+
+void SysvSegments::AfterFork() {
+  // The child inherited the mappings, and the registry fds that share the
+  // parent's flocks. Give it entries of its own, so nattch counts it.
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [addr, a] : attachments_) {
+    close(a.reg_fd);
+    char name[96];
+    char host[40] = {};
+    gethostname(host, sizeof(host) - 1);
+    snprintf(name, sizeof(name), "/att-%d/%s.%d.%u", a.shmid, host, getpid(), seq_++);
+    a.reg_path = Dir() + name;
+    a.reg_fd = open(a.reg_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (a.reg_fd >= 0) flock(a.reg_fd, LOCK_EX);
+  }
+}
+
+}  // namespace cshm::ipc

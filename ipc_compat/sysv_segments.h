@@ -1,0 +1,76 @@
+// SysV shared memory on files of a cshm mount (DESIGN.md ipc_compat/).
+//
+// Layout under MOUNT/.sysv/ (created 1777 on first use, like /dev/shm):
+//   id-<shmid>        the segment: a regular file whose mode, uid and gid are
+//                     the segment's permissions; xattrs user.cshm.* hold the
+//                     key, creator, pids, times, requested size, "removed"
+//   key-<8 hex>       a hard link to the segment of that key (IPC_RMID
+//                     removes it: the key is free at once)
+//   att-<shmid>/      one file per attachment, flock()ed by the attaching
+//                     process for as long as it is attached; an entry whose
+//                     flock can be taken belongs to a process that is gone
+//                     (exit, exec, crash, or its node died), so nattch counts
+//                     attachments on every node without trusting anyone to
+//                     clean up
+//
+// A shmid is the low 30 bits of the segment's inode number with bit 30 set:
+// inode numbers are the same on every node (one metadata node allocates them),
+// so a shmid passed to another node names the same segment there, and bit 30
+// keeps it apart from the kernel's own (small) shmids in the same process.
+//
+// Every function returns -1 and sets errno like its libc namesake.
+#pragma once
+
+#include <sys/ipc.h>
+#include <sys/shm.h>
+#include <sys/types.h>
+
+#include <map>
+#include <mutex>
+#include <string>
+
+namespace cshm::ipc {
+
+class SysvSegments {
+ public:
+  explicit SysvSegments(std::string mount) : mount_(std::move(mount)) {}
+
+  int Get(key_t key, size_t size, int flags);
+  void* Attach(int shmid, const void* addr, int flags);
+  int Detach(const void* addr);
+  int Control(int shmid, int cmd, struct shmid_ds* buf);
+  // The key of `path` if it lies inside the mount, from cluster-stable ids.
+  bool Ftok(const char* path, int id, key_t* out);
+
+  bool IsOurs(int shmid) const;
+  bool IsOurAttachment(const void* addr);
+  // pthread_atfork child handler: the child's own registry entries.
+  void AfterFork();
+  // At exit: detach everything, so a removed segment goes with its last user
+  // as on Linux (a crash leaves the files; the next IPC_STAT/IPC_RMID of the
+  // segment, on any node, finds the attachment stale and cleans up).
+  void DetachAll();
+
+ private:
+  struct Attachment {
+    int shmid;
+    size_t len;
+    int reg_fd;
+    std::string reg_path;
+  };
+  std::string Dir() const { return mount_ + "/.sysv"; }
+  std::string IdPath(int shmid) const;
+  std::string KeyPath(key_t key) const;
+  int EnsureDir();
+  int Create(key_t key, size_t size, int flags);
+  int Register(int shmid, Attachment* a);
+  int CountAttached(int shmid);
+  void MaybeDestroy(int shmid);
+
+  const std::string mount_;
+  std::mutex mu_;
+  std::map<const void*, Attachment> attachments_;  // GUARDED_BY(mu_)
+  unsigned seq_ = 0;                               // GUARDED_BY(mu_)
+};
+
+}  // namespace cshm::ipc

@@ -1,0 +1,225 @@
+// The preload shim with programs that know nothing of cshm: our C checker,
+// Python's sysv_ipc and stress-ng, on a 2-node cluster.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sys/stat.h>
+#include <string>
+
+#include "tests/support/test_cluster.h"
+
+namespace cshm::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::vector<std::string> Env(const std::string& mount) {
+  return {"LD_PRELOAD=" SHIM, "CSHM_MOUNT=" + mount};
+}
+
+CommandResult Check(const std::string& mount, std::vector<std::string> args) {
+  args.insert(args.begin(), SHM_CHECK);
+  return RunCommand(args, 60s, Env(mount));
+}
+
+// A checker that runs until it gets a line on stdin ("hold ID").
+class Holder {
+ public:
+  Holder(const std::string& mount, int id, const char* mode = "hold") {
+    int in[2], out[2];
+    if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0) return;
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(in[0], 0);
+      dup2(out[1], 1);
+      for (const std::string& e : Env(mount)) putenv(strdup(e.c_str()));
+      execl(SHM_CHECK, SHM_CHECK, mode, std::to_string(id).c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    in_ = in[1];
+    out_ = out[0];
+  }
+  ~Holder() {
+    if (in_ >= 0) close(in_);
+    if (out_ >= 0) close(out_);
+    if (pid_ > 0 && !WaitForExit(pid_, 10s)) {
+      kill(pid_, SIGKILL);
+      WaitForExit(pid_, 10s);
+    }
+  }
+  // The next line of its output, within the deadline.
+  std::string Line() {
+    std::string line;
+    auto deadline = std::chrono::steady_clock::now() + 30s;
+    char c;
+    while (std::chrono::steady_clock::now() < deadline) {
+      pollfd p{out_, POLLIN, 0};
+      if (poll(&p, 1, 100) <= 0) continue;
+      if (read(out_, &c, 1) != 1) break;
+      if (c == '\n') return line;
+      line += c;
+    }
+    return line + "<no line>";
+  }
+  void Release() { (void)!write(in_, "go\n", 3); }
+
+ private:
+  pid_t pid_ = -1;
+  int in_ = -1, out_ = -1;
+};
+
+class IpcShimTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    chmod(c_.dir().path().c_str(), 0755);
+    ASSERT_EQ(c_.Start(), "");
+  }
+  std::string M(int i) { return c_.node(i).mountpoint(); }
+  TestCluster c_{2};
+};
+
+TEST_F(IpcShimTest, single_node_rules_errno_by_errno) {
+  CommandResult r = Check(M(0), {"local", "0x4242"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "ok\n");
+}
+
+TEST_F(IpcShimTest, two_nodes_share_by_key_and_by_shmid_and_rmid_waits_for_the_last_detach) {
+  CommandResult made = Check(M(0), {"create", "0x777", "20000"});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  const int id = std::stoi(made.out);
+  CommandResult seen = Check(M(1), {"verify", "0x777", "20000"});
+  ASSERT_EQ(seen.exit_code, 0) << seen.err;
+  EXPECT_EQ(seen.out, "nattch 1\n");  // the verifier itself
+  {
+    Holder holder(M(1), id);  // node 1 attaches by the shmid node 0 printed
+    EXPECT_EQ(holder.Line(), "nattch 1");
+    EXPECT_EQ(Check(M(0), {"stat", std::to_string(id)}).out, "nattch 1 mode 666 key 1911\n");
+    ASSERT_EQ(Check(M(0), {"rmid", std::to_string(id)}).exit_code, 0);
+    // The key is free at once on every node; the memory is still attached.
+    CommandResult again = Check(M(0), {"create", "0x777", "100"});
+    ASSERT_EQ(again.exit_code, 0) << again.err;
+    EXPECT_NE(std::stoi(again.out), id);
+    EXPECT_EQ(Check(M(0), {"stat", std::to_string(id)}).out, "nattch 1 mode 1666 key 0\n");
+    holder.Release();
+    EXPECT_EQ(holder.Line(), "detached");
+  }
+  EXPECT_EQ(Check(M(0), {"stat", std::to_string(id)}).out, "errno 22\n");
+  EXPECT_EQ(Check(M(1), {"stat", std::to_string(id)}).out, "errno 22\n");
+  // A removed segment whose last user exits without shmdt goes too.
+  CommandResult p = Check(M(0), {"create", "0x778", "100"});
+  ASSERT_EQ(p.exit_code, 0);
+  const std::string id2 = p.out.substr(0, p.out.size() - 1);
+  ASSERT_EQ(Check(M(1), {"rmid", id2}).exit_code, 0);
+  EXPECT_EQ(Check(M(0), {"stat", id2}).out, "errno 22\n");  // nobody attached: gone at once
+  CommandResult q = Check(M(0), {"create", "0x779", "100"});
+  const std::string id3 = q.out.substr(0, q.out.size() - 1);
+  {
+    Holder h(M(1), std::stoi(id3), "hold-exit");
+    EXPECT_EQ(h.Line(), "nattch 1");
+    ASSERT_EQ(Check(M(0), {"rmid", id3}).exit_code, 0);
+    EXPECT_EQ(Check(M(0), {"stat", id3}).out, "nattch 1 mode 1666 key 0\n");
+    h.Release();
+    EXPECT_EQ(h.Line(), "exiting attached");
+  }
+  EXPECT_EQ(Check(M(1), {"stat", id3}).out, "errno 22\n");
+}
+
+TEST_F(IpcShimTest, ftok_agrees_across_nodes_and_posix_shm_works) {
+  std::ofstream(M(0) + "/keyfile") << "k";
+  CommandResult a = Check(M(0), {"ftok", M(0) + "/keyfile"});
+  CommandResult b = Check(M(1), {"ftok", M(1) + "/keyfile"});
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  EXPECT_EQ(a.out, b.out);
+  CommandResult p = Check(M(1), {"posix", "/cshm-test-posix"});
+  EXPECT_EQ(p.exit_code, 0) << p.err;
+}
+
+TEST_F(IpcShimTest, python_sysv_ipc_shares_a_segment_between_nodes) {
+  const std::string py = "/usr/bin/python3";
+  if (!std::filesystem::exists("/usr/lib/python3/dist-packages/sysv_ipc.cpython-311-x86_64-linux-gnu.so") &&
+      RunCommand({py, "-c", "import sysv_ipc"}, 10s).exit_code != 0)
+    GTEST_SKIP() << "python3-sysv-ipc is not installed (scripts/install-deps.sh installs it)";
+  CommandResult w = RunCommand({py, "-c",
+                                "import sysv_ipc\n"
+                                "m = sysv_ipc.SharedMemory(0x5150, sysv_ipc.IPC_CREX, size=4096)\n"
+                                "m.write(b'from python on node 0')\n"
+                                "m.detach()\n"},
+                               30s, Env(M(0)));
+  ASSERT_EQ(w.exit_code, 0) << w.err;
+  CommandResult r = RunCommand({py, "-c",
+                                "import sysv_ipc\n"
+                                "m = sysv_ipc.SharedMemory(0x5150)\n"
+                                "print(m.read(21).decode())\n"
+                                "m.remove()\n"},
+                               30s, Env(M(1)));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "from python on node 0\n");
+}
+
+TEST_F(IpcShimTest, stress_ng_shm_sysv_passes_its_own_verification) {
+  if (RunCommand({"stress-ng", "--version"}, 10s).exit_code != 0) GTEST_SKIP() << "stress-ng is not installed";
+  CommandResult r = RunCommand({"stress-ng", "--shm-sysv", "1", "--shm-sysv-ops", "20", "--verify", "--timeout", "60s",
+                                "--metrics-brief"},
+                               120s, Env(M(0)));
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(r.err.find("fail"), std::string::npos) << r.err;
+  // It really used the cluster: segments were made under .sysv.
+  EXPECT_TRUE(std::filesystem::exists(M(1) + "/.sysv"));
+}
+
+TEST_F(IpcShimTest, kernel_and_cluster_segments_do_not_mix) {
+  const std::string py = "/usr/bin/python3";
+  if (RunCommand({py, "-c", "import sysv_ipc"}, 10s).exit_code != 0) GTEST_SKIP() << "python3-sysv-ipc missing";
+  // Without the shim: the kernel's segment.
+  ASSERT_EQ(RunCommand({py, "-c",
+                        "import sysv_ipc\n"
+                        "m = sysv_ipc.SharedMemory(0x6161, sysv_ipc.IPC_CREAT, size=4096)\n"
+                        "m.write(b'kernel')\n"},
+                       30s)
+                .exit_code,
+            0);
+  // With it: the cluster's, a different segment.
+  CommandResult r = RunCommand({py, "-c",
+                                "import sysv_ipc\n"
+                                "m = sysv_ipc.SharedMemory(0x6161, sysv_ipc.IPC_CREAT, size=4096)\n"
+                                "print(m.read(6))\n"
+                                "m.remove()\n"},
+                               30s, Env(M(0)));
+  EXPECT_EQ(r.out, "b'\\x00\\x00\\x00\\x00\\x00\\x00'\n") << r.err;
+  CommandResult k = RunCommand({py, "-c",
+                                "import sysv_ipc\n"
+                                "m = sysv_ipc.SharedMemory(0x6161)\n"
+                                "print(m.read(6))\n"
+                                "m.remove()\n"},
+                               30s);
+  EXPECT_EQ(k.out, "b'kernel'\n") << k.err;
+}
+
+TEST_F(IpcShimTest, keys_out_of_scope_and_a_missing_mount_fall_through) {
+  // CSHM_KEYS: 0x7000 is outside, so it is the kernel's (nothing under .sysv).
+  CommandResult r = RunCommand({SHM_CHECK, "create", "0x7000", "100"}, 30s,
+                               {"LD_PRELOAD=" SHIM, "CSHM_MOUNT=" + M(0), "CSHM_KEYS=0x1000-0x1fff"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const int id = std::stoi(r.out);
+  EXPECT_FALSE(id & (1 << 30)) << "a kernel shmid";
+  EXPECT_EQ(RunCommand({SHM_CHECK, "rmid", r.out.substr(0, r.out.size() - 1)}, 30s).exit_code, 0);
+  // A mount that is not there: one warning, then the kernel's shm.
+  CommandResult w = RunCommand({SHM_CHECK, "create", "0x7001", "100"}, 30s,
+                               {"LD_PRELOAD=" SHIM, "CSHM_MOUNT=/nonexistent/cshm"});
+  ASSERT_EQ(w.exit_code, 0) << w.err;
+  EXPECT_NE(w.err.find("not a mounted directory"), std::string::npos) << w.err;
+  EXPECT_EQ(RunCommand({SHM_CHECK, "rmid", w.out.substr(0, w.out.size() - 1)}, 30s).exit_code, 0);
+}
+
+}  // namespace
+}  // namespace cshm::testing
