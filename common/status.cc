@@ -34,6 +34,7 @@ int Status::ToErrno() const {
     case Code::kBusy: return EBUSY;
     case Code::kWouldBlock: return EAGAIN;
     case Code::kInterrupted: return EINTR;
+    case Code::kMoved: return EIO;
     case Code::kIo:
     case Code::kCorruption:
     case Code::kUnavailable:

@@ -37,6 +37,7 @@ class [[nodiscard]] Status {
     kBusy,            // EBUSY
     kWouldBlock,      // EAGAIN (a lock held elsewhere)
     kInterrupted,     // EINTR
+    kMoved,           // EIO if it ever reaches a caller: a segment's owner changed (retry there)
     kIo,              // EIO: a local I/O error
     kCorruption,      // EIO: stored data does not decode
     kUnavailable,     // EIO: a peer or resource cannot be reached

@@ -21,10 +21,13 @@ Cluster::Cluster(net::ClusterConfig config, uint32_t self, store::PageStore* pag
       self_(self),
       pages_(pages),
       twins_(std::move(twins)),
-      owned_(pages, [this](uint64_t ino) -> Result<uint64_t> {
-        CSHM_ASSIGN_OR_RETURN(auto rec, meta().GetAttr(ino));
-        return rec.size;
-      }) {}
+      owned_(pages, self,
+             [this](uint64_t ino) -> Result<SegmentInfo> {
+               CSHM_ASSIGN_OR_RETURN(auto rec, meta().GetAttr(ino));
+               auto pin = meta().GetXattr(ino, "user.cshm.pin");
+               return SegmentInfo{rec.size, rec.owner_node, pin.ok() && *pin == "1"};
+             },
+             config_.migrate.half_life_s) {}
 
 Cluster::~Cluster() { Stop(); }
 
@@ -38,7 +41,10 @@ Status Cluster::Start(meta::Namespace* ns) {
   o.config = config_;
   o.self = self_;
   o.incarnation = std::random_device{}() | (static_cast<uint64_t>(std::random_device{}()) << 32);
-  o.is_slow = [](uint16_t type) { return type == kWriteBack || type == kTruncate || type == kInvalidate; };
+  o.is_slow = [](uint16_t type) {
+    return type == kWriteBack || type == kTruncate || type == kInvalidate || type == kControl ||
+           type == kMigratePages || type == kMigrateInstall;
+  };
   o.handler = [this](net::Request r) { Handle(std::move(r)); };
   // A peer that restarted lost its copysets, and a link that broke may have
   // lost invalidations either way. When such a peer is back, drop every copy
@@ -72,10 +78,17 @@ Status Cluster::Start(meta::Namespace* ns) {
   if (ns_) ns_->SetEntryRemovedHook([this](uint64_t parent, const std::string& name) { BroadcastEntryGone(parent, name); });
   for (const net::NodeConfig& n : config_.nodes)
     if (n.id != self_) transport_->Send(n.id, kPing, "");
+  if (config_.migrate.enabled) migrator_ = std::thread([this] { MigratorLoop(); });
   return Status::Ok();
 }
 
 void Cluster::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(stop_mu_);
+    stopping_ = true;
+  }
+  stop_cv_.notify_all();
+  if (migrator_.joinable()) migrator_.join();
   transport_.reset();  // joins the handler pools first
   if (async_rounds_) async_rounds_->join();
 }
@@ -141,21 +154,39 @@ Result<uint32_t> Cluster::OwnerOf(uint64_t ino) {
   return rec.owner_node;
 }
 
-Result<size_t> Cluster::Read(uint64_t ino, uint64_t off, size_t len, char* buf) {
-  CSHM_ASSIGN_OR_RETURN(uint32_t owner, OwnerOf(ino));
-  FetchReply reply;
-  if (owner == self_) {
-    CSHM_ASSIGN_OR_RETURN(reply.data, owned_.Fetch(ino, self_, off, len, &reply.size));
-  } else {
-    remote_fetches_++;
-    CSHM_ASSIGN_OR_RETURN(std::string bytes, transport_->Call(owner, kFetch, FetchRequest{ino, off, len}.Encode()));
-    CSHM_ASSIGN_OR_RETURN(reply, FetchReply::Decode(bytes));
-    if (reply.data.size() > len) return IoError("owner returned more bytes than asked");
+template <typename F>
+auto Cluster::AtOwner(uint64_t ino, F call) -> decltype(call(0u)) {
+  for (int attempt = 0;; attempt++) {
+    auto owner = OwnerOf(ino);
+    if (!owner.ok()) return owner.status();
+    auto r = call(*owner);
+    auto moved = MovedTo(r.status());
+    if (!moved || attempt >= 4) return r;
+    NoteOwner(ino, *moved);  // the segment migrated: follow it
   }
+}
+
+Result<size_t> Cluster::Read(uint64_t ino, uint64_t off, size_t len, char* buf) {
+  auto reply = AtOwner(ino, [&](uint32_t owner) -> Result<FetchReply> {
+    FetchReply out;
+    if (owner == self_) {
+      CSHM_ASSIGN_OR_RETURN(out.data, owned_.Fetch(ino, self_, off, len, &out.size));
+      return out;
+    }
+    remote_fetches_++;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      fetches_from_[ino]++;
+    }
+    CSHM_ASSIGN_OR_RETURN(std::string bytes, transport_->Call(owner, kFetch, FetchRequest{ino, off, len}.Encode()));
+    return FetchReply::Decode(bytes);
+  });
+  if (!reply.ok()) return reply.status();
+  if (reply->data.size() > len) return IoError("owner returned more bytes than asked");
   // The kernel now holds these pages: remember them as they were.
-  twins_->Put(ino, off, reply.data);
-  std::memcpy(buf, reply.data.data(), reply.data.size());
-  return reply.data.size();
+  twins_->Put(ino, off, reply->data);
+  std::memcpy(buf, reply->data.data(), reply->data.size());
+  return reply->data.size();
 }
 
 namespace {
@@ -199,7 +230,7 @@ bool Cluster::Invalidating(uint64_t ino, uint64_t off, uint64_t len) {
 }
 
 Status Cluster::Write(uint64_t ino, uint64_t off, const char* data, size_t len, bool writeback) {
-  CSHM_ASSIGN_OR_RETURN(uint32_t owner, OwnerOf(ino));
+  CSHM_RETURN_IF_ERROR(OwnerOf(ino).status());  // a regular file
   std::string_view now(data, len);
   std::vector<WriteRun> runs;
   if (!writeback) {
@@ -224,13 +255,12 @@ Status Cluster::Write(uint64_t ino, uint64_t off, const char* data, size_t len, 
     std::lock_guard<std::mutex> lock(mu_);
     mark = writing_.emplace(ino, Range{off, len});
   }
-  Status st;
-  if (owner == self_) {
-    st = ApplyAsOwner(ino, self_, runs, wait).status();
-  } else {
-    WriteBackRequest wb{ino, wait, std::move(runs)};
-    st = transport_->Call(owner, kWriteBack, wb.Encode()).status();
-  }
+  const std::string payload = WriteBackRequest{ino, wait, runs}.Encode();
+  Status st = AtOwner(ino, [&](uint32_t at) -> Result<uint64_t> {
+                if (at == self_) return ApplyAsOwner(ino, self_, runs, wait);
+                CSHM_ASSIGN_OR_RETURN(std::string r, transport_->Call(at, kWriteBack, payload));
+                return DecodeU64(r);
+              }).status();
   // What the owner has now, as far as this node knows.
   if (st.ok()) twins_->Patch(ino, off, now);
   {
@@ -242,9 +272,12 @@ Status Cluster::Write(uint64_t ino, uint64_t off, const char* data, size_t len, 
 }
 
 Status Cluster::Truncate(uint64_t ino, uint64_t size) {
-  CSHM_ASSIGN_OR_RETURN(uint32_t owner, OwnerOf(ino));
-  if (owner == self_) return TruncateAsOwner(ino, self_, size).status();
-  return transport_->Call(owner, kTruncate, TruncateRequest{ino, size}.Encode()).status();
+  return AtOwner(ino, [&](uint32_t owner) -> Result<uint64_t> {
+           if (owner == self_) return TruncateAsOwner(ino, self_, size);
+           CSHM_ASSIGN_OR_RETURN(std::string r, transport_->Call(owner, kTruncate, TruncateRequest{ino, size}.Encode()));
+           return DecodeU64(r);
+         })
+      .status();
 }
 
 Result<uint64_t> Cluster::ApplyAsOwner(uint64_t ino, uint32_t from, const std::vector<WriteRun>& runs, bool wait) {
@@ -386,6 +419,37 @@ void Cluster::Handle(net::Request r) {
         if (parent.ok()) DropEntryLocal(*parent, r.payload.substr(8));
       }
       return;
+    case kMigrateAbort: {
+      auto ino = DecodeU64(r.payload);
+      if (ino.ok()) {
+        (void)owned_.Remove(*ino);
+        std::lock_guard<std::mutex> lock(locks_mu_);
+        locks_.Take(*ino);
+      }
+      return;
+    }
+    case kMigrateQuery: {
+      auto ino = DecodeU64(r.payload);
+      if (!ino.ok()) return reply(ino.status());
+      return reply(twins_->Bitmap(*ino));
+    }
+    case kMigratePages: {
+      auto m = MigratePages::Decode(r.payload);
+      if (!m.ok()) return reply(m.status());
+      Status st = InstallPages(*m);
+      return reply(st.ok() ? Result<std::string>(std::string()) : Result<std::string>(st));
+    }
+    case kMigrateInstall: {
+      auto m = MigrateInstall::Decode(r.payload);
+      if (!m.ok()) return reply(m.status());
+      Status st = InstallSegment(*m);
+      return reply(st.ok() ? Result<std::string>(std::string()) : Result<std::string>(st));
+    }
+    case kControl: {
+      auto c = ControlRequest::Decode(r.payload);
+      if (!c.ok()) return reply(c.status());
+      return reply(ServeControl(*c));
+    }
     case kLock: {
       auto m = LockMessage::Decode(r.payload);
       if (!m.ok()) return reply(m.status());
@@ -404,6 +468,8 @@ void Cluster::Handle(net::Request r) {
 namespace cshm::fs {
 
 Result<LockReply> Cluster::ServeLock(uint32_t from, const LockMessage& m) {
+  // Locks live with the segment: a forwarding entry (or a freeze) answers first.
+  CSHM_RETURN_IF_ERROR(owned_.Pinned(m.ino).status());
   LockMessage local = m;
   local.lock.who.node = from;  // a peer speaks for itself only
   std::lock_guard<std::mutex> lock(locks_mu_);
@@ -431,10 +497,11 @@ Result<LockReply> Cluster::ServeLock(uint32_t from, const LockMessage& m) {
 }
 
 Result<LockReply> Cluster::LockAtOwner(uint64_t ino, const LockMessage& m) {
-  CSHM_ASSIGN_OR_RETURN(uint32_t owner, OwnerOf(ino));
-  if (owner == self_) return ServeLock(self_, m);
-  CSHM_ASSIGN_OR_RETURN(std::string reply, transport_->Call(owner, kLock, m.Encode()));
-  return LockReply::Decode(reply);
+  return AtOwner(ino, [&](uint32_t owner) -> Result<LockReply> {
+    if (owner == self_) return ServeLock(self_, m);
+    CSHM_ASSIGN_OR_RETURN(std::string reply, transport_->Call(owner, kLock, m.Encode()));
+    return LockReply::Decode(reply);
+  });
 }
 
 Result<Lock> Cluster::GetLock(uint64_t ino, const Lock& want) {
@@ -486,6 +553,193 @@ Status Cluster::ReleaseLocks(uint64_t ino, uint64_t owner, bool flock) {
   all.who = LockOwner{self_, owner};
   all.flock = flock;
   return LockAtOwner(ino, LockMessage{LockOp::kUnlock, ino, all}).status();
+}
+
+}  // namespace cshm::fs
+
+namespace cshm::fs {
+
+Result<uint32_t> Cluster::CurrentOwner(uint64_t ino) {
+  CSHM_ASSIGN_OR_RETURN(auto rec, meta().GetAttr(ino));
+  if (!rec.IsReg()) return Invalid("only regular files have owners");
+  NoteOwner(ino, rec.owner_node);
+  return rec.owner_node;
+}
+
+uint64_t Cluster::remote_fetches(uint64_t ino) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = fetches_from_.find(ino);
+  return it == fetches_from_.end() ? 0 : it->second;
+}
+
+Result<std::string> Cluster::Control(uint64_t ino, ControlOp op, uint32_t arg) {
+  const std::string payload = ControlRequest{ino, op, arg}.Encode();
+  return AtOwner(ino, [&](uint32_t owner) -> Result<std::string> {
+    if (owner == self_) return ServeControl(ControlRequest{ino, op, arg});
+    // A migration can take longer than one request's deadline.
+    return transport_->Call(owner, kControl, payload, std::chrono::milliseconds(config_.request_timeout_ms * 4));
+  });
+}
+
+Status Cluster::Migrate(uint64_t ino, uint32_t target) {
+  if (!config_.Find(target)) return Invalid("node " + std::to_string(target) + " is not in the cluster");
+  CSHM_RETURN_IF_ERROR(CurrentOwner(ino).status());
+  return Control(ino, ControlOp::kMigrate, target).status();
+}
+
+Result<std::string> Cluster::ServeControl(const ControlRequest& c) {
+  switch (c.op) {
+    case ControlOp::kDescribe:
+      return owned_.Describe(c.ino);
+    case ControlOp::kPin: {
+      CSHM_RETURN_IF_ERROR(owned_.SetPinned(c.ino, c.arg != 0));
+      // Persist with the inode, so that a restarted or new owner knows.
+      CSHM_RETURN_IF_ERROR(meta().SetXattr(c.ino, "user.cshm.pin", c.arg ? "1" : "0", 0));
+      return std::string();
+    }
+    case ControlOp::kMigrate:
+      if (c.arg == self_) {
+        CSHM_RETURN_IF_ERROR(owned_.Pinned(c.ino).status());  // ours (or kMoved)
+        return std::string();
+      }
+      CSHM_RETURN_IF_ERROR(MoveSegment(c.ino, c.arg, "manual"));
+      return std::string();
+  }
+  return Invalid("unknown control operation");
+}
+
+Status Cluster::MoveSegment(uint64_t ino, uint32_t target, const std::string& why) {
+  std::lock_guard<std::mutex> one_at_a_time(migrate_mu_);
+  const auto t0 = std::chrono::steady_clock::now();
+  CSHM_ASSIGN_OR_RETURN(SegmentSnapshot snap, owned_.Freeze(ino));
+  auto fail = [&](const Status& s) {
+    owned_.Unfreeze(ino, std::nullopt);  // the segment stays here, intact
+    transport_->Send(target, kMigrateAbort, EncodeU64(ino));
+    spdlog::warn("migration of inode {} to node {} failed, it stays on node {}: {}", ino, target, self_,
+                 s.message());
+    return s;
+  };
+  auto bitmap = transport_->Call(target, kMigrateQuery, EncodeU64(ino));
+  if (!bitmap.ok()) return fail(bitmap.status());
+  auto seg = pages_->Get(ino);
+  if (!seg.ok()) return fail(seg.status());
+  const uint64_t pages = (snap.size + kPageSize - 1) / kPageSize;
+  const uint64_t target_bit = 1ull << target;
+  uint64_t sent = 0;
+  constexpr uint64_t kChunkPages = 2048;  // 8 MiB of data per message at most
+  std::string page(kPageSize, '\0');
+  const std::string zero(kPageSize, '\0');
+  for (uint64_t first = 0; first < pages || first == 0; first += kChunkPages) {
+    MigratePages m;
+    m.ino = ino;
+    m.first_page = first;
+    for (uint64_t p = first; p < std::min(pages, first + kChunkPages); p++) {
+      const bool has_twin = p < bitmap->size() && (*bitmap)[p] != 0;
+      if (has_twin && p < snap.copyset.size() && (snap.copyset[p] & target_bit)) {
+        m.kinds.push_back(PageKind::kYourTwin);
+        continue;
+      }
+      Status st = (*seg)->Read(p * kPageSize, kPageSize, page.data());
+      if (!st.ok()) return fail(st);
+      if (page == zero) {
+        m.kinds.push_back(PageKind::kZero);
+      } else {
+        m.kinds.push_back(PageKind::kData);
+        m.data.push_back(page);
+        sent++;
+      }
+    }
+    auto r = transport_->Call(target, kMigratePages, m.Encode());
+    if (!r.ok()) return fail(r.status());
+    if (pages == 0) break;
+  }
+  MigrateInstall install;
+  install.ino = ino;
+  install.snapshot = snap;
+  {
+    std::lock_guard<std::mutex> lock(locks_mu_);
+    install.locks = locks_.Locks(ino);
+  }
+  auto r = transport_->Call(target, kMigrateInstall, install.Encode());
+  if (!r.ok()) return fail(r.status());
+  Status st = meta().SetOwner(ino, target);
+  if (!st.ok()) return fail(st);
+  // Committed: the directory names the target. Forward from now on.
+  {
+    std::lock_guard<std::mutex> lock(locks_mu_);
+    locks_.Take(ino);
+  }
+  NoteOwner(ino, target);
+  owned_.Unfreeze(ino, target);
+  Status removed = pages_->Remove(ino);
+  if (!removed.ok()) spdlog::warn("freeing the pages of migrated inode {}: {}", ino, removed.message());
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  spdlog::info("migrated inode {} from node {} to node {} ({}): {} of {} pages sent, {:.1f} ms", ino, self_, target,
+               why, sent, pages, ms);
+  return Status::Ok();
+}
+
+Status Cluster::InstallPages(const MigratePages& m) {
+  if (getenv("CSHM_TEST_DIE_IN_MIGRATION") != nullptr) {
+    spdlog::error("CSHM_TEST_DIE_IN_MIGRATION: dying in the middle of a migration, as asked");
+    _exit(3);
+  }
+  CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(m.ino));
+  std::lock_guard<std::mutex> lock(seg->mu());
+  if (m.first_page == 0) CSHM_RETURN_IF_ERROR(seg->Truncate(0));
+  size_t d = 0;
+  for (size_t i = 0; i < m.kinds.size(); i++) {
+    const uint64_t p = m.first_page + i;
+    switch (m.kinds[i]) {
+      case PageKind::kZero:
+        break;
+      case PageKind::kData:
+        CSHM_RETURN_IF_ERROR(seg->Write(p * kPageSize, m.data[d].data(), kPageSize));
+        d++;
+        break;
+      case PageKind::kYourTwin: {
+        auto twin = twins_->Get(m.ino, p);
+        if (!twin) return Unavailable("page " + std::to_string(p) + " is no longer here");
+        CSHM_RETURN_IF_ERROR(seg->Write(p * kPageSize, twin->data(), kPageSize));
+        break;
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+Status Cluster::InstallSegment(const MigrateInstall& m) {
+  CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(m.ino));
+  {
+    std::lock_guard<std::mutex> lock(seg->mu());
+    CSHM_RETURN_IF_ERROR(seg->Truncate(m.snapshot.size));  // bytes past the end are zero or absent
+  }
+  owned_.Install(m.ino, m.snapshot);
+  {
+    std::lock_guard<std::mutex> lock(locks_mu_);
+    locks_.Take(m.ino);
+    locks_.Put(m.ino, m.locks);
+  }
+  NoteOwner(m.ino, self_);
+  return Status::Ok();
+}
+
+void Cluster::MigratorLoop() {
+  migrator::PolicyConfig policy;
+  policy.half_life_s = config_.migrate.half_life_s;
+  policy.ratio = config_.migrate.ratio;
+  policy.min_rate = config_.migrate.min_rate;
+  policy.cooldown_s = config_.migrate.cooldown_s;
+  const auto interval = std::chrono::duration<double>(config_.migrate.check_s);
+  std::unique_lock<std::mutex> lock(stop_mu_);
+  while (!stop_cv_.wait_for(lock, interval, [this] { return stopping_; })) {
+    lock.unlock();
+    for (auto [ino, target] : owned_.Candidates(policy)) {
+      Status s = MoveSegment(ino, target, "node " + std::to_string(target) + " dominates its accesses");
+      (void)s;  // logged by MoveSegment
+    }
+    lock.lock();
+  }
 }
 
 }  // namespace cshm::fs

@@ -27,7 +27,9 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <condition_variable>
 #include <set>
+#include <thread>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -89,6 +91,13 @@ class Cluster {
   // Drops every lock of `owner` on `ino` of the kind `flock` (close/release).
   Status ReleaseLocks(uint64_t ino, uint64_t owner, bool flock);
 
+  // Migration and the control surface (xattrs user.cshm.*, see docs/migrator.md).
+  // Moves `ino` to `target` now (asks its owner, wherever it is).
+  Status Migrate(uint64_t ino, uint32_t target);
+  Result<std::string> Control(uint64_t ino, ownership::ControlOp op, uint32_t arg);
+  Result<uint32_t> CurrentOwner(uint64_t ino);  // from the directory, not the cache
+  uint64_t remote_fetches(uint64_t ino);
+
   // Test and stats seams.
   uint64_t remote_fetches() const { return remote_fetches_; }
   ownership::OwnedSegments& owned() { return owned_; }
@@ -113,6 +122,15 @@ class Cluster {
   void BroadcastEntryGone(uint64_t parent, const std::string& name);
   void DropEntryLocal(uint64_t parent, const std::string& name);
   Result<ownership::LockReply> LockAtOwner(uint64_t ino, const ownership::LockMessage& m);
+  // Runs `call(owner)` against the segment's owner, following kMoved answers.
+  template <typename F>
+  auto AtOwner(uint64_t ino, F call) -> decltype(call(0u));
+  // Old owner: the transfer protocol. `why` is logged.
+  Status MoveSegment(uint64_t ino, uint32_t target, const std::string& why);
+  Result<std::string> ServeControl(const ownership::ControlRequest& c);
+  Status InstallPages(const ownership::MigratePages& m);
+  Status InstallSegment(const ownership::MigrateInstall& m);
+  void MigratorLoop();
   Result<ownership::LockReply> ServeLock(uint32_t from, const ownership::LockMessage& m);
 
   const net::ClusterConfig config_;
@@ -125,6 +143,11 @@ class Cluster {
   std::unique_ptr<net::Transport> transport_;
   std::unique_ptr<boost::asio::thread_pool> async_rounds_;
   std::atomic<uint64_t> remote_fetches_{0};
+  std::thread migrator_;
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  bool stopping_ = false;  // GUARDED_BY(stop_mu_)
+  std::mutex migrate_mu_;  // one migration at a time from this node
 
   std::mutex mu_;
   Notifier notifier_;                                     // GUARDED_BY(mu_)
@@ -136,6 +159,7 @@ class Cluster {
   std::map<uint32_t, uint64_t> incarnations_;             // GUARDED_BY(mu_)
   std::map<uint32_t, bool> lost_;                         // GUARDED_BY(mu_): link went down since last up
   std::set<std::pair<uint64_t, uint64_t>> posix_holders_; // GUARDED_BY(mu_): (ino, lock owner) that locked here
+  std::unordered_map<uint64_t, uint64_t> fetches_from_;   // GUARDED_BY(mu_): remote fetches per segment
 
   std::mutex locks_mu_;
   ownership::LockTable locks_;  // GUARDED_BY(locks_mu_): locks of the segments we own

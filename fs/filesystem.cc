@@ -7,6 +7,7 @@
 
 #include "fs/cluster.h"
 #include "fs/twin_cache.h"
+#include "ownership/messages.h"
 
 namespace cshm::fs {
 
@@ -150,6 +151,65 @@ Status FileSystem::SetLock(uint64_t ino, const ownership::Lock& want, bool wait,
 Status FileSystem::ReleaseLocks(uint64_t ino, uint64_t owner, bool flock) {
   if (!cluster_) return Status::Ok();
   return cluster_->ReleaseLocks(ino, owner, flock);
+}
+
+}  // namespace cshm::fs
+
+namespace cshm::fs {
+namespace {
+constexpr std::string_view kControlPrefix = "user.cshm.";
+// The control attributes; other user.cshm.* names are ordinary xattrs (the
+// SysV shim keeps its bookkeeping there).
+bool IsControl(std::string_view name) {
+  if (name.substr(0, kControlPrefix.size()) != kControlPrefix) return false;
+  const std::string_view key = name.substr(kControlPrefix.size());
+  return key == "owner" || key == "pin" || key == "stats" || key == "remote_fetches";
+}
+}  // namespace
+
+Result<std::string> FileSystem::GetXattr(uint64_t ino, std::string_view name) {
+  if (!IsControl(name)) return meta_->GetXattr(ino, name);
+  const std::string_view key = name.substr(kControlPrefix.size());
+  CSHM_ASSIGN_OR_RETURN(auto rec, meta_->GetAttr(ino));
+  if (!rec.IsReg()) return NoData("only segments (regular files) have " + std::string(name));
+  if (!cluster_) {
+    if (key == "owner") return std::to_string(node_id_);
+    if (key == "remote_fetches") return std::string("0");
+    if (key == "stats") return "owner=node" + std::to_string(node_id_) + " (one-node cluster)";
+    return meta_->GetXattr(ino, name);
+  }
+  if (key == "owner") {
+    CSHM_ASSIGN_OR_RETURN(uint32_t owner, cluster_->CurrentOwner(ino));
+    return std::to_string(owner);
+  }
+  if (key == "stats") return cluster_->Control(ino, ownership::ControlOp::kDescribe, 0);
+  if (key == "remote_fetches") return std::to_string(cluster_->remote_fetches(ino));
+  // pin
+  auto v = meta_->GetXattr(ino, name);
+  if (!v.ok() && v.status().code() == Status::Code::kNoData) return std::string("0");
+  return v;
+}
+
+Status FileSystem::SetXattr(uint64_t ino, std::string_view name, std::string_view value, int flags) {
+  if (!IsControl(name)) return meta_->SetXattr(ino, name, value, flags);
+  const std::string_view key = name.substr(kControlPrefix.size());
+  CSHM_ASSIGN_OR_RETURN(auto rec, meta_->GetAttr(ino));
+  if (!rec.IsReg()) return Invalid("only segments (regular files) can be controlled");
+  std::string v(value);
+  while (!v.empty() && (v.back() == '\n' || v.back() == '\0')) v.pop_back();
+  if (key == "owner") {
+    char* end = nullptr;
+    const unsigned long node = std::strtoul(v.c_str(), &end, 10);
+    if (v.empty() || *end != '\0') return Invalid("user.cshm.owner takes a node id");
+    if (!cluster_) return node == node_id_ ? Status::Ok() : Invalid("a one-node cluster has only node 0");
+    return cluster_->Migrate(ino, static_cast<uint32_t>(node));
+  }
+  if (key == "pin") {
+    if (v != "0" && v != "1") return Invalid("user.cshm.pin takes 1 or 0");
+    if (!cluster_) return meta_->SetXattr(ino, name, v, 0);
+    return cluster_->Control(ino, ownership::ControlOp::kPin, v == "1").status();
+  }
+  return NotSupported(std::string(name) + " is read-only");
 }
 
 }  // namespace cshm::fs

@@ -81,6 +81,15 @@ class FileSystem {
   Status Fsync(uint64_t ino);
   FsStats Stats();
 
+  // Extended attributes, with the control surface (docs/migrator.md):
+  //   user.cshm.owner           read: the owner node; write N: migrate there now
+  //   user.cshm.pin             "1"/"0": pinned against automatic migration
+  //   user.cshm.stats           read: owner, pin, size, decaying rates per node
+  //   user.cshm.remote_fetches  read: this node's fetches of it from a remote owner
+  // Everything else is the namespace's.
+  Result<std::string> GetXattr(uint64_t ino, std::string_view name);
+  Status SetXattr(uint64_t ino, std::string_view name, std::string_view value, int flags);
+
   // Cluster-wide locks (see Cluster). On one node the kernel keeps locks
   // itself and these are not called; they answer kNotSupported.
   bool cluster_locks() const { return cluster_ != nullptr; }

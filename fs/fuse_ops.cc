@@ -374,7 +374,7 @@ void OpStatfs(fuse_req_t req, fuse_ino_t) {
 // Valid replies: fuse_reply_err.
 void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags) {
   Guard(req, "setxattr", [&] {
-    Status s = Fs(req).ns().SetXattr(ino, name, std::string_view(value, size), flags);
+    Status s = Fs(req).SetXattr(ino, name, std::string_view(value, size), flags);
     if (!s.ok()) return ReplyError(req, s, "setxattr");
     fuse_reply_err(req, 0);
   });
@@ -389,7 +389,7 @@ void ReplyXattrBytes(fuse_req_t req, const std::string& bytes, size_t size) {
 
 void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   Guard(req, "getxattr", [&] {
-    auto r = Fs(req).ns().GetXattr(ino, name);
+    auto r = Fs(req).GetXattr(ino, name);
     if (!r.ok()) return ReplyError(req, r.status(), "getxattr");
     ReplyXattrBytes(req, *r, size);
   });

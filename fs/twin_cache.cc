@@ -98,4 +98,13 @@ std::vector<uint64_t> TwinCache::Inodes() {
   return out;
 }
 
+std::string TwinCache::Bitmap(uint64_t ino) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = present_.find(ino);
+  if (it == present_.end()) return "";
+  std::string out(it->second.size(), '\0');
+  for (size_t p = 0; p < it->second.size(); p++) out[p] = it->second[p] ? 1 : 0;
+  return out;
+}
+
 }  // namespace cshm::fs

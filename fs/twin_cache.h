@@ -35,6 +35,8 @@ class TwinCache {
   void Drop(uint64_t ino, const ownership::Range& range);
   void DropInode(uint64_t ino);
   std::vector<uint64_t> Inodes();
+  // One byte per page: 1 if this node holds a twin of it.
+  std::string Bitmap(uint64_t ino);
 
  private:
   explicit TwinCache(std::unique_ptr<store::PageStore> pages) : pages_(std::move(pages)) {}

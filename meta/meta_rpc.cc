@@ -89,7 +89,7 @@ Result<MetaRequest> MetaRequest::Decode(std::string_view in) {
   GetTs(r, &at);
   GetTs(r, &mt);
   if (!r.AtEnd()) return Invalid("malformed metadata request");
-  if (op < static_cast<uint8_t>(MetaOp::kLookup) || op > static_cast<uint8_t>(MetaOp::kRemoveXattr))
+  if (op < static_cast<uint8_t>(MetaOp::kLookup) || op > static_cast<uint8_t>(MetaOp::kSetOwner))
     return Invalid("unknown metadata operation " + std::to_string(op));
   m.op = static_cast<MetaOp>(op);
   if (has & 1) m.attr.mode = mode;
@@ -140,6 +140,7 @@ Result<std::string> ServeMetaRequest(MetaService& svc, std::string_view payload)
       return out;
     }
     case MetaOp::kRemoveXattr: return EmptyReply(svc.RemoveXattr(m.ino, m.name));
+    case MetaOp::kSetOwner: return EmptyReply(svc.SetOwner(m.ino, m.mode));
   }
   return Invalid("unknown metadata operation");
 }
@@ -246,6 +247,10 @@ Result<std::vector<std::string>> RemoteMeta::ListXattrs(uint64_t ino) {
 }
 Status RemoteMeta::RemoveXattr(uint64_t ino, std::string_view name) {
   return call_(MetaRequest{.op = MetaOp::kRemoveXattr, .ino = ino, .name = std::string(name)}.Encode()).status();
+}
+
+Status RemoteMeta::SetOwner(uint64_t ino, uint32_t node) {
+  return call_(MetaRequest{.op = MetaOp::kSetOwner, .ino = ino, .mode = node}.Encode()).status();
 }
 
 }  // namespace cshm::meta

@@ -15,7 +15,7 @@ namespace cshm::meta {
 
 enum class MetaOp : uint8_t {
   kLookup = 1, kForget, kGetAttr, kSetAttr, kNoteWrite, kMknod, kMkdir, kSymlink, kLink, kUnlink,
-  kRmdir, kRename, kReadlink, kListDir, kSetXattr, kGetXattr, kListXattrs, kRemoveXattr,
+  kRmdir, kRename, kReadlink, kListDir, kSetXattr, kGetXattr, kListXattrs, kRemoveXattr, kSetOwner,
 };
 
 struct MetaRequest {
@@ -63,6 +63,7 @@ class RemoteMeta : public MetaService {
   Result<std::string> GetXattr(uint64_t ino, std::string_view name) override;
   Result<std::vector<std::string>> ListXattrs(uint64_t ino) override;
   Status RemoveXattr(uint64_t ino, std::string_view name) override;
+  Status SetOwner(uint64_t ino, uint32_t node) override;
 
  private:
   Result<InodeRecord> CallInode(const MetaRequest& r);

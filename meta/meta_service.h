@@ -67,6 +67,8 @@ class MetaService {
   virtual Result<std::string> GetXattr(uint64_t ino, std::string_view name) = 0;
   virtual Result<std::vector<std::string>> ListXattrs(uint64_t ino) = 0;
   virtual Status RemoveXattr(uint64_t ino, std::string_view name) = 0;
+  // The ownership directory: a migration names the segment's new owner.
+  virtual Status SetOwner(uint64_t ino, uint32_t node) = 0;
 };
 
 }  // namespace cshm::meta

@@ -530,4 +530,13 @@ Status Namespace::RemoveXattr(uint64_t ino, std::string_view name) {
   return CommitLocked(b, {r}, {});
 }
 
+Status Namespace::SetOwner(uint64_t ino, uint32_t node) {
+  std::lock_guard<std::mutex> lock(mu_);
+  CSHM_ASSIGN_OR_RETURN(InodeRecord r, LoadLocked(ino));
+  if (!r.IsReg()) return Invalid("only regular files have owners");
+  r.owner_node = node;
+  store::MetaStore::Batch b;
+  return CommitLocked(b, {r}, {});
+}
+
 }  // namespace cshm::meta

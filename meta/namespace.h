@@ -83,6 +83,7 @@ class Namespace : public MetaService {
   Result<std::string> GetXattr(uint64_t ino, std::string_view name) override;
   Result<std::vector<std::string>> ListXattrs(uint64_t ino) override;
   Status RemoveXattr(uint64_t ino, std::string_view name) override;
+  Status SetOwner(uint64_t ino, uint32_t node) override;
 
   uint64_t inode_count();
   uint64_t references(uint64_t ino);

@@ -44,6 +44,29 @@ Result<ClusterConfig> ParseClusterConfig(std::string_view text, const std::strin
     c.request_timeout_ms = static_cast<uint32_t>(*t);
   }
 
+  if (const toml::table* m = tbl["migrate"].as_table()) {
+    auto& mg = c.migrate;
+    if (auto v = (*m)["enabled"].value<bool>()) mg.enabled = *v;
+    auto ms = [&](const char* key, double* out, double lo, double hi) -> Status {
+      if (auto v = (*m)[key].value<double>()) {
+        if (*v < lo || *v > hi)
+          return bad(std::string("[migrate] ") + key + " must be between " + std::to_string(lo) + " and " +
+                     std::to_string(hi));
+        *out = *v;
+      }
+      return Status::Ok();
+    };
+    double half = mg.half_life_s * 1000, cool = mg.cooldown_s * 1000, check = mg.check_s * 1000;
+    CSHM_RETURN_IF_ERROR(ms("half_life_ms", &half, 10, 3600000));
+    CSHM_RETURN_IF_ERROR(ms("cooldown_ms", &cool, 0, 3600000));
+    CSHM_RETURN_IF_ERROR(ms("check_ms", &check, 10, 600000));
+    CSHM_RETURN_IF_ERROR(ms("ratio", &mg.ratio, 1.0, 1000.0));
+    CSHM_RETURN_IF_ERROR(ms("min_rate", &mg.min_rate, 0.0, 1e9));
+    mg.half_life_s = half / 1000;
+    mg.cooldown_s = cool / 1000;
+    mg.check_s = check / 1000;
+  }
+
   const toml::array* nodes = tbl["node"].as_array();
   if (!nodes || nodes->empty()) return bad("no [[node]] entries");
   std::set<uint32_t> ids;

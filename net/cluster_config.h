@@ -4,6 +4,13 @@
 //   secret_file = "/etc/cshm/secret"   # shared secret; peers that cannot prove it are refused
 //   metadata_node = 0                  # optional; default: the lowest id
 //   request_timeout_ms = 5000          # optional: the deadline of every request
+//   [migrate]                          # optional: automatic migration
+//   enabled = true
+//   half_life_ms = 5000                # decay of the access rates
+//   ratio = 2.0                        # a node must out-access all others together by this
+//   min_rate = 50                      # pages per second, at least
+//   cooldown_ms = 10000                # between two moves of one segment
+//   check_ms = 500
 //   [[node]]
 //   id = 0
 //   host = "127.0.0.1"
@@ -34,6 +41,14 @@ struct ClusterConfig {
   std::string secret;
   uint32_t metadata_node = 0;
   uint32_t request_timeout_ms = 5000;
+  struct Migrate {
+    bool enabled = true;
+    double half_life_s = 5.0;
+    double ratio = 2.0;
+    double min_rate = 50.0;
+    double cooldown_s = 10.0;
+    double check_s = 0.5;
+  } migrate;
 
   const NodeConfig* Find(uint32_t id) const;
 };

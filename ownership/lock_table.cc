@@ -79,4 +79,18 @@ std::vector<Lock> LockTable::Locks(uint64_t ino) const {
   return it == locks_.end() ? std::vector<Lock>{} : it->second;
 }
 
+std::vector<Lock> LockTable::Take(uint64_t ino) {
+  auto it = locks_.find(ino);
+  if (it == locks_.end()) return {};
+  std::vector<Lock> out = std::move(it->second);
+  locks_.erase(it);
+  return out;
+}
+
+void LockTable::Put(uint64_t ino, std::vector<Lock> locks) {
+  if (locks.empty()) return;
+  auto& v = locks_[ino];
+  v.insert(v.end(), locks.begin(), locks.end());
+}
+
 }  // namespace cshm::ownership

@@ -48,6 +48,9 @@ class LockTable {
   // Everything a node holds (it died or disconnected).
   void ReleaseNode(uint32_t node);
   std::vector<Lock> Locks(uint64_t ino) const;
+  // Migration: the locks of `ino` leave with it, and arrive at the new owner.
+  std::vector<Lock> Take(uint64_t ino);
+  void Put(uint64_t ino, std::vector<Lock> locks);
 
  private:
   std::map<uint64_t, std::vector<Lock>> locks_;

@@ -180,6 +180,102 @@ Result<LockReply> LockReply::Decode(std::string_view in) {
   return m;
 }
 
+std::string MigratePages::Encode() const {
+  std::string out;
+  ByteWriter w(&out);
+  w.PutU64(ino);
+  w.PutU64(first_page);
+  w.PutU32(static_cast<uint32_t>(kinds.size()));
+  size_t d = 0;
+  for (PageKind k : kinds) {
+    w.PutU8(static_cast<uint8_t>(k));
+    if (k == PageKind::kData) w.PutBytes(data[d++]);
+  }
+  return out;
+}
+Result<MigratePages> MigratePages::Decode(std::string_view in) {
+  MigratePages m;
+  ByteReader r(in);
+  uint32_t n = 0;
+  r.GetU64(&m.ino);
+  r.GetU64(&m.first_page);
+  r.GetU32(&n);
+  if (!r.ok() || n > kMaxItems) return Malformed("migration pages");
+  for (uint32_t i = 0; i < n && r.ok(); i++) {
+    uint8_t k = 0;
+    r.GetU8(&k);
+    if (k > 2) return Malformed("migration page kind");
+    m.kinds.push_back(static_cast<PageKind>(k));
+    if (m.kinds.back() == PageKind::kData) {
+      std::string page;
+      r.GetBytes(&page);
+      if (page.size() != store::kPageSize) return Malformed("migration page size");
+      m.data.push_back(std::move(page));
+    }
+  }
+  if (!r.AtEnd()) return Malformed("migration pages");
+  return m;
+}
+
+std::string MigrateInstall::Encode() const {
+  std::string out;
+  ByteWriter w(&out);
+  w.PutU64(ino);
+  w.PutU64(snapshot.size);
+  w.PutU8(snapshot.pinned ? 1 : 0);
+  w.PutU32(static_cast<uint32_t>(snapshot.copyset.size()));
+  for (uint64_t c : snapshot.copyset) w.PutU64(c);
+  w.PutU32(static_cast<uint32_t>(locks.size()));
+  for (const Lock& l : locks) PutLock(w, l);
+  return out;
+}
+Result<MigrateInstall> MigrateInstall::Decode(std::string_view in) {
+  MigrateInstall m;
+  ByteReader r(in);
+  uint8_t pinned = 0;
+  uint32_t n = 0;
+  r.GetU64(&m.ino);
+  r.GetU64(&m.snapshot.size);
+  r.GetU8(&pinned);
+  r.GetU32(&n);
+  if (!r.ok() || n > (1u << 26)) return Malformed("migration state");
+  for (uint32_t i = 0; i < n && r.ok(); i++) {
+    uint64_t c = 0;
+    r.GetU64(&c);
+    m.snapshot.copyset.push_back(c);
+  }
+  r.GetU32(&n);
+  if (!r.ok() || n > kMaxItems) return Malformed("migration locks");
+  for (uint32_t i = 0; i < n && r.ok(); i++) {
+    Lock l;
+    if (!GetLock(r, &l)) return Malformed("migration lock");
+    m.locks.push_back(l);
+  }
+  if (!r.AtEnd()) return Malformed("migration state");
+  m.snapshot.pinned = pinned != 0;
+  return m;
+}
+
+std::string ControlRequest::Encode() const {
+  std::string out;
+  ByteWriter w(&out);
+  w.PutU64(ino);
+  w.PutU8(static_cast<uint8_t>(op));
+  w.PutU32(arg);
+  return out;
+}
+Result<ControlRequest> ControlRequest::Decode(std::string_view in) {
+  ControlRequest c;
+  ByteReader r(in);
+  uint8_t op = 0;
+  r.GetU64(&c.ino);
+  r.GetU8(&op);
+  r.GetU32(&c.arg);
+  if (!r.AtEnd() || op < 1 || op > 3) return Malformed("control request");
+  c.op = static_cast<ControlOp>(op);
+  return c;
+}
+
 std::string EncodeU64(uint64_t v) {
   std::string out;
   ByteWriter(&out).PutU64(v);

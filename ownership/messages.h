@@ -33,6 +33,43 @@ enum MessageType : uint16_t {
   kPing = 25,  // one-way, at start: peers learn our incarnation
   kLock = 26,
   kEntryGone = 27,  // one-way, metadata node -> all: {parent u64, name}
+  kMigrateQuery = 28,    // old owner -> target: {ino} -> bitmap of pages with twins there
+  kMigratePages = 29,    // old owner -> target: a chunk of pages
+  kMigrateInstall = 30,  // old owner -> target: size, copysets, pin, locks: now yours
+  kControl = 31,         // anyone -> owner: pin, describe, migrate
+  kMigrateAbort = 32,    // old owner -> target, one-way {ino}: forget what was staged
+};
+
+// Migration (DESIGN.md "Migration"): the old owner freezes the segment, asks
+// the target which pages it holds (twins of pages in its copyset equal the
+// owner's), sends the others in chunks, then the state; then the directory
+// names the target, and the old owner forwards late requests (kMoved).
+enum class PageKind : uint8_t { kZero = 0, kData = 1, kYourTwin = 2 };
+
+struct MigratePages {
+  uint64_t ino = 0;
+  uint64_t first_page = 0;
+  std::vector<PageKind> kinds;
+  std::vector<std::string> data;  // one per kData page, in order
+  std::string Encode() const;
+  static Result<MigratePages> Decode(std::string_view in);
+};
+
+struct MigrateInstall {
+  uint64_t ino = 0;
+  SegmentSnapshot snapshot;
+  std::vector<Lock> locks;
+  std::string Encode() const;
+  static Result<MigrateInstall> Decode(std::string_view in);
+};
+
+enum class ControlOp : uint8_t { kDescribe = 1, kPin = 2, kMigrate = 3 };
+struct ControlRequest {
+  uint64_t ino = 0;
+  ControlOp op = ControlOp::kDescribe;
+  uint32_t arg = 0;
+  std::string Encode() const;
+  static Result<ControlRequest> Decode(std::string_view in);
 };
 
 // Lock requests to a segment's owner; never wait there (a blocked F_SETLKW

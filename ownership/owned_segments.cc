@@ -1,6 +1,8 @@
 #include "ownership/owned_segments.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
 
 namespace cshm::ownership {
@@ -16,8 +18,26 @@ void AddPageRange(std::vector<Range>* ranges, uint64_t page) {
   }
 }
 
-OwnedSegments::OwnedSegments(store::PageStore* pages, SizeFn initial_size)
-    : pages_(pages), initial_size_(std::move(initial_size)) {}
+namespace {
+constexpr auto kFreezeWait = std::chrono::seconds(10);
+}  // namespace
+
+Status Moved(uint32_t node) { return Status::Error(Status::Code::kMoved, "moved to node " + std::to_string(node)); }
+
+std::optional<uint32_t> MovedTo(const Status& s) {
+  if (s.code() != Status::Code::kMoved) return std::nullopt;
+  const std::string& m = s.message();
+  const size_t at = m.rfind("moved to node ");
+  if (at == std::string::npos) return std::nullopt;
+  return static_cast<uint32_t>(std::strtoul(m.c_str() + at + 14, nullptr, 10));
+}
+
+double OwnedSegments::Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+OwnedSegments::OwnedSegments(store::PageStore* pages, uint32_t self, LoadFn load, double half_life_s)
+    : pages_(pages), self_(self), load_(std::move(load)), half_life_s_(half_life_s) {}
 
 Result<std::pair<std::shared_ptr<OwnedSegments::State>, std::unique_lock<std::mutex>>> OwnedSegments::Lock(
     uint64_t ino) {
@@ -25,28 +45,43 @@ Result<std::pair<std::shared_ptr<OwnedSegments::State>, std::unique_lock<std::mu
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto& slot = segments_[ino];
-    if (!slot) slot = std::make_shared<State>();
+    if (!slot) {
+      slot = std::make_shared<State>();
+      slot->stats = migrator::AccessStats(half_life_s_);
+    }
     s = slot;
   }
   std::unique_lock<std::mutex> lock(s->mu);
   if (!s->loaded) {
-    // Ask for the size without holding the lock (it may be a network call).
+    // Ask without holding the lock (it may be a network call).
     lock.unlock();
-    CSHM_ASSIGN_OR_RETURN(uint64_t size, initial_size_(ino));
+    CSHM_ASSIGN_OR_RETURN(SegmentInfo info, load_(ino));
     lock.lock();
     if (!s->loaded) {
-      s->size = size;
+      s->size = info.size;
+      s->pinned = info.pinned;
+      if (info.owner != self_) s->moved_to = info.owner;
       s->loaded = true;
     }
   }
   return std::make_pair(std::move(s), std::move(lock));
 }
 
+Result<std::pair<std::shared_ptr<OwnedSegments::State>, std::unique_lock<std::mutex>>> OwnedSegments::LockServing(
+    uint64_t ino) {
+  CSHM_ASSIGN_OR_RETURN(auto locked, Lock(ino));
+  State* s = locked.first.get();
+  if (!s->unfrozen.wait_for(locked.second, kFreezeWait, [s] { return !s->frozen; }))
+    return TimedOut("segment " + std::to_string(ino) + " stayed frozen (a migration) past the deadline");
+  if (s->moved_to >= 0) return Moved(static_cast<uint32_t>(s->moved_to));
+  return locked;
+}
+
 Result<std::string> OwnedSegments::Fetch(uint64_t ino, uint32_t node, uint64_t off, uint64_t len, uint64_t* size) {
   CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(ino));
   std::string data;
   {
-    CSHM_ASSIGN_OR_RETURN(auto locked, Lock(ino));
+    CSHM_ASSIGN_OR_RETURN(auto locked, LockServing(ino));
     State* s = locked.first.get();
     *size = s->size;
     if (off >= s->size) return data;
@@ -59,6 +94,7 @@ Result<std::string> OwnedSegments::Fetch(uint64_t ino, uint32_t node, uint64_t o
     const uint64_t last = (off + n - 1) / kPageSize;
     if (s->copyset.size() <= last) s->copyset.resize(last + 1, 0);
     for (uint64_t p = off / kPageSize; p <= last; p++) s->copyset[p] |= 1ull << node;
+    s->stats.Add(node, static_cast<double>(last - off / kPageSize + 1), Now());
   }
   return data;
 }
@@ -66,7 +102,7 @@ Result<std::string> OwnedSegments::Fetch(uint64_t ino, uint32_t node, uint64_t o
 Result<ApplyOutcome> OwnedSegments::Apply(uint64_t ino, uint32_t node, const std::vector<WriteRun>& runs) {
   CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(ino));
   ApplyOutcome out;
-  CSHM_ASSIGN_OR_RETURN(auto locked, Lock(ino));
+  CSHM_ASSIGN_OR_RETURN(auto locked, LockServing(ino));
   State* s = locked.first.get();
   std::lock_guard<std::mutex> seg_lock(seg->mu());
   uint64_t end = s->size;
@@ -113,6 +149,7 @@ Result<ApplyOutcome> OwnedSegments::Apply(uint64_t ino, uint32_t node, const std
   CSHM_RETURN_IF_ERROR(flush());
   std::sort(touched.begin(), touched.end());
   touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+  s->stats.Add(node, static_cast<double>(touched.size()), Now());
   // The writer's kernel holds what it wrote (a write(2) of whole pages never
   // fetched them): it stays, or enters, the copyset; everyone else leaves.
   const uint64_t keep = 1ull << node;
@@ -132,7 +169,7 @@ Result<ApplyOutcome> OwnedSegments::Apply(uint64_t ino, uint32_t node, const std
 Result<ApplyOutcome> OwnedSegments::Truncate(uint64_t ino, uint32_t node, uint64_t size) {
   CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(ino));
   ApplyOutcome out;
-  CSHM_ASSIGN_OR_RETURN(auto locked, Lock(ino));
+  CSHM_ASSIGN_OR_RETURN(auto locked, LockServing(ino));
   State* s = locked.first.get();
   std::lock_guard<std::mutex> seg_lock(seg->mu());
   if (size < s->size) {
@@ -184,6 +221,79 @@ uint64_t OwnedSegments::CopysetOf(uint64_t ino, uint64_t page) {
   }
   std::lock_guard<std::mutex> lock(s->mu);
   return page < s->copyset.size() ? s->copyset[page] : 0;
+}
+
+Result<SegmentSnapshot> OwnedSegments::Freeze(uint64_t ino) {
+  CSHM_ASSIGN_OR_RETURN(auto locked, LockServing(ino));
+  State* s = locked.first.get();
+  s->frozen = true;
+  return SegmentSnapshot{s->size, s->copyset, s->pinned};
+}
+
+void OwnedSegments::Unfreeze(uint64_t ino, std::optional<uint32_t> moved_to) {
+  std::shared_ptr<State> s;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = segments_.find(ino);
+    if (it == segments_.end()) return;
+    s = it->second;
+  }
+  std::lock_guard<std::mutex> lock(s->mu);
+  s->frozen = false;
+  if (moved_to) {
+    s->moved_to = *moved_to;
+    s->copyset.clear();
+    s->stats.Reset();
+  }
+  s->last_move_s = Now();
+  s->unfrozen.notify_all();
+}
+
+void OwnedSegments::Install(uint64_t ino, const SegmentSnapshot& snap) {
+  auto s = std::make_shared<State>();
+  s->stats = migrator::AccessStats(half_life_s_);
+  s->loaded = true;
+  s->size = snap.size;
+  s->copyset = snap.copyset;
+  s->pinned = snap.pinned;
+  s->last_move_s = Now();
+  std::lock_guard<std::mutex> lock(mu_);
+  segments_[ino] = std::move(s);
+}
+
+std::vector<std::pair<uint64_t, uint32_t>> OwnedSegments::Candidates(const migrator::PolicyConfig& policy) {
+  std::vector<std::pair<uint64_t, std::shared_ptr<State>>> all;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [ino, s] : segments_) all.emplace_back(ino, s);
+  }
+  std::vector<std::pair<uint64_t, uint32_t>> out;
+  const double now = Now();
+  for (auto& [ino, s] : all) {
+    std::lock_guard<std::mutex> lock(s->mu);
+    if (!s->loaded || s->frozen || s->moved_to >= 0) continue;
+    auto target = migrator::ChooseTarget(policy, self_, s->stats.Rates(now), s->pinned, now - s->last_move_s);
+    if (target) out.emplace_back(ino, *target);
+  }
+  return out;
+}
+
+Status OwnedSegments::SetPinned(uint64_t ino, bool pinned) {
+  CSHM_ASSIGN_OR_RETURN(auto locked, LockServing(ino));
+  locked.first->pinned = pinned;
+  return Status::Ok();
+}
+
+Result<bool> OwnedSegments::Pinned(uint64_t ino) {
+  CSHM_ASSIGN_OR_RETURN(auto locked, LockServing(ino));
+  return locked.first->pinned;
+}
+
+Result<std::string> OwnedSegments::Describe(uint64_t ino) {
+  CSHM_ASSIGN_OR_RETURN(auto locked, LockServing(ino));
+  State* s = locked.first.get();
+  return "owner=node" + std::to_string(self_) + " pinned=" + (s->pinned ? "1" : "0") +
+         " size=" + std::to_string(s->size) + " rates(pages/s): " + s->stats.Describe(Now());
 }
 
 }  // namespace cshm::ownership

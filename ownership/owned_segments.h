@@ -24,7 +24,12 @@
 #include <unordered_map>
 #include <vector>
 
+#include <condition_variable>
+#include <optional>
+
 #include "common/status.h"
+#include "migrator/access_stats.h"
+#include "migrator/policy.h"
 #include "store/page_store.h"
 
 namespace cshm::ownership {
@@ -49,12 +54,31 @@ struct ApplyOutcome {
   bool grew = false;      // the write extended the segment
 };
 
+// kMoved: the segment is owned by `node` now; the caller retries there.
+Status Moved(uint32_t node);
+// The node of a kMoved status (also after the transport prefixed its message).
+std::optional<uint32_t> MovedTo(const Status& s);
+
+// What moves with a segment when its ownership does (besides pages and locks).
+struct SegmentSnapshot {
+  uint64_t size = 0;
+  std::vector<uint64_t> copyset;
+  bool pinned = false;
+};
+
+// What the metadata service says of a segment the first time it is touched.
+struct SegmentInfo {
+  uint64_t size = 0;
+  uint32_t owner = 0;
+  bool pinned = false;
+};
+
 class OwnedSegments {
  public:
-  // `initial_size` gives a segment's size the first time it is touched here
-  // (from the metadata service).
-  using SizeFn = std::function<Result<uint64_t>(uint64_t ino)>;
-  OwnedSegments(store::PageStore* pages, SizeFn initial_size);
+  // `load` describes a segment the first time it is touched here (from the
+  // metadata service); one owned by another node answers kMoved.
+  using LoadFn = std::function<Result<SegmentInfo>(uint64_t ino)>;
+  OwnedSegments(store::PageStore* pages, uint32_t self, LoadFn load, double half_life_s = 5.0);
 
   // Up to `len` bytes at `off`, cut at the segment's size; `node` joins the
   // copyset of every page returned.
@@ -74,18 +98,43 @@ class OwnedSegments {
   // For tests and stats: the copyset of one page as a bit mask.
   uint64_t CopysetOf(uint64_t ino, uint64_t page);
 
+  // Migration, old owner: stops serving the segment (requests wait, up to
+  // their deadline) and returns what moves with it.
+  Result<SegmentSnapshot> Freeze(uint64_t ino);
+  // Serves again; with `moved_to`, as a forwarding entry (kMoved).
+  void Unfreeze(uint64_t ino, std::optional<uint32_t> moved_to);
+  // Migration, new owner: the segment is ours, with `s` (pages are in place).
+  void Install(uint64_t ino, const SegmentSnapshot& s);
+  // Segments that the policy says should move now: (ino, target).
+  std::vector<std::pair<uint64_t, uint32_t>> Candidates(const migrator::PolicyConfig& policy);
+  Status SetPinned(uint64_t ino, bool pinned);
+  Result<bool> Pinned(uint64_t ino);
+  Result<std::string> Describe(uint64_t ino);
+
  private:
   struct State {
     std::mutex mu;
+    std::condition_variable unfrozen;
     bool loaded = false;            // GUARDED_BY(mu)
+    bool frozen = false;            // GUARDED_BY(mu)
+    int64_t moved_to = -1;          // GUARDED_BY(mu): >= 0: a forwarding entry
+    bool pinned = false;            // GUARDED_BY(mu)
+    double last_move_s = -1e18;     // GUARDED_BY(mu)
     uint64_t size = 0;              // GUARDED_BY(mu)
     std::vector<uint64_t> copyset;  // GUARDED_BY(mu): per page, bit n = node n
+    migrator::AccessStats stats;    // GUARDED_BY(mu)
   };
+  static double Now();
   // The segment's state, locked, with its size loaded.
   Result<std::pair<std::shared_ptr<State>, std::unique_lock<std::mutex>>> Lock(uint64_t ino);
+  // The same after waiting out a freeze (up to 10 s); kMoved for a
+  // forwarding entry.
+  Result<std::pair<std::shared_ptr<State>, std::unique_lock<std::mutex>>> LockServing(uint64_t ino);
 
   store::PageStore* const pages_;
-  const SizeFn initial_size_;
+  const uint32_t self_;
+  const LoadFn load_;
+  const double half_life_s_;
   std::mutex mu_;
   std::unordered_map<uint64_t, std::shared_ptr<State>> segments_;  // GUARDED_BY(mu_)
 };

@@ -8,7 +8,8 @@
 
 namespace cshm::testing {
 
-TestCluster::TestCluster(int nodes, int request_timeout_ms) : config_(dir_ / "cluster.toml") {
+TestCluster::TestCluster(int nodes, int request_timeout_ms, const std::string& extra_config)
+    : config_(dir_ / "cluster.toml") {
   chmod(dir_.path().c_str(), 0755);
   std::ofstream(dir_ / "secret") << "test-secret-" << getpid() << "-0123456789abcdef\n";
   std::ofstream cfg(config_);
@@ -17,10 +18,11 @@ TestCluster::TestCluster(int nodes, int request_timeout_ms) : config_(dir_ / "cl
     cfg << "[[node]]\nid = " << i << "\nhost = \"127.0.0.1\"\nport = " << FreePort() << "\n";
     mounts_.push_back(std::make_unique<TestMount>());
   }
+  cfg << extra_config;
 }
 
-std::string TestCluster::StartNode(int i) {
-  std::string err = mounts_[i]->Start({"--config", config_, "--node", std::to_string(i)});
+std::string TestCluster::StartNode(int i, const std::vector<std::string>& env) {
+  std::string err = mounts_[i]->Start({"--config", config_, "--node", std::to_string(i)}, env);
   return err.empty() ? "" : "node " + std::to_string(i) + ": " + err;
 }
 

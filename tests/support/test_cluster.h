@@ -14,11 +14,12 @@ namespace cshm::testing {
 
 class TestCluster {
  public:
-  explicit TestCluster(int nodes, int request_timeout_ms = 3000);
+  // `extra_config` is appended to the config file (e.g. a [migrate] table).
+  explicit TestCluster(int nodes, int request_timeout_ms = 3000, const std::string& extra_config = "");
 
   // Starts every node (node 0, the metadata node, first). "" or what failed.
   std::string Start();
-  std::string StartNode(int i);
+  std::string StartNode(int i, const std::vector<std::string>& env = {});
   TestMount& node(int i) { return *mounts_[i]; }
   std::string path(int i, const std::string& name) { return *mounts_[i] / name; }
   const std::string& config_path() const { return config_; }

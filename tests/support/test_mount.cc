@@ -37,6 +37,14 @@ std::string CshmfsBinary() {
 #endif
 }
 
+std::string CshmctlBinary() {
+#ifdef CSHMCTL_BIN
+  return CSHMCTL_BIN;
+#else
+  return "cshmctl";
+#endif
+}
+
 TestMount::TestMount() : mountpoint_(dir_ / "mnt"), state_dir_(dir_ / "state") {
   chmod(dir_.path().c_str(), 0755);  // tests act as other users on the mount
   mkdir(mountpoint_.c_str(), 0755);
@@ -49,7 +57,7 @@ bool TestMount::mounted() const {
   return m && m->fstype == "fuse.cshmfs";
 }
 
-std::string TestMount::Start(const std::vector<std::string>& extra) {
+std::string TestMount::Start(const std::vector<std::string>& extra, const std::vector<std::string>& env) {
   int err[2];
   if (pipe2(err, O_CLOEXEC) != 0) return "pipe failed";
   std::vector<std::string> args = {CshmfsBinary(), "-f", mountpoint_, "--state-dir", state_dir_};
@@ -60,6 +68,7 @@ std::string TestMount::Start(const std::vector<std::string>& extra) {
     int devnull = open("/dev/null", O_RDWR);
     dup2(devnull, 0);
     dup2(devnull, 1);
+    for (const std::string& e : env) putenv(strdup(e.c_str()));
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);

@@ -23,7 +23,7 @@ class TestMount {
   // Starts `cshmfs -f MOUNTPOINT --state-dir STATE extra...` and waits (with a
   // deadline) until the mount is up. Returns "" or what went wrong, with the
   // daemon's stderr.
-  std::string Start(const std::vector<std::string>& extra = {});
+  std::string Start(const std::vector<std::string>& extra = {}, const std::vector<std::string>& env = {});
   // Starts it the way a user does, in the background, and finds its pid in the
   // state dir's pid file.
   std::string StartBackground(const std::vector<std::string>& extra = {});
@@ -51,5 +51,6 @@ class TestMount {
 };
 
 std::string CshmfsBinary();
+std::string CshmctlBinary();
 
 }  // namespace cshm::testing

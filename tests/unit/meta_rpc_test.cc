@@ -59,6 +59,9 @@ TEST_F(MetaRpcTest, EveryOperationRoundTrips) {
   std::vector<std::string> names;
   for (auto& e : *list) names.push_back(e.name);
   EXPECT_EQ(names, (std::vector<std::string>{".", "..", "d", "f2"}));
+  ASSERT_TRUE(remote_->SetOwner(f->ino, 5).ok());
+  EXPECT_EQ(remote_->GetAttr(f->ino)->owner_node, 5u);
+  EXPECT_EQ(remote_->SetOwner(d->ino, 5).code(), Status::Code::kInvalid);
   ASSERT_TRUE(remote_->Unlink(kRootIno, "f2").ok());
   EXPECT_EQ(remote_->Rmdir(kRootIno, "d").code(), Status::Code::kNotEmpty);
   const uint64_t before = ns_->references(f->ino);

@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <thread>
+
 #include "tests/support/temp_dir.h"
 
 namespace cshm::ownership {
@@ -16,11 +19,12 @@ class OwnedSegmentsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     pages_ = std::move(*store::PageStore::Open(dir_ / "pages", 1 << 30));
-    owned_ = std::make_unique<OwnedSegments>(pages_.get(), [](uint64_t) -> Result<uint64_t> { return 0; });
+    owned_ = std::make_unique<OwnedSegments>(pages_.get(), 0,
+                                             [](uint64_t) -> Result<SegmentInfo> { return SegmentInfo{0, 0, false}; });
   }
-  std::string Fetch(uint32_t node, uint64_t off, uint64_t len) {
+  std::string Fetch(uint32_t node, uint64_t off, uint64_t len, uint64_t ino = 7) {
     uint64_t size = 0;
-    auto r = owned_->Fetch(7, node, off, len, &size);
+    auto r = owned_->Fetch(ino, node, off, len, &size);
     EXPECT_TRUE(r.ok()) << r.status().message();
     return r.ok() ? *r : "";
   }
@@ -81,6 +85,47 @@ TEST_F(OwnedSegmentsTest, ShrinkDropsPagesEverywhereButTheTruncatingNode) {
   // Growing again reads zeros past the old end.
   ASSERT_TRUE(owned_->Truncate(7, 1, 2 * kPageSize).ok());
   EXPECT_EQ(Fetch(1, kPageSize + 10, 4), std::string(4, '\0'));
+}
+
+TEST_F(OwnedSegmentsTest, FreezeHoldsRequestsAndAMoveForwardsThem) {
+  ASSERT_TRUE(owned_->Apply(7, 0, {WriteRun{0, "abc"}}).ok());
+  auto snap = owned_->Freeze(7);
+  ASSERT_TRUE(snap.ok());
+  EXPECT_EQ(snap->size, 3u);
+  // A request during the freeze waits, and learns where the segment went.
+  std::atomic<bool> done{false};
+  Status seen;
+  std::thread t([&] {
+    uint64_t size;
+    seen = owned_->Fetch(7, 1, 0, 3, &size).status();
+    done = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_FALSE(done);  // still held by the freeze
+  owned_->Unfreeze(7, 2u);
+  t.join();
+  EXPECT_EQ(seen.code(), Status::Code::kMoved);
+  EXPECT_EQ(MovedTo(seen), 2u);
+  EXPECT_EQ(MovedTo(Status::Error(Status::Code::kMoved, "node 3: moved to node 12")), 12u);
+  // A failed move serves again.
+  ASSERT_TRUE(owned_->Apply(8, 0, {WriteRun{0, "x"}}).ok());
+  ASSERT_TRUE(owned_->Freeze(8).ok());
+  owned_->Unfreeze(8, std::nullopt);
+  EXPECT_EQ(Fetch(1, 0, 1, /*ino=*/8), "x");
+}
+
+TEST_F(OwnedSegmentsTest, HeavyRemoteUseMakesACandidateUnlessPinned) {
+  ASSERT_TRUE(owned_->Apply(7, 0, {WriteRun{0, std::string(64 * kPageSize, 'z')}}).ok());
+  migrator::PolicyConfig p;
+  p.cooldown_s = 0;
+  p.min_rate = 1;
+  for (int i = 0; i < 50; i++) Fetch(3, 0, 64 * kPageSize);
+  auto c = owned_->Candidates(p);
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0], (std::pair<uint64_t, uint32_t>{7, 3}));
+  ASSERT_TRUE(owned_->SetPinned(7, true).ok());
+  EXPECT_TRUE(owned_->Candidates(p).empty());
+  EXPECT_NE(owned_->Describe(7)->find("pinned=1"), std::string::npos);
 }
 
 TEST_F(OwnedSegmentsTest, ADroppedNodeIsNeverInvalidated) {

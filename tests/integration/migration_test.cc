@@ -1,0 +1,234 @@
+// The migrator on a real 3-node cluster: automatic moves toward the busy
+// node, manual moves (xattrs and cshmctl), pinning, no lost record while a
+// segment moves back and forth under writers, and a target that dies mid-move.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "tests/support/test_cluster.h"
+
+namespace cshm::testing {
+namespace {
+
+using namespace std::chrono_literals;
+constexpr size_t kPage = 4096;
+
+// Fast decisions, so that tests are short.
+const std::string kFastMigrate =
+    "[migrate]\nhalf_life_ms = 500\nratio = 2.0\nmin_rate = 20\ncooldown_ms = 1000\ncheck_ms = 100\n";
+const std::string kNoAutoMigrate = "[migrate]\nenabled = false\n";
+
+std::string GetX(const std::string& path, const char* name) {
+  char buf[512];
+  ssize_t n = getxattr(path.c_str(), name, buf, sizeof(buf));
+  return n < 0 ? "<" + std::string(strerror(errno)) + ">" : std::string(buf, static_cast<size_t>(n));
+}
+
+// True if every byte of `s` is `c` (keeps failure messages short).
+bool AllOf(const std::string& s, char c) {
+  return std::all_of(s.begin(), s.end(), [c](char x) { return x == c; });
+}
+
+int SetX(const std::string& path, const char* name, const std::string& v) {
+  return setxattr(path.c_str(), name, v.data(), v.size(), 0) == 0 ? 0 : errno;
+}
+
+void Fill(const std::string& path, size_t size, char c) {
+  int fd = open(path.c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_GE(fd, 0);
+  std::string data(size, c);
+  ASSERT_EQ(pwrite(fd, data.data(), size, 0), static_cast<ssize_t>(size));
+  close(fd);
+}
+
+TEST(Migration, a_segment_moves_to_the_node_that_uses_it_and_its_faults_become_local) {
+  TestCluster c(3, 3000, kFastMigrate);
+  ASSERT_EQ(c.Start(), "");
+  const size_t size = 64 * kPage;
+  Fill(c.path(0, "hot"), size, 'h');
+  EXPECT_EQ(GetX(c.path(2, "hot"), "user.cshm.owner"), "0");
+  // Node 2 reads and writes it heavily (dropping its cache so that every
+  // round is served by the owner) until the owner is node 2.
+  int fd = open(c.path(2, "hot").c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  std::string buf(size, '\0');
+  bool moved = WaitFor(
+      [&] {
+        posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+        if (pread(fd, buf.data(), size, 0) != static_cast<ssize_t>(size)) return false;
+        return GetX(c.path(2, "hot"), "user.cshm.owner") == "2";
+      },
+      30s);
+  ASSERT_TRUE(moved) << "still on node " << GetX(c.path(2, "hot"), "user.cshm.owner");
+  EXPECT_TRUE(AllOf(buf, 'h') && buf.size() == size);
+  // Its faults on node 2 are local now: the remote fetch count stops.
+  const std::string before = GetX(c.path(2, "hot"), "user.cshm.remote_fetches");
+  for (int i = 0; i < 20; i++) {
+    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    ASSERT_EQ(pread(fd, buf.data(), size, 0), static_cast<ssize_t>(size));
+  }
+  EXPECT_EQ(GetX(c.path(2, "hot"), "user.cshm.remote_fetches"), before);
+  EXPECT_TRUE(AllOf(buf, 'h') && buf.size() == size);
+  // Node 0 still reads it, from the new owner.
+  std::ifstream in(c.path(0, "hot"), std::ios::binary);
+  std::string via0((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_TRUE(AllOf(via0, 'h') && via0.size() == size);
+  close(fd);
+  const std::string log = [&] {
+    std::ifstream l(c.node(0).state_dir() + "/cshmfs.log");
+    return std::string((std::istreambuf_iterator<char>(l)), {});
+  }();
+  EXPECT_NE(log.find("to node 2 (node 2 dominates its accesses)"), std::string::npos) << log;
+}
+
+TEST(Migration, pinned_segments_stay_but_move_when_told) {
+  TestCluster c(3, 3000, kFastMigrate);
+  ASSERT_EQ(c.Start(), "");
+  const size_t size = 16 * kPage;
+  Fill(c.path(0, "pinned"), size, 'p');
+  ASSERT_EQ(SetX(c.path(1, "pinned"), "user.cshm.pin", "1"), 0);
+  EXPECT_EQ(GetX(c.path(2, "pinned"), "user.cshm.pin"), "1");
+  int fd = open(c.path(2, "pinned").c_str(), O_RDONLY);
+  std::string buf(size, '\0');
+  // Heavy use from node 2 for well past the cooldown and several decisions.
+  auto until = std::chrono::steady_clock::now() + 3s;
+  while (std::chrono::steady_clock::now() < until) {
+    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    ASSERT_EQ(pread(fd, buf.data(), size, 0), static_cast<ssize_t>(size));
+  }
+  EXPECT_EQ(GetX(c.path(2, "pinned"), "user.cshm.owner"), "0");
+  EXPECT_NE(GetX(c.path(2, "pinned"), "user.cshm.stats").find("node2="), std::string::npos);
+  // Manual migration still works, from any node, also through cshmctl.
+  ASSERT_EQ(SetX(c.path(2, "pinned"), "user.cshm.owner", "1"), 0);
+  EXPECT_EQ(GetX(c.path(0, "pinned"), "user.cshm.owner"), "1");
+  CommandResult r = RunCommand({CshmctlBinary(), "migrate", c.path(0, "pinned"), "2"}, 30s);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  CommandResult w = RunCommand({CshmctlBinary(), "where", c.path(1, "pinned")}, 30s);
+  EXPECT_EQ(w.out, "2\n");
+  EXPECT_EQ(GetX(c.path(0, "pinned"), "user.cshm.pin"), "1");  // the pin moved with it
+  posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  ASSERT_EQ(pread(fd, buf.data(), size, 0), static_cast<ssize_t>(size));
+  EXPECT_TRUE(AllOf(buf, 'p') && buf.size() == size);
+  close(fd);
+  // Bad requests: an unknown node, garbage.
+  EXPECT_EQ(SetX(c.path(0, "pinned"), "user.cshm.owner", "9"), EINVAL);
+  EXPECT_EQ(SetX(c.path(0, "pinned"), "user.cshm.owner", "x"), EINVAL);
+  EXPECT_EQ(SetX(c.path(0, "pinned"), "user.cshm.pin", "maybe"), EINVAL);
+}
+
+// Records of 64 bytes: u32 writer, u32 seq, 48 bytes of pattern, u64 checksum.
+struct Record {
+  uint32_t writer, seq;
+  char pattern[48];
+  uint64_t sum;
+};
+static_assert(sizeof(Record) == 64);
+uint64_t Sum(const Record& r) {
+  uint64_t s = 1469598103934665603ull ^ (uint64_t{r.writer} << 32 | r.seq);
+  for (char ch : r.pattern) s = (s ^ static_cast<unsigned char>(ch)) * 1099511628211ull;
+  return s;
+}
+
+TEST(Migration, no_acknowledged_record_is_lost_while_the_segment_moves_back_and_forth) {
+  TestCluster c(3, 3000, kNoAutoMigrate);
+  ASSERT_EQ(c.Start(), "");
+  const int per_writer = 300;
+  const size_t size = 3 * per_writer * sizeof(Record);
+  {
+    int fd = open(c.path(0, "records").c_str(), O_RDWR | O_CREAT, 0644);
+    ASSERT_EQ(ftruncate(fd, static_cast<off_t>(size)), 0);
+    close(fd);
+  }
+  std::vector<pid_t> writers;
+  for (int w = 0; w < 3; w++) {
+    const std::string path = c.path(w, "records");
+    pid_t pid = fork();
+    if (pid == 0) {
+      int fd = open(path.c_str(), O_RDWR);
+      auto* recs = static_cast<Record*>(mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+      if (recs == MAP_FAILED) _exit(10);
+      for (int i = 0; i < per_writer; i++) {
+        Record& r = recs[w * per_writer + i];
+        r.writer = static_cast<uint32_t>(w);
+        r.seq = static_cast<uint32_t>(i);
+        for (int k = 0; k < 48; k++) r.pattern[k] = static_cast<char>('a' + (i + k + w) % 26);
+        r.sum = Sum(r);
+        // The release must succeed: a migration only delays it.
+        if (msync(recs, size, MS_SYNC) != 0) _exit(11);
+      }
+      _exit(0);
+    }
+    writers.push_back(pid);
+  }
+  // Meanwhile: move it around the three nodes for as long as they write,
+  // at least 20 times.
+  int moves = 0, failed_moves = 0, done = 0;
+  std::vector<int> status(writers.size(), -1);
+  const auto deadline = std::chrono::steady_clock::now() + 120s;
+  for (int i = 0; (done < 3 || moves < 20) && std::chrono::steady_clock::now() < deadline; i++) {
+    const int to = (i + 1) % 3;
+    if (SetX(c.path(i % 3, "records"), "user.cshm.owner", std::to_string(to)) == 0) moves++;
+    else failed_moves++;
+    for (size_t k = 0; k < writers.size(); k++)
+      if (status[k] == -1 && waitpid(writers[k], &status[k], WNOHANG) == writers[k]) done++;
+  }
+  for (size_t k = 0; k < writers.size(); k++) {
+    if (status[k] == -1) {
+      ASSERT_TRUE(WaitForExit(writers[k], 60s, &status[k])) << "a writer hung";
+    }
+    EXPECT_TRUE(WIFEXITED(status[k]) && WEXITSTATUS(status[k]) == 0) << "writer status " << status[k];
+  }
+  EXPECT_GE(moves, 20);
+  EXPECT_EQ(failed_moves, 0);
+  RecordProperty("moves", moves);
+  // Every record, read through every node, is intact.
+  for (int n = 0; n < 3; n++) {
+    std::ifstream in(c.path(n, "records"), std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    ASSERT_EQ(bytes.size(), size);
+    const auto* recs = reinterpret_cast<const Record*>(bytes.data());
+    int bad = 0;
+    for (int w = 0; w < 3; w++)
+      for (int i = 0; i < per_writer; i++) {
+        const Record& r = recs[w * per_writer + i];
+        if (r.writer != static_cast<uint32_t>(w) || r.seq != static_cast<uint32_t>(i) || r.sum != Sum(r)) bad++;
+      }
+    EXPECT_EQ(bad, 0) << "damaged or lost records seen through node " << n;
+  }
+}
+
+TEST(Migration, a_target_that_dies_during_the_move_leaves_the_segment_where_it_was) {
+  TestCluster c(3, 2000, kNoAutoMigrate);
+  ASSERT_EQ(c.StartNode(0), "");
+  ASSERT_EQ(c.StartNode(1), "");
+  ASSERT_EQ(c.StartNode(2, {"CSHM_TEST_DIE_IN_MIGRATION=1"}), "");
+  const size_t size = 32 * kPage;
+  Fill(c.path(0, "precious"), size, 'q');
+  EXPECT_NE(SetX(c.path(1, "precious"), "user.cshm.owner", "2"), 0);
+  EXPECT_EQ(GetX(c.path(1, "precious"), "user.cshm.owner"), "0");
+  std::ifstream in(c.path(1, "precious"), std::ios::binary);
+  std::string data((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_TRUE(AllOf(data, 'q') && data.size() == size);
+  // Still writable, and movable to a healthy node.
+  int fd = open(c.path(1, "precious").c_str(), O_RDWR);
+  ASSERT_EQ(pwrite(fd, "after", 5, 0), 5);
+  close(fd);
+  EXPECT_EQ(SetX(c.path(0, "precious"), "user.cshm.owner", "1"), 0);
+  std::ifstream in2(c.path(0, "precious"), std::ios::binary);
+  std::string data2((std::istreambuf_iterator<char>(in2)), {});
+  EXPECT_EQ(data2.substr(0, 6), "afterq");
+  c.node(2).Kill9();  // it exited already; clear its dead mount
+}
+
+}  // namespace
+}  // namespace cshm::testing
