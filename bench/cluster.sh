@@ -18,7 +18,8 @@ trap cleanup EXIT
 head -c 32 /dev/urandom | base64 > "$work/secret"
 port=$(( 20000 + RANDOM % 20000 ))
 {
-  echo '[cluster]'; echo 'secret_file = "secret"'
+  echo '[cluster]'; echo 'secret_file = "secret"'; echo 'request_timeout_ms = 20000'
+  echo '[migrate]'; echo 'enabled = false'
   for i in 0 1 2; do printf '[[node]]\nid = %d\nhost = "127.0.0.1"\nport = %d\n' "$i" $((port + i)); done
 } > "$work/cluster.toml"
 for i in 0 1 2; do
@@ -38,4 +39,6 @@ print("remote fault / local (owner) fault   = %.2f" % (m["remote_fault_us"] / m[
 print("remote sequential read / /dev/shm    = %.3f" % (m["remote_seq_gbs"] / m["shm_seq_gbs"]))
 for k in (0, 1, 2):
     print("msync, %d sharers / TCP round trip   = %.2f" % (k, m["msync_us_sharers_%d" % k] / m["tcp_rtt_us"]))
+print("migration ms for 1 / 16 / 256 MiB    = %.1f / %.1f / %.1f" % (m["migrate_ms_1"], m["migrate_ms_16"], m["migrate_ms_256"]))
+print("remote-heavy re-read after / before  = %.2f" % (m["reread_gbs_after"] / m["reread_gbs_before"]))
 PY

@@ -9,12 +9,18 @@
 //   shm_seq_gbs         the same from /dev/shm
 //   msync_us_sharers_K  msync of one dirty page to a remote owner with K other
 //                       nodes holding a copy (median)
+//   migrate_ms_N        moving a segment of N MiB to a node holding none of it
+//   reread_gbs_before / _after  a remote-heavy workload (re-reading 16 MiB with
+//                       its cache dropped) before and after the segment moved
+//                       to the reading node
+// Run it on a cluster with automatic migration off ([migrate] enabled = false).
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -160,6 +166,28 @@ double MsyncUs(const std::string& writer, const std::vector<std::string>& sharer
   return Median(us);
 }
 
+double MigrateMs(const std::string& path, int node) {
+  const std::string v = std::to_string(node);
+  auto t0 = Clock::now();
+  if (setxattr(path.c_str(), "user.cshm.owner", v.data(), v.size(), 0) != 0) Die("migrate");
+  return Us(t0, Clock::now()) / 1000;
+}
+
+double RereadGbs(const std::string& path, size_t size, int rounds) {
+  int fd = open(path.c_str(), O_RDONLY);
+  if (fd < 0) Die(path);
+  std::vector<char> buf(1 << 20);
+  auto t0 = Clock::now();
+  for (int r = 0; r < rounds; r++) {
+    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    for (size_t off = 0; off < size; off += buf.size())
+      if (pread(fd, buf.data(), buf.size(), static_cast<off_t>(off)) <= 0) Die("pread");
+  }
+  double s = Us(t0, Clock::now()) / 1e6;
+  close(fd);
+  return size * static_cast<double>(rounds) / s / 1e9;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -183,10 +211,27 @@ int main(int argc, char** argv) {
   double ms0 = MsyncUs(m1 + "/bench-msync", {});
   double ms1 = MsyncUs(m1 + "/bench-msync", {m2 + "/bench-msync"});
   double ms2 = MsyncUs(m1 + "/bench-msync", {m2 + "/bench-msync", m0 + "/bench-msync"});
-  for (const char* f : {"/bench-fault", "/bench-fault-local", "/bench-seq", "/bench-msync"}) unlink((m0 + f).c_str());
+  // Migration: segments of 1, 16 and 256 MiB from node 0 to node 2, which
+  // holds none of their pages (all are sent).
+  double mig[3];
+  const size_t mib[3] = {1, 16, 256};
+  for (int i = 0; i < 3; i++) {
+    const std::string f = m0 + "/bench-mig-" + std::to_string(mib[i]);
+    MakeFile(f, mib[i] << 20);
+    mig[i] = MigrateMs(m2 + "/bench-mig-" + std::to_string(mib[i]), 2);
+    unlink(f.c_str());
+  }
+  // A remote-heavy workload before and after its segment moves to the reader.
+  MakeFile(m0 + "/bench-work", 16 << 20);
+  double before = RereadGbs(m1 + "/bench-work", 16 << 20, 8);
+  MigrateMs(m1 + "/bench-work", 1);
+  double after = RereadGbs(m1 + "/bench-work", 16 << 20, 8);
+  for (const char* f : {"/bench-fault", "/bench-fault-local", "/bench-seq", "/bench-msync", "/bench-work"})
+    unlink((m0 + f).c_str());
   printf("{\"tcp_rtt_us\": %.1f, \"remote_fault_us\": %.1f, \"local_fault_us\": %.1f, \"remote_seq_gbs\": %.3f, "
          "\"shm_seq_gbs\": %.3f, \"msync_us_sharers_0\": %.1f, \"msync_us_sharers_1\": %.1f, "
-         "\"msync_us_sharers_2\": %.1f}\n",
-         rtt, remote_fault, local_fault, remote_seq, shm_seq, ms0, ms1, ms2);
+         "\"msync_us_sharers_2\": %.1f, \"migrate_ms_1\": %.1f, \"migrate_ms_16\": %.1f, "
+         "\"migrate_ms_256\": %.1f, \"reread_gbs_before\": %.3f, \"reread_gbs_after\": %.3f}\n",
+         rtt, remote_fault, local_fault, remote_seq, shm_seq, ms0, ms1, ms2, mig[0], mig[1], mig[2], before, after);
   return 0;
 }
