@@ -40,6 +40,7 @@ Status Cluster::Start(meta::Namespace* ns) {
   net::TransportOptions o;
   o.config = config_;
   o.self = self_;
+  o.faults = net::FaultSeam::FromEnvironment();
   o.incarnation = std::random_device{}() | (static_cast<uint64_t>(std::random_device{}()) << 32);
   o.is_slow = [](uint16_t type) {
     return type == kWriteBack || type == kTruncate || type == kInvalidate || type == kControl ||

@@ -71,6 +71,15 @@ Status ApplyMountOption(std::string_view item, MountOptions* out) {
     CSHM_ASSIGN_OR_RETURN(uint32_t m, ParseU32(key, value, 8));
     if (m > 07777) return Invalid("bad value '" + std::string(value) + "' for -o mode: octal up to 7777");
     out->mode = m;
+  } else if (key == "config") {  // mount(8) and fstab can only pass -o options
+    if (value.empty()) return Invalid("-o config needs a file");
+    out->config = std::string(value);
+  } else if (key == "node") {
+    CSHM_ASSIGN_OR_RETURN(uint32_t n, ParseU32(key, value, 10));
+    out->node = n;
+  } else if (key == "state_dir") {
+    if (value.empty()) return Invalid("-o state_dir needs a directory");
+    out->state_dir = std::string(value);
   } else if (key == "uid") {
     CSHM_ASSIGN_OR_RETURN(out->uid, ParseU32(key, value, 10));
   } else if (key == "gid") {
@@ -81,7 +90,8 @@ Status ApplyMountOption(std::string_view item, MountOptions* out) {
     // mount(8)-only
   } else {
     return Invalid("unknown mount option '" + std::string(item) +
-                   "' (known: size=, mode=, uid=, gid= and generic mount flags such as ro, nosuid, noexec)");
+                   "' (known: size=, mode=, uid=, gid=, config=, node=, state_dir= and generic mount flags "
+                   "such as ro, nosuid, noexec)");
   }
   return Status::Ok();
 }
@@ -113,8 +123,6 @@ Result<MountOptions> ParseCommandLine(int argc, const char* const* argv) {
   }
   if (opts.show_version) return opts;
   opts.mountpoint = positional.back();
-  if (!opts.config.empty() && !opts.node) return Invalid("--config needs --node ID (this node's id in the config)");
-  if (opts.config.empty() && opts.node) return Invalid("--node needs --config FILE");
   if (opts.fuse_debug) opts.foreground = true;
   for (const std::string& group : o) {
     size_t start = 0;
@@ -125,6 +133,8 @@ Result<MountOptions> ParseCommandLine(int argc, const char* const* argv) {
       start = comma + 1;
     }
   }
+  if (!opts.config.empty() && !opts.node) return Invalid("--config needs --node ID (this node's id in the config)");
+  if (opts.config.empty() && opts.node) return Invalid("--node needs --config FILE");
   return opts;
 }
 

@@ -8,6 +8,7 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <random>
 #include <thread>
 #include <unordered_map>
 
@@ -71,6 +72,8 @@ class Transport::Impl {
   std::atomic<uint64_t> next_id{1};
   std::atomic<bool> stopping{false};
   std::atomic<uint64_t> refused{0}, bad{0};
+  std::mt19937_64 rng{std::random_device{}()};  // I/O thread only
+  bool Chance(uint32_t ppm) { return rng() % 1000000 < ppm; }
 
   // I/O thread only.
   std::map<uint32_t, std::shared_ptr<Connection>> clients;
@@ -138,6 +141,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     closed_ = true;
     boost::system::error_code ignored;
     timer_.cancel();
+    delay_timer_.cancel();
     socket_.close(ignored);
     if (!t_->stopping) spdlog::debug("connection {} node {} closed: {}", client_ ? "to" : "from", peer_, why);
     for (auto& [id, p] : pending_) p->Finish(Unavailable("node " + std::to_string(peer_) + ": " + why));
@@ -165,13 +169,24 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void WriteRaw(std::string frame) {
-    out_.push_back(std::move(frame));
+    const FaultSeam& f = t_->opts.faults;
+    // The loss seam drops whole frames of an established connection (the
+    // request then misses its deadline); the handshake is never dropped.
+    if (ready_ && f.loss_ppm > 0 && t_->Chance(f.loss_ppm)) return;
+    out_.emplace_back(Clock::now() + std::chrono::microseconds(f.delay_us), std::move(frame));
     if (out_.size() == 1) WriteNext();
   }
 
   void WriteNext() {
     auto self = shared_from_this();
-    asio::async_write(socket_, asio::buffer(out_.front()),
+    if (out_.front().first > Clock::now()) {  // the delay seam: a slower LAN
+      delay_timer_.expires_at(out_.front().first);
+      delay_timer_.async_wait([this, self](const boost::system::error_code& ec) {
+        if (!ec && !closed_) WriteNext();
+      });
+      return;
+    }
+    asio::async_write(socket_, asio::buffer(out_.front().second),
                       [this, self](const boost::system::error_code& ec, size_t) {
                         if (ec) return Close("write: " + ec.message());
                         out_.pop_front();
@@ -301,7 +316,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   uint64_t peer_incarnation_ = 0;
   char header_buf_[kHeaderSize];
   std::string payload_;
-  std::deque<std::string> out_;
+  std::deque<std::pair<Clock::time_point, std::string>> out_;
+  asio::steady_timer delay_timer_{t_->io};
   std::vector<std::string> queued_;
   std::unordered_map<uint64_t, std::shared_ptr<Pending>> pending_;
 };
@@ -428,7 +444,17 @@ Transport::Transport(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Transport::~Transport() { impl_->Stop(); }
 
+FaultSeam FaultSeam::FromEnvironment() {
+  FaultSeam f;
+  if (const char* d = getenv("CSHM_NET_DELAY_US")) f.delay_us = static_cast<uint32_t>(std::strtoul(d, nullptr, 10));
+  if (const char* l = getenv("CSHM_NET_LOSS_PPM")) f.loss_ppm = static_cast<uint32_t>(std::strtoul(l, nullptr, 10));
+  return f;
+}
+
 Result<std::unique_ptr<Transport>> Transport::Start(TransportOptions options) {
+  if (options.faults.delay_us || options.faults.loss_ppm)
+    spdlog::warn("network fault seam on: every frame delayed {} us, {} per million frames dropped",
+                 options.faults.delay_us, options.faults.loss_ppm);
   auto impl = std::make_unique<Impl>(std::move(options));
   CSHM_RETURN_IF_ERROR(impl->Listen());
   impl->Accept();

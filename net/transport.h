@@ -44,6 +44,16 @@ struct Request {
   std::shared_ptr<Responder> responder;  // null for one-way messages
 };
 
+// The delay/loss seam (DESIGN.md "Running it"): not every kernel has tc netem,
+// so the transport itself can emulate a slower or lossy LAN. Off by default;
+// cshmfs sets it from CSHM_NET_DELAY_US (one-way, per frame) and
+// CSHM_NET_LOSS_PPM (frames dropped per million on established connections).
+struct FaultSeam {
+  uint32_t delay_us = 0;
+  uint32_t loss_ppm = 0;
+  static FaultSeam FromEnvironment();
+};
+
 struct TransportOptions {
   ClusterConfig config;
   uint32_t self = 0;
@@ -58,6 +68,7 @@ struct TransportOptions {
   // must not block or Call().
   std::function<void(uint32_t node, uint64_t incarnation)> on_peer_up;
   std::function<void(uint32_t node)> on_peer_down;
+  FaultSeam faults;
 };
 
 class Transport {

@@ -45,6 +45,16 @@ TEST(CommandLine, MountHelperFormTakesSourceFirst) {
   EXPECT_EQ(o->fuse_options, std::vector<std::string>{"rw"});
 }
 
+TEST(CommandLine, ClusterOptionsAlsoAsMountOptionsForFstab) {
+  auto o = Parse({"cshm", "/mnt/x", "-o", "rw,config=/etc/cshm/c.toml,node=2,state_dir=/var/lib/cshm/n2,_netdev"});
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_EQ(o->config, "/etc/cshm/c.toml");
+  EXPECT_EQ(*o->node, 2u);
+  EXPECT_EQ(o->state_dir, "/var/lib/cshm/n2");
+  EXPECT_FALSE(Parse({"/mnt/x", "-o", "node=1"}).ok());
+  EXPECT_FALSE(Parse({"/mnt/x", "-o", "config=/c.toml"}).ok());
+}
+
 TEST(CommandLine, UsageErrorsSayWhat) {
   auto unknown_flag = Parse({"/mnt/x", "--frobnicate"});
   EXPECT_EQ(unknown_flag.status().code(), Status::Code::kInvalid);

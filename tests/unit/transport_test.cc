@@ -38,9 +38,10 @@ struct Node {
   std::atomic<int> ups{0}, downs{0};
 };
 
-std::unique_ptr<Node> StartNode(const ClusterConfig& c, uint32_t self) {
+std::unique_ptr<Node> StartNode(const ClusterConfig& c, uint32_t self, FaultSeam faults = {}) {
   auto node = std::make_unique<Node>();
   TransportOptions o;
+  o.faults = faults;
   o.config = c;
   o.self = self;
   o.incarnation = 1000 + self;
@@ -152,6 +153,21 @@ TEST(Transport, PortInUseIsAClearError) {
   ASSERT_FALSE(again.ok());
   EXPECT_EQ(again.status().code(), Status::Code::kBusy);
   EXPECT_NE(again.status().message().find("is in use"), std::string::npos);
+}
+
+TEST(Transport, DelaySeamSlowsEveryFrameAndLossSeamDropsThem) {
+  ClusterConfig c = Config(2);
+  auto a = StartNode(c, 0, FaultSeam{20000, 0}), b = StartNode(c, 1);
+  ASSERT_TRUE(a->t->Call(1, kEcho, "warm").ok());  // connect first
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(a->t->Call(1, kEcho, "x").ok());
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 20ms);  // the request was held back
+  // Every frame of an established connection lost: the call misses its
+  // deadline (the handshake itself is never dropped).
+  ClusterConfig c2 = Config(2);
+  auto x = StartNode(c2, 0, FaultSeam{0, 1000000}), y = StartNode(c2, 1);
+  auto r = x->t->Call(1, kEcho, "lost", 300ms);
+  EXPECT_EQ(r.status().code(), Status::Code::kTimedOut) << r.status().message();
 }
 
 int RawConnect(uint16_t port) {
