@@ -43,7 +43,7 @@ Status Cluster::Start(meta::Namespace* ns) {
   o.faults = net::FaultSeam::FromEnvironment();
   o.incarnation = std::random_device{}() | (static_cast<uint64_t>(std::random_device{}()) << 32);
   o.is_slow = [](uint16_t type) {
-    return type == kWriteBack || type == kTruncate || type == kInvalidate || type == kControl ||
+    return type == kTruncate || type == kInvalidate || type == kControl || type == kSync ||
            type == kMigratePages || type == kMigrateInstall;
   };
   o.handler = [this](net::Request r) { Handle(std::move(r)); };
@@ -190,46 +190,6 @@ Result<size_t> Cluster::Read(uint64_t ino, uint64_t off, size_t len, char* buf) 
   return reply->data.size();
 }
 
-namespace {
-bool Overlaps(const Range& a, const Range& b) {
-  const bool a_after_b = b.len != 0 && a.off >= b.off + b.len;
-  const bool b_after_a = a.len != 0 && b.off >= a.off + a.len;
-  return !a_after_b && !b_after_a;
-}
-}  // namespace
-
-bool Cluster::WritingLocked(uint64_t ino, const Range& r) {
-  auto [a, b] = writing_.equal_range(ino);
-  for (auto it = a; it != b; ++it)
-    if (Overlaps(it->second, r)) return true;
-  return false;
-}
-
-void Cluster::RunDeferred() {
-  std::vector<std::pair<uint64_t, Range>> ready;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (auto it = deferred_.begin(); it != deferred_.end();) {
-      if (!WritingLocked(it->first, it->second)) {
-        ready.push_back(*it);
-        it = deferred_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-  }
-  for (auto& [ino, r] : ready)
-    boost::asio::post(*async_rounds_, [this, ino = ino, r = r] { InvalidateLocal(ino, {r}); });
-}
-
-bool Cluster::Invalidating(uint64_t ino, uint64_t off, uint64_t len) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto [a, b] = inflight_.equal_range(ino);
-  for (auto it = a; it != b; ++it)
-    if (Overlaps(it->second, Range{off, len})) return true;
-  return false;
-}
-
 Status Cluster::Write(uint64_t ino, uint64_t off, const char* data, size_t len, bool writeback) {
   CSHM_RETURN_IF_ERROR(OwnerOf(ino).status());  // a regular file
   std::string_view now(data, len);
@@ -250,25 +210,18 @@ Status Cluster::Write(uint64_t ino, uint64_t off, const char* data, size_t len, 
     }
     if (runs.empty()) return Status::Ok();  // written back unchanged
   }
-  const bool wait = !(writeback && Invalidating(ino, off, len));
-  std::multimap<uint64_t, Range>::iterator mark;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    mark = writing_.emplace(ino, Range{off, len});
-  }
-  const std::string payload = WriteBackRequest{ino, wait, runs}.Encode();
+  const std::string payload = WriteBackRequest{ino, runs}.Encode();
   Status st = AtOwner(ino, [&](uint32_t at) -> Result<uint64_t> {
-                if (at == self_) return ApplyAsOwner(ino, self_, runs, wait);
+                if (at == self_) return ApplyAsOwner(ino, self_, runs);
                 CSHM_ASSIGN_OR_RETURN(std::string r, transport_->Call(at, kWriteBack, payload));
                 return DecodeU64(r);
               }).status();
   // What the owner has now, as far as this node knows.
-  if (st.ok()) twins_->Patch(ino, off, now);
-  {
+  if (st.ok()) {
+    twins_->Patch(ino, off, now);
     std::lock_guard<std::mutex> lock(mu_);
-    writing_.erase(mark);
+    unsynced_[ino] = ++writes_;
   }
-  RunDeferred();
   return st;
 }
 
@@ -281,19 +234,80 @@ Status Cluster::Truncate(uint64_t ino, uint64_t size) {
       .status();
 }
 
-Result<uint64_t> Cluster::ApplyAsOwner(uint64_t ino, uint32_t from, const std::vector<WriteRun>& runs, bool wait) {
+Result<uint64_t> Cluster::ApplyAsOwner(uint64_t ino, uint32_t from, const std::vector<WriteRun>& runs) {
   CSHM_ASSIGN_OR_RETURN(ApplyOutcome out, owned_.Apply(ino, from, runs));
   if (out.grew) CSHM_RETURN_IF_ERROR(meta().NoteWrite(ino, out.size, false).status());
-  if (out.invalidate.empty()) return out.size;
-  if (!wait) {
-    boost::asio::post(*async_rounds_, [this, ino, inv = std::move(out.invalidate)] {
-      Status s = RunRound(ino, inv);
-      if (!s.ok()) spdlog::warn("invalidation after a forced write-back of inode {}: {}", ino, s.message());
-    });
-    return out.size;
-  }
-  CSHM_RETURN_IF_ERROR(RunRound(ino, out.invalidate));
+  if (!out.invalidate.empty()) StartRound(ino, std::move(out.invalidate));
   return out.size;
+}
+
+std::shared_ptr<Cluster::Rounds> Cluster::RoundsOf(uint64_t ino) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& r = rounds_[ino];
+  if (!r) r = std::make_shared<Rounds>();
+  return r;
+}
+
+void Cluster::StartRound(uint64_t ino, Invalidations inv) {
+  auto rounds = RoundsOf(ino);
+  uint64_t seq;
+  {
+    std::lock_guard<std::mutex> lock(rounds->mu);
+    seq = rounds->next++;
+    rounds->running.insert(seq);
+  }
+  // Not on this thread: a WRITE never waits for a round (see the class comment).
+  boost::asio::post(*async_rounds_, [this, ino, rounds, seq, inv = std::move(inv)] {
+    Status s = RunRound(ino, inv);
+    std::lock_guard<std::mutex> lock(rounds->mu);
+    rounds->running.erase(seq);
+    if (!s.ok()) rounds->failed.insert(seq);
+    rounds->done.notify_all();
+  });
+}
+
+Status Cluster::WaitRounds(uint64_t ino) {
+  auto rounds = RoundsOf(ino);
+  std::unique_lock<std::mutex> lock(rounds->mu);
+  const uint64_t target = rounds->next;
+  const auto deadline = std::chrono::steady_clock::now() + 2 * std::chrono::milliseconds(config_.request_timeout_ms);
+  const bool done = rounds->done.wait_until(lock, deadline, [&] {
+    return rounds->running.empty() || *rounds->running.begin() >= target;
+  });
+  if (!done) return TimedOut("invalidations of inode " + std::to_string(ino) + " are still unacknowledged");
+  // A failed round is reported to the next release that waits for it, once.
+  auto failed = rounds->failed.lower_bound(0);
+  if (failed != rounds->failed.end() && *failed < target) {
+    rounds->failed.erase(rounds->failed.begin(), rounds->failed.lower_bound(target));
+    return Unavailable("a node did not acknowledge the invalidation of inode " + std::to_string(ino) +
+                       " (see the log); its copy may be stale until it reconnects");
+  }
+  return Status::Ok();
+}
+
+Status Cluster::Sync(uint64_t ino) {
+  uint64_t upto;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = unsynced_.find(ino);
+    if (it == unsynced_.end()) return Status::Ok();  // nothing written here since the last release
+    upto = it->second;
+  }
+  Status s = AtOwner(ino, [&](uint32_t owner) -> Result<std::string> {
+               if (owner == self_) {
+                 CSHM_RETURN_IF_ERROR(WaitRounds(ino));
+                 return std::string();
+               }
+               return transport_->Call(owner, kSync, EncodeU64(ino),
+                                       std::chrono::milliseconds(3 * config_.request_timeout_ms));
+             }).status();
+  if (s.ok()) {
+    // Done up to `upto`; a write made meanwhile keeps the inode unsynced.
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = unsynced_.find(ino);
+    if (it != unsynced_.end() && it->second == upto) unsynced_.erase(it);
+  }
+  return s;
 }
 
 Result<uint64_t> Cluster::TruncateAsOwner(uint64_t ino, uint32_t from, uint64_t size) {
@@ -327,30 +341,19 @@ Status Cluster::RunRound(uint64_t ino, const Invalidations& inv) {
   return first;
 }
 
-void Cluster::InvalidateLocal(uint64_t ino, const std::vector<Range>& all) {
+void Cluster::InvalidateLocal(uint64_t ino, const std::vector<Range>& ranges) {
   Notifier notify;
-  std::vector<Range> ranges;
-  std::vector<std::multimap<uint64_t, Range>::iterator> marks;
   {
     std::lock_guard<std::mutex> lock(mu_);
     notify = notifier_;
-    for (const Range& r : all) {
-      if (WritingLocked(ino, r)) {
-        deferred_.emplace_back(ino, r);  // see the class comment
-        continue;
-      }
-      ranges.push_back(r);
-      marks.push_back(inflight_.emplace(ino, r));
-    }
   }
-  // The kernel writes dirty pages of the range back first (WRITEs that come to
-  // this daemon on other threads, marked forced by Invalidating()); only then
-  // are the twins dropped, so those write-backs are still diffed.
+  // The kernel writes dirty pages of the range back first: WRITEs to this
+  // daemon on other threads, which the owner applies without waiting for any
+  // round, so this returns. Only then are the twins dropped, so that those
+  // write-backs are still diffed against them.
   for (const Range& r : ranges)
     if (notify) notify(ino, r.off, r.len);
   for (const Range& r : ranges) twins_->Drop(ino, r);
-  std::lock_guard<std::mutex> lock(mu_);
-  for (auto it : marks) inflight_.erase(it);
 }
 
 void Cluster::ForgetOwner(uint32_t owner) {
@@ -386,7 +389,7 @@ void Cluster::Handle(net::Request r) {
     case kWriteBack: {
       auto req = WriteBackRequest::Decode(r.payload);
       if (!req.ok()) return reply(req.status());
-      auto size = ApplyAsOwner(req->ino, r.from, req->runs, req->wait);
+      auto size = ApplyAsOwner(req->ino, r.from, req->runs);
       if (!size.ok()) return reply(size.status());
       return reply(EncodeU64(*size));
     }
@@ -420,6 +423,15 @@ void Cluster::Handle(net::Request r) {
         if (parent.ok()) DropEntryLocal(*parent, r.payload.substr(8));
       }
       return;
+    case kSync: {
+      auto ino = DecodeU64(r.payload);
+      if (!ino.ok()) return reply(ino.status());
+      // Rounds live with the owner: a moved segment answers kMoved.
+      Status owned = owned_.Pinned(*ino).status();
+      if (!owned.ok()) return reply(owned);
+      Status st = WaitRounds(*ino);
+      return reply(st.ok() ? Result<std::string>(std::string()) : Result<std::string>(st));
+    }
     case kMigrateAbort: {
       auto ino = DecodeU64(r.payload);
       if (ino.ok()) {
@@ -513,8 +525,7 @@ Result<Lock> Cluster::GetLock(uint64_t ino, const Lock& want) {
 Status Cluster::SetLock(uint64_t ino, const Lock& want, bool wait, const std::function<bool()>& interrupted) {
   if (want.type == F_UNLCK) {
     // Unlock is a release: write this node's dirty pages of the range back
-    // (the kernel does it before dropping them; those write-backs are
-    // releases that wait for their invalidation rounds) before the lock goes.
+    // (the kernel does it before dropping them)...
     Notifier notify;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -523,6 +534,8 @@ Status Cluster::SetLock(uint64_t ino, const Lock& want, bool wait, const std::fu
     const uint64_t len = want.end == kLockEof ? 0 : want.end - want.start + 1;
     if (notify) notify(ino, want.start, len);
     twins_->Drop(ino, Range{want.start, len});
+    // ... and the other nodes' copies of them are gone.
+    CSHM_RETURN_IF_ERROR(Sync(ino));
     return LockAtOwner(ino, LockMessage{LockOp::kUnlock, ino, want}).status();
   }
   auto backoff = std::chrono::microseconds(200);
@@ -613,6 +626,10 @@ Status Cluster::MoveSegment(uint64_t ino, uint32_t target, const std::string& wh
   std::lock_guard<std::mutex> one_at_a_time(migrate_mu_);
   const auto t0 = std::chrono::steady_clock::now();
   CSHM_ASSIGN_OR_RETURN(SegmentSnapshot snap, owned_.Freeze(ino));
+  // Rounds still running here would be unknown to the new owner, whose Sync
+  // would then not wait for them: finish them first.
+  Status rounds_done = WaitRounds(ino);
+  if (!rounds_done.ok()) spdlog::warn("before migrating inode {}: {}", ino, rounds_done.message());
   auto fail = [&](const Status& s) {
     owned_.Unfreeze(ino, std::nullopt);  // the segment stays here, intact
     transport_->Send(target, kMigrateAbort, EncodeU64(ino));

@@ -9,15 +9,14 @@
 //             invalidates every other copy and waits for the acks
 //   Truncate -> the owner, which drops pages past the end everywhere
 //
-// No lock is held across a network wait or a FUSE notify call. Two rules keep
-// the protocol free of distributed deadlock:
-//  * A write-back the kernel makes *because* we are invalidating its pages is
-//    not a release: it is sent with wait=false (see ownership/messages.h).
-//  * The kernel cannot drop a page while it is writing it back, and that
-//    write-back waits for an invalidation round. So an invalidation of pages
-//    this node is writing back right now is acknowledged at once and carried
-//    out when those write-backs finish; the copy it drops is this node's own
-//    newest one, released concurrently with the write that caused the round.
+// No lock is held across a network wait or a FUSE notify call, and no WRITE
+// ever waits for an invalidation round: the owner applies the bytes, starts
+// the round and answers. The kernel holds a page (locked, or under writeback)
+// while its WRITE is answered, and a round's notify on another node waits for
+// that node's pages; if WRITEs waited for rounds, two nodes writing one page
+// would wait for each other. Releases wait instead: fsync/msync (FSYNC), close
+// (FLUSH), unlock and shmdt ask the owner to Sync, which returns once every
+// round started before it is acknowledged.
 //
 // Thread-safety: all public methods are thread-safe.
 #pragma once
@@ -78,6 +77,9 @@ class Cluster {
   Result<size_t> Read(uint64_t ino, uint64_t off, size_t len, char* buf);
   Status Write(uint64_t ino, uint64_t off, const char* data, size_t len, bool writeback);
   Status Truncate(uint64_t ino, uint64_t size);
+  // A release: returns once every invalidation caused by this node's writes of
+  // `ino` so far is acknowledged (no-op if it wrote nothing since the last).
+  Status Sync(uint64_t ino);
 
   // Cluster-wide locks, granted by the segment's owner (contract 4).
   // The conflicting lock, or one of type F_UNLCK.
@@ -106,16 +108,23 @@ class Cluster {
   Result<uint32_t> OwnerOf(uint64_t ino);
   void NoteOwner(uint64_t ino, uint32_t owner);
   // Owner side: apply and run (or schedule) the invalidation round.
-  Result<uint64_t> ApplyAsOwner(uint64_t ino, uint32_t from, const std::vector<ownership::WriteRun>& runs,
-                                bool wait);
+  Result<uint64_t> ApplyAsOwner(uint64_t ino, uint32_t from, const std::vector<ownership::WriteRun>& runs);
+  // Invalidation rounds of one owned segment, numbered as they start.
+  struct Rounds {
+    std::mutex mu;
+    std::condition_variable done;
+    uint64_t next = 0;            // GUARDED_BY(mu)
+    std::set<uint64_t> running;   // GUARDED_BY(mu)
+    std::set<uint64_t> failed;    // GUARDED_BY(mu): not yet reported to a Sync
+  };
+  std::shared_ptr<Rounds> RoundsOf(uint64_t ino);
+  void StartRound(uint64_t ino, ownership::Invalidations inv);
+  Status WaitRounds(uint64_t ino);
   Result<uint64_t> TruncateAsOwner(uint64_t ino, uint32_t from, uint64_t size);
   Status RunRound(uint64_t ino, const ownership::Invalidations& inv);
   // Accessor side: drop pages from this node's kernel and twins.
   void InvalidateLocal(uint64_t ino, const std::vector<ownership::Range>& ranges);
-  bool Invalidating(uint64_t ino, uint64_t off, uint64_t len);
-  // mu_ held: does [off, off+len) overlap a write-back of ours under way?
-  bool WritingLocked(uint64_t ino, const ownership::Range& r);
-  void RunDeferred();
+
   void ForgetOwner(uint32_t owner);  // its copysets are gone: drop our copies
   void Handle(net::Request r);
   // Metadata node: a name went; every node's kernel drops its dentry.
@@ -153,9 +162,11 @@ class Cluster {
   Notifier notifier_;                                     // GUARDED_BY(mu_)
   EntryNotifier entry_notifier_;                          // GUARDED_BY(mu_)
   std::unordered_map<uint64_t, uint32_t> owner_of_;       // GUARDED_BY(mu_)
-  std::multimap<uint64_t, ownership::Range> inflight_;    // GUARDED_BY(mu_): invalidations under way
-  std::multimap<uint64_t, ownership::Range> writing_;     // GUARDED_BY(mu_): write-backs under way
-  std::vector<std::pair<uint64_t, ownership::Range>> deferred_;  // GUARDED_BY(mu_)
+  // Inodes written here since their last completed Sync, with the number of
+  // the latest such write (GUARDED_BY(mu_)).
+  std::unordered_map<uint64_t, uint64_t> unsynced_;
+  uint64_t writes_ = 0;  // GUARDED_BY(mu_)
+  std::unordered_map<uint64_t, std::shared_ptr<Rounds>> rounds_;  // GUARDED_BY(mu_)
   std::map<uint32_t, uint64_t> incarnations_;             // GUARDED_BY(mu_)
   std::map<uint32_t, bool> lost_;                         // GUARDED_BY(mu_): link went down since last up
   std::set<std::pair<uint64_t, uint64_t>> posix_holders_; // GUARDED_BY(mu_): (ino, lock owner) that locked here

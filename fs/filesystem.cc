@@ -116,8 +116,8 @@ Status FileSystem::Fallocate(uint64_t ino, int mode, uint64_t off, uint64_t len)
 }
 
 Status FileSystem::Fsync(uint64_t ino) {
-  // In a cluster every write-back was acknowledged by the owner already.
-  if (cluster_) return Status::Ok();
+  // A release: the other nodes' copies of what this node wrote are gone.
+  if (cluster_) return cluster_->Sync(ino);
   CSHM_RETURN_IF_ERROR(ns_->GetAttr(ino).status());
   return meta_store_->Sync();
 }
@@ -151,6 +151,14 @@ Status FileSystem::SetLock(uint64_t ino, const ownership::Lock& want, bool wait,
 Status FileSystem::ReleaseLocks(uint64_t ino, uint64_t owner, bool flock) {
   if (!cluster_) return Status::Ok();
   return cluster_->ReleaseLocks(ino, owner, flock);
+}
+
+Status FileSystem::Flush(uint64_t ino, uint64_t lock_owner) {
+  if (!cluster_) return Status::Ok();
+  // close() is a release (the kernel wrote the dirty pages back before FLUSH).
+  Status synced = cluster_->Sync(ino);
+  Status unlocked = cluster_->ReleaseLocks(ino, lock_owner, /*flock=*/false);
+  return synced.ok() ? unlocked : synced;
 }
 
 }  // namespace cshm::fs

@@ -76,8 +76,9 @@ class FileSystem {
   // fallocate(2): mode 0 and FALLOC_FL_KEEP_SIZE reserve space (ENOSPC past the
   // cap), FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE frees it.
   Status Fallocate(uint64_t ino, int mode, uint64_t off, uint64_t len);
-  // Durability of written-back data: metadata WAL to disk. Page data is in the
-  // backing files' page cache already, as safe from a daemon crash as tmpfs.
+  // fsync/msync: on one node, the metadata WAL to disk (page data is in the
+  // backing files' page cache, as safe from a daemon crash as tmpfs); in a
+  // cluster, a release (Cluster::Sync).
   Status Fsync(uint64_t ino);
   FsStats Stats();
 
@@ -96,6 +97,8 @@ class FileSystem {
   Result<ownership::Lock> GetLock(uint64_t ino, const ownership::Lock& want);
   Status SetLock(uint64_t ino, const ownership::Lock& want, bool wait, const std::function<bool()>& interrupted);
   Status ReleaseLocks(uint64_t ino, uint64_t owner, bool flock);
+  // close(): a release, and the closing owner's POSIX locks go.
+  Status Flush(uint64_t ino, uint64_t lock_owner);
 
  private:
   FileSystem() = default;

@@ -232,12 +232,12 @@ void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_
   });
 }
 
-// Data reaches the store with each WRITE (the kernel writes dirty pages back
-// before FLUSH), so a flush only drops the closing owner's POSIX locks, and a
-// release its flock locks. Valid replies: fuse_reply_err.
+// The kernel writes dirty pages back before FLUSH; a flush (close) is a
+// release and drops the closing owner's POSIX locks, a release of the file
+// its flock locks. Valid replies: fuse_reply_err.
 void OpFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Guard(req, "flush", [&] {
-    Status s = Fs(req).ReleaseLocks(ino, fi->lock_owner, /*flock=*/false);
+    Status s = Fs(req).Flush(ino, fi->lock_owner);
     if (!s.ok()) return ReplyError(req, s, "flush");
     fuse_reply_err(req, 0);
   });

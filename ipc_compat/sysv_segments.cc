@@ -252,7 +252,10 @@ int SysvSegments::Detach(const void* addr) {
     a = it->second;
     attachments_.erase(it);
   }
-  munmap(const_cast<void*>(addr), a.len);  // writes dirty pages back: a release
+  // shmdt is a release: msync waits until every other node's copy of what
+  // this process wrote is gone (munmap alone writes back, but does not wait).
+  msync(const_cast<void*>(addr), a.len, MS_SYNC);
+  munmap(const_cast<void*>(addr), a.len);
   unlink(a.reg_path.c_str());
   close(a.reg_fd);
   const std::string id = IdPath(a.shmid);

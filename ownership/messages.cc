@@ -46,7 +46,6 @@ std::string WriteBackRequest::Encode() const {
   std::string out;
   ByteWriter w(&out);
   w.PutU64(ino);
-  w.PutU8(wait ? 1 : 0);
   w.PutU32(static_cast<uint32_t>(runs.size()));
   for (const WriteRun& run : runs) {
     w.PutU64(run.off);
@@ -57,13 +56,10 @@ std::string WriteBackRequest::Encode() const {
 Result<WriteBackRequest> WriteBackRequest::Decode(std::string_view in) {
   WriteBackRequest wb;
   ByteReader r(in);
-  uint8_t wait = 0;
   uint32_t n = 0;
   r.GetU64(&wb.ino);
-  r.GetU8(&wait);
   r.GetU32(&n);
   if (!r.ok() || n > kMaxItems) return Malformed("write-back");
-  wb.wait = wait != 0;
   for (uint32_t i = 0; i < n && r.ok(); i++) {
     WriteRun run;
     r.GetU64(&run.off);

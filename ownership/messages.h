@@ -1,15 +1,15 @@
 // Wire messages of the data path (pure codecs; the transport carries bytes):
 //
 //   Fetch       accessor -> owner   {ino, off, len}           -> {size, data}
-//   WriteBack   accessor -> owner   {ino, wait, runs}         -> {size}
+//   WriteBack   accessor -> owner   {ino, runs}               -> {size}
+//   Sync        accessor -> owner   {ino}                     -> {} once every
+//               invalidation round started before it is acknowledged
 //   Truncate    accessor -> owner   {ino, size}               -> {size}
 //   Invalidate  owner -> accessor   {ino, ranges}             -> {}
 //   Drop        metadata -> owner   {ino}  (one-way: the segment was deleted)
 //
-// `wait` = 0 marks a write-back the kernel made while invalidating (not a
-// release): the owner applies it and answers before its invalidation round
-// finishes, which breaks the cycle "round waits for ack, ack waits for the
-// forced write-back, write-back waits for a round".
+// A WriteBack is answered as soon as the owner applied it; its invalidation
+// round runs on (see fs/cluster.h). Releases wait with Sync.
 #pragma once
 
 #include <string>
@@ -38,6 +38,7 @@ enum MessageType : uint16_t {
   kMigrateInstall = 30,  // old owner -> target: size, copysets, pin, locks: now yours
   kControl = 31,         // anyone -> owner: pin, describe, migrate
   kMigrateAbort = 32,    // old owner -> target, one-way {ino}: forget what was staged
+  kSync = 33,            // accessor -> owner {ino}: wait for the rounds so far
 };
 
 // Migration (DESIGN.md "Migration"): the old owner freezes the segment, asks
@@ -106,7 +107,6 @@ struct FetchReply {
 
 struct WriteBackRequest {
   uint64_t ino = 0;
-  bool wait = true;
   std::vector<WriteRun> runs;
   std::string Encode() const;
   static Result<WriteBackRequest> Decode(std::string_view in);
