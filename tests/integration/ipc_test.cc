@@ -179,11 +179,13 @@ TEST_F(IpcShimTest, stress_ng_shm_sysv_passes_its_own_verification) {
 
 TEST_F(IpcShimTest, kernel_and_cluster_segments_do_not_mix) {
   const std::string py = "/usr/bin/python3";
+  // A key of this process only: kernel keys are machine-wide.
+  const std::string key = std::to_string(0x61000000 + getpid() % 0xffffff);
   if (RunCommand({py, "-c", "import sysv_ipc"}, 10s).exit_code != 0) GTEST_SKIP() << "python3-sysv-ipc missing";
   // Without the shim: the kernel's segment.
   ASSERT_EQ(RunCommand({py, "-c",
                         "import sysv_ipc\n"
-                        "m = sysv_ipc.SharedMemory(0x6161, sysv_ipc.IPC_CREAT, size=4096)\n"
+                        "m = sysv_ipc.SharedMemory(" + key + ", sysv_ipc.IPC_CREAT, size=4096)\n"
                         "m.write(b'kernel')\n"},
                        30s)
                 .exit_code,
@@ -191,14 +193,14 @@ TEST_F(IpcShimTest, kernel_and_cluster_segments_do_not_mix) {
   // With it: the cluster's, a different segment.
   CommandResult r = RunCommand({py, "-c",
                                 "import sysv_ipc\n"
-                                "m = sysv_ipc.SharedMemory(0x6161, sysv_ipc.IPC_CREAT, size=4096)\n"
+                                "m = sysv_ipc.SharedMemory(" + key + ", sysv_ipc.IPC_CREAT, size=4096)\n"
                                 "print(m.read(6))\n"
                                 "m.remove()\n"},
                                30s, Env(M(0)));
   EXPECT_EQ(r.out, "b'\\x00\\x00\\x00\\x00\\x00\\x00'\n") << r.err;
   CommandResult k = RunCommand({py, "-c",
                                 "import sysv_ipc\n"
-                                "m = sysv_ipc.SharedMemory(0x6161)\n"
+                                "m = sysv_ipc.SharedMemory(" + key + ")\n"
                                 "print(m.read(6))\n"
                                 "m.remove()\n"},
                                30s);
@@ -206,15 +208,18 @@ TEST_F(IpcShimTest, kernel_and_cluster_segments_do_not_mix) {
 }
 
 TEST_F(IpcShimTest, keys_out_of_scope_and_a_missing_mount_fall_through) {
-  // CSHM_KEYS: 0x7000 is outside, so it is the kernel's (nothing under .sysv).
-  CommandResult r = RunCommand({SHM_CHECK, "create", "0x7000", "100"}, 30s,
+  // CSHM_KEYS: this key is outside, so it is the kernel's (nothing under
+  // .sysv). Kernel keys are machine-wide: make them this process's.
+  const std::string k1 = std::to_string(0x70000000 + getpid() % 0xffffff);
+  const std::string k2 = std::to_string(0x71000000 + getpid() % 0xffffff);
+  CommandResult r = RunCommand({SHM_CHECK, "create", k1, "100"}, 30s,
                                {"LD_PRELOAD=" SHIM, "CSHM_MOUNT=" + M(0), "CSHM_KEYS=0x1000-0x1fff"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const int id = std::stoi(r.out);
   EXPECT_FALSE(id & (1 << 30)) << "a kernel shmid";
   EXPECT_EQ(RunCommand({SHM_CHECK, "rmid", r.out.substr(0, r.out.size() - 1)}, 30s).exit_code, 0);
   // A mount that is not there: one warning, then the kernel's shm.
-  CommandResult w = RunCommand({SHM_CHECK, "create", "0x7001", "100"}, 30s,
+  CommandResult w = RunCommand({SHM_CHECK, "create", k2, "100"}, 30s,
                                {"LD_PRELOAD=" SHIM, "CSHM_MOUNT=/nonexistent/cshm"});
   ASSERT_EQ(w.exit_code, 0) << w.err;
   EXPECT_NE(w.err.find("not a mounted directory"), std::string::npos) << w.err;
