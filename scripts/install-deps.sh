@@ -10,6 +10,7 @@ packages=(
   libgtest-dev libgmock-dev
   python3
   python3-sysv-ipc stress-ng
+  spin clang libclang-rt-14-dev
 )
 
 missing=()
