@@ -1,12 +1,48 @@
 #include "net/cluster_config.h"
 
 #include <algorithm>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <set>
 #include <sstream>
 #include <toml++/toml.h>
 
 namespace cshm::net {
+namespace {
+
+// A small regular file's contents; a directory, a device or a huge file is
+// an error with the reason (the fuzzer found that a directory aborted).
+Result<std::string> ReadSmallFile(const std::string& path, size_t limit) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::FromErrno(errno, path);
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return Invalid(path + " is not a regular file");
+  }
+  if (static_cast<uint64_t>(st.st_size) > limit) {
+    close(fd);
+    return Invalid(path + " is larger than " + std::to_string(limit) + " bytes");
+  }
+  std::string out(static_cast<size_t>(st.st_size), '\0');
+  size_t got = 0;
+  while (got < out.size()) {
+    ssize_t n = read(fd, out.data() + got, out.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += static_cast<size_t>(n);
+  }
+  close(fd);
+  out.resize(got);
+  return out;
+}
+
+}  // namespace
 
 const NodeConfig* ClusterConfig::Find(uint32_t id) const {
   for (const NodeConfig& n : nodes)
@@ -33,9 +69,9 @@ Result<ClusterConfig> ParseClusterConfig(std::string_view text, const std::strin
   if (!secret_file || secret_file->empty()) return bad("[cluster] needs secret_file = \"PATH\"");
   std::string path = *secret_file;
   if (path[0] != '/' && !base_dir.empty()) path = base_dir + "/" + path;
-  std::ifstream in(path);
-  if (!in) return bad("cannot read secret_file " + path + ": " + strerror(errno));
-  std::string secret((std::istreambuf_iterator<char>(in)), {});
+  auto read = ReadSmallFile(path, 64 << 10);
+  if (!read.ok()) return bad("cannot read secret_file " + read.status().message());
+  std::string secret = std::move(*read);
   while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r')) secret.pop_back();
   if (secret.size() < 16) return bad("secret_file " + path + " holds fewer than 16 bytes; make a longer secret");
   c.secret = secret;
@@ -97,9 +133,9 @@ Result<ClusterConfig> ParseClusterConfig(std::string_view text, const std::strin
 }
 
 Result<ClusterConfig> LoadClusterConfig(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return Status::FromErrno(errno, "cannot read config " + path);
-  std::string text((std::istreambuf_iterator<char>(in)), {});
+  auto read = ReadSmallFile(path, 1 << 20);
+  if (!read.ok()) return Invalid("cannot read config " + read.status().message());
+  const std::string text = std::move(*read);
   std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
   return ParseClusterConfig(text, path, dir);
 }

@@ -55,6 +55,10 @@ TEST_F(ClusterConfigTest, SecretProblemsAreNamed) {
   EXPECT_NE(short_secret.status().message().find("fewer than 16"), std::string::npos);
   EXPECT_NE(ParseClusterConfig("[[node]]\nid=0\n", "c.toml", "").status().message().find("[cluster]"),
             std::string::npos);
+  // Found by the fuzzer: a directory as the secret aborted the daemon.
+  auto dir = ParseClusterConfig("[cluster]\nsecret_file = \"/\"\n", "c.toml", dir_.path());
+  EXPECT_NE(dir.status().message().find("not a regular file"), std::string::npos) << dir.status().message();
+  EXPECT_NE(LoadClusterConfig("/").status().message().find("not a regular file"), std::string::npos);
 }
 
 }  // namespace
