@@ -1,0 +1,161 @@
+// Faults on a real cluster: a full owner, other users across nodes, and
+// kill -9 of a daemon under a write-heavy workload with checksummed records.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <string>
+
+#include "tests/support/test_cluster.h"
+
+namespace cshm::testing {
+namespace {
+
+using namespace std::chrono_literals;
+constexpr size_t kPage = 4096;
+const std::string kNoAutoMigrate = "[migrate]\nenabled = false\n";
+
+TEST(Faults, a_full_owner_gives_the_writer_enospc_and_corrupts_nothing) {
+  TestCluster c(2, 3000, kNoAutoMigrate);
+  ASSERT_EQ(c.node(0).Start({"--config", c.config_path(), "--node", "0", "-o", "size=1m"}), "");
+  ASSERT_EQ(c.StartNode(1), "");
+  // A segment owned by node 0 (full cap 1 MiB), written from node 1.
+  {
+    int fd = open(c.path(0, "big").c_str(), O_RDWR | O_CREAT, 0644);
+    ASSERT_GE(fd, 0);
+    close(fd);
+  }
+  std::ofstream(c.path(0, "other")) << "untouched";
+  int fd = open(c.path(1, "big").c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0);
+  std::string chunk(64 << 10, 'b');
+  size_t written = 0;
+  ssize_t n;
+  while ((n = pwrite(fd, chunk.data(), chunk.size(), static_cast<off_t>(written))) > 0) written += n;
+  EXPECT_EQ(n, -1);
+  EXPECT_EQ(errno, ENOSPC);
+  close(fd);
+  EXPECT_LE(written, 1u << 20);
+  EXPECT_GT(written, 0u);
+  std::ifstream in(c.path(1, "big"), std::ios::binary);
+  std::string back((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_EQ(back.size(), written);
+  EXPECT_EQ(back.find_first_not_of('b'), std::string::npos);
+  std::ifstream other(c.path(1, "other"));
+  std::string o((std::istreambuf_iterator<char>(other)), {});
+  EXPECT_EQ(o, "untouched");
+}
+
+TEST(Faults, another_user_cannot_read_a_private_segment_from_another_node) {
+  TestCluster c(2, 3000, kNoAutoMigrate);
+  chmod(c.dir().path().c_str(), 0755);
+  ASSERT_EQ(c.Start(), "");
+  std::ofstream(c.path(0, "private")) << "secret";
+  ASSERT_EQ(chmod(c.path(0, "private").c_str(), 0600), 0);
+  const std::string other_node = c.path(1, "private");
+  CommandResult r = RunInChild(
+      [&] {
+        if (setgid(65534) != 0 || setuid(65534) != 0) return 90;
+        if (open(other_node.c_str(), O_RDONLY) >= 0) return 1;
+        if (errno != EACCES) return 2;
+        if (chmod(other_node.c_str(), 0644) == 0 || errno != EPERM) return 3;
+        return 0;
+      },
+      20s);
+  EXPECT_EQ(r.exit_code, 0);
+}
+
+// 64-byte records: writer, sequence, pattern, checksum (as in migration_test).
+struct Record {
+  uint32_t writer, seq;
+  char pattern[48];
+  uint64_t sum;
+};
+uint64_t Sum(const Record& r) {
+  uint64_t s = 1469598103934665603ull ^ (uint64_t{r.writer} << 32 | r.seq);
+  for (char ch : r.pattern) s = (s ^ static_cast<unsigned char>(ch)) * 1099511628211ull;
+  return s;
+}
+
+TEST(Faults, kill_9_of_a_daemon_under_writers_loses_no_acknowledged_record) {
+  TestCluster c(3, 1500, kNoAutoMigrate);
+  ASSERT_EQ(c.Start(), "");
+  const int per_writer = 400;
+  const size_t size = 3 * per_writer * sizeof(Record);
+  {
+    int fd = open(c.path(0, "log").c_str(), O_RDWR | O_CREAT, 0644);  // owned by node 0
+    ASSERT_EQ(ftruncate(fd, static_cast<off_t>(size)), 0);
+    close(fd);
+  }
+  // Writers on nodes 1 and 2 report each acknowledged record (msync returned
+  // 0) through a pipe; node 0's daemon is killed in the middle.
+  int acks[2];
+  ASSERT_EQ(pipe(acks), 0);
+  std::vector<pid_t> writers;
+  for (int w = 1; w <= 2; w++) {
+    const std::string path = c.path(w, "log");
+    pid_t pid = fork();
+    if (pid == 0) {
+      close(acks[0]);
+      int fd = open(path.c_str(), O_RDWR);
+      auto* recs = static_cast<Record*>(mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+      if (recs == MAP_FAILED) _exit(10);
+      // Touching a page whose owner is down raises SIGBUS: that ends the writer.
+      for (int i = 0; i < per_writer; i++) {
+        Record& r = recs[w * per_writer + i];
+        r.writer = static_cast<uint32_t>(w);
+        r.seq = static_cast<uint32_t>(i);
+        for (int k = 0; k < 48; k++) r.pattern[k] = static_cast<char>('a' + (i + k + w) % 26);
+        r.sum = Sum(r);
+        if (msync(recs, size, MS_SYNC) != 0) _exit(0);  // the owner is gone: stop
+        uint32_t ack = static_cast<uint32_t>(w * per_writer + i);
+        if (write(acks[1], &ack, sizeof(ack)) != sizeof(ack)) _exit(12);
+      }
+      _exit(0);
+    }
+    writers.push_back(pid);
+  }
+  close(acks[1]);
+  // Let them get going, then kill the owner.
+  std::vector<uint32_t> acked;
+  uint32_t a;
+  while (acked.size() < 100 && read(acks[0], &a, sizeof(a)) == sizeof(a)) acked.push_back(a);
+  c.node(0).Kill9();
+  // Collect until both writers are done (each ends or dies within deadlines).
+  pollfd p{acks[0], POLLIN, 0};
+  auto deadline = std::chrono::steady_clock::now() + 120s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (poll(&p, 1, 200) > 0) {
+      if (read(acks[0], &a, sizeof(a)) != sizeof(a)) break;  // both writers gone
+      acked.push_back(a);
+    }
+  }
+  close(acks[0]);
+  for (pid_t pid : writers) ASSERT_TRUE(WaitForExit(pid, 30s)) << "a writer hung";
+  ASSERT_EQ(c.StartNode(0), "");
+  // Every acknowledged record is intact, read through every node.
+  for (int n = 0; n < 3; n++) {
+    std::ifstream in(c.path(n, "log"), std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    ASSERT_EQ(bytes.size(), size) << "node " << n;
+    const auto* recs = reinterpret_cast<const Record*>(bytes.data());
+    int bad = 0;
+    for (uint32_t i : acked) {
+      const Record& r = recs[i];
+      if (r.writer != i / per_writer || r.seq != i % per_writer || r.sum != Sum(r)) bad++;
+    }
+    EXPECT_EQ(bad, 0) << "acknowledged records lost or damaged, seen through node " << n << " (of "
+                      << acked.size() << ")";
+  }
+  RecordProperty("acknowledged_records", static_cast<int>(acked.size()));
+}
+
+}  // namespace
+}  // namespace cshm::testing
