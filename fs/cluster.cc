@@ -16,11 +16,13 @@ namespace cshm::fs {
 using namespace ownership;
 using store::kPageSize;
 
-Cluster::Cluster(net::ClusterConfig config, uint32_t self, store::PageStore* pages, std::unique_ptr<TwinCache> twins)
+Cluster::Cluster(net::ClusterConfig config, uint32_t self, store::PageStore* pages, std::unique_ptr<TwinCache> twins,
+                 std::unique_ptr<PendingWrites> pending)
     : config_(std::move(config)),
       self_(self),
       pages_(pages),
       twins_(std::move(twins)),
+      pending_(std::move(pending)),
       owned_(pages, self,
              [this](uint64_t ino) -> Result<SegmentInfo> {
                CSHM_ASSIGN_OR_RETURN(auto rec, meta().GetAttr(ino));
@@ -79,7 +81,10 @@ Status Cluster::Start(meta::Namespace* ns) {
   if (ns_) ns_->SetEntryRemovedHook([this](uint64_t parent, const std::string& name) { BroadcastEntryGone(parent, name); });
   for (const net::NodeConfig& n : config_.nodes)
     if (n.id != self_) transport_->Send(n.id, kPing, "");
-  if (config_.migrate.enabled) migrator_ = std::thread([this] { MigratorLoop(); });
+  if (pending_->size() > 0)
+    spdlog::warn("{} write-backs that no owner took before are kept; delivering them when owners answer",
+                 pending_->size());
+  migrator_ = std::thread([this] { MigratorLoop(); });
   return Status::Ok();
 }
 
@@ -211,11 +216,21 @@ Status Cluster::Write(uint64_t ino, uint64_t off, const char* data, size_t len, 
     if (runs.empty()) return Status::Ok();  // written back unchanged
   }
   const std::string payload = WriteBackRequest{ino, runs}.Encode();
-  Status st = AtOwner(ino, [&](uint32_t at) -> Result<uint64_t> {
-                if (at == self_) return ApplyAsOwner(ino, self_, runs);
-                CSHM_ASSIGN_OR_RETURN(std::string r, transport_->Call(at, kWriteBack, payload));
-                return DecodeU64(r);
-              }).status();
+  // Earlier write-backs of this segment that no owner took go first.
+  Status st = pending_->Has(ino) ? pending_->Drain(ino, [&](const std::string& p) { return Deliver(ino, p); })
+                                 : Status::Ok();
+  if (st.ok()) st = Deliver(ino, payload);
+  const bool unreachable = st.code() == Status::Code::kUnavailable || st.code() == Status::Code::kTimedOut;
+  if (unreachable || (!st.ok() && pending_->Has(ino))) {
+    // The kernel will forget these bytes when it gets the error: keep them.
+    Status kept = pending_->Add(ino, payload);
+    if (kept.ok())
+      spdlog::warn("write-back of inode {} not delivered ({}); kept in the state dir until its owner answers", ino,
+                   st.message());
+    else
+      spdlog::error("write-back of inode {} not delivered ({}) and could not be kept: {}", ino, st.message(),
+                    kept.message());
+  }
   // What the owner has now, as far as this node knows.
   if (st.ok()) {
     twins_->Patch(ino, off, now);
@@ -742,6 +757,25 @@ Status Cluster::InstallSegment(const MigrateInstall& m) {
   return Status::Ok();
 }
 
+Status Cluster::Deliver(uint64_t ino, const std::string& payload) {
+  return AtOwner(ino, [&](uint32_t at) -> Result<uint64_t> {
+           if (at == self_) {
+             CSHM_ASSIGN_OR_RETURN(WriteBackRequest wb, WriteBackRequest::Decode(payload));
+             return ApplyAsOwner(ino, self_, wb.runs);
+           }
+           CSHM_ASSIGN_OR_RETURN(std::string r, transport_->Call(at, kWriteBack, payload));
+           return DecodeU64(r);
+         })
+      .status();
+}
+
+void Cluster::DeliverPending() {
+  for (uint64_t ino : pending_->Inodes()) {
+    Status st = pending_->Drain(ino, [&](const std::string& p) { return Deliver(ino, p); });
+    if (st.ok()) spdlog::info("delivered the kept write-backs of inode {}", ino);
+  }
+}
+
 void Cluster::MigratorLoop() {
   migrator::PolicyConfig policy;
   policy.half_life_s = config_.migrate.half_life_s;
@@ -752,6 +786,11 @@ void Cluster::MigratorLoop() {
   std::unique_lock<std::mutex> lock(stop_mu_);
   while (!stop_cv_.wait_for(lock, interval, [this] { return stopping_; })) {
     lock.unlock();
+    DeliverPending();
+    if (!config_.migrate.enabled) {
+      lock.lock();
+      continue;
+    }
     for (auto [ino, target] : owned_.Candidates(policy)) {
       Status s = MoveSegment(ino, target, "node " + std::to_string(target) + " dominates its accesses");
       (void)s;  // logged by MoveSegment

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "fs/pending_writes.h"
 #include "fs/twin_cache.h"
 #include "meta/meta_rpc.h"
 #include "meta/namespace.h"
@@ -59,7 +60,8 @@ class Cluster {
   using EntryNotifier = std::function<void(uint64_t parent, const std::string& name)>;
 
   // Creates the node's cluster part; Start() joins the network.
-  Cluster(net::ClusterConfig config, uint32_t self, store::PageStore* pages, std::unique_ptr<TwinCache> twins);
+  Cluster(net::ClusterConfig config, uint32_t self, store::PageStore* pages, std::unique_ptr<TwinCache> twins,
+          std::unique_ptr<PendingWrites> pending);
   ~Cluster();
 
   // `ns` is the namespace on the metadata node, null elsewhere.
@@ -140,19 +142,23 @@ class Cluster {
   Status InstallPages(const ownership::MigratePages& m);
   Status InstallSegment(const ownership::MigrateInstall& m);
   void MigratorLoop();
+  // Sends one encoded write-back to the segment's owner, wherever it is.
+  Status Deliver(uint64_t ino, const std::string& payload);
+  void DeliverPending();
   Result<ownership::LockReply> ServeLock(uint32_t from, const ownership::LockMessage& m);
 
   const net::ClusterConfig config_;
   const uint32_t self_;
   store::PageStore* const pages_;
   std::unique_ptr<TwinCache> twins_;
+  std::unique_ptr<PendingWrites> pending_;
   ownership::OwnedSegments owned_;
   meta::Namespace* ns_ = nullptr;  // metadata node only
   std::unique_ptr<meta::RemoteMeta> remote_meta_;
   std::unique_ptr<net::Transport> transport_;
   std::unique_ptr<boost::asio::thread_pool> async_rounds_;
   std::atomic<uint64_t> remote_fetches_{0};
-  std::thread migrator_;
+  std::thread migrator_;  // also delivers pending write-backs
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;
   bool stopping_ = false;  // GUARDED_BY(stop_mu_)

@@ -42,7 +42,9 @@ Result<std::unique_ptr<FileSystem>> FileSystem::Open(const FileSystemOptions& op
     return fs;
   }
   CSHM_ASSIGN_OR_RETURN(auto twins, TwinCache::Open(fs->state_dir_->path() + "/twins"));
-  fs->cluster_ = std::make_unique<Cluster>(*options.cluster, options.node_id, pages, std::move(twins));
+  CSHM_ASSIGN_OR_RETURN(auto pending, PendingWrites::Open(fs->state_dir_->path() + "/pending"));
+  fs->cluster_ = std::make_unique<Cluster>(*options.cluster, options.node_id, pages, std::move(twins),
+                                           std::move(pending));
   Cluster* cluster = fs->cluster_.get();
   if (cluster->is_metadata_node()) {
     CSHM_ASSIGN_OR_RETURN(fs->ns_, meta::Namespace::Open(fs->meta_store_.get(), options.node_id, options.root,

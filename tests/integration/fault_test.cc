@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <string>
 
@@ -70,6 +71,52 @@ TEST(Faults, another_user_cannot_read_a_private_segment_from_another_node) {
       },
       20s);
   EXPECT_EQ(r.exit_code, 0);
+}
+
+TEST(Faults, bytes_an_unreachable_owner_could_not_take_are_kept_and_delivered_later) {
+  TestCluster c(2, 1000, kNoAutoMigrate);
+  ASSERT_EQ(c.Start(), "");
+  const size_t size = 4 * kPage;
+  {
+    int fd = open(c.path(0, "seg").c_str(), O_RDWR | O_CREAT, 0644);  // owned by node 0
+    ASSERT_EQ(ftruncate(fd, static_cast<off_t>(size)), 0);
+    close(fd);
+  }
+  int fd = open(c.path(1, "seg").c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  char* p = static_cast<char*>(mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+  ASSERT_NE(p, MAP_FAILED);
+  std::memcpy(p, "before", 6);
+  ASSERT_EQ(msync(p, size, MS_SYNC), 0);
+  std::memcpy(p + kPage, "mapped-and-kept", 15);  // dirty, not yet released
+  c.node(0).Kill9();
+  // The owner is gone: the release fails honestly, and so does a write(2).
+  EXPECT_EQ(msync(p, size, MS_SYNC), -1);
+  EXPECT_EQ(errno, EIO);
+  EXPECT_EQ(pwrite(fd, "written-and-kept", 16, 2 * kPage), -1);
+  EXPECT_EQ(errno, EIO);
+  munmap(p, size);
+  close(fd);
+  // ... but node 1 kept the bytes in its state dir,
+  size_t kept = 0;
+  for (auto& e : std::filesystem::directory_iterator(c.node(1).state_dir() + "/pending")) kept += e.is_regular_file();
+  EXPECT_GE(kept, 2u);
+  // ... and delivers them once the owner is back.
+  ASSERT_EQ(c.StartNode(0), "");
+  auto read_at = [&](int node, off_t off, size_t n) {
+    std::string s(n, '\0');
+    int f = open(c.path(node, "seg").c_str(), O_RDONLY);
+    posix_fadvise(f, 0, 0, POSIX_FADV_DONTNEED);
+    ssize_t got = pread(f, s.data(), n, off);
+    close(f);
+    return got == static_cast<ssize_t>(n) ? s : "";
+  };
+  EXPECT_TRUE(WaitFor(
+      [&] { return read_at(0, kPage, 15) == "mapped-and-kept" && read_at(0, 2 * kPage, 16) == "written-and-kept"; },
+      20s))
+      << "the kept bytes never reached the owner";
+  EXPECT_EQ(read_at(0, 0, 6), "before");
+  EXPECT_TRUE(WaitFor([&] { return std::filesystem::is_empty(c.node(1).state_dir() + "/pending"); }, 10s));
 }
 
 // 64-byte records: writer, sequence, pattern, checksum (as in migration_test).
