@@ -89,6 +89,8 @@ case "$cmd" in
     fi
     {
       echo '[cluster]'; echo 'secret_file = "secret"'
+      # CSHM_CLUSTER_SETTINGS: more [cluster] keys, e.g. "lease_ms = 2000".
+      [ -n "${CSHM_CLUSTER_SETTINGS:-}" ] && printf '%s\n' "$CSHM_CLUSTER_SETTINGS"
       for i in $(seq 0 $((n - 1))); do
         if [ $loopback = 0 ]; then host="$(subnet).$((10 + i))"; p=7400; else host=127.0.0.1; p=$((port + i)); fi
         printf '[[node]]\nid = %d\nhost = "%s"\nport = %d\n' "$i" "$host" "$p"

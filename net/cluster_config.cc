@@ -75,10 +75,14 @@ Result<ClusterConfig> ParseClusterConfig(std::string_view text, const std::strin
   while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r')) secret.pop_back();
   if (secret.size() < 16) return bad("secret_file " + path + " holds fewer than 16 bytes; make a longer secret");
   c.secret = secret;
-  if (auto t = (*cluster)["request_timeout_ms"].value<int64_t>()) {
-    if (*t < 10 || *t > 600000) return bad("request_timeout_ms must be between 10 and 600000");
-    c.request_timeout_ms = static_cast<uint32_t>(*t);
+  for (auto [key, field] : {std::pair{"request_timeout_ms", &c.request_timeout_ms},
+                             {"heartbeat_ms", &c.heartbeat_ms}, {"lease_ms", &c.lease_ms}}) {
+    if (auto t = (*cluster)[key].value<int64_t>()) {
+      if (*t < 10 || *t > 600000) return bad(std::string(key) + " must be between 10 and 600000");
+      *field = static_cast<uint32_t>(*t);
+    }
   }
+  if (c.lease_ms < 2 * c.heartbeat_ms) return bad("lease_ms must be at least twice heartbeat_ms");
 
   if (const toml::table* m = tbl["migrate"].as_table()) {
     auto& mg = c.migrate;

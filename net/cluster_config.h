@@ -4,6 +4,9 @@
 //   secret_file = "/etc/cshm/secret"   # shared secret; peers that cannot prove it are refused
 //   metadata_node = 0                  # optional; default: the lowest id
 //   request_timeout_ms = 5000          # optional: the deadline of every request
+//   heartbeat_ms = 1000                # optional: every connection says "alive" this often
+//   lease_ms = 5000                    # optional: a peer silent this long is cut off:
+//                                      #   its calls fail, its locks are released
 //   [migrate]                          # optional: automatic migration
 //   enabled = true
 //   half_life_ms = 5000                # decay of the access rates
@@ -41,6 +44,8 @@ struct ClusterConfig {
   std::string secret;
   uint32_t metadata_node = 0;
   uint32_t request_timeout_ms = 5000;
+  uint32_t heartbeat_ms = 1000;
+  uint32_t lease_ms = 5000;
   struct Migrate {
     bool enabled = true;
     double half_life_s = 5.0;

@@ -27,6 +27,7 @@ namespace {
 constexpr uint16_t kHello = 1;
 constexpr uint16_t kAuth = 2;
 constexpr uint16_t kWelcome = 3;
+constexpr uint16_t kHeartbeat = 4;  // one-way, every heartbeat interval on every connection
 constexpr auto kHandshakeTimeout = std::chrono::seconds(5);
 constexpr auto kMinBackoff = std::chrono::milliseconds(50);
 constexpr auto kMaxBackoff = std::chrono::milliseconds(2000);
@@ -60,6 +61,7 @@ class Transport::Impl {
   }
   void Stop();
   void Accept();
+  void Heartbeat();  // I/O thread: every interval, Tick every connection
   void Dispatch(std::shared_ptr<Connection> c, Frame f);
   std::shared_ptr<Connection> ClientFor(uint32_t node);  // I/O thread only
   void ClientFailed(uint32_t node, const std::shared_ptr<Connection>& c);
@@ -80,6 +82,7 @@ class Transport::Impl {
   std::map<uint32_t, Clock::time_point> retry_after;
   std::map<uint32_t, Clock::duration> backoff;
   std::vector<std::weak_ptr<Connection>> all;
+  std::unique_ptr<asio::steady_timer> heartbeat;
 };
 
 // One TCP connection, client or server side. All members are touched on the
@@ -153,6 +156,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool closed() const { return closed_; }
   bool client() const { return client_; }
 
+  // Called every heartbeat interval: say we are alive, and give up on a peer
+  // that has said nothing for a whole lease (a partition, a hung host): its
+  // calls fail now instead of at TCP's own timeouts, and on_peer_down releases
+  // what it held (its locks, its copyset entries).
+  void Tick(Clock::duration lease) {
+    if (!ready_ || closed_) return;
+    if (Clock::now() - last_rx_ > lease) return Close("nothing heard for the lease; assuming the node is cut off");
+    Write(FrameHeader{Kind::kOneWay, kHeartbeat, 0, 0, 0}, "");
+  }
+
  private:
   void ArmHandshakeTimer() {
     timer_.expires_after(kHandshakeTimeout);
@@ -216,6 +229,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     payload_.resize(h.length);
     asio::async_read(socket_, asio::buffer(payload_), [this, self, h](const boost::system::error_code& ec, size_t) {
       if (ec) return Close("read: " + ec.message());
+      last_rx_ = Clock::now();
       Frame f{h, std::move(payload_)};
       payload_.clear();
       if (!ready_) {
@@ -285,6 +299,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void Handle(Frame f) {
+    if (f.header.type == kHeartbeat) return;  // proof of life only (last_rx_ is set)
     if (f.header.kind == Kind::kResponse) {
       auto it = pending_.find(f.header.request_id);
       if (it == pending_.end()) return;  // answered after its deadline
@@ -314,6 +329,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool closed_ = false;
   std::string server_nonce_, client_nonce_;
   uint64_t peer_incarnation_ = 0;
+  Clock::time_point last_rx_ = Clock::now();
   char header_buf_[kHeaderSize];
   std::string payload_;
   std::deque<std::pair<Clock::time_point, std::string>> out_;
@@ -378,6 +394,25 @@ void Transport::Impl::Accept() {
   });
 }
 
+void Transport::Impl::Heartbeat() {
+  if (stopping) return;
+  const auto interval = std::chrono::milliseconds(opts.config.heartbeat_ms);
+  const auto lease = std::chrono::milliseconds(opts.config.lease_ms);
+  std::vector<std::weak_ptr<Connection>> live;
+  for (auto& w : all) {
+    if (auto c = w.lock()) {
+      if (c->closed()) continue;
+      c->Tick(lease);
+      live.push_back(w);
+    }
+  }
+  all = std::move(live);
+  heartbeat->expires_after(interval);
+  heartbeat->async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) Heartbeat();
+  });
+}
+
 void Transport::Impl::Dispatch(std::shared_ptr<Connection> c, Frame f) {
   Request r;
   r.from = c->peer();
@@ -429,6 +464,7 @@ void Transport::Impl::Stop() {
   asio::post(io, [this] {
     boost::system::error_code ec;
     acceptor.close(ec);
+    if (heartbeat) heartbeat->cancel();
     for (auto& w : all)
       if (auto c = w.lock()) c->Close("shutting down");
     all.clear();
@@ -458,6 +494,8 @@ Result<std::unique_ptr<Transport>> Transport::Start(TransportOptions options) {
   auto impl = std::make_unique<Impl>(std::move(options));
   CSHM_RETURN_IF_ERROR(impl->Listen());
   impl->Accept();
+  impl->heartbeat = std::make_unique<asio::steady_timer>(impl->io);
+  asio::post(impl->io, [t = impl.get()] { t->Heartbeat(); });
   impl->Run();
   return std::unique_ptr<Transport>(new Transport(std::move(impl)));
 }

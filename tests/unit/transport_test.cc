@@ -170,6 +170,26 @@ TEST(Transport, DelaySeamSlowsEveryFrameAndLossSeamDropsThem) {
   EXPECT_EQ(r.status().code(), Status::Code::kTimedOut) << r.status().message();
 }
 
+TEST(Transport, APeerSilentForTheLeaseIsCutOff) {
+  ClusterConfig c = Config(2);
+  c.heartbeat_ms = 50;
+  c.lease_ms = 300;
+  auto a = StartNode(c, 0);
+  auto b = StartNode(c, 1);
+  ASSERT_TRUE(a->t->Call(1, kEcho, "x").ok());
+  ASSERT_TRUE(b->t->Call(0, kEcho, "x").ok());
+  // Heartbeats keep quiet connections up well past the lease.
+  std::this_thread::sleep_for(1s);
+  EXPECT_EQ(a->downs, 0);
+  // A node whose frames all vanish (a partition): cut off after the lease.
+  ClusterConfig c2 = Config(2);
+  c2.heartbeat_ms = 50;
+  c2.lease_ms = 300;
+  auto x = StartNode(c2, 0), y = StartNode(c2, 1, FaultSeam{0, 1000000});
+  (void)y->t->Call(0, kEcho, "hello", 200ms);  // connects; the request itself is lost
+  EXPECT_TRUE(WaitFor([&] { return x->downs >= 1; })) << "the silent peer was never cut off";
+}
+
 int RawConnect(uint16_t port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
