@@ -179,7 +179,6 @@ Result<size_t> Cluster::Read(uint64_t ino, uint64_t off, size_t len, char* buf) 
       CSHM_ASSIGN_OR_RETURN(out.data, owned_.Fetch(ino, self_, off, len, &out.size));
       return out;
     }
-    remote_fetches_++;
     {
       std::lock_guard<std::mutex> lock(mu_);
       fetches_from_[ino]++;

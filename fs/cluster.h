@@ -102,9 +102,6 @@ class Cluster {
   Result<uint32_t> CurrentOwner(uint64_t ino);  // from the directory, not the cache
   uint64_t remote_fetches(uint64_t ino);
 
-  // Test and stats seams.
-  uint64_t remote_fetches() const { return remote_fetches_; }
-  ownership::OwnedSegments& owned() { return owned_; }
 
  private:
   Result<uint32_t> OwnerOf(uint64_t ino);
@@ -157,7 +154,6 @@ class Cluster {
   std::unique_ptr<meta::RemoteMeta> remote_meta_;
   std::unique_ptr<net::Transport> transport_;
   std::unique_ptr<boost::asio::thread_pool> async_rounds_;
-  std::atomic<uint64_t> remote_fetches_{0};
   std::thread migrator_;  // also delivers pending write-backs
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;

@@ -91,13 +91,6 @@ void TwinCache::DropInode(uint64_t ino) {
   (void)pages_->Remove(ino);
 }
 
-std::vector<uint64_t> TwinCache::Inodes() {
-  std::lock_guard<std::mutex> lock(mu_);
-  std::vector<uint64_t> out;
-  for (auto& [ino, bits] : present_) out.push_back(ino);
-  return out;
-}
-
 std::string TwinCache::Bitmap(uint64_t ino) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = present_.find(ino);

@@ -34,7 +34,6 @@ class TwinCache {
   void Patch(uint64_t ino, uint64_t off, std::string_view data);
   void Drop(uint64_t ino, const ownership::Range& range);
   void DropInode(uint64_t ino);
-  std::vector<uint64_t> Inodes();
   // One byte per page: 1 if this node holds a twin of it.
   std::string Bitmap(uint64_t ino);
 

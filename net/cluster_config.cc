@@ -77,10 +77,13 @@ Result<ClusterConfig> ParseClusterConfig(std::string_view text, const std::strin
   c.secret = secret;
   for (auto [key, field] : {std::pair{"request_timeout_ms", &c.request_timeout_ms},
                              {"heartbeat_ms", &c.heartbeat_ms}, {"lease_ms", &c.lease_ms}}) {
-    if (auto t = (*cluster)[key].value<int64_t>()) {
-      if (*t < 10 || *t > 600000) return bad(std::string(key) + " must be between 10 and 600000");
-      *field = static_cast<uint32_t>(*t);
-    }
+    auto node = (*cluster)[key];
+    if (!node) continue;
+    // value_exact: toml++'s value<int64_t>() casts a float without a range
+    // check (the config fuzzer found 1e51 to be undefined behaviour).
+    auto t = node.value_exact<int64_t>();
+    if (!t || *t < 10 || *t > 600000) return bad(std::string(key) + " must be an integer between 10 and 600000");
+    *field = static_cast<uint32_t>(*t);
   }
   if (c.lease_ms < 2 * c.heartbeat_ms) return bad("lease_ms must be at least twice heartbeat_ms");
 
@@ -114,9 +117,9 @@ Result<ClusterConfig> ParseClusterConfig(std::string_view text, const std::strin
   for (const toml::node& n : *nodes) {
     const toml::table* t = n.as_table();
     if (!t) return bad("[[node]] entries must be tables");
-    auto id = (*t)["id"].value<int64_t>();
+    auto id = (*t)["id"].value_exact<int64_t>();
     auto host = (*t)["host"].value<std::string>();
-    auto port = (*t)["port"].value<int64_t>();
+    auto port = (*t)["port"].value_exact<int64_t>();
     if (!id || *id < 0 || *id >= kMaxNodes) return bad("a [[node]] needs id = 0.." + std::to_string(kMaxNodes - 1));
     const std::string which = "node " + std::to_string(*id);
     if (!host || host->empty()) return bad(which + " needs host = \"ADDRESS\"");
@@ -128,7 +131,7 @@ Result<ClusterConfig> ParseClusterConfig(std::string_view text, const std::strin
   }
   std::sort(c.nodes.begin(), c.nodes.end(), [](auto& a, auto& b) { return a.id < b.id; });
   c.metadata_node = c.nodes.front().id;
-  if (auto m = (*cluster)["metadata_node"].value<int64_t>()) {
+  if (auto m = (*cluster)["metadata_node"].value_exact<int64_t>()) {
     if (*m < 0 || !c.Find(static_cast<uint32_t>(*m)))
       return bad("metadata_node " + std::to_string(*m) + " is not one of the [[node]] ids");
     c.metadata_node = static_cast<uint32_t>(*m);

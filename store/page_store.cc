@@ -24,8 +24,6 @@ Segment::Segment(PageStore* store, uint64_t ino, int fd) : store_(store), ino_(i
 
 Segment::~Segment() { close(fd_); }
 
-uint64_t Segment::allocated_bytes() const { return allocated_; }
-
 Status Segment::Read(uint64_t off, size_t len, char* buf) const {
   size_t done = 0;
   while (done < len) {

@@ -45,7 +45,6 @@ class Segment {
   // fallocate(2) on the backing file: mode 0 / FALLOC_FL_KEEP_SIZE reserve space,
   // FALLOC_FL_PUNCH_HOLE frees it; other modes are kNotSupported.
   Status Allocate(int mode, uint64_t off, uint64_t len);
-  uint64_t allocated_bytes() const;
 
  private:
   friend class PageStore;

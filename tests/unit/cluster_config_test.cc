@@ -42,6 +42,10 @@ TEST_F(ClusterConfigTest, EveryMistakeIsNamed) {
             std::string::npos);
   EXPECT_NE(Error("[[node]]\nid = 99\nhost = \"h\"\nport = 1\n").find("id = 0..63"), std::string::npos);
   EXPECT_NE(Error("nonsense = = 3").find("c.toml:"), std::string::npos);
+  // Found by the fuzzer: a float where an integer belongs was undefined behaviour.
+  auto huge = ParseClusterConfig("[cluster]\nsecret_file = \"secret\"\nrequest_timeout_ms = 1e51\n" + n0, "c.toml",
+                                 dir_.path());
+  EXPECT_NE(huge.status().message().find("must be an integer"), std::string::npos) << huge.status().message();
   auto m = ParseClusterConfig("[cluster]\nsecret_file = \"secret\"\nmetadata_node = 5\n" + n0, "c.toml", dir_.path());
   EXPECT_NE(m.status().message().find("metadata_node 5"), std::string::npos);
 }
