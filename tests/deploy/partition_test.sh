@@ -16,7 +16,7 @@ dir=$(mktemp -d /tmp/cshm-partition.XXXXXX)
 fail() { echo "FAIL: $*" >&2; tail -5 "$dir"/s*/cshmfs.log >&2 || true; exit 1; }
 holder=""
 cleanup() {
-  [ -n "$holder" ] && kill "$holder" 2>/dev/null || true
+  if [ -n "$holder" ]; then kill "$holder" 2>/dev/null || true; wait "$holder" 2>/dev/null || true; fi
   "$launcher" down "$dir" >/dev/null 2>&1 || true
   rm -rf "$dir"
 }
@@ -34,7 +34,9 @@ link="cshm${tag}v1"
 python3 -c "import os; f=open('$dir/m0/data','wb'); f.write(b'old-value'.ljust(3*4096, b'.'))"
 head -c 9 "$dir/m1/data" | grep -q old-value || fail "node 1 does not see the data"
 touch "$dir/m0/lockfile"
-flock "$dir/m1/lockfile" sleep 600 &
+# --no-fork: the holder is the process that holds the lock, so killing it
+# ends everything; no output: ctest waits for whoever holds its pipes.
+flock --no-fork "$dir/m1/lockfile" sleep 600 >/dev/null 2>&1 </dev/null &
 holder=$!
 for _ in $(seq 100); do flock -n "$dir/m2/lockfile" true 2>/dev/null || break; sleep 0.05; done
 flock -n "$dir/m2/lockfile" true 2>/dev/null && fail "node 1's lock is not held"
