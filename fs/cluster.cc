@@ -719,25 +719,41 @@ Status Cluster::InstallPages(const MigratePages& m) {
   CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(m.ino));
   std::lock_guard<std::mutex> lock(seg->mu());
   if (m.first_page == 0) CSHM_RETURN_IF_ERROR(seg->Truncate(0));
+  // Consecutive pages with content are written with one call: a write per
+  // page costs the page store's space accounting each time.
+  std::string run;
+  uint64_t run_start = 0;
+  auto flush = [&]() -> Status {
+    if (run.empty()) return Status::Ok();
+    Status st = seg->Write(run_start * kPageSize, run.data(), run.size());
+    run.clear();
+    return st;
+  };
   size_t d = 0;
   for (size_t i = 0; i < m.kinds.size(); i++) {
     const uint64_t p = m.first_page + i;
+    std::optional<std::string> twin;
+    const std::string* content = nullptr;
     switch (m.kinds[i]) {
       case PageKind::kZero:
         break;
       case PageKind::kData:
-        CSHM_RETURN_IF_ERROR(seg->Write(p * kPageSize, m.data[d].data(), kPageSize));
-        d++;
+        content = &m.data[d++];
         break;
-      case PageKind::kYourTwin: {
-        auto twin = twins_->Get(m.ino, p);
+      case PageKind::kYourTwin:
+        twin = twins_->Get(m.ino, p);
         if (!twin) return Unavailable("page " + std::to_string(p) + " is no longer here");
-        CSHM_RETURN_IF_ERROR(seg->Write(p * kPageSize, twin->data(), kPageSize));
+        content = &*twin;
         break;
-      }
     }
+    if (content == nullptr) {
+      CSHM_RETURN_IF_ERROR(flush());
+      continue;
+    }
+    if (run.empty()) run_start = p;
+    run.append(*content);
   }
-  return Status::Ok();
+  return flush();
 }
 
 Status Cluster::InstallSegment(const MigrateInstall& m) {

@@ -12,7 +12,7 @@ Result<std::unique_ptr<TwinCache>> TwinCache::Open(const std::string& dir) {
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
   if (ec) return IoError("cannot clear twin directory " + dir + ": " + ec.message());
-  CSHM_ASSIGN_OR_RETURN(auto pages, store::PageStore::Open(dir, UINT64_MAX));
+  CSHM_ASSIGN_OR_RETURN(auto pages, store::PageStore::Open(dir, store::PageStore::kUnlimited));
   return std::unique_ptr<TwinCache>(new TwinCache(std::move(pages)));
 }
 

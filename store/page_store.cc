@@ -81,8 +81,12 @@ Status Segment::Recount() {
 }
 
 Status Segment::Write(uint64_t off, const char* data, size_t len) {
-  CSHM_ASSIGN_OR_RETURN(uint64_t holes, HoleBytesIn(off, len));
-  CSHM_RETURN_IF_ERROR(Reserve(holes));
+  const bool accounted = store_->capacity_ != PageStore::kUnlimited;
+  uint64_t holes = 0;
+  if (accounted) {
+    CSHM_ASSIGN_OR_RETURN(holes, HoleBytesIn(off, len));
+    CSHM_RETURN_IF_ERROR(Reserve(holes));
+  }
   size_t done = 0;
   Status st;
   while (done < len) {
@@ -94,6 +98,7 @@ Status Segment::Write(uint64_t off, const char* data, size_t len) {
     }
     done += static_cast<size_t>(n);
   }
+  if (!accounted) return st;
   // Recount() charges what was really allocated; the reservation goes back.
   Status rc = Recount();
   store_->used_ -= holes;

@@ -64,7 +64,9 @@ class Segment {
 class PageStore {
  public:
   // `dir` is created if missing. capacity_bytes caps the sum of allocated
-  // blocks of every backing file.
+  // blocks of every backing file. kUnlimited: no cap and no accounting
+  // (twins), so a write is a plain pwrite.
+  static constexpr uint64_t kUnlimited = UINT64_MAX;
   static Result<std::unique_ptr<PageStore>> Open(const std::string& dir, uint64_t capacity_bytes);
   ~PageStore();
 
