@@ -14,6 +14,7 @@
 #include <fstream>
 #include <string>
 
+#include "tests/support/records.h"
 #include "tests/support/test_cluster.h"
 
 namespace cshm::testing {
@@ -119,18 +120,6 @@ TEST(Faults, bytes_an_unreachable_owner_could_not_take_are_kept_and_delivered_la
   EXPECT_TRUE(WaitFor([&] { return std::filesystem::is_empty(c.node(1).state_dir() + "/pending"); }, 10s));
 }
 
-// 64-byte records: writer, sequence, pattern, checksum (as in migration_test).
-struct Record {
-  uint32_t writer, seq;
-  char pattern[48];
-  uint64_t sum;
-};
-uint64_t Sum(const Record& r) {
-  uint64_t s = 1469598103934665603ull ^ (uint64_t{r.writer} << 32 | r.seq);
-  for (char ch : r.pattern) s = (s ^ static_cast<unsigned char>(ch)) * 1099511628211ull;
-  return s;
-}
-
 TEST(Faults, kill_9_of_a_daemon_under_writers_loses_no_acknowledged_record) {
   TestCluster c(3, 1500, kNoAutoMigrate);
   ASSERT_EQ(c.Start(), "");
@@ -157,10 +146,7 @@ TEST(Faults, kill_9_of_a_daemon_under_writers_loses_no_acknowledged_record) {
       // Touching a page whose owner is down raises SIGBUS: that ends the writer.
       for (int i = 0; i < per_writer; i++) {
         Record& r = recs[w * per_writer + i];
-        r.writer = static_cast<uint32_t>(w);
-        r.seq = static_cast<uint32_t>(i);
-        for (int k = 0; k < 48; k++) r.pattern[k] = static_cast<char>('a' + (i + k + w) % 26);
-        r.sum = Sum(r);
+        MakeRecord(r, static_cast<uint32_t>(w), static_cast<uint32_t>(i));
         if (msync(recs, size, MS_SYNC) != 0) _exit(0);  // the owner is gone: stop
         uint32_t ack = static_cast<uint32_t>(w * per_writer + i);
         if (write(acks[1], &ack, sizeof(ack)) != sizeof(ack)) _exit(12);
@@ -196,7 +182,7 @@ TEST(Faults, kill_9_of_a_daemon_under_writers_loses_no_acknowledged_record) {
     int bad = 0;
     for (uint32_t i : acked) {
       const Record& r = recs[i];
-      if (r.writer != i / per_writer || r.seq != i % per_writer || r.sum != Sum(r)) bad++;
+      if (!Intact(r, i / per_writer, i % per_writer)) bad++;
     }
     EXPECT_EQ(bad, 0) << "acknowledged records lost or damaged, seen through node " << n << " (of "
                       << acked.size() << ")";

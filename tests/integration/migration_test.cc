@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 
+#include "tests/support/records.h"
 #include "tests/support/test_cluster.h"
 
 namespace cshm::testing {
@@ -126,19 +127,6 @@ TEST(Migration, pinned_segments_stay_but_move_when_told) {
   EXPECT_EQ(SetX(c.path(0, "pinned"), "user.cshm.pin", "maybe"), EINVAL);
 }
 
-// Records of 64 bytes: u32 writer, u32 seq, 48 bytes of pattern, u64 checksum.
-struct Record {
-  uint32_t writer, seq;
-  char pattern[48];
-  uint64_t sum;
-};
-static_assert(sizeof(Record) == 64);
-uint64_t Sum(const Record& r) {
-  uint64_t s = 1469598103934665603ull ^ (uint64_t{r.writer} << 32 | r.seq);
-  for (char ch : r.pattern) s = (s ^ static_cast<unsigned char>(ch)) * 1099511628211ull;
-  return s;
-}
-
 TEST(Migration, no_acknowledged_record_is_lost_while_the_segment_moves_back_and_forth) {
   TestCluster c(3, 3000, kNoAutoMigrate);
   ASSERT_EQ(c.Start(), "");
@@ -159,10 +147,7 @@ TEST(Migration, no_acknowledged_record_is_lost_while_the_segment_moves_back_and_
       if (recs == MAP_FAILED) _exit(10);
       for (int i = 0; i < per_writer; i++) {
         Record& r = recs[w * per_writer + i];
-        r.writer = static_cast<uint32_t>(w);
-        r.seq = static_cast<uint32_t>(i);
-        for (int k = 0; k < 48; k++) r.pattern[k] = static_cast<char>('a' + (i + k + w) % 26);
-        r.sum = Sum(r);
+        MakeRecord(r, static_cast<uint32_t>(w), static_cast<uint32_t>(i));
         // The release must succeed: a migration only delays it.
         if (msync(recs, size, MS_SYNC) != 0) _exit(11);
       }
@@ -201,7 +186,7 @@ TEST(Migration, no_acknowledged_record_is_lost_while_the_segment_moves_back_and_
     for (int w = 0; w < 3; w++)
       for (int i = 0; i < per_writer; i++) {
         const Record& r = recs[w * per_writer + i];
-        if (r.writer != static_cast<uint32_t>(w) || r.seq != static_cast<uint32_t>(i) || r.sum != Sum(r)) bad++;
+        if (!Intact(r, static_cast<uint32_t>(w), static_cast<uint32_t>(i))) bad++;
       }
     EXPECT_EQ(bad, 0) << "damaged or lost records seen through node " << n;
   }
