@@ -56,7 +56,18 @@ class Transport::Impl {
   void Run() {
     io_thread = std::thread([this] {
       auto guard = asio::make_work_guard(io);
-      io.run();
+      // An exception must not end the I/O thread (and the node with it): log
+      // it once and keep serving; the connection it came from is closed by
+      // its own error path or its deadlines.
+      while (!io.stopped()) {
+        try {
+          io.run();
+        } catch (const std::exception& e) {
+          spdlog::error("transport: internal error in an I/O handler: {}", e.what());
+        } catch (...) {
+          spdlog::error("transport: internal error in an I/O handler");
+        }
+      }
     });
   }
   void Stop();

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <thread>
 
+#include "net/auth.h"
 #include "net/frame_codec.h"
 #include "tests/support/ports.h"
 
@@ -201,6 +202,49 @@ int RawConnect(uint16_t port) {
     return -1;
   }
   return fd;
+}
+
+// Runs the client side of the handshake by hand, claiming `claimed`, with a
+// correct proof; returns true if the node answered with a Welcome.
+bool HandshakeAs(uint16_t port, const std::string& secret, uint32_t claimed, uint32_t server) {
+  int fd = RawConnect(port);
+  if (fd < 0) return false;
+  char hdr[kHeaderSize];
+  auto read_all = [&](char* p, size_t n) {
+    size_t got = 0;
+    while (got < n) {
+      ssize_t r = read(fd, p + got, n - got);
+      if (r <= 0) return false;
+      got += static_cast<size_t>(r);
+    }
+    return true;
+  };
+  FrameHeader h;
+  std::string why, payload;
+  if (!read_all(hdr, kHeaderSize) || DecodeHeader(std::string_view(hdr, kHeaderSize), &h, &why) != DecodeResult::kGood)
+    return close(fd), false;
+  payload.resize(h.length);
+  if (!read_all(payload.data(), h.length)) return close(fd), false;
+  auto hello = Hello::Decode(payload);
+  if (!hello.ok()) return close(fd), false;
+  AuthRequest a{claimed, RandomNonce(), 1, ""};
+  a.proof = ClientProof(secret, hello->nonce, a.nonce, claimed, server);
+  std::string frame;
+  EncodeFrame(FrameHeader{Kind::kOneWay, 2, 0, 0, 0}, a.Encode(), &frame);
+  if (write(fd, frame.data(), frame.size()) != static_cast<ssize_t>(frame.size())) return close(fd), false;
+  const bool welcomed = read_all(hdr, kHeaderSize);  // a Welcome, or the connection closes
+  close(fd);
+  return welcomed;
+}
+
+TEST(Transport, HandshakeByHandWorksAndAClaimOfTheNodesOwnIdIsRefused) {
+  ClusterConfig c = Config(3);
+  auto node1 = StartNode(c, 1);
+  EXPECT_TRUE(HandshakeAs(c.nodes[1].port, c.secret, 2, 1));  // a proper peer: welcomed
+  EXPECT_FALSE(HandshakeAs(c.nodes[1].port, c.secret, 1, 1));  // claims to be node 1 itself
+  EXPECT_FALSE(HandshakeAs(c.nodes[1].port, c.secret, 9, 1));  // an id not in the config
+  EXPECT_FALSE(HandshakeAs(c.nodes[1].port, "wrong-secret-0123456789", 2, 1));
+  EXPECT_GE(node1->t->refused_peers(), 3u);
 }
 
 TEST(Transport, GarbageAndUnauthenticatedFramesAreRefusedAndTheNodeKeepsWorking) {
