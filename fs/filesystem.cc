@@ -57,6 +57,49 @@ Result<std::unique_ptr<FileSystem>> FileSystem::Open(const FileSystemOptions& op
   return fs;
 }
 
+namespace {
+
+// The kernel checks the file's permissions on open, but not when a CREATE's
+// answer is an existing file: check them here for that case. Only the
+// caller's primary group is known here (supplementary groups are not).
+bool MayOpen(const meta::InodeRecord& r, const meta::Caller& c, int flags) {
+  if (c.uid == 0) return true;
+  const int acc = flags & O_ACCMODE;
+  int need = 0;
+  if (acc == O_RDONLY || acc == O_RDWR) need |= 4;
+  if (acc == O_WRONLY || acc == O_RDWR || (flags & O_TRUNC)) need |= 2;
+  int bits = static_cast<int>(r.mode);
+  if (c.uid == r.uid) bits >>= 6;
+  else if (c.gid == r.gid) bits >>= 3;
+  return (need & ~bits & 7) == 0;
+}
+
+}  // namespace
+
+Result<meta::InodeRecord> FileSystem::CreateOrOpen(uint64_t parent, std::string_view name, uint32_t mode, int flags,
+                                                   const meta::Caller& caller) {
+  auto created = meta_->Mknod(parent, name, S_IFREG | (mode & 07777), 0, caller);
+  if (created.ok() || created.status().code() != Status::Code::kExists || (flags & O_EXCL)) return created;
+  CSHM_ASSIGN_OR_RETURN(meta::InodeRecord r, meta_->Lookup(parent, name));  // +1 ref, as a create
+  Status refused;
+  if (r.IsDir()) refused = IsDir("'" + std::string(name) + "' is a directory");
+  else if (!r.IsReg()) refused = Exists("'" + std::string(name) + "' exists and is not a regular file");
+  else if (!MayOpen(r, caller, flags)) refused = AccessDenied("no permission to open '" + std::string(name) + "'");
+  if (!refused.ok()) {
+    meta_->Forget(r.ino, 1);
+    return refused;
+  }
+  if ((flags & O_TRUNC) && r.size != 0) {
+    auto t = SetAttr(r.ino, meta::SetAttrRequest{.size = 0});
+    if (!t.ok()) {
+      meta_->Forget(r.ino, 1);
+      return t.status();
+    }
+    return *t;
+  }
+  return r;
+}
+
 Result<std::shared_ptr<store::Segment>> FileSystem::RegularSegment(uint64_t ino) {
   CSHM_ASSIGN_OR_RETURN(meta::InodeRecord r, meta_->GetAttr(ino));
   if (r.IsDir()) return IsDir("is a directory");

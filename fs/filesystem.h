@@ -65,6 +65,12 @@ class FileSystem {
   // Leaves the cluster (before the FUSE session goes).
   void Stop();
 
+  // open(O_CREAT): creates `name`, or, when another node created it since the
+  // kernel looked (it only sends CREATE for a name it did not find), opens the
+  // existing file unless O_EXCL, as a local filesystem would.
+  Result<meta::InodeRecord> CreateOrOpen(uint64_t parent, std::string_view name, uint32_t mode, int flags,
+                                         const meta::Caller& caller);
+
   // Reads up to `len` bytes at `off`, stopping at EOF. Returns the count.
   Result<size_t> Read(uint64_t ino, uint64_t off, size_t len, char* buf);
   // Writes and grows the size if the write ends past it. `writeback`: the

@@ -203,7 +203,7 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 // Valid replies: fuse_reply_create, fuse_reply_err.
 void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
   Guard(req, "create", [&] {
-    auto r = Fs(req).ns().Mknod(parent, name, S_IFREG | (mode & 07777), 0, CallerOf(req));
+    auto r = Fs(req).CreateOrOpen(parent, name, mode, fi->flags, CallerOf(req));
     if (!r.ok()) return ReplyError(req, r.status(), "create");
     fi->keep_cache = 1;
     fuse_entry_param e = EntryOf(req, *r);

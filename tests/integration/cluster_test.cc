@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -140,6 +141,44 @@ TEST_F(ClusterTest, namespace_changes_are_visible_at_once) {
   ASSERT_EQ(unlink(c_.path(0, "renamed-on-1").c_str()), 0);
   EXPECT_EQ(stat(c_.path(1, "renamed-on-1").c_str(), &st), -1);
   EXPECT_EQ(errno, ENOENT);
+}
+
+TEST_F(ClusterTest, concurrent_o_creat_on_two_nodes_opens_instead_of_failing) {
+  // Both nodes open(O_CREAT) the same names at once: the kernel of the slower
+  // one sends CREATE for a name the other just made; that must open it, as
+  // on a local filesystem, and only O_EXCL may say EEXIST.
+  const int names = 100, per_node = 2, kids_n = 2 * per_node;
+  // A barrier per name in shared memory, so that the opens really collide.
+  auto* arrived = static_cast<std::atomic<int>*>(
+      mmap(nullptr, names * sizeof(std::atomic<int>), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(arrived, MAP_FAILED);
+  for (int i = 0; i < names; i++) new (&arrived[i]) std::atomic<int>(0);
+  std::vector<pid_t> kids;
+  for (int k = 0; k < kids_n; k++) {
+    const std::string base = c_.path(k % 2, "race-");
+    pid_t pid = fork();
+    if (pid == 0) {
+      for (int i = 0; i < names; i++) {
+        arrived[i]++;
+        auto deadline = std::chrono::steady_clock::now() + 10s;
+        while (arrived[i] < kids_n)
+          if (std::chrono::steady_clock::now() > deadline) _exit(2);
+        int fd = open((base + std::to_string(i)).c_str(), O_RDWR | O_CREAT, 0644);
+        if (fd < 0) _exit(10 + errno % 100);
+        close(fd);
+      }
+      _exit(0);
+    }
+    kids.push_back(pid);
+  }
+  for (pid_t k : kids) {
+    int st = 0;
+    ASSERT_TRUE(WaitForExit(k, 60s, &st));
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "open(O_CREAT) failed with errno " << WEXITSTATUS(st) - 10;
+  }
+  munmap(arrived, names * sizeof(std::atomic<int>));
+  EXPECT_EQ(open(c_.path(1, "race-0").c_str(), O_RDWR | O_CREAT | O_EXCL, 0644), -1);
+  EXPECT_EQ(errno, EEXIST);
 }
 
 TEST_F(ClusterTest, unlink_while_mapped_on_another_node_keeps_the_mapping) {

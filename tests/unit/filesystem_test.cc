@@ -91,6 +91,25 @@ TEST_F(FileSystemTest, DataSurvivesReopen) {
   EXPECT_EQ(fs_->Stats().blocks_free, 63u);
 }
 
+TEST_F(FileSystemTest, CreateOfANameThatAppearedOpensItUnlessExclusive) {
+  uint64_t f = NewFile("f");
+  ASSERT_TRUE(fs_->Write(f, 0, "data", 4).ok());
+  const meta::Caller root{0, 0, 0}, other{1000, 1000, 0};
+  auto again = fs_->CreateOrOpen(kRootIno, "f", 0644, O_RDWR | O_CREAT, root);
+  ASSERT_TRUE(again.ok()) << again.status().message();
+  EXPECT_EQ(again->ino, f);
+  EXPECT_EQ(again->size, 4u);
+  EXPECT_EQ(fs_->CreateOrOpen(kRootIno, "f", 0644, O_RDWR | O_CREAT | O_EXCL, root).status().ToErrno(), EEXIST);
+  auto trunc = fs_->CreateOrOpen(kRootIno, "f", 0644, O_RDWR | O_CREAT | O_TRUNC, root);
+  ASSERT_TRUE(trunc.ok());
+  EXPECT_EQ(trunc->size, 0u);
+  // The file's own permissions hold: 0644 root-owned, another user may read only.
+  EXPECT_TRUE(fs_->CreateOrOpen(kRootIno, "f", 0644, O_RDONLY | O_CREAT, other).ok());
+  EXPECT_EQ(fs_->CreateOrOpen(kRootIno, "f", 0644, O_WRONLY | O_CREAT, other).status().ToErrno(), EACCES);
+  ASSERT_TRUE(fs_->ns().Mkdir(kRootIno, "d", 0755, root).ok());
+  EXPECT_EQ(fs_->CreateOrOpen(kRootIno, "d", 0644, O_RDWR | O_CREAT, root).status().ToErrno(), EISDIR);
+}
+
 TEST_F(FileSystemTest, DataOpsOnDirectoriesAreRefused) {
   EXPECT_EQ(fs_->Write(kRootIno, 0, "x", 1).ToErrno(), EISDIR);
   EXPECT_EQ(fs_->SetAttr(kRootIno, meta::SetAttrRequest{.size = 0}).status().ToErrno(), EISDIR);
