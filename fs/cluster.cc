@@ -214,15 +214,13 @@ Status Cluster::Write(uint64_t ino, uint64_t off, const char* data, size_t len, 
     }
     if (runs.empty()) return Status::Ok();  // written back unchanged
   }
-  const std::string payload = WriteBackRequest{ino, runs}.Encode();
   // Earlier write-backs of this segment that no owner took go first.
-  Status st = pending_->Has(ino) ? pending_->Drain(ino, [&](const std::string& p) { return Deliver(ino, p); })
-                                 : Status::Ok();
-  if (st.ok()) st = Deliver(ino, payload);
+  Status st = pending_->Has(ino) ? DrainPending(ino) : Status::Ok();
+  if (st.ok()) st = Deliver(ino, runs);
   const bool unreachable = st.code() == Status::Code::kUnavailable || st.code() == Status::Code::kTimedOut;
   if (unreachable || (!st.ok() && pending_->Has(ino))) {
     // The kernel will forget these bytes when it gets the error: keep them.
-    Status kept = pending_->Add(ino, payload);
+    Status kept = pending_->Add(ino, WriteBackRequest{ino, runs}.Encode());
     if (kept.ok())
       spdlog::warn("write-back of inode {} not delivered ({}); kept in the state dir until its owner answers", ino,
                    st.message());
@@ -772,21 +770,30 @@ Status Cluster::InstallSegment(const MigrateInstall& m) {
   return Status::Ok();
 }
 
-Status Cluster::Deliver(uint64_t ino, const std::string& payload) {
+Status Cluster::Deliver(uint64_t ino, const std::vector<WriteRun>& runs) {
+  // Encoded only for a remote owner (and once, across kMoved retries): the
+  // owner's own writes go straight to ApplyAsOwner.
+  std::string payload;
   return AtOwner(ino, [&](uint32_t at) -> Result<uint64_t> {
-           if (at == self_) {
-             CSHM_ASSIGN_OR_RETURN(WriteBackRequest wb, WriteBackRequest::Decode(payload));
-             return ApplyAsOwner(ino, self_, wb.runs);
-           }
+           if (at == self_) return ApplyAsOwner(ino, self_, runs);
+           if (payload.empty()) payload = WriteBackRequest{ino, runs}.Encode();
            CSHM_ASSIGN_OR_RETURN(std::string r, transport_->Call(at, kWriteBack, payload));
            return DecodeU64(r);
          })
       .status();
 }
 
+Status Cluster::DrainPending(uint64_t ino) {
+  return pending_->Drain(ino, [&](const std::string& p) -> Status {
+    auto wb = WriteBackRequest::Decode(p);
+    if (!wb.ok()) return Corruption("a kept write-back of inode " + std::to_string(ino) + " does not decode");
+    return Deliver(ino, wb->runs);
+  });
+}
+
 void Cluster::DeliverPending() {
   for (uint64_t ino : pending_->Inodes()) {
-    Status st = pending_->Drain(ino, [&](const std::string& p) { return Deliver(ino, p); });
+    Status st = DrainPending(ino);
     if (st.ok()) spdlog::info("delivered the kept write-backs of inode {}", ino);
   }
 }

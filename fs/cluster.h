@@ -139,8 +139,10 @@ class Cluster {
   Status InstallPages(const ownership::MigratePages& m);
   Status InstallSegment(const ownership::MigrateInstall& m);
   void MigratorLoop();
-  // Sends one encoded write-back to the segment's owner, wherever it is.
-  Status Deliver(uint64_t ino, const std::string& payload);
+  // Sends one write-back to the segment's owner, wherever it is.
+  Status Deliver(uint64_t ino, const std::vector<ownership::WriteRun>& runs);
+  // Delivers the kept write-backs of `ino`, in order (see PendingWrites).
+  Status DrainPending(uint64_t ino);
   void DeliverPending();
   Result<ownership::LockReply> ServeLock(uint32_t from, const ownership::LockMessage& m);
 
