@@ -89,6 +89,9 @@ TEST(Lifecycle, mount_lifts_the_dirty_limit_and_raises_readahead) {
   ASSERT_TRUE(mount);
   const std::string bdi = "/sys/class/bdi/" + mount->devnum + "/";
   if (!std::filesystem::exists(bdi + "strict_limit")) GTEST_SKIP() << "kernel without bdi strict_limit";
+  // With -f the mount shows up before the daemon has served INIT and tuned
+  // the device: wait (with a deadline) for it to finish.
+  WaitFor([&] { return Slurp(bdi + "read_ahead_kb") == "1024\n"; }, 10s);
   EXPECT_EQ(Slurp(bdi + "strict_limit"), "0\n");
   EXPECT_EQ(Slurp(bdi + "max_ratio"), "100\n");
   EXPECT_EQ(Slurp(bdi + "read_ahead_kb"), "1024\n");
