@@ -8,7 +8,7 @@ packages=(
   libfuse3-dev fuse3
   librocksdb-dev libboost-dev libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev libssl-dev
   libgtest-dev libgmock-dev
-  python3
+  python3 gnuplot-nox
   python3-sysv-ipc stress-ng
   spin clang libclang-rt-14-dev
 )
