@@ -173,25 +173,23 @@ auto Cluster::AtOwner(uint64_t ino, F call) -> decltype(call(0u)) {
 }
 
 Result<size_t> Cluster::Read(uint64_t ino, uint64_t off, size_t len, char* buf) {
-  auto reply = AtOwner(ino, [&](uint32_t owner) -> Result<FetchReply> {
-    FetchReply out;
-    if (owner == self_) {
-      CSHM_ASSIGN_OR_RETURN(out.data, owned_.Fetch(ino, self_, off, len, &out.size));
-      return out;
-    }
+  auto n = AtOwner(ino, [&](uint32_t owner) -> Result<uint64_t> {
+    uint64_t size = 0;
+    if (owner == self_) return owned_.Fetch(ino, self_, off, len, buf, &size);
     {
       std::lock_guard<std::mutex> lock(mu_);
       fetches_from_[ino]++;
     }
     CSHM_ASSIGN_OR_RETURN(std::string bytes, transport_->Call(owner, kFetch, FetchRequest{ino, off, len}.Encode()));
-    return FetchReply::Decode(bytes);
+    CSHM_ASSIGN_OR_RETURN(std::string_view data, FetchReply::View(bytes, &size));
+    if (data.size() > len) return IoError("owner returned more bytes than asked");
+    std::memcpy(buf, data.data(), data.size());
+    return data.size();
   });
-  if (!reply.ok()) return reply.status();
-  if (reply->data.size() > len) return IoError("owner returned more bytes than asked");
+  if (!n.ok()) return n.status();
   // The kernel now holds these pages: remember them as they were.
-  twins_->Put(ino, off, reply->data);
-  std::memcpy(buf, reply->data.data(), reply->data.size());
-  return reply->data.size();
+  twins_->Put(ino, off, std::string_view(buf, *n));
+  return static_cast<size_t>(*n);
 }
 
 Status Cluster::Write(uint64_t ino, uint64_t off, const char* data, size_t len, bool writeback) {
@@ -392,11 +390,12 @@ void Cluster::Handle(net::Request r) {
     case kFetch: {
       auto req = FetchRequest::Decode(r.payload);
       if (!req.ok()) return reply(req.status());
-      FetchReply out;
-      auto data = owned_.Fetch(req->ino, r.from, req->off, req->len, &out.size);
-      if (!data.ok()) return reply(data.status());
-      out.data = std::move(*data);
-      return reply(out.Encode());
+      std::string frame = FetchReply::Frame(req->len);
+      uint64_t size = 0;
+      auto n = owned_.Fetch(req->ino, r.from, req->off, req->len, frame.data() + FetchReply::kDataOffset, &size);
+      if (!n.ok()) return reply(n.status());
+      FetchReply::Finish(&frame, size, *n);
+      return reply(std::move(frame));
     }
     case kWriteBack: {
       auto req = WriteBackRequest::Decode(r.payload);

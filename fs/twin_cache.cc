@@ -26,17 +26,19 @@ void TwinCache::Put(uint64_t ino, uint64_t off, std::string_view data) {
   auto seg = pages_->Get(ino);
   if (!seg.ok()) return;
   std::lock_guard<std::mutex> lock(mu_);
-  std::string padded(data);
-  padded.resize((data.size() + kPageSize - 1) / kPageSize * kPageSize, '\0');
+  // The last page past the data (past EOF) is zeros, as the kernel sees it.
+  const size_t whole = (data.size() + kPageSize - 1) / kPageSize * kPageSize;
+  const std::string zeros(whole - data.size(), '\0');
   {
     std::lock_guard<std::mutex> seg_lock((*seg)->mu());
-    if (!(*seg)->Write(off, padded.data(), padded.size()).ok()) {
+    if (!(*seg)->Write(off, data.data(), data.size()).ok() ||
+        (!zeros.empty() && !(*seg)->Write(off + data.size(), zeros.data(), zeros.size()).ok())) {
       spdlog::warn("cannot store twins of inode {}; its next write-back sends whole pages", ino);
       return;
     }
   }
   auto& bits = present_[ino];
-  const uint64_t first = off / kPageSize, last = (off + padded.size()) / kPageSize;
+  const uint64_t first = off / kPageSize, last = (off + whole) / kPageSize;
   if (bits.size() < last) bits.resize(last, false);
   for (uint64_t p = first; p < last; p++) bits[p] = true;
 }

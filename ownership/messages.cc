@@ -22,7 +22,7 @@ Result<FetchRequest> FetchRequest::Decode(std::string_view in) {
   r.GetU64(&f.ino);
   r.GetU64(&f.off);
   r.GetU64(&f.len);
-  if (!r.AtEnd()) return Malformed("fetch");
+  if (!r.AtEnd() || f.len > kMaxLen) return Malformed("fetch");
   return f;
 }
 
@@ -40,6 +40,24 @@ Result<FetchReply> FetchReply::Decode(std::string_view in) {
   r.GetBytes(&f.data);
   if (!r.AtEnd()) return Malformed("fetch reply");
   return f;
+}
+
+std::string FetchReply::Frame(size_t len) { return std::string(kDataOffset + len, '\0'); }
+
+void FetchReply::Finish(std::string* frame, uint64_t size, size_t n) {
+  frame->resize(kDataOffset + n);
+  std::string head;
+  ByteWriter w(&head);
+  w.PutU64(size);
+  w.PutU32(static_cast<uint32_t>(n));
+  frame->replace(0, kDataOffset, head);
+}
+
+Result<std::string_view> FetchReply::View(std::string_view in, uint64_t* size) {
+  ByteReader r(in);
+  uint32_t n = 0;
+  if (!r.GetU64(size) || !r.GetU32(&n) || in.size() != kDataOffset + n) return Malformed("fetch reply");
+  return in.substr(kDataOffset, n);
 }
 
 std::string WriteBackRequest::Encode() const {

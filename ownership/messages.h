@@ -94,6 +94,9 @@ struct LockReply {
 };
 
 struct FetchRequest {
+  // Longer fetches are malformed (the reply must fit a frame; FUSE asks for
+  // at most 1 MiB).
+  static constexpr uint64_t kMaxLen = 16u << 20;
   uint64_t ino = 0, off = 0, len = 0;
   std::string Encode() const;
   static Result<FetchRequest> Decode(std::string_view in);
@@ -103,6 +106,14 @@ struct FetchReply {
   std::string data;
   std::string Encode() const;
   static Result<FetchReply> Decode(std::string_view in);
+
+  // The same wire form without copying the data: the owner reads the bytes
+  // straight into a frame made by Frame (at kDataOffset) and then calls
+  // Finish; the accessor takes a view of them in the received payload.
+  static constexpr size_t kDataOffset = 12;  // u64 size, u32 length
+  static std::string Frame(size_t len);
+  static void Finish(std::string* frame, uint64_t size, size_t n);
+  static Result<std::string_view> View(std::string_view in, uint64_t* size);
 };
 
 struct WriteBackRequest {

@@ -77,26 +77,26 @@ Result<std::pair<std::shared_ptr<OwnedSegments::State>, std::unique_lock<std::mu
   return locked;
 }
 
-Result<std::string> OwnedSegments::Fetch(uint64_t ino, uint32_t node, uint64_t off, uint64_t len, uint64_t* size) {
+Result<uint64_t> OwnedSegments::Fetch(uint64_t ino, uint32_t node, uint64_t off, uint64_t len, char* out,
+                                      uint64_t* size) {
   CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(ino));
-  std::string data;
+  uint64_t n = 0;
   {
     CSHM_ASSIGN_OR_RETURN(auto locked, LockServing(ino));
     State* s = locked.first.get();
     *size = s->size;
-    if (off >= s->size) return data;
-    const uint64_t n = std::min<uint64_t>(len, s->size - off);
-    data.resize(n);
+    if (off >= s->size) return n;
+    n = std::min<uint64_t>(len, s->size - off);
     // Read under the segment's lock so that a concurrent Apply is either wholly before (and
     // we join the copyset after its round chose its targets: we read its bytes)
     // or wholly after (and its round invalidates us).
-    CSHM_RETURN_IF_ERROR(seg->Read(off, n, data.data()));
+    CSHM_RETURN_IF_ERROR(seg->Read(off, n, out));
     const uint64_t last = (off + n - 1) / kPageSize;
     if (s->copyset.size() <= last) s->copyset.resize(last + 1, 0);
     for (uint64_t p = off / kPageSize; p <= last; p++) s->copyset[p] |= 1ull << node;
     s->stats.Add(node, static_cast<double>(last - off / kPageSize + 1), Now());
   }
-  return data;
+  return n;
 }
 
 Result<ApplyOutcome> OwnedSegments::Apply(uint64_t ino, uint32_t node, const std::vector<WriteRun>& runs) {

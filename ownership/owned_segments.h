@@ -80,9 +80,11 @@ class OwnedSegments {
   using LoadFn = std::function<Result<SegmentInfo>(uint64_t ino)>;
   OwnedSegments(store::PageStore* pages, uint32_t self, LoadFn load, double half_life_s = 5.0);
 
-  // Up to `len` bytes at `off`, cut at the segment's size; `node` joins the
-  // copyset of every page returned.
-  Result<std::string> Fetch(uint64_t ino, uint32_t node, uint64_t off, uint64_t len, uint64_t* size);
+  // Up to `len` bytes at `off` into `out` (room for `len`), cut at the
+  // segment's size; returns how many. `node` joins the copyset of every page
+  // returned. The bytes go straight where the caller wants them (a FUSE reply
+  // buffer, a reply frame): a fault copies its data as few times as it can.
+  Result<uint64_t> Fetch(uint64_t ino, uint32_t node, uint64_t off, uint64_t len, char* out, uint64_t* size);
   // Writes `runs` (bytes that differ from what `node` last saw, or a
   // write(2)'s whole data). Returns who else must drop the pages.
   Result<ApplyOutcome> Apply(uint64_t ino, uint32_t node, const std::vector<WriteRun>& runs);

@@ -58,7 +58,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
   switch (data[0] % 14) {
     case 0: RoundTrip<ownership::FetchRequest>(in); break;
-    case 1: RoundTrip<ownership::FetchReply>(in); break;
+    case 1: {
+      RoundTrip<ownership::FetchReply>(in);
+      // The copy-free view accepts exactly what Decode accepts, and the same bytes.
+      uint64_t size = 0;
+      auto view = ownership::FetchReply::View(in, &size);
+      auto full = ownership::FetchReply::Decode(in);
+      if (view.ok() != full.ok() || (view.ok() && (*view != full->data || size != full->size))) __builtin_trap();
+      break;
+    }
     case 2: RoundTrip<ownership::WriteBackRequest>(in); break;
     case 3: RoundTrip<ownership::TruncateRequest>(in); break;
     case 4: RoundTrip<ownership::InvalidateRequest>(in); break;

@@ -24,9 +24,11 @@ class OwnedSegmentsTest : public ::testing::Test {
   }
   std::string Fetch(uint32_t node, uint64_t off, uint64_t len, uint64_t ino = 7) {
     uint64_t size = 0;
-    auto r = owned_->Fetch(ino, node, off, len, &size);
+    std::string out(len, '\0');
+    auto r = owned_->Fetch(ino, node, off, len, out.data(), &size);
     EXPECT_TRUE(r.ok()) << r.status().message();
-    return r.ok() ? *r : "";
+    out.resize(r.ok() ? *r : 0);
+    return out;
   }
   TempDir dir_;
   std::unique_ptr<store::PageStore> pages_;
@@ -97,7 +99,8 @@ TEST_F(OwnedSegmentsTest, FreezeHoldsRequestsAndAMoveForwardsThem) {
   Status seen;
   std::thread t([&] {
     uint64_t size;
-    seen = owned_->Fetch(7, 1, 0, 3, &size).status();
+    char buf[3];
+    seen = owned_->Fetch(7, 1, 0, 3, buf, &size).status();
     done = true;
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
