@@ -29,7 +29,9 @@ Cluster::Cluster(net::ClusterConfig config, uint32_t self, store::PageStore* pag
                auto pin = meta().GetXattr(ino, "user.cshm.pin");
                return SegmentInfo{rec.size, rec.owner_node, pin.ok() && *pin == "1"};
              },
-             config_.migrate.half_life_s) {}
+             config_.migrate.half_life_s) {
+  owned_.SetOwnerTwins(twins_.get());
+}
 
 Cluster::~Cluster() { Stop(); }
 
@@ -173,9 +175,11 @@ auto Cluster::AtOwner(uint64_t ino, F call) -> decltype(call(0u)) {
 }
 
 Result<size_t> Cluster::Read(uint64_t ino, uint64_t off, size_t len, char* buf) {
+  bool local = false;
   auto n = AtOwner(ino, [&](uint32_t owner) -> Result<uint64_t> {
     uint64_t size = 0;
-    if (owner == self_) return owned_.Fetch(ino, self_, off, len, buf, &size);
+    // The owner's pages are their own twins (OwnerTwinStore): none to store.
+    if ((local = owner == self_)) return owned_.Fetch(ino, self_, off, len, buf, &size);
     {
       std::lock_guard<std::mutex> lock(mu_);
       fetches_from_[ino]++;
@@ -188,24 +192,37 @@ Result<size_t> Cluster::Read(uint64_t ino, uint64_t off, size_t len, char* buf) 
   });
   if (!n.ok()) return n.status();
   // The kernel now holds these pages: remember them as they were.
-  twins_->Put(ino, off, std::string_view(buf, *n));
+  if (!local) twins_->Put(ino, off, std::string_view(buf, *n));
   return static_cast<size_t>(*n);
 }
 
 Status Cluster::Write(uint64_t ino, uint64_t off, const char* data, size_t len, bool writeback) {
-  CSHM_RETURN_IF_ERROR(OwnerOf(ino).status());  // a regular file
+  CSHM_ASSIGN_OR_RETURN(const uint32_t owner, OwnerOf(ino));  // a regular file
   std::string_view now(data, len);
   std::vector<WriteRun> runs;
   if (!writeback) {
     // write(2): the caller stored exactly these bytes.
     runs.push_back(WriteRun{off, std::string(now)});
-  } else {
-    for (uint64_t p = off / kPageSize; p * kPageSize < off + len; p++) {
+  } else if (len > 0) {
+    const uint64_t first = off / kPageSize, last = (off + len - 1) / kPageSize;
+    // On the owner, the twins are mostly its own pages (OwnerTwinStore).
+    std::optional<std::string> owner_twins;
+    if (owner == self_) {
+      auto t = owned_.OwnerTwins(ino, first, last - first + 1);
+      if (t.ok()) owner_twins = std::move(*t);  // else it moved away: the twins are stored ones now
+    }
+    for (uint64_t p = first; p <= last; p++) {
       const uint64_t ps = std::max(p * kPageSize, off), pe = std::min((p + 1) * kPageSize, off + len);
-      auto twin = twins_->Get(ino, p);
+      std::optional<std::string> stored;
+      std::optional<std::string_view> twin;
+      if (owner_twins) {
+        twin = std::string_view(*owner_twins).substr((p - first) * kPageSize, kPageSize);
+      } else if ((stored = twins_->Get(ino, p))) {
+        twin = *stored;
+      }
       std::string_view cur = now.substr(ps - off, pe - ps);
       if (twin) {
-        DiffInto(ps, std::string_view(*twin).substr(ps - p * kPageSize, pe - ps), cur, &runs);
+        DiffInto(ps, twin->substr(ps - p * kPageSize, pe - ps), cur, &runs);
       } else {
         runs.push_back(WriteRun{ps, std::string(cur)});
       }
@@ -228,7 +245,7 @@ Status Cluster::Write(uint64_t ino, uint64_t off, const char* data, size_t len, 
   }
   // What the owner has now, as far as this node knows.
   if (st.ok()) {
-    twins_->Patch(ino, off, now);
+    twins_->Patch(ino, off, now, /*whole_pages=*/owner != self_);
     std::lock_guard<std::mutex> lock(mu_);
     unsynced_[ino] = ++writes_;
   }
@@ -693,7 +710,10 @@ Status Cluster::MoveSegment(uint64_t ino, uint32_t target, const std::string& wh
   if (!r.ok()) return fail(r.status());
   Status st = meta().SetOwner(ino, target);
   if (!st.ok()) return fail(st);
-  // Committed: the directory names the target. Forward from now on.
+  // Committed: the directory names the target. This node's kernel copies had
+  // the pages here as their twins: store those before the pages go.
+  KeepOwnTwins(ino, snap, **seg);
+  // Forward from now on.
   {
     std::lock_guard<std::mutex> lock(locks_mu_);
     locks_.Take(ino);
@@ -706,6 +726,27 @@ Status Cluster::MoveSegment(uint64_t ino, uint32_t target, const std::string& wh
   spdlog::info("migrated inode {} from node {} to node {} ({}): {} of {} pages sent, {:.1f} ms", ino, self_, target,
                why, sent, pages, ms);
   return Status::Ok();
+}
+
+void Cluster::KeepOwnTwins(uint64_t ino, const SegmentSnapshot& snap, const store::Segment& seg) {
+  const uint64_t self_bit = 1ull << self_;
+  const uint64_t pages = std::min<uint64_t>(snap.copyset.size(), (snap.size + kPageSize - 1) / kPageSize);
+  std::string run;
+  for (uint64_t p = 0; p < pages;) {
+    if (!(snap.copyset[p] & self_bit) || twins_->Has(ino, p)) {
+      p++;
+      continue;
+    }
+    uint64_t q = p;
+    while (q < pages && q - p < 256 && (snap.copyset[q] & self_bit) && !twins_->Has(ino, q)) q++;
+    run.resize((q - p) * kPageSize);
+    if (!seg.Read(p * kPageSize, run.size(), run.data()).ok()) {
+      spdlog::warn("cannot keep the twins of migrated inode {}; this node's next write-back sends whole pages", ino);
+      return;
+    }
+    twins_->Put(ino, p * kPageSize, run);
+    p = q;
+  }
 }
 
 Status Cluster::InstallPages(const MigratePages& m) {

@@ -136,6 +136,9 @@ class Cluster {
   // Old owner: the transfer protocol. `why` is logged.
   Status MoveSegment(uint64_t ino, uint32_t target, const std::string& why);
   Result<std::string> ServeControl(const ownership::ControlRequest& c);
+  // Migration, old owner: stores the twins of this node's own copies (which
+  // were the pages themselves, OwnerTwinStore) before the pages are freed.
+  void KeepOwnTwins(uint64_t ino, const ownership::SegmentSnapshot& snap, const store::Segment& seg);
   Status InstallPages(const ownership::MigratePages& m);
   Status InstallSegment(const ownership::MigrateInstall& m);
   void MigratorLoop();

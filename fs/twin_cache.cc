@@ -17,6 +17,11 @@ Result<std::unique_ptr<TwinCache>> TwinCache::Open(const std::string& dir) {
 }
 
 bool TwinCache::Has(uint64_t ino, uint64_t page) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return HasLocked(ino, page);
+}
+
+bool TwinCache::HasLocked(uint64_t ino, uint64_t page) {
   auto it = present_.find(ino);
   return it != present_.end() && page < it->second.size() && it->second[page];
 }
@@ -45,7 +50,7 @@ void TwinCache::Put(uint64_t ino, uint64_t off, std::string_view data) {
 
 std::optional<std::string> TwinCache::Get(uint64_t ino, uint64_t page) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (!Has(ino, page)) return std::nullopt;
+  if (!HasLocked(ino, page)) return std::nullopt;
   auto seg = pages_->Get(ino);
   if (!seg.ok()) return std::nullopt;
   std::string out(kPageSize, '\0');
@@ -53,7 +58,7 @@ std::optional<std::string> TwinCache::Get(uint64_t ino, uint64_t page) {
   return out;
 }
 
-void TwinCache::Patch(uint64_t ino, uint64_t off, std::string_view data) {
+void TwinCache::Patch(uint64_t ino, uint64_t off, std::string_view data, bool whole_pages) {
   if (data.empty()) return;
   auto seg = pages_->Get(ino);
   if (!seg.ok()) return;
@@ -62,7 +67,7 @@ void TwinCache::Patch(uint64_t ino, uint64_t off, std::string_view data) {
   const uint64_t end = off + data.size();
   for (uint64_t p = off / kPageSize; p * kPageSize < end; p++) {
     const uint64_t ps = p * kPageSize, pe = ps + kPageSize;
-    const bool whole = off <= ps && end >= pe;
+    const bool whole = whole_pages && off <= ps && end >= pe;
     if (!whole && !(p < bits.size() && bits[p])) continue;
     const uint64_t s = std::max(ps, off), e = std::min(pe, end);
     std::lock_guard<std::mutex> seg_lock((*seg)->mu());

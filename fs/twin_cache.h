@@ -21,17 +21,22 @@
 
 namespace cshm::fs {
 
-class TwinCache {
+class TwinCache : public ownership::OwnerTwinStore {
  public:
   static Result<std::unique_ptr<TwinCache>> Open(const std::string& dir);
 
   // Stores `data` as the twins of the pages it covers, starting at the
   // page-aligned `off`; a short last page is padded with zeros.
   void Put(uint64_t ino, uint64_t off, std::string_view data);
-  std::optional<std::string> Get(uint64_t ino, uint64_t page);
-  // Writes `data` at `off` into twins that exist; pages wholly covered by it
-  // get a twin if they had none.
-  void Patch(uint64_t ino, uint64_t off, std::string_view data);
+  std::optional<std::string> Get(uint64_t ino, uint64_t page) override;
+  bool Has(uint64_t ino, uint64_t page) override;
+  // Writes `data` at `off` into twins that exist; with `whole_pages`, pages
+  // wholly covered by it get a twin if they had none (not on the owner, whose
+  // pages are their own twins).
+  void Patch(uint64_t ino, uint64_t off, std::string_view data, bool whole_pages = true);
+  // The owner's saved twins (ownership::OwnerTwinStore).
+  void Keep(uint64_t ino, uint64_t page, std::string_view before) override { Put(ino, page * store::kPageSize, before); }
+  void Discard(uint64_t ino, uint64_t off, uint64_t len) override { Drop(ino, ownership::Range{off, len}); }
   void Drop(uint64_t ino, const ownership::Range& range);
   void DropInode(uint64_t ino);
   // One byte per page: 1 if this node holds a twin of it.
@@ -39,7 +44,7 @@ class TwinCache {
 
  private:
   explicit TwinCache(std::unique_ptr<store::PageStore> pages) : pages_(std::move(pages)) {}
-  bool Has(uint64_t ino, uint64_t page);  // mu_ held
+  bool HasLocked(uint64_t ino, uint64_t page);  // mu_ held
 
   std::unique_ptr<store::PageStore> pages_;
   std::mutex mu_;

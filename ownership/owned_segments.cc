@@ -91,6 +91,7 @@ Result<uint64_t> OwnedSegments::Fetch(uint64_t ino, uint32_t node, uint64_t off,
     // we join the copyset after its round chose its targets: we read its bytes)
     // or wholly after (and its round invalidates us).
     CSHM_RETURN_IF_ERROR(seg->Read(off, n, out));
+    if (node == self_ && owner_twins_ != nullptr) owner_twins_->Discard(ino, off, n);
     const uint64_t last = (off + n - 1) / kPageSize;
     if (s->copyset.size() <= last) s->copyset.resize(last + 1, 0);
     for (uint64_t p = off / kPageSize; p <= last; p++) s->copyset[p] |= 1ull << node;
@@ -99,12 +100,42 @@ Result<uint64_t> OwnedSegments::Fetch(uint64_t ino, uint32_t node, uint64_t off,
   return n;
 }
 
+Result<std::string> OwnedSegments::OwnerTwins(uint64_t ino, uint64_t first, uint64_t count) {
+  CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(ino));
+  CSHM_ASSIGN_OR_RETURN(auto locked, LockServing(ino));
+  std::lock_guard<std::mutex> seg_lock(seg->mu());
+  std::string out(count * kPageSize, '\0');
+  CSHM_RETURN_IF_ERROR(seg->Read(first * kPageSize, out.size(), out.data()));
+  if (owner_twins_ != nullptr) {
+    for (uint64_t i = 0; i < count; i++) {
+      if (!owner_twins_->Has(ino, first + i)) continue;
+      auto kept = owner_twins_->Get(ino, first + i);
+      if (kept) out.replace(i * kPageSize, kPageSize, *kept);
+    }
+  }
+  return out;
+}
+
 Result<ApplyOutcome> OwnedSegments::Apply(uint64_t ino, uint32_t node, const std::vector<WriteRun>& runs) {
   CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(ino));
   ApplyOutcome out;
   CSHM_ASSIGN_OR_RETURN(auto locked, LockServing(ino));
   State* s = locked.first.get();
   std::lock_guard<std::mutex> seg_lock(seg->mu());
+  if (node != self_ && owner_twins_ != nullptr) {
+    // Pages this node's kernel holds are about to change under it: save each
+    // as it was, once, as its twin (see OwnerTwinStore).
+    const uint64_t self_bit = 1ull << self_;
+    std::string before(kPageSize, '\0');
+    for (const WriteRun& r : runs) {
+      if (r.bytes.empty()) continue;
+      for (uint64_t p = r.off / kPageSize; p <= (r.off + r.bytes.size() - 1) / kPageSize; p++) {
+        if (p >= s->copyset.size() || !(s->copyset[p] & self_bit) || owner_twins_->Has(ino, p)) continue;
+        CSHM_RETURN_IF_ERROR(seg->Read(p * kPageSize, kPageSize, before.data()));
+        owner_twins_->Keep(ino, p, before);
+      }
+    }
+  }
   uint64_t end = s->size;
   std::vector<uint64_t> touched;
   // A diff of interleaved writers is many small runs: merge those into their

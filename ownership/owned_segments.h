@@ -21,6 +21,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -66,6 +67,23 @@ struct SegmentSnapshot {
   bool pinned = false;
 };
 
+// The twins of this node's own kernel copies of the segments it owns. The owner
+// stores none while no other node changes a page: the page in the store is
+// then exactly what its kernel read, so it is the twin (OwnerTwins reads it).
+// Before another node's write changes a page that this node's kernel holds,
+// Apply saves the page as it was (Keep), and that is the twin until this
+// node's copy is invalidated; a fetch by this node itself discards a saved
+// one (Discard), its kernel now holding the page as it is. So the owner's
+// faults write no twins. Implemented by fs::TwinCache (its stored twins).
+class OwnerTwinStore {
+ public:
+  virtual ~OwnerTwinStore() = default;
+  virtual bool Has(uint64_t ino, uint64_t page) = 0;
+  virtual std::optional<std::string> Get(uint64_t ino, uint64_t page) = 0;
+  virtual void Keep(uint64_t ino, uint64_t page, std::string_view before) = 0;
+  virtual void Discard(uint64_t ino, uint64_t off, uint64_t len) = 0;
+};
+
 // What the metadata service says of a segment the first time it is touched.
 struct SegmentInfo {
   uint64_t size = 0;
@@ -85,6 +103,13 @@ class OwnedSegments {
   // returned. The bytes go straight where the caller wants them (a FUSE reply
   // buffer, a reply frame): a fault copies its data as few times as it can.
   Result<uint64_t> Fetch(uint64_t ino, uint32_t node, uint64_t off, uint64_t len, char* out, uint64_t* size);
+  // Where this node's own twins are (see OwnerTwinStore); set before serving.
+  // Without one, Apply keeps nothing and this node must store twins itself.
+  void SetOwnerTwins(OwnerTwinStore* twins) { owner_twins_ = twins; }
+  // The twins of this node's own copies of pages [first, first + count), one
+  // after the other: saved ones where another node changed the page, else the
+  // page itself. kMoved if the segment is not served here.
+  Result<std::string> OwnerTwins(uint64_t ino, uint64_t first, uint64_t count);
   // Writes `runs` (bytes that differ from what `node` last saw, or a
   // write(2)'s whole data). Returns who else must drop the pages.
   Result<ApplyOutcome> Apply(uint64_t ino, uint32_t node, const std::vector<WriteRun>& runs);
@@ -137,6 +162,7 @@ class OwnedSegments {
   const uint32_t self_;
   const LoadFn load_;
   const double half_life_s_;
+  OwnerTwinStore* owner_twins_ = nullptr;
   std::mutex mu_;
   std::unordered_map<uint64_t, std::shared_ptr<State>> segments_;  // GUARDED_BY(mu_)
 };

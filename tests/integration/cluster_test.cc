@@ -122,6 +122,33 @@ TEST_F(ClusterTest, false_sharing_loses_no_update) {
   munmap(init, size);
 }
 
+TEST_F(ClusterTest, an_unreleased_store_on_the_owner_survives_a_release_of_the_same_page_elsewhere) {
+  // The owner's kernel holds a dirty page when another node's release changes
+  // other bytes of it. The invalidation makes the owner's kernel write the
+  // page back first; that write-back must carry only the owner's own bytes
+  // (diffed against the page as the owner read it, which the owner kept when
+  // the other write arrived), not put the other node's bytes back as they were.
+  const size_t size = 2 * kPage;
+  char* owner = Map(c_.path(0, "page"), size, true);  // created on node 0: it owns the segment
+  ASSERT_NE(owner, nullptr);
+  std::memset(owner, '.', size);
+  ASSERT_EQ(msync(owner, size, MS_SYNC), 0);
+  owner[10] = 'O';  // dirty on the owner, not released
+  char* other = Map(c_.path(1, "page"), size, false);
+  ASSERT_NE(other, nullptr);
+  other[20] = 'R';
+  ASSERT_EQ(msync(other, size, MS_SYNC), 0);
+  ASSERT_EQ(msync(owner, size, MS_SYNC), 0);
+  for (int n = 0; n < 3; n++) {
+    std::string bytes = Slurp(c_.path(n, "page"));
+    ASSERT_EQ(bytes.size(), size);
+    EXPECT_EQ(bytes[10], 'O') << "node " << n;
+    EXPECT_EQ(bytes[20], 'R') << "node " << n;
+  }
+  munmap(owner, size);
+  munmap(other, size);
+}
+
 TEST_F(ClusterTest, namespace_changes_are_visible_at_once) {
   std::ofstream(c_.path(0, "made-on-0")) << "zero";
   struct stat st;

@@ -127,6 +127,40 @@ TEST(Migration, pinned_segments_stay_but_move_when_told) {
   EXPECT_EQ(SetX(c.path(0, "pinned"), "user.cshm.pin", "maybe"), EINVAL);
 }
 
+TEST(Migration, the_old_owner_keeps_the_twins_of_its_dirty_pages) {
+  // On its owner a page is its own twin. The old owner still holds a dirty
+  // page after the segment moved; another node then releases other bytes of
+  // that page. The old owner's write-back (forced by the invalidation) must
+  // carry only its own byte: it diffs against the twin it stored when the
+  // pages left, not send the whole page back as it was.
+  TestCluster c(3, 3000, kNoAutoMigrate);
+  ASSERT_EQ(c.Start(), "");
+  const size_t size = 2 * kPage;
+  Fill(c.path(0, "moving"), size, '.');
+  int fd = open(c.path(0, "moving").c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  auto* old_owner = static_cast<char*>(mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+  ASSERT_NE(old_owner, MAP_FAILED);
+  old_owner[10] = 'O';  // dirty on node 0, not released
+  ASSERT_EQ(SetX(c.path(1, "moving"), "user.cshm.owner", "2"), 0);
+  int fd1 = open(c.path(1, "moving").c_str(), O_RDWR);
+  ASSERT_GE(fd1, 0);
+  ASSERT_EQ(pwrite(fd1, "R", 1, 20), 1);  // a release on node 1, at the new owner
+  close(fd1);
+  ASSERT_EQ(msync(old_owner, size, MS_SYNC), 0);
+  for (int n = 0; n < 3; n++) {
+    int rfd = open(c.path(n, "moving").c_str(), O_RDONLY);
+    ASSERT_GE(rfd, 0);
+    char b[32];
+    ASSERT_EQ(pread(rfd, b, sizeof(b), 0), static_cast<ssize_t>(sizeof(b)));
+    close(rfd);
+    EXPECT_EQ(b[10], 'O') << "node " << n;
+    EXPECT_EQ(b[20], 'R') << "node " << n;
+  }
+  munmap(old_owner, size);
+  close(fd);
+}
+
 TEST(Migration, no_acknowledged_record_is_lost_while_the_segment_moves_back_and_forth) {
   TestCluster c(3, 3000, kNoAutoMigrate);
   ASSERT_EQ(c.Start(), "");
