@@ -51,6 +51,7 @@ Status Cluster::Start(meta::Namespace* ns) {
            type == kMigratePages || type == kMigrateInstall;
   };
   o.handler = [this](net::Request r) { Handle(std::move(r)); };
+  o.try_inline = [this](net::Request& r) { return TryServeFetch(r); };
   // A peer that restarted lost its copysets, and a link that broke may have
   // lost invalidations either way. When such a peer is back, drop every copy
   // we hold of its segments (their dirty pages are written back to it first:
@@ -391,6 +392,20 @@ void Cluster::ForgetOwner(uint32_t owner) {
       if (o == owner) inos.push_back(ino);
   }
   for (uint64_t ino : inos) InvalidateLocal(ino, {Range{0, 0}});
+}
+
+bool Cluster::TryServeFetch(net::Request& r) {
+  if (r.type != kFetch || !r.responder) return false;
+  auto req = FetchRequest::Decode(r.payload);
+  if (!req.ok()) return false;  // Handle answers it
+  std::string frame = FetchReply::Frame(req->len);
+  uint64_t size = 0;
+  auto n = owned_.Fetch(req->ino, r.from, req->off, req->len, frame.data() + FetchReply::kDataOffset, &size,
+                        /*wait=*/false);
+  if (!n.ok()) return false;  // busy, moved, an error: a worker does it the slow way
+  FetchReply::Finish(&frame, size, *n);
+  r.responder->Reply(Status::Ok(), std::move(frame));
+  return true;
 }
 
 void Cluster::Handle(net::Request r) {

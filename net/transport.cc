@@ -357,7 +357,8 @@ class ConnResponder : public Responder {
       : io_(io), c_(std::move(c)), id_(id), type_(type) {}
   void Reply(const Status& st, std::string payload) override {
     if (replied_.exchange(true)) return;
-    asio::post(io_, [c = c_, id = id_, type = type_, st, payload = std::move(payload)] {
+    // On the I/O thread (an inline handler) this writes at once.
+    asio::dispatch(io_, [c = c_, id = id_, type = type_, st, payload = std::move(payload)] {
       if (auto conn = c.lock()) conn->Respond(id, type, st, payload);
     });
   }
@@ -431,6 +432,15 @@ void Transport::Impl::Dispatch(std::shared_ptr<Connection> c, Frame f) {
   r.payload = std::move(f.payload);
   if (f.header.kind == Kind::kRequest)
     r.responder = std::make_shared<ConnResponder>(io, c, f.header.request_id, f.header.type);
+  if (opts.try_inline) {
+    try {
+      if (opts.try_inline(r)) return;
+    } catch (const std::exception& e) {
+      spdlog::error("inline handler for request type {}: internal error: {}", r.type, e.what());
+      if (r.responder) r.responder->Reply(IoError("internal error"), "");
+      return;
+    }
+  }
   auto& pool = opts.is_slow && opts.is_slow(r.type) ? slow : fast;
   asio::post(pool, [this, r = std::move(r)]() mutable {
     auto responder = r.responder;

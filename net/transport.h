@@ -11,8 +11,8 @@
 // Every Call has a deadline. A peer that cannot be reached, or does not answer
 // in time, is kUnavailable / kTimedOut, never a hang.
 //
-// Threads: one I/O thread runs all socket work. Incoming requests run on one of
-// two worker pools: "fast" for requests that never wait on the network, "slow"
+// Threads: one I/O thread runs all socket work (and `try_inline`, if set).
+// Incoming requests run on one of two worker pools: "fast" for requests that never wait on the network, "slow"
 // for those that may (so a slow request can never starve a fast one that it is
 // itself waiting for). Call() blocks its caller and may be used from any thread
 // except the I/O thread.
@@ -63,6 +63,11 @@ struct TransportOptions {
   // Which request types may wait on the network (run on the slow pool).
   std::function<bool(uint16_t type)> is_slow;
   std::function<void(Request)> handler;
+  // Optional: offered every request first, on the I/O thread, before a pool
+  // gets it. Returns true if it answered the request; it must never block
+  // (no locks that others hold long, no network, no waiting). A fault served
+  // here saves two thread hand-offs, each a wake-up of a sleeping thread.
+  std::function<bool(Request&)> try_inline;
   // A connection with a peer (either direction) completed its handshake, with
   // the peer's incarnation, or closed after it had. Called on the I/O thread:
   // must not block or Call().

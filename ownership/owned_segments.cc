@@ -77,12 +77,27 @@ Result<std::pair<std::shared_ptr<OwnedSegments::State>, std::unique_lock<std::mu
   return locked;
 }
 
+Result<std::pair<std::shared_ptr<OwnedSegments::State>, std::unique_lock<std::mutex>>> OwnedSegments::TryLockServing(
+    uint64_t ino) {
+  std::shared_ptr<State> s;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = segments_.find(ino);
+    if (it == segments_.end()) return Busy("segment not loaded yet");
+    s = it->second;
+  }
+  std::unique_lock<std::mutex> lock(s->mu, std::try_to_lock);
+  if (!lock.owns_lock() || !s->loaded || s->frozen) return Busy("segment busy");
+  if (s->moved_to >= 0) return Moved(static_cast<uint32_t>(s->moved_to));
+  return std::make_pair(std::move(s), std::move(lock));
+}
+
 Result<uint64_t> OwnedSegments::Fetch(uint64_t ino, uint32_t node, uint64_t off, uint64_t len, char* out,
-                                      uint64_t* size) {
+                                      uint64_t* size, bool wait) {
   CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(ino));
   uint64_t n = 0;
   {
-    CSHM_ASSIGN_OR_RETURN(auto locked, LockServing(ino));
+    CSHM_ASSIGN_OR_RETURN(auto locked, wait ? LockServing(ino) : TryLockServing(ino));
     State* s = locked.first.get();
     *size = s->size;
     if (off >= s->size) return n;

@@ -102,7 +102,11 @@ class OwnedSegments {
   // segment's size; returns how many. `node` joins the copyset of every page
   // returned. The bytes go straight where the caller wants them (a FUSE reply
   // buffer, a reply frame): a fault copies its data as few times as it can.
-  Result<uint64_t> Fetch(uint64_t ino, uint32_t node, uint64_t off, uint64_t len, char* out, uint64_t* size);
+  // Without `wait`, kBusy instead of waiting for anything (the segment's lock,
+  // its first load, a freeze): the transport's I/O thread serves a fetch that
+  // way, and hands it to a worker only when that fails.
+  Result<uint64_t> Fetch(uint64_t ino, uint32_t node, uint64_t off, uint64_t len, char* out, uint64_t* size,
+                         bool wait = true);
   // Where this node's own twins are (see OwnerTwinStore); set before serving.
   // Without one, Apply keeps nothing and this node must store twins itself.
   void SetOwnerTwins(OwnerTwinStore* twins) { owner_twins_ = twins; }
@@ -157,6 +161,8 @@ class OwnedSegments {
   // The same after waiting out a freeze (up to 10 s); kMoved for a
   // forwarding entry.
   Result<std::pair<std::shared_ptr<State>, std::unique_lock<std::mutex>>> LockServing(uint64_t ino);
+  // LockServing that never waits: kBusy if it would have to.
+  Result<std::pair<std::shared_ptr<State>, std::unique_lock<std::mutex>>> TryLockServing(uint64_t ino);
 
   store::PageStore* const pages_;
   const uint32_t self_;

@@ -89,6 +89,28 @@ TEST_F(OwnedSegmentsTest, ShrinkDropsPagesEverywhereButTheTruncatingNode) {
   EXPECT_EQ(Fetch(1, kPageSize + 10, 4), std::string(4, '\0'));
 }
 
+TEST_F(OwnedSegmentsTest, AFetchThatMustNotWaitIsBusyInsteadOfWaiting) {
+  char buf[3];
+  uint64_t size = 0;
+  // Not loaded yet (loading may ask the network): busy.
+  auto r = owned_->Fetch(7, 1, 0, 3, buf, &size, /*wait=*/false);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Status::Code::kBusy);
+  ASSERT_TRUE(owned_->Apply(7, 0, {WriteRun{0, "abc"}}).ok());
+  r = owned_->Fetch(7, 1, 0, 3, buf, &size, /*wait=*/false);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(std::string(buf, *r), "abc");
+  EXPECT_EQ(owned_->CopysetOf(7, 0), 0b011u);  // it joined the copyset like any fetch
+  // Frozen (a migration): busy at once, where a waiting fetch would wait.
+  ASSERT_TRUE(owned_->Freeze(7).ok());
+  r = owned_->Fetch(7, 2, 0, 3, buf, &size, /*wait=*/false);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Status::Code::kBusy);
+  owned_->Unfreeze(7, 2u);
+  r = owned_->Fetch(7, 2, 0, 3, buf, &size, /*wait=*/false);
+  EXPECT_EQ(MovedTo(r.status()), 2u);
+}
+
 TEST_F(OwnedSegmentsTest, FreezeHoldsRequestsAndAMoveForwardsThem) {
   ASSERT_TRUE(owned_->Apply(7, 0, {WriteRun{0, "abc"}}).ok());
   auto snap = owned_->Freeze(7);

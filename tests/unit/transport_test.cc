@@ -85,6 +85,34 @@ TEST(Transport, CallsGetAnswersAndErrors) {
   EXPECT_EQ(b->ups, 2);  // a's connection to b, and b's to a
 }
 
+TEST(Transport, AnInlineHandlerAnswersOnTheIoThreadOrPassesToThePool) {
+  ClusterConfig c = Config(2);
+  auto a = StartNode(c, 0);
+  TransportOptions o;
+  o.config = c;
+  o.self = 1;
+  std::atomic<int> inline_answers{0}, pool_answers{0};
+  std::thread::id io_thread;
+  o.try_inline = [&](Request& r) {
+    io_thread = std::this_thread::get_id();
+    if (r.payload != "quick") return false;  // left intact for the pool
+    inline_answers++;
+    r.responder->Reply(Status::Ok(), "inline");
+    return true;
+  };
+  o.handler = [&](Request r) {
+    pool_answers++;
+    EXPECT_NE(std::this_thread::get_id(), io_thread);
+    r.responder->Reply(Status::Ok(), "pool:" + r.payload);
+  };
+  auto b = Transport::Start(o);
+  ASSERT_TRUE(b.ok()) << b.status().message();
+  EXPECT_EQ(*a->t->Call(1, kEcho, "quick"), "inline");
+  EXPECT_EQ(*a->t->Call(1, kEcho, "slow"), "pool:slow");
+  EXPECT_EQ(inline_answers, 1);
+  EXPECT_EQ(pool_answers, 1);
+}
+
 TEST(Transport, LargePayloadsArriveWhole) {
   ClusterConfig c = Config(2);
   auto a = StartNode(c, 0), b = StartNode(c, 1);
