@@ -51,7 +51,7 @@ Status Cluster::Start(meta::Namespace* ns) {
            type == kMigratePages || type == kMigrateInstall;
   };
   o.handler = [this](net::Request r) { Handle(std::move(r)); };
-  o.try_inline = [this](net::Request& r) { return TryServeFetch(r); };
+  o.try_inline = [this](net::Request& r) { return TryServeInline(r); };
   // A peer that restarted lost its copysets, and a link that broke may have
   // lost invalidations either way. When such a peer is back, drop every copy
   // we hold of its segments (their dirty pages are written back to it first:
@@ -394,8 +394,22 @@ void Cluster::ForgetOwner(uint32_t owner) {
   for (uint64_t ino : inos) InvalidateLocal(ino, {Range{0, 0}});
 }
 
-bool Cluster::TryServeFetch(net::Request& r) {
-  if (r.type != kFetch || !r.responder) return false;
+bool Cluster::TryServeInline(net::Request& r) {
+  if (!r.responder) return false;
+  if (r.type == kSync) {
+    // Nothing to wait for (the usual case when the write-back that came
+    // before had no other copies to invalidate): answer at once.
+    auto ino = DecodeU64(r.payload);
+    if (!ino.ok() || !owned_.TryServing(*ino).ok()) return false;
+    auto rounds = RoundsOf(*ino);
+    {
+      std::unique_lock<std::mutex> lock(rounds->mu, std::try_to_lock);
+      if (!lock.owns_lock() || !rounds->running.empty() || !rounds->failed.empty()) return false;
+    }
+    r.responder->Reply(Status::Ok(), std::string());
+    return true;
+  }
+  if (r.type != kFetch) return false;
   auto req = FetchRequest::Decode(r.payload);
   if (!req.ok()) return false;  // Handle answers it
   std::string frame = FetchReply::Frame(req->len);

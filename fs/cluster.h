@@ -139,8 +139,9 @@ class Cluster {
   // Migration, old owner: stores the twins of this node's own copies (which
   // were the pages themselves, OwnerTwinStore) before the pages are freed.
   void KeepOwnTwins(uint64_t ino, const ownership::SegmentSnapshot& snap, const store::Segment& seg);
-  // A fetch served on the transport's I/O thread, if it needs no waiting.
-  bool TryServeFetch(net::Request& r);
+  // A fetch, or a sync with no round to wait for, answered on the transport's
+  // I/O thread, if that needs no waiting.
+  bool TryServeInline(net::Request& r);
   Status InstallPages(const ownership::MigratePages& m);
   Status InstallSegment(const ownership::MigrateInstall& m);
   void MigratorLoop();

@@ -107,6 +107,9 @@ class OwnedSegments {
   // way, and hands it to a worker only when that fails.
   Result<uint64_t> Fetch(uint64_t ino, uint32_t node, uint64_t off, uint64_t len, char* out, uint64_t* size,
                          bool wait = true);
+  // Ok if the segment is served here right now; kBusy if finding out would
+  // wait (lock, load, freeze); kMoved for a forwarding entry.
+  Status TryServing(uint64_t ino) { return TryLockServing(ino).status(); }
   // Where this node's own twins are (see OwnerTwinStore); set before serving.
   // Without one, Apply keeps nothing and this node must store twins itself.
   void SetOwnerTwins(OwnerTwinStore* twins) { owner_twins_ = twins; }
