@@ -151,11 +151,17 @@ class Runner:
         procs = [subprocess.Popen(self.argv(*c, start_ns), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for c in cases]
         out = []
-        for c, p in zip(cases, procs):
-            so, se = p.communicate(timeout=timeout)
-            if p.returncode != 0:
-                raise BenchError("cshm_bench %s failed: %s" % (" ".join(map(str, c)), se.strip()))
-            out.append(json.loads(so.strip().splitlines()[-1]))
+        try:
+            for c, p in zip(cases, procs):
+                so, se = p.communicate(timeout=timeout)
+                if p.returncode != 0:
+                    raise BenchError("cshm_bench %s failed: %s" % (" ".join(map(str, c)), se.strip()))
+                out.append(json.loads(so.strip().splitlines()[-1]))
+        finally:
+            for p in procs:  # on a failure or timeout, the others stop too
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
         return out
 
 
