@@ -3,7 +3,7 @@
 // READ is answered straight from that buffer, so a fault on it costs what the
 // kernel and libfuse cost and nothing else. It is mounted the way cshmfs is
 // (same multi-threaded loop, keep_cache, no writeback cache, INIT served before
-// the loop and then 1 MiB readahead on the device), so that cshm's figures
+// the loop and then 4 MiB readahead on the device), so that cshm's figures
 // divided by these are cshm's own cost. Serves in the foreground until
 // unmounted (fusermount3 -u MOUNTPOINT) or signalled.
 #define FUSE_USE_VERSION 35
@@ -88,14 +88,14 @@ const fuse_lowlevel_ops kOps = [] {
   return ops;
 }();
 
-// As cshmfs does: 1 MiB readahead, no strict dirty limit (best effort). The
+// As cshmfs does: 4 MiB readahead, no strict dirty limit (best effort). The
 // device number comes from mountinfo: a stat of the mountpoint would wait for a
 // GETATTR that nobody serves yet.
 void TuneBdi(const std::string& mountpoint) {
   auto m = cshm::fs::FindMount(mountpoint);
   if (!m) return;
   const std::string dir = "/sys/class/bdi/" + m->devnum;
-  std::ofstream(dir + "/read_ahead_kb") << "1024";
+  std::ofstream(dir + "/read_ahead_kb") << "4096";
   std::ofstream(dir + "/strict_limit") << "0";
 }
 

@@ -196,7 +196,9 @@ def one_round(r, s, sizes, samples):
         add("fault_us." + name, r.run("fault", f, sizes["fault_pages"])["us"])
         add("seq_gbs." + name, r.run("seq", f)["gbs"])
     add("read_gbs.remote", r.run("read", m[1] + "/bench-data")["gbs"])
-    add("tcp_rtt_us", r.run("tcp-rtt")["us"])
+    rtt = r.run("tcp-rtt")
+    add("tcp_rtt_us", rtt["us"])
+    add("tcp_rtt_same_cpu_us", rtt["us_same_cpu"])
     add("tcp_stream_gbs", r.run("tcp-stream", sizes["stream_mib"])["gbs"])
 
     # 4. Releases to a remote owner (node 0), written on node 1.

@@ -175,12 +175,15 @@ auto Cluster::AtOwner(uint64_t ino, F call) -> decltype(call(0u)) {
   }
 }
 
-Result<size_t> Cluster::Read(uint64_t ino, uint64_t off, size_t len, char* buf) {
+Result<std::string_view> Cluster::Read(uint64_t ino, uint64_t off, size_t len, char* buf, std::string* frame) {
   bool local = false;
-  auto n = AtOwner(ino, [&](uint32_t owner) -> Result<uint64_t> {
+  auto got = AtOwner(ino, [&](uint32_t owner) -> Result<std::string_view> {
     uint64_t size = 0;
     // The owner's pages are their own twins (OwnerTwinStore): none to store.
-    if ((local = owner == self_)) return owned_.Fetch(ino, self_, off, len, buf, &size);
+    if ((local = owner == self_)) {
+      CSHM_ASSIGN_OR_RETURN(uint64_t n, owned_.Fetch(ino, self_, off, len, buf, &size));
+      return std::string_view(buf, n);
+    }
     {
       std::lock_guard<std::mutex> lock(mu_);
       fetches_from_[ino]++;
@@ -188,13 +191,18 @@ Result<size_t> Cluster::Read(uint64_t ino, uint64_t off, size_t len, char* buf) 
     CSHM_ASSIGN_OR_RETURN(std::string bytes, transport_->Call(owner, kFetch, FetchRequest{ino, off, len}.Encode()));
     CSHM_ASSIGN_OR_RETURN(std::string_view data, FetchReply::View(bytes, &size));
     if (data.size() > len) return IoError("owner returned more bytes than asked");
-    std::memcpy(buf, data.data(), data.size());
-    return data.size();
+    if (frame == nullptr) {
+      std::memcpy(buf, data.data(), data.size());
+      return std::string_view(buf, data.size());
+    }
+    const size_t at = static_cast<size_t>(data.data() - bytes.data()), n = data.size();
+    *frame = std::move(bytes);
+    return std::string_view(*frame).substr(at, n);
   });
-  if (!n.ok()) return n.status();
+  if (!got.ok()) return got.status();
   // The kernel now holds these pages: remember them as they were.
-  if (!local) twins_->Put(ino, off, std::string_view(buf, *n));
-  return static_cast<size_t>(*n);
+  if (!local) twins_->Put(ino, off, *got);
+  return *got;
 }
 
 Status Cluster::Write(uint64_t ino, uint64_t off, const char* data, size_t len, bool writeback) {

@@ -76,7 +76,9 @@ class Cluster {
   // For the metadata node's Namespace: frees a purged segment at its owner.
   Status Purge(uint64_t ino, uint32_t owner);
 
-  Result<size_t> Read(uint64_t ino, uint64_t off, size_t len, char* buf);
+  // Into `buf`; or, with `frame`, a remote owner's reply is moved there and
+  // the result views it (FileSystem::Read).
+  Result<std::string_view> Read(uint64_t ino, uint64_t off, size_t len, char* buf, std::string* frame);
   Status Write(uint64_t ino, uint64_t off, const char* data, size_t len, bool writeback);
   Status Truncate(uint64_t ino, uint64_t size);
   // A release: returns once every invalidation caused by this node's writes of

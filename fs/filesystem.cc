@@ -108,13 +108,18 @@ Result<std::shared_ptr<store::Segment>> FileSystem::RegularSegment(uint64_t ino)
 }
 
 Result<size_t> FileSystem::Read(uint64_t ino, uint64_t off, size_t len, char* buf) {
-  if (cluster_) return cluster_->Read(ino, off, len, buf);
+  CSHM_ASSIGN_OR_RETURN(std::string_view got, Read(ino, off, len, buf, nullptr));
+  return got.size();
+}
+
+Result<std::string_view> FileSystem::Read(uint64_t ino, uint64_t off, size_t len, char* buf, std::string* frame) {
+  if (cluster_) return cluster_->Read(ino, off, len, buf, frame);
   CSHM_ASSIGN_OR_RETURN(auto seg, RegularSegment(ino));
   CSHM_ASSIGN_OR_RETURN(meta::InodeRecord r, ns_->GetAttr(ino));
-  if (off >= r.size) return size_t{0};
+  if (off >= r.size) return std::string_view();
   const size_t n = static_cast<size_t>(std::min<uint64_t>(len, r.size - off));
   CSHM_RETURN_IF_ERROR(seg->Read(off, n, buf));
-  return n;
+  return std::string_view(buf, n);
 }
 
 Status FileSystem::Write(uint64_t ino, uint64_t off, const char* data, size_t len, bool writeback) {

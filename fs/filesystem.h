@@ -73,6 +73,9 @@ class FileSystem {
 
   // Reads up to `len` bytes at `off`, stopping at EOF. Returns the count.
   Result<size_t> Read(uint64_t ino, uint64_t off, size_t len, char* buf);
+  // The same, but bytes fetched from a remote owner may stay in the received
+  // frame, moved into `*frame` (no copy): the result views `buf` or `*frame`.
+  Result<std::string_view> Read(uint64_t ino, uint64_t off, size_t len, char* buf, std::string* frame);
   // Writes and grows the size if the write ends past it. `writeback`: the
   // kernel writing back a mapping's pages (not a write(2)).
   Status Write(uint64_t ino, uint64_t off, const char* data, size_t len, bool writeback = false);

@@ -5,6 +5,11 @@
 namespace cshm::net {
 
 void EncodeFrame(const FrameHeader& h, std::string_view payload, std::string* out) {
+  EncodeHeader(h, static_cast<uint32_t>(payload.size()), out);
+  out->append(payload);
+}
+
+void EncodeHeader(const FrameHeader& h, uint32_t length, std::string* out) {
   ByteWriter w(out);
   w.PutU32(kMagic);
   w.PutU8(kVersion);
@@ -13,8 +18,7 @@ void EncodeFrame(const FrameHeader& h, std::string_view payload, std::string* ou
   w.PutU64(h.request_id);
   w.PutU16(h.status);
   w.PutU16(0);
-  w.PutU32(static_cast<uint32_t>(payload.size()));
-  out->append(payload);
+  w.PutU32(length);
 }
 
 DecodeResult DecodeHeader(std::string_view in, FrameHeader* h, std::string* why) {

@@ -39,6 +39,10 @@ enum class DecodeResult { kGood, kBad, kNeedMore };
 
 // Appends the encoded frame to `out`.
 void EncodeFrame(const FrameHeader& h, std::string_view payload, std::string* out);
+// Appends only the header of a frame whose payload is `length` bytes (the
+// transport sends header and payload as one gathered write, without copying
+// the payload into a frame).
+void EncodeHeader(const FrameHeader& h, uint32_t length, std::string* out);
 
 // Decodes a header from the first kHeaderSize bytes of `in`. kNeedMore if `in`
 // is shorter; kBad (with `why`) for a wrong magic, version, kind or a length

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <array>
 #include <atomic>
 #include <boost/asio.hpp>
 #include <deque>
@@ -136,18 +137,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void Call(uint64_t id, uint16_t type, std::string payload, std::shared_ptr<Pending> p) {
     const Kind kind = p ? Kind::kRequest : Kind::kOneWay;
     if (p) pending_[id] = std::move(p);
-    std::string frame;
-    EncodeFrame(FrameHeader{kind, type, id, 0, 0}, payload, &frame);
+    OutFrame frame = MakeFrame(FrameHeader{kind, type, id, 0, 0}, std::move(payload));
     if (ready_) WriteRaw(std::move(frame));
     else queued_.push_back(std::move(frame));
   }
 
   void Forget(uint64_t id) { pending_.erase(id); }
 
-  void Respond(uint64_t id, uint16_t type, const Status& st, const std::string& payload) {
+  void Respond(uint64_t id, uint16_t type, const Status& st, std::string payload) {
     if (closed_) return;
     Write(FrameHeader{Kind::kResponse, type, id, static_cast<uint16_t>(st.code()), 0},
-          st.ok() ? payload : st.message());
+          st.ok() ? std::move(payload) : st.message());
   }
 
   void Close(const std::string& why) {
@@ -186,31 +186,43 @@ class Connection : public std::enable_shared_from_this<Connection> {
     });
   }
 
-  void Write(const FrameHeader& h, std::string_view payload) {
-    std::string frame;
-    EncodeFrame(h, payload, &frame);
-    WriteRaw(std::move(frame));
+  // A frame to send: its header, and the payload as the caller gave it (a
+  // fetch reply is a megabyte; it is not copied into a frame).
+  struct OutFrame {
+    Clock::time_point at;
+    std::string head, payload;
+  };
+
+  static OutFrame MakeFrame(const FrameHeader& h, std::string payload) {
+    OutFrame f{Clock::time_point{}, std::string(), std::move(payload)};
+    EncodeHeader(h, static_cast<uint32_t>(f.payload.size()), &f.head);
+    return f;
   }
 
-  void WriteRaw(std::string frame) {
+  void Write(const FrameHeader& h, std::string payload) { WriteRaw(MakeFrame(h, std::move(payload))); }
+
+  void WriteRaw(OutFrame frame) {
     const FaultSeam& f = t_->opts.faults;
     // The loss seam drops whole frames of an established connection (the
     // request then misses its deadline); the handshake is never dropped.
     if (ready_ && f.loss_ppm > 0 && t_->Chance(f.loss_ppm)) return;
-    out_.emplace_back(Clock::now() + std::chrono::microseconds(f.delay_us), std::move(frame));
+    frame.at = Clock::now() + std::chrono::microseconds(f.delay_us);
+    out_.push_back(std::move(frame));
     if (out_.size() == 1) WriteNext();
   }
 
   void WriteNext() {
     auto self = shared_from_this();
-    if (out_.front().first > Clock::now()) {  // the delay seam: a slower LAN
-      delay_timer_.expires_at(out_.front().first);
+    if (out_.front().at > Clock::now()) {  // the delay seam: a slower LAN
+      delay_timer_.expires_at(out_.front().at);
       delay_timer_.async_wait([this, self](const boost::system::error_code& ec) {
         if (!ec && !closed_) WriteNext();
       });
       return;
     }
-    asio::async_write(socket_, asio::buffer(out_.front().second),
+    const OutFrame& f = out_.front();
+    const std::array<asio::const_buffer, 2> bufs{asio::buffer(f.head), asio::buffer(f.payload)};
+    asio::async_write(socket_, bufs,
                       [this, self](const boost::system::error_code& ec, size_t) {
                         if (ec) return Close("write: " + ec.message());
                         out_.pop_front();
@@ -343,9 +355,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Clock::time_point last_rx_ = Clock::now();
   char header_buf_[kHeaderSize];
   std::string payload_;
-  std::deque<std::pair<Clock::time_point, std::string>> out_;
+  std::deque<OutFrame> out_;
   asio::steady_timer delay_timer_{t_->io};
-  std::vector<std::string> queued_;
+  std::vector<OutFrame> queued_;
   std::unordered_map<uint64_t, std::shared_ptr<Pending>> pending_;
 };
 
@@ -358,8 +370,8 @@ class ConnResponder : public Responder {
   void Reply(const Status& st, std::string payload) override {
     if (replied_.exchange(true)) return;
     // On the I/O thread (an inline handler) this writes at once.
-    asio::dispatch(io_, [c = c_, id = id_, type = type_, st, payload = std::move(payload)] {
-      if (auto conn = c.lock()) conn->Respond(id, type, st, payload);
+    asio::dispatch(io_, [c = c_, id = id_, type = type_, st, payload = std::move(payload)]() mutable {
+      if (auto conn = c.lock()) conn->Respond(id, type, st, std::move(payload));
     });
   }
 

@@ -22,7 +22,7 @@ r = json.load(open(sys.argv[1]))
 want = ["cached_memset_gbs.shm", "cached_memset_gbs.cshm", "cached_rand_mops.shm", "cached_rand_mops.cshm",
         "fault_us.shm", "fault_us.floor", "fault_us.owner", "fault_us.remote",
         "seq_gbs.shm", "seq_gbs.floor", "seq_gbs.owner", "seq_gbs.remote", "read_gbs.remote",
-        "tcp_rtt_us", "tcp_stream_gbs", "msync_us.sharers_0", "msync_us.sharers_1", "msync_us.sharers_2",
+        "tcp_rtt_us", "tcp_rtt_same_cpu_us", "tcp_stream_gbs", "msync_us.sharers_0", "msync_us.sharers_1", "msync_us.sharers_2",
         "msync_range_ms", "lock_rtt_us", "lock_counter_ops", "migrate_ms.1", "migrate_ms.4",
         "reread_gbs.before", "reread_gbs.after", "scaling_gbs.2", "scaling_gbs.4"]
 missing = [k for k in want if k not in r["cases"]]

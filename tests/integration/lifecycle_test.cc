@@ -91,10 +91,10 @@ TEST(Lifecycle, mount_lifts_the_dirty_limit_and_raises_readahead) {
   if (!std::filesystem::exists(bdi + "strict_limit")) GTEST_SKIP() << "kernel without bdi strict_limit";
   // With -f the mount shows up before the daemon has served INIT and tuned
   // the device: wait (with a deadline) for it to finish.
-  WaitFor([&] { return Slurp(bdi + "read_ahead_kb") == "1024\n"; }, 10s);
+  WaitFor([&] { return Slurp(bdi + "read_ahead_kb") == "4096\n"; }, 10s);
   EXPECT_EQ(Slurp(bdi + "strict_limit"), "0\n");
   EXPECT_EQ(Slurp(bdi + "max_ratio"), "100\n");
-  EXPECT_EQ(Slurp(bdi + "read_ahead_kb"), "1024\n");
+  EXPECT_EQ(Slurp(bdi + "read_ahead_kb"), "4096\n");
 }
 
 TEST(Lifecycle, root_directory_options) {
