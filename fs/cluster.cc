@@ -175,8 +175,9 @@ auto Cluster::AtOwner(uint64_t ino, F call) -> decltype(call(0u)) {
   }
 }
 
-Result<std::string_view> Cluster::Read(uint64_t ino, uint64_t off, size_t len, char* buf, std::string* frame) {
+Result<std::string_view> Cluster::Read(uint64_t ino, uint64_t off, size_t len, char* buf, ReadScratch* scratch) {
   bool local = false;
+  std::string* frame = scratch != nullptr ? &scratch->frame : nullptr;
   auto got = AtOwner(ino, [&](uint32_t owner) -> Result<std::string_view> {
     uint64_t size = 0;
     // The owner's pages are their own twins (OwnerTwinStore): none to store.
@@ -200,9 +201,50 @@ Result<std::string_view> Cluster::Read(uint64_t ino, uint64_t off, size_t len, c
     return std::string_view(*frame).substr(at, n);
   });
   if (!got.ok()) return got.status();
+  if (local || got->empty()) return *got;  // the owner's pages are their own twins
+  if (scratch != nullptr) {
+    std::unique_lock<std::mutex> lock(writers_mu_);
+    Writers& w = writers_[ino];
+    if (w.writable == 0) {
+      // No twin (see Read's comment): OpenedForWrite waits until the kernel has these pages.
+      w.twinless_reads++;
+      w.twinless_cached = true;
+      scratch->twinless = std::shared_ptr<void>(nullptr, [this, ino](void*) {
+        std::lock_guard<std::mutex> l(writers_mu_);
+        if (--writers_[ino].twinless_reads == 0) twinless_done_.notify_all();
+      });
+      return *got;
+    }
+  }
   // The kernel now holds these pages: remember them as they were.
-  if (!local) twins_->Put(ino, off, *got);
+  twins_->Put(ino, off, *got);
   return *got;
+}
+
+Status Cluster::OpenedForWrite(uint64_t ino) {
+  bool drop = false;
+  {
+    std::unique_lock<std::mutex> lock(writers_mu_);
+    Writers& w = writers_[ino];
+    w.writable++;  // READs from now on keep twins
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(config_.request_timeout_ms);
+    if (!twinless_done_.wait_until(lock, deadline, [&] { return writers_[ino].twinless_reads == 0; })) {
+      writers_[ino].writable--;
+      return TimedOut("reads of inode " + std::to_string(ino) + " without twins are still being answered");
+    }
+    drop = std::exchange(writers_[ino].twinless_cached, false);
+  }
+  // Clean pages (nothing here could write them): the kernel just drops them.
+  if (drop) InvalidateLocal(ino, {Range{0, 0}});
+  return Status::Ok();
+}
+
+void Cluster::ClosedForWrite(uint64_t ino) {
+  std::lock_guard<std::mutex> lock(writers_mu_);
+  auto it = writers_.find(ino);
+  if (it == writers_.end()) return;
+  if (it->second.writable > 0) it->second.writable--;
+  if (it->second.writable == 0 && it->second.twinless_reads == 0 && !it->second.twinless_cached) writers_.erase(it);
 }
 
 Status Cluster::Write(uint64_t ino, uint64_t off, const char* data, size_t len, bool writeback) {

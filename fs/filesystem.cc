@@ -112,8 +112,15 @@ Result<size_t> FileSystem::Read(uint64_t ino, uint64_t off, size_t len, char* bu
   return got.size();
 }
 
-Result<std::string_view> FileSystem::Read(uint64_t ino, uint64_t off, size_t len, char* buf, std::string* frame) {
-  if (cluster_) return cluster_->Read(ino, off, len, buf, frame);
+Status FileSystem::OpenedForWrite(uint64_t ino) { return cluster_ ? cluster_->OpenedForWrite(ino) : Status::Ok(); }
+
+void FileSystem::ClosedForWrite(uint64_t ino) {
+  if (cluster_) cluster_->ClosedForWrite(ino);
+}
+
+Result<std::string_view> FileSystem::Read(uint64_t ino, uint64_t off, size_t len, char* buf,
+                                          ReadScratch* scratch) {
+  if (cluster_) return cluster_->Read(ino, off, len, buf, scratch);
   CSHM_ASSIGN_OR_RETURN(auto seg, RegularSegment(ino));
   CSHM_ASSIGN_OR_RETURN(meta::InodeRecord r, ns_->GetAttr(ino));
   if (off >= r.size) return std::string_view();

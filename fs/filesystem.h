@@ -18,6 +18,7 @@
 #include <optional>
 
 #include "common/status.h"
+#include "fs/read_scratch.h"
 #include "meta/namespace.h"
 #include "net/cluster_config.h"
 #include "ownership/lock_table.h"
@@ -73,9 +74,14 @@ class FileSystem {
 
   // Reads up to `len` bytes at `off`, stopping at EOF. Returns the count.
   Result<size_t> Read(uint64_t ino, uint64_t off, size_t len, char* buf);
-  // The same, but bytes fetched from a remote owner may stay in the received
-  // frame, moved into `*frame` (no copy): the result views `buf` or `*frame`.
-  Result<std::string_view> Read(uint64_t ino, uint64_t off, size_t len, char* buf, std::string* frame);
+  // The FUSE READ: the result views `buf` or `scratch->frame` (bytes from a
+  // remote owner stay in the received frame). Keep `scratch` until the reply
+  // is sent (see Cluster::Read).
+  Result<std::string_view> Read(uint64_t ino, uint64_t off, size_t len, char* buf, ReadScratch* scratch);
+  // Every handle opened for writing (before the open is answered), and its
+  // release (see Cluster::Read).
+  Status OpenedForWrite(uint64_t ino);
+  void ClosedForWrite(uint64_t ino);
   // Writes and grows the size if the write ends past it. `writeback`: the
   // kernel writing back a mapping's pages (not a write(2)).
   Status Write(uint64_t ino, uint64_t off, const char* data, size_t len, bool writeback = false);

@@ -181,6 +181,8 @@ void OpRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t ne
   });
 }
 
+bool Writable(int flags) { return (flags & O_ACCMODE) != O_RDONLY; }
+
 // Valid replies: fuse_reply_open, fuse_reply_err.
 void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Guard(req, "open", [&] {
@@ -193,10 +195,14 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       auto t = Fs(req).SetAttr(ino, meta::SetAttrRequest{.size = 0});
       if (!t.ok()) return ReplyError(req, t.status(), "open");
     }
+    if (Writable(fi->flags)) {
+      Status w = Fs(req).OpenedForWrite(ino);
+      if (!w.ok()) return ReplyError(req, w, "open");
+    }
     // Without keep_cache every open() would drop every process's cached pages
     // of the file (DESIGN.md "What the kernel does").
     fi->keep_cache = 1;
-    fuse_reply_open(req, fi);
+    if (fuse_reply_open(req, fi) != 0 && Writable(fi->flags)) Fs(req).ClosedForWrite(ino);  // no release will come
   });
 }
 
@@ -205,9 +211,13 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
   Guard(req, "create", [&] {
     auto r = Fs(req).CreateOrOpen(parent, name, mode, fi->flags, CallerOf(req));
     if (!r.ok()) return ReplyError(req, r.status(), "create");
+    if (Writable(fi->flags)) {
+      Status w = Fs(req).OpenedForWrite(r->ino);
+      if (!w.ok()) return ReplyError(req, w, "create");
+    }
     fi->keep_cache = 1;
     fuse_entry_param e = EntryOf(req, *r);
-    fuse_reply_create(req, &e, fi);
+    if (fuse_reply_create(req, &e, fi) != 0 && Writable(fi->flags)) Fs(req).ClosedForWrite(r->ino);
   });
 }
 
@@ -216,8 +226,8 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
   Guard(req, "read", [&] {
     if (off < 0) return (void)fuse_reply_err(req, EINVAL);
     std::unique_ptr<char[]> buf(new char[size]);
-    std::string frame;  // a remote owner's reply, answered from without a copy
-    auto got = Fs(req).Read(ino, static_cast<uint64_t>(off), size, buf.get(), &frame);
+    ReadScratch scratch;  // outlives the reply
+    auto got = Fs(req).Read(ino, static_cast<uint64_t>(off), size, buf.get(), &scratch);
     if (!got.ok()) return ReplyError(req, got.status(), "read");
     fuse_reply_buf(req, got->data(), got->size());
   });
@@ -246,6 +256,7 @@ void OpFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Guard(req, "release", [&] {
+    if (Writable(fi->flags)) Fs(req).ClosedForWrite(ino);
     if (fi->flock_release) {
       Status s = Fs(req).ReleaseLocks(ino, fi->lock_owner, /*flock=*/true);
       if (!s.ok()) return ReplyError(req, s, "release");

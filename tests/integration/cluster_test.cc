@@ -149,6 +149,42 @@ TEST_F(ClusterTest, an_unreleased_store_on_the_owner_survives_a_release_of_the_s
   munmap(other, size);
 }
 
+TEST_F(ClusterTest, a_page_read_before_the_file_was_opened_for_writing_still_merges) {
+  // Node 1 reads the page while nothing there has the file open for writing:
+  // it keeps no twin. It then opens the file for writing and stores a byte;
+  // node 2 releases another byte of the same page. Node 1's write-back must
+  // still carry only its own byte: its writable open dropped the twinless
+  // page, so the store fetched it again with a twin.
+  const size_t size = 2 * kPage;
+  {
+    int fd = open(c_.path(0, "late").c_str(), O_RDWR | O_CREAT, 0644);
+    ASSERT_GE(fd, 0);
+    std::string dots(size, '.');
+    ASSERT_EQ(pwrite(fd, dots.data(), size, 0), static_cast<ssize_t>(size));
+    close(fd);
+  }
+  int ro = open(c_.path(1, "late").c_str(), O_RDONLY);
+  ASSERT_GE(ro, 0);
+  char b[64];
+  ASSERT_EQ(pread(ro, b, sizeof(b), 0), static_cast<ssize_t>(sizeof(b)));  // cached on node 1, no twin
+  close(ro);
+  char* w = Map(c_.path(1, "late"), size, false);
+  ASSERT_NE(w, nullptr);
+  w[10] = 'W';  // dirty on node 1, not released
+  int fd2 = open(c_.path(2, "late").c_str(), O_WRONLY);
+  ASSERT_GE(fd2, 0);
+  ASSERT_EQ(pwrite(fd2, "R", 1, 20), 1);  // a release on node 2: invalidates node 1's copy
+  close(fd2);
+  ASSERT_EQ(msync(w, size, MS_SYNC), 0);
+  for (int n = 0; n < 3; n++) {
+    std::string bytes = Slurp(c_.path(n, "late"));
+    ASSERT_EQ(bytes.size(), size);
+    EXPECT_EQ(bytes[10], 'W') << "node " << n;
+    EXPECT_EQ(bytes[20], 'R') << "node " << n;
+  }
+  munmap(w, size);
+}
+
 TEST_F(ClusterTest, namespace_changes_are_visible_at_once) {
   std::ofstream(c_.path(0, "made-on-0")) << "zero";
   struct stat st;
