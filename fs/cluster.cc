@@ -334,14 +334,83 @@ void Cluster::StartRound(uint64_t ino, Invalidations inv) {
     seq = rounds->next++;
     rounds->running.insert(seq);
   }
-  // Not on this thread: a WRITE never waits for a round (see the class comment).
-  boost::asio::post(*async_rounds_, [this, ino, rounds, seq, inv = std::move(inv)] {
-    Status s = RunRound(ino, inv);
+  // Nothing here waits (a WRITE never waits for a round, see the class
+  // comment): the other nodes are asked without blocking, and the acks are
+  // counted as they arrive, on the transport's I/O thread.
+  struct Progress {
+    std::atomic<size_t> left{0};
+    std::mutex mu;
+    Status first;  // GUARDED_BY(mu)
+  };
+  auto progress = std::make_shared<Progress>();
+  progress->left = inv.size();
+  if (inv.empty()) return FinishRound(ino, rounds, seq, Status::Ok());
+  auto ack = [this, ino, rounds, seq, progress](uint32_t node, const Status& s) {
+    if (!s.ok()) {
+      // Its copy may still be readable there: the release cannot promise
+      // otherwise. The node will drop its copies when it sees the connection
+      // go (on_peer_down on both sides).
+      spdlog::warn("invalidation of inode {} on node {} failed: {}", ino, node, s.message());
+      std::lock_guard<std::mutex> lock(progress->mu);
+      if (progress->first.ok())
+        progress->first =
+            Unavailable("node " + std::to_string(node) + " did not acknowledge an invalidation: " + s.message());
+    }
+    if (--progress->left == 0) {
+      Status first;
+      {
+        std::lock_guard<std::mutex> lock(progress->mu);
+        first = progress->first;
+      }
+      FinishRound(ino, rounds, seq, first);
+    }
+  };
+  for (auto& [node, ranges] : inv) {
+    if (node == self_) {
+      // The kernel may write dirty pages back first, to this daemon: not on
+      // the caller's thread, which may be the I/O thread.
+      boost::asio::post(*async_rounds_, [this, ino, ranges = std::move(ranges), ack] {
+        InvalidateLocal(ino, ranges);
+        ack(self_, Status::Ok());
+      });
+      continue;
+    }
+    transport_->CallAsync(node, kInvalidate, InvalidateRequest{ino, ranges}.Encode(),
+                          [ack, node = node](Result<std::string> r) { ack(node, r.status()); });
+  }
+}
+
+bool Cluster::RoundsDone(uint64_t ino, Rounds& r, uint64_t upto, Status* st) {
+  if (!r.running.empty() && *r.running.begin() < upto) return false;
+  // A failed round is reported to the next release that waits for it, once.
+  auto end = r.failed.lower_bound(upto);
+  if (r.failed.begin() != end) {
+    r.failed.erase(r.failed.begin(), end);
+    *st = Unavailable("a node did not acknowledge the invalidation of inode " + std::to_string(ino) +
+                      " (see the log); its copy may be stale until it reconnects");
+  }
+  return true;
+}
+
+void Cluster::FinishRound(uint64_t ino, const std::shared_ptr<Rounds>& rounds, uint64_t seq, const Status& st) {
+  std::vector<std::pair<std::shared_ptr<net::Responder>, Status>> ready;
+  {
     std::lock_guard<std::mutex> lock(rounds->mu);
     rounds->running.erase(seq);
-    if (!s.ok()) rounds->failed.insert(seq);
+    if (!st.ok()) rounds->failed.insert(seq);
     rounds->done.notify_all();
-  });
+    auto& waiters = rounds->waiters;
+    for (size_t i = 0; i < waiters.size();) {
+      Status ws;
+      if (RoundsDone(ino, *rounds, waiters[i].first, &ws)) {
+        ready.emplace_back(std::move(waiters[i].second), ws);
+        waiters.erase(waiters.begin() + static_cast<long>(i));
+      } else {
+        i++;
+      }
+    }
+  }
+  for (auto& [responder, ws] : ready) responder->Reply(ws, std::string());
 }
 
 Status Cluster::WaitRounds(uint64_t ino) {
@@ -349,18 +418,10 @@ Status Cluster::WaitRounds(uint64_t ino) {
   std::unique_lock<std::mutex> lock(rounds->mu);
   const uint64_t target = rounds->next;
   const auto deadline = std::chrono::steady_clock::now() + 2 * std::chrono::milliseconds(config_.request_timeout_ms);
-  const bool done = rounds->done.wait_until(lock, deadline, [&] {
-    return rounds->running.empty() || *rounds->running.begin() >= target;
-  });
-  if (!done) return TimedOut("invalidations of inode " + std::to_string(ino) + " are still unacknowledged");
-  // A failed round is reported to the next release that waits for it, once.
-  auto failed = rounds->failed.lower_bound(0);
-  if (failed != rounds->failed.end() && *failed < target) {
-    rounds->failed.erase(rounds->failed.begin(), rounds->failed.lower_bound(target));
-    return Unavailable("a node did not acknowledge the invalidation of inode " + std::to_string(ino) +
-                       " (see the log); its copy may be stale until it reconnects");
-  }
-  return Status::Ok();
+  Status st;
+  if (!rounds->done.wait_until(lock, deadline, [&] { return RoundsDone(ino, *rounds, target, &st); }))
+    return TimedOut("invalidations of inode " + std::to_string(ino) + " are still unacknowledged");
+  return st;
 }
 
 Status Cluster::Sync(uint64_t ino) {
@@ -390,33 +451,9 @@ Status Cluster::Sync(uint64_t ino) {
 
 Result<uint64_t> Cluster::TruncateAsOwner(uint64_t ino, uint32_t from, uint64_t size) {
   CSHM_ASSIGN_OR_RETURN(ApplyOutcome out, owned_.Truncate(ino, from, size));
-  CSHM_RETURN_IF_ERROR(RunRound(ino, out.invalidate));
+  StartRound(ino, std::move(out.invalidate));
+  CSHM_RETURN_IF_ERROR(WaitRounds(ino));
   return out.size;
-}
-
-Status Cluster::RunRound(uint64_t ino, const Invalidations& inv) {
-  std::vector<std::pair<uint32_t, std::future<Status>>> remote;
-  for (const auto& [node, ranges] : inv) {
-    if (node == self_) continue;
-    InvalidateRequest req{ino, ranges};
-    remote.emplace_back(node, std::async(std::launch::async, [this, node, payload = req.Encode()]() mutable {
-                          return transport_->Call(node, kInvalidate, std::move(payload)).status();
-                        }));
-  }
-  if (auto it = inv.find(self_); it != inv.end()) InvalidateLocal(ino, it->second);
-  Status first;
-  for (auto& [node, f] : remote) {
-    Status s = f.get();
-    if (!s.ok()) {
-      // Its copy may still be readable there: the release cannot promise
-      // otherwise. The node will drop its copies when it sees the connection
-      // go (on_peer_down on both sides).
-      spdlog::warn("invalidation of inode {} on node {} failed: {}", ino, node, s.message());
-      if (first.ok()) first = Unavailable("node " + std::to_string(node) + " did not acknowledge an invalidation: " +
-                                          s.message());
-    }
-  }
-  return first;
 }
 
 void Cluster::InvalidateLocal(uint64_t ino, const std::vector<Range>& ranges) {
@@ -447,16 +484,21 @@ void Cluster::ForgetOwner(uint32_t owner) {
 bool Cluster::TryServeInline(net::Request& r) {
   if (!r.responder) return false;
   if (r.type == kSync) {
-    // Nothing to wait for (the usual case when the write-back that came
-    // before had no other copies to invalidate): answer at once.
+    // Answered at once if no round is running, else by the last ack of the
+    // last round: no thread waits.
     auto ino = DecodeU64(r.payload);
     if (!ino.ok() || !owned_.TryServing(*ino).ok()) return false;
     auto rounds = RoundsOf(*ino);
+    Status st;
     {
-      std::unique_lock<std::mutex> lock(rounds->mu, std::try_to_lock);
-      if (!lock.owns_lock() || !rounds->running.empty() || !rounds->failed.empty()) return false;
+      std::lock_guard<std::mutex> lock(rounds->mu);
+      if (!RoundsDone(*ino, *rounds, rounds->next, &st)) {
+        // Answered by the round's last ack (FinishRound); each round has a deadline.
+        rounds->waiters.emplace_back(rounds->next, r.responder);
+        return true;
+      }
     }
-    r.responder->Reply(Status::Ok(), std::string());
+    r.responder->Reply(st, std::string());
     return true;
   }
   if (r.type != kFetch) return false;

@@ -129,12 +129,18 @@ class Cluster {
     uint64_t next = 0;            // GUARDED_BY(mu)
     std::set<uint64_t> running;   // GUARDED_BY(mu)
     std::set<uint64_t> failed;    // GUARDED_BY(mu): not yet reported to a Sync
+    // Syncs of other nodes waiting for every round below a number (GUARDED_BY(mu)).
+    std::vector<std::pair<uint64_t, std::shared_ptr<net::Responder>>> waiters;
   };
   std::shared_ptr<Rounds> RoundsOf(uint64_t ino);
+  // Sends a round's invalidations (never blocks); its last ack finishes it.
   void StartRound(uint64_t ino, ownership::Invalidations inv);
+  void FinishRound(uint64_t ino, const std::shared_ptr<Rounds>& rounds, uint64_t seq, const Status& st);
+  // (rounds.mu held) Whether every round below `upto` is over; the failures
+  // among them go into *st, once.
+  static bool RoundsDone(uint64_t ino, Rounds& rounds, uint64_t upto, Status* st);
   Status WaitRounds(uint64_t ino);
   Result<uint64_t> TruncateAsOwner(uint64_t ino, uint32_t from, uint64_t size);
-  Status RunRound(uint64_t ino, const ownership::Invalidations& inv);
   // Accessor side: drop pages from this node's kernel and twins.
   void InvalidateLocal(uint64_t ino, const std::vector<ownership::Range>& ranges);
 

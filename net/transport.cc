@@ -33,11 +33,19 @@ constexpr auto kHandshakeTimeout = std::chrono::seconds(5);
 constexpr auto kMinBackoff = std::chrono::milliseconds(50);
 constexpr auto kMaxBackoff = std::chrono::milliseconds(2000);
 
+// One request awaiting its response: a blocked Call's promise, or a
+// CallAsync's callback (then every Finish runs on the I/O thread, and the
+// deadline timer is cancelled by the first).
 struct Pending {
   std::promise<Result<std::string>> promise;
+  std::function<void(Result<std::string>)> callback;
+  std::unique_ptr<boost::asio::steady_timer> deadline;
   std::atomic<bool> done{false};
   void Finish(Result<std::string> r) {
-    if (!done.exchange(true)) promise.set_value(std::move(r));
+    if (done.exchange(true)) return;
+    if (!callback) return promise.set_value(std::move(r));
+    if (deadline) deadline->cancel();
+    callback(std::move(r));
   }
 };
 
@@ -555,6 +563,33 @@ Result<std::string> Transport::Call(uint32_t node, uint16_t type, std::string pa
     });
   }
   return fut.get();
+}
+
+void Transport::CallAsync(uint32_t node, uint16_t type, std::string payload,
+                          std::function<void(Result<std::string>)> done, std::chrono::milliseconds timeout) {
+  if (timeout.count() == 0) timeout = std::chrono::milliseconds(impl_->opts.config.request_timeout_ms);
+  auto p = std::make_shared<Pending>();
+  p->callback = std::move(done);
+  if (impl_->stopping) {
+    Impl* t = impl_.get();
+    asio::post(t->io, [p] { p->Finish(Unavailable("shutting down")); });
+    return;
+  }
+  const uint64_t id = impl_->next_id++;
+  Impl* t = impl_.get();
+  asio::post(t->io, [t, node, type, id, p, timeout, payload = std::move(payload)]() mutable {
+    p->deadline = std::make_unique<asio::steady_timer>(t->io, timeout);
+    p->deadline->async_wait([t, node, id, p, timeout](const boost::system::error_code& ec) {
+      if (ec) return;  // answered first
+      auto it = t->clients.find(node);
+      if (it != t->clients.end()) it->second->Forget(id);
+      p->Finish(TimedOut("node " + std::to_string(node) + " did not answer within " +
+                         std::to_string(timeout.count()) + " ms"));
+    });
+    auto c = t->ClientFor(node);
+    if (!c) return p->Finish(Unavailable("node " + std::to_string(node) + " is unreachable (retrying with backoff)"));
+    c->Call(id, type, std::move(payload), p);
+  });
 }
 
 void Transport::Send(uint32_t node, uint16_t type, std::string payload) {

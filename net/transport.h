@@ -88,6 +88,11 @@ class Transport {
   // back as that Status.
   Result<std::string> Call(uint32_t node, uint16_t type, std::string payload,
                            std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
+  // The same without blocking: `done` gets the response or the error (at the
+  // deadline at the latest), once, on the I/O thread, so it must not block or
+  // Call(). Once the transport is stopping it may not be called at all.
+  void CallAsync(uint32_t node, uint16_t type, std::string payload, std::function<void(Result<std::string>)> done,
+                 std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
   // Best effort, no response.
   void Send(uint32_t node, uint16_t type, std::string payload);
 
