@@ -135,6 +135,32 @@ TEST(Transport, SilentPeerTimesOutAtTheDeadline) {
   EXPECT_TRUE(a->t->Call(1, kEcho, "after").ok());  // the connection still works
 }
 
+TEST(Transport, CallAsyncAnswersWithTheResponseTheDeadlineOrTheError) {
+  ClusterConfig c = Config(3);
+  auto a = StartNode(c, 0), b = StartNode(c, 1);  // node 2 is never started
+  std::mutex mu;
+  std::vector<std::pair<std::string, Result<std::string>>> got;
+  auto collect = [&](std::string what) {
+    return [&, what](Result<std::string> r) {
+      std::lock_guard<std::mutex> lock(mu);
+      got.emplace_back(what, std::move(r));
+    };
+  };
+  a->t->CallAsync(1, kEcho, "hi", collect("echo"));
+  a->t->CallAsync(1, kSilent, "", collect("silent"), 200ms);
+  a->t->CallAsync(2, kEcho, "x", collect("dead"), 1000ms);
+  ASSERT_TRUE(WaitFor([&] {
+    std::lock_guard<std::mutex> lock(mu);
+    return got.size() == 3;
+  }));
+  std::lock_guard<std::mutex> lock(mu);
+  for (auto& [what, r] : got) {
+    if (what == "echo") EXPECT_EQ(r.ok() ? *r : r.status().message(), "node1:hi");
+    if (what == "silent") EXPECT_EQ(r.status().code(), Status::Code::kTimedOut);
+    if (what == "dead") EXPECT_EQ(r.status().code(), Status::Code::kUnavailable) << r.status().message();
+  }
+}
+
 TEST(Transport, DeadPeerIsUnavailableAndComesBack) {
   ClusterConfig c = Config(2);
   auto a = StartNode(c, 0);
