@@ -282,7 +282,8 @@ Status Cluster::Write(uint64_t ino, uint64_t off, const char* data, size_t len, 
   }
   // Earlier write-backs of this segment that no owner took go first.
   Status st = pending_->Has(ino) ? DrainPending(ino) : Status::Ok();
-  if (st.ok()) st = Deliver(ino, runs);
+  bool rounds_pending = true;
+  if (st.ok()) st = Deliver(ino, runs, &rounds_pending);
   const bool unreachable = st.code() == Status::Code::kUnavailable || st.code() == Status::Code::kTimedOut;
   if (unreachable || (!st.ok() && pending_->Has(ino))) {
     // The kernel will forget these bytes when it gets the error: keep them.
@@ -297,8 +298,11 @@ Status Cluster::Write(uint64_t ino, uint64_t off, const char* data, size_t len, 
   // What the owner has now, as far as this node knows.
   if (st.ok()) {
     twins_->Patch(ino, off, now, /*whole_pages=*/owner != self_);
+    // The next release waits for the owner's rounds, unless none was
+    // pending when this write-back was answered (then there is nothing this
+    // write, or any before it, could still be waiting for).
     std::lock_guard<std::mutex> lock(mu_);
-    unsynced_[ino] = ++writes_;
+    if (rounds_pending) unsynced_[ino] = ++writes_;
   }
   return st;
 }
@@ -312,11 +316,17 @@ Status Cluster::Truncate(uint64_t ino, uint64_t size) {
       .status();
 }
 
-Result<uint64_t> Cluster::ApplyAsOwner(uint64_t ino, uint32_t from, const std::vector<WriteRun>& runs) {
+Result<WriteBackReply> Cluster::ApplyAsOwner(uint64_t ino, uint32_t from, const std::vector<WriteRun>& runs) {
   CSHM_ASSIGN_OR_RETURN(ApplyOutcome out, owned_.Apply(ino, from, runs));
   if (out.grew) CSHM_RETURN_IF_ERROR(meta().NoteWrite(ino, out.size, false).status());
   if (!out.invalidate.empty()) StartRound(ino, std::move(out.invalidate));
-  return out.size;
+  return WriteBackReply{out.size, RoundsPending(ino)};
+}
+
+bool Cluster::RoundsPending(uint64_t ino) {
+  auto rounds = RoundsOf(ino);
+  std::lock_guard<std::mutex> lock(rounds->mu);
+  return !rounds->running.empty() || !rounds->failed.empty();
 }
 
 std::shared_ptr<Cluster::Rounds> Cluster::RoundsOf(uint64_t ino) {
@@ -481,6 +491,8 @@ void Cluster::ForgetOwner(uint32_t owner) {
   for (uint64_t ino : inos) InvalidateLocal(ino, {Range{0, 0}});
 }
 
+constexpr size_t kInlineWriteBack = 256 << 10;
+
 bool Cluster::TryServeInline(net::Request& r) {
   if (!r.responder) return false;
   if (r.type == kSync) {
@@ -499,6 +511,19 @@ bool Cluster::TryServeInline(net::Request& r) {
       }
     }
     r.responder->Reply(st, std::string());
+    return true;
+  }
+  if (r.type == kWriteBack) {
+    // A small write-back inside the segment (the usual release of a few
+    // pages): merged here. A large one would hold the I/O thread for
+    // milliseconds; one that grows the segment must tell the metadata node.
+    if (r.payload.size() > kInlineWriteBack) return false;
+    auto req = WriteBackRequest::Decode(r.payload);
+    if (!req.ok()) return false;  // Handle answers it
+    auto out = owned_.Apply(req->ino, r.from, req->runs, /*wait=*/false);
+    if (!out.ok()) return false;  // busy, growing, moved, an error: a worker does it the slow way
+    if (!out->invalidate.empty()) StartRound(req->ino, std::move(out->invalidate));
+    r.responder->Reply(Status::Ok(), WriteBackReply{out->size, RoundsPending(req->ino)}.Encode());
     return true;
   }
   if (r.type != kFetch) return false;
@@ -538,9 +563,9 @@ void Cluster::Handle(net::Request r) {
     case kWriteBack: {
       auto req = WriteBackRequest::Decode(r.payload);
       if (!req.ok()) return reply(req.status());
-      auto size = ApplyAsOwner(req->ino, r.from, req->runs);
-      if (!size.ok()) return reply(size.status());
-      return reply(EncodeU64(*size));
+      auto out = ApplyAsOwner(req->ino, r.from, req->runs);
+      if (!out.ok()) return reply(out.status());
+      return reply(out->Encode());
     }
     case kTruncate: {
       auto req = TruncateRequest::Decode(r.payload);
@@ -931,17 +956,18 @@ Status Cluster::InstallSegment(const MigrateInstall& m) {
   return Status::Ok();
 }
 
-Status Cluster::Deliver(uint64_t ino, const std::vector<WriteRun>& runs) {
+Status Cluster::Deliver(uint64_t ino, const std::vector<WriteRun>& runs, bool* rounds_pending) {
   // Encoded only for a remote owner (and once, across kMoved retries): the
   // owner's own writes go straight to ApplyAsOwner.
   std::string payload;
-  return AtOwner(ino, [&](uint32_t at) -> Result<uint64_t> {
-           if (at == self_) return ApplyAsOwner(ino, self_, runs);
-           if (payload.empty()) payload = WriteBackRequest{ino, runs}.Encode();
-           CSHM_ASSIGN_OR_RETURN(std::string r, transport_->Call(at, kWriteBack, payload));
-           return DecodeU64(r);
-         })
-      .status();
+  auto reply = AtOwner(ino, [&](uint32_t at) -> Result<WriteBackReply> {
+    if (at == self_) return ApplyAsOwner(ino, self_, runs);
+    if (payload.empty()) payload = WriteBackRequest{ino, runs}.Encode();
+    CSHM_ASSIGN_OR_RETURN(std::string r, transport_->Call(at, kWriteBack, payload));
+    return WriteBackReply::Decode(r);
+  });
+  if (reply.ok() && rounds_pending != nullptr) *rounds_pending = reply->rounds_running;
+  return reply.status();
 }
 
 Status Cluster::DrainPending(uint64_t ino) {

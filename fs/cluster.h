@@ -121,7 +121,10 @@ class Cluster {
   Result<uint32_t> OwnerOf(uint64_t ino);
   void NoteOwner(uint64_t ino, uint32_t owner);
   // Owner side: apply and run (or schedule) the invalidation round.
-  Result<uint64_t> ApplyAsOwner(uint64_t ino, uint32_t from, const std::vector<ownership::WriteRun>& runs);
+  Result<ownership::WriteBackReply> ApplyAsOwner(uint64_t ino, uint32_t from,
+                                                 const std::vector<ownership::WriteRun>& runs);
+  // A round of `ino` is running, or a failed one is not yet reported.
+  bool RoundsPending(uint64_t ino);
   // Invalidation rounds of one owned segment, numbered as they start.
   struct Rounds {
     std::mutex mu;
@@ -159,14 +162,16 @@ class Cluster {
   // Migration, old owner: stores the twins of this node's own copies (which
   // were the pages themselves, OwnerTwinStore) before the pages are freed.
   void KeepOwnTwins(uint64_t ino, const ownership::SegmentSnapshot& snap, const store::Segment& seg);
-  // A fetch, or a sync with no round to wait for, answered on the transport's
-  // I/O thread, if that needs no waiting.
+  // A fetch, a small write-back or a sync served on the transport's I/O
+  // thread, if that needs no waiting.
   bool TryServeInline(net::Request& r);
   Status InstallPages(const ownership::MigratePages& m);
   Status InstallSegment(const ownership::MigrateInstall& m);
   void MigratorLoop();
   // Sends one write-back to the segment's owner, wherever it is.
-  Status Deliver(uint64_t ino, const std::vector<ownership::WriteRun>& runs);
+  // `*rounds_pending`: the owner had a round of `ino` running (or a failed one
+  // unreported) when it answered.
+  Status Deliver(uint64_t ino, const std::vector<ownership::WriteRun>& runs, bool* rounds_pending = nullptr);
   // Delivers the kept write-backs of `ino`, in order (see PendingWrites).
   Status DrainPending(uint64_t ino);
   void DeliverPending();

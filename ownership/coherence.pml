@@ -15,6 +15,9 @@
  *                       held across a fault's fetch and a write-back's WRITE
  *   twin[n]             fs/twin_cache.h; a write-back sends bytes != twin
  *   release             msync: WRITE (write-back) then FSYNC (Sync)
+ *   unsynced[n]         Cluster::unsynced_: set when a write-back's answer
+ *                       says a round was pending (WriteBackReply); a release
+ *                       Syncs only if it is set
  *
  * Checked: no invalid end state (no deadlock, in particular not the folio
  * cycle of DESIGN.md), and the assertions: a release returns only when no
@@ -45,6 +48,7 @@ bool dirty[N];
 Page val[N];
 Page twin[N];
 
+bool unsynced[N];     /* a write-back here was answered with rounds pending */
 byte nrounds;
 byte pending[MAXR];   /* acks a round still waits for */
 byte released[2];     /* last value each writer released */
@@ -56,9 +60,21 @@ chan to_fast = [8] of { mtype, byte, byte, byte, chan };
 chan to_slow = [4] of { mtype, byte, byte, byte, chan };
 chan inv[N] = [4] of { mtype, byte };
 
-/* A worker thread of the owner's fast pool: fetches and write-backs. */
+/* Whether any round is still waiting for acks (the write-back answer's flag). */
+inline Pending(busyflag) {
+  busyflag = false;
+  t = 0;
+  do
+  :: t < nrounds -> busyflag = busyflag || pending[t] > 0; t++
+  :: t == nrounds -> break
+  od
+}
+
+/* A worker thread of the owner's fast pool (or its I/O thread): fetches and
+ * write-backs. */
 proctype FastWorker() {
   byte kind, n, b, v, t, r;
+  bool busyflag;
   chan back;
 end:
   do
@@ -87,7 +103,7 @@ end:
 #ifdef WRITE_WAITS_FOR_ROUND
         (pending[r] == 0);
 #endif
-        back!OK(0, 0)
+        atomic { Pending(busyflag); back!OK(busyflag, 0) }
      fi
   od
 }
@@ -115,6 +131,7 @@ end:
 /* The daemon's invalidation handler on node n, and the kernel's notify. */
 proctype Invalidator(byte n) {
   byte r, b;
+  bool c;
   chan back = [1] of { mtype, byte, byte };
 end:
   do
@@ -124,7 +141,9 @@ end:
      :: dirty[n] ->                               /* written back first */
         b = n - 1;
         if
-        :: val[n].b[b] != twin[n].b[b] -> to_fast!WB, n, b, val[n].b[b], back; back?OK(_, _)
+        :: val[n].b[b] != twin[n].b[b] ->
+           to_fast!WB, n, b, val[n].b[b], back;
+           atomic { back?OK(c, _); unsynced[n] = unsynced[n] || c }
         :: else -> skip
         fi;
         dirty[n] = false
@@ -145,6 +164,7 @@ inline FaultIn(n, back) {
 /* A writer process on node n (n = 1, 2) writing byte n-1, then msync. */
 proctype Writer(byte n) {
   byte i = 1, b = n - 1, m;
+  bool c, dosync;
   chan back = [1] of { mtype, byte, byte };
   do
   :: i <= ITER ->
@@ -159,14 +179,21 @@ proctype Writer(byte n) {
         if
         :: dirty[n] ->
            to_fast!WB, n, b, val[n].b[b], back;
-           back?OK(_, _);
+           atomic { back?OK(c, _); unsynced[n] = unsynced[n] || c };
            twin[n].b[b] = i;
            dirty[n] = false
         :: else -> skip   /* an invalidation wrote it back already */
         fi;
         busy[n] = false;
-        to_slow!SYNC, n, 0, 0, back;
-        back?OK(_, _);
+#ifdef SYNC_WITHOUT_FLAG
+        dosync = false;   /* a release that trusts nothing was pending: wrong */
+#else
+        atomic { dosync = unsynced[n]; unsynced[n] = false };
+#endif
+        if
+        :: dosync -> to_slow!SYNC, n, 0, 0, back; back?OK(_, _)
+        :: else -> skip   /* no round was pending at any answer since the last Sync */
+        fi;
         released[b] = i;
         /* contract 2: no other node can read an older value now */
         m = 0;

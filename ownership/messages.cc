@@ -60,6 +60,24 @@ Result<std::string_view> FetchReply::View(std::string_view in, uint64_t* size) {
   return in.substr(kDataOffset, n);
 }
 
+std::string WriteBackReply::Encode() const {
+  std::string out;
+  ByteWriter w(&out);
+  w.PutU64(size);
+  w.PutU8(rounds_running ? 1 : 0);
+  return out;
+}
+Result<WriteBackReply> WriteBackReply::Decode(std::string_view in) {
+  WriteBackReply r;
+  ByteReader b(in);
+  uint8_t running = 0;
+  b.GetU64(&r.size);
+  b.GetU8(&running);
+  if (!b.AtEnd() || running > 1) return Malformed("write-back reply");
+  r.rounds_running = running == 1;
+  return r;
+}
+
 std::string WriteBackRequest::Encode() const {
   std::string out;
   ByteWriter w(&out);

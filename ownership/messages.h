@@ -1,7 +1,7 @@
 // Wire messages of the data path (pure codecs; the transport carries bytes):
 //
 //   Fetch       accessor -> owner   {ino, off, len}           -> {size, data}
-//   WriteBack   accessor -> owner   {ino, runs}               -> {size}
+//   WriteBack   accessor -> owner   {ino, runs}               -> {size, busy}
 //   Sync        accessor -> owner   {ino}                     -> {} once every
 //               invalidation round started before it is acknowledged
 //   Truncate    accessor -> owner   {ino, size}               -> {size}
@@ -9,7 +9,9 @@
 //   Drop        metadata -> owner   {ino}  (one-way: the segment was deleted)
 //
 // A WriteBack is answered as soon as the owner applied it; its invalidation
-// round runs on (see fs/cluster.h). Releases wait with Sync.
+// round runs on (see fs/cluster.h). Releases wait with Sync, unless every
+// write-back since the last one was answered with busy = 0 (no round of the
+// segment was running when it was answered: nothing to wait for).
 #pragma once
 
 #include <string>
@@ -121,6 +123,13 @@ struct WriteBackRequest {
   std::vector<WriteRun> runs;
   std::string Encode() const;
   static Result<WriteBackRequest> Decode(std::string_view in);
+};
+
+struct WriteBackReply {
+  uint64_t size = 0;
+  bool rounds_running = false;  // a round of the segment was running at the answer
+  std::string Encode() const;
+  static Result<WriteBackReply> Decode(std::string_view in);
 };
 
 struct TruncateRequest {

@@ -131,11 +131,16 @@ Result<std::string> OwnedSegments::OwnerTwins(uint64_t ino, uint64_t first, uint
   return out;
 }
 
-Result<ApplyOutcome> OwnedSegments::Apply(uint64_t ino, uint32_t node, const std::vector<WriteRun>& runs) {
+Result<ApplyOutcome> OwnedSegments::Apply(uint64_t ino, uint32_t node, const std::vector<WriteRun>& runs,
+                                          bool wait) {
   CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(ino));
   ApplyOutcome out;
-  CSHM_ASSIGN_OR_RETURN(auto locked, LockServing(ino));
+  CSHM_ASSIGN_OR_RETURN(auto locked, wait ? LockServing(ino) : TryLockServing(ino));
   State* s = locked.first.get();
+  if (!wait) {
+    for (const WriteRun& r : runs)
+      if (r.off + r.bytes.size() > s->size) return Busy("the write grows the segment");
+  }
   std::lock_guard<std::mutex> seg_lock(seg->mu());
   if (node != self_ && owner_twins_ != nullptr) {
     // Pages this node's kernel holds are about to change under it: save each

@@ -119,7 +119,10 @@ class OwnedSegments {
   Result<std::string> OwnerTwins(uint64_t ino, uint64_t first, uint64_t count);
   // Writes `runs` (bytes that differ from what `node` last saw, or a
   // write(2)'s whole data). Returns who else must drop the pages.
-  Result<ApplyOutcome> Apply(uint64_t ino, uint32_t node, const std::vector<WriteRun>& runs);
+  // Without `wait`, kBusy (having written nothing) instead of waiting for the
+  // segment or its first load, and if the write would grow the segment (the
+  // caller must then tell the metadata service, over the network).
+  Result<ApplyOutcome> Apply(uint64_t ino, uint32_t node, const std::vector<WriteRun>& runs, bool wait = true);
   // Sets the size. Shrinking drops the pages past it and returns every other
   // node that may cache any of them, with the range from the new end (rounded
   // down to a page) on.

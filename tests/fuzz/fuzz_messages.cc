@@ -67,7 +67,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (view.ok() != full.ok() || (view.ok() && (*view != full->data || size != full->size))) __builtin_trap();
       break;
     }
-    case 2: RoundTrip<ownership::WriteBackRequest>(in); break;
+    case 2:
+      RoundTrip<ownership::WriteBackRequest>(in);
+      RoundTrip<ownership::WriteBackReply>(in);
+      break;
     case 3: RoundTrip<ownership::TruncateRequest>(in); break;
     case 4: RoundTrip<ownership::InvalidateRequest>(in); break;
     case 5: RoundTrip<ownership::LockMessage>(in); break;

@@ -5,7 +5,8 @@
 #     assertion (visibility at release, no lost update) may fail;
 #  2. two variants that must fail, so that the model is known to be able to:
 #     a write-back that waits for its round (deadlock), and a release that does
-#     not wait for its round (a stale read).
+#     not wait for its round (a stale read), and one that skips its Sync
+#     although a write-back's answer said a round was pending.
 # Usage: check_model.sh MODEL WORKDIR
 set -euo pipefail
 model=$(realpath "$1")
@@ -27,4 +28,6 @@ run write_waits -DITER=1 -DWRITE_WAITS_FOR_ROUND
 grep -q "invalid end state" write_waits.out || { echo "FAIL: the deadlock variant was not caught"; exit 1; }
 run sync_skips -DITER=1 -DSYNC_SKIPS_ROUNDS
 grep -q "assertion violated" sync_skips.out || { echo "FAIL: the stale-read variant was not caught"; exit 1; }
+run sync_without_flag -DITER=1 -DSYNC_WITHOUT_FLAG
+grep -q "assertion violated" sync_without_flag.out || { echo "FAIL: the skipped-sync variant was not caught"; exit 1; }
 echo PASS

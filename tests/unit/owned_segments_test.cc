@@ -111,6 +111,17 @@ TEST_F(OwnedSegmentsTest, AFetchThatMustNotWaitIsBusyInsteadOfWaiting) {
   EXPECT_EQ(MovedTo(r.status()), 2u);
 }
 
+TEST_F(OwnedSegmentsTest, AnApplyThatMustNotWaitRefusesToGrowTheSegmentAndWritesNothing) {
+  ASSERT_TRUE(owned_->Apply(7, 0, {WriteRun{0, "abcdef"}}).ok());
+  auto inside = owned_->Apply(7, 1, {WriteRun{1, "XY"}}, /*wait=*/false);
+  ASSERT_TRUE(inside.ok()) << inside.status().message();
+  EXPECT_EQ(inside->size, 6u);
+  auto grows = owned_->Apply(7, 1, {WriteRun{0, "zz"}, WriteRun{5, "long"}}, /*wait=*/false);
+  ASSERT_FALSE(grows.ok());
+  EXPECT_EQ(grows.status().code(), Status::Code::kBusy);
+  EXPECT_EQ(Fetch(2, 0, 100), "aXYdef");  // not even the first run was written
+}
+
 TEST_F(OwnedSegmentsTest, FreezeHoldsRequestsAndAMoveForwardsThem) {
   ASSERT_TRUE(owned_->Apply(7, 0, {WriteRun{0, "abc"}}).ok());
   auto snap = owned_->Freeze(7);
