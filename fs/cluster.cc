@@ -513,6 +513,15 @@ bool Cluster::TryServeInline(net::Request& r) {
     r.responder->Reply(st, std::string());
     return true;
   }
+  if (r.type == kLock) {
+    // The lock table is in memory: nothing to wait for once the segment is known here.
+    auto m = LockMessage::Decode(r.payload);
+    if (!m.ok()) return false;
+    auto out = ServeLock(r.from, *m, /*wait=*/false);
+    if (!out.ok()) return false;  // busy, moved: a worker answers
+    r.responder->Reply(Status::Ok(), out->Encode());
+    return true;
+  }
   if (r.type == kWriteBack) {
     // A small write-back inside the segment (the usual release of a few
     // pages): merged here. A large one would hold the I/O thread for
@@ -654,9 +663,9 @@ void Cluster::Handle(net::Request r) {
 
 namespace cshm::fs {
 
-Result<LockReply> Cluster::ServeLock(uint32_t from, const LockMessage& m) {
+Result<LockReply> Cluster::ServeLock(uint32_t from, const LockMessage& m, bool wait) {
   // Locks live with the segment: a forwarding entry (or a freeze) answers first.
-  CSHM_RETURN_IF_ERROR(owned_.Pinned(m.ino).status());
+  CSHM_RETURN_IF_ERROR(wait ? owned_.Pinned(m.ino).status() : owned_.TryServing(m.ino));
   LockMessage local = m;
   local.lock.who.node = from;  // a peer speaks for itself only
   std::lock_guard<std::mutex> lock(locks_mu_);

@@ -175,7 +175,8 @@ class Cluster {
   // Delivers the kept write-backs of `ino`, in order (see PendingWrites).
   Status DrainPending(uint64_t ino);
   void DeliverPending();
-  Result<ownership::LockReply> ServeLock(uint32_t from, const ownership::LockMessage& m);
+  // Without `wait`, kBusy instead of waiting for the segment (the I/O thread).
+  Result<ownership::LockReply> ServeLock(uint32_t from, const ownership::LockMessage& m, bool wait = true);
 
   const net::ClusterConfig config_;
   const uint32_t self_;
