@@ -134,6 +134,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void StartClient(const tcp::endpoint& ep) {
     ArmHandshakeTimer();
     auto self = shared_from_this();
+    // From this node's own configured address: peers check that a node
+    // connects from where the config says it is.
+    boost::system::error_code bind_ec;
+    if (const NodeConfig* me = t_->opts.config.Find(t_->opts.self)) {
+      auto addr = asio::ip::make_address(me->host, bind_ec);
+      if (!bind_ec && !addr.is_unspecified()) {
+        socket_.open(ep.protocol(), bind_ec);
+        if (!bind_ec) socket_.bind(tcp::endpoint(addr, 0), bind_ec);
+        if (bind_ec) return Close("cannot connect from " + me->host + ": " + bind_ec.message());
+      }
+    }
     socket_.async_connect(ep, [this, self](const boost::system::error_code& ec) {
       if (ec) return Close("connect: " + ec.message());
       socket_.set_option(tcp::no_delay(true));
@@ -307,6 +318,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (!a.ok()) return Refuse("malformed authentication");
     if (a->node == t_->opts.self || !cfg.Find(a->node))
       return Refuse("peer claims node id " + std::to_string(a->node) + ", which is not another node of the config");
+    // Every node connects from its configured address (StartClient binds
+    // it): a holder of the secret elsewhere cannot speak for that node.
+    const std::string& host = cfg.Find(a->node)->host;
+    boost::system::error_code ec;
+    const auto want = asio::ip::make_address(host, ec);
+    const auto from = socket_.remote_endpoint(ec).address();
+    if (!ec && !want.is_unspecified() && from != want)
+      return Refuse("peer at " + from.to_string() + " claims node " + std::to_string(a->node) + ", whose address is " +
+                    host + " in the config");
     if (!ProofEquals(a->proof, ClientProof(cfg.secret, server_nonce_, a->nonce, a->node, t_->opts.self)))
       return Refuse("peer claiming node " + std::to_string(a->node) + " does not know the cluster secret");
     peer_ = a->node;

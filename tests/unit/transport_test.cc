@@ -245,12 +245,20 @@ TEST(Transport, APeerSilentForTheLeaseIsCutOff) {
   EXPECT_TRUE(WaitFor([&] { return x->downs >= 1; })) << "the silent peer was never cut off";
 }
 
-int RawConnect(uint16_t port) {
+// A TCP connection to `to`:`port`, from `from` (any port).
+int RawConnect(uint16_t port, const char* to = "127.0.0.1", const char* from = "127.0.0.1") {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in src{};
+  src.sin_family = AF_INET;
+  inet_pton(AF_INET, from, &src.sin_addr);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&src), sizeof(src)) != 0) {
+    close(fd);
+    return -1;
+  }
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(port);
-  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  inet_pton(AF_INET, to, &a.sin_addr);
   if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
     close(fd);
     return -1;
@@ -260,8 +268,9 @@ int RawConnect(uint16_t port) {
 
 // Runs the client side of the handshake by hand, claiming `claimed`, with a
 // correct proof; returns true if the node answered with a Welcome.
-bool HandshakeAs(uint16_t port, const std::string& secret, uint32_t claimed, uint32_t server) {
-  int fd = RawConnect(port);
+bool HandshakeAs(uint16_t port, const std::string& secret, uint32_t claimed, uint32_t server,
+                 const char* to = "127.0.0.1", const char* from = "127.0.0.1") {
+  int fd = RawConnect(port, to, from);
   if (fd < 0) return false;
   char hdr[kHeaderSize];
   auto read_all = [&](char* p, size_t n) {
@@ -299,6 +308,22 @@ TEST(Transport, HandshakeByHandWorksAndAClaimOfTheNodesOwnIdIsRefused) {
   EXPECT_FALSE(HandshakeAs(c.nodes[1].port, c.secret, 9, 1));  // an id not in the config
   EXPECT_FALSE(HandshakeAs(c.nodes[1].port, "wrong-secret-0123456789", 2, 1));
   EXPECT_GE(node1->t->refused_peers(), 3u);
+}
+
+TEST(Transport, APeerMustConnectFromTheAddressOfTheNodeItClaims) {
+  // Three nodes on three loopback addresses; each connects from its own.
+  ClusterConfig c = Config(3);
+  for (int i = 0; i < 3; i++) c.nodes[i].host = "127.0.0." + std::to_string(i + 1);
+  auto n0 = StartNode(c, 0), n1 = StartNode(c, 1), n2 = StartNode(c, 2);
+  ASSERT_TRUE(n0 && n1 && n2);
+  EXPECT_EQ(*n0->t->Call(1, kEcho, "a"), "node1:a");
+  EXPECT_EQ(*n2->t->Call(1, kEcho, "b"), "node1:b");
+  EXPECT_EQ(*n1->t->Call(0, kEcho, "c"), "node0:c");
+  // Knowing the secret is not enough to speak for node 2 from node 0's address.
+  EXPECT_TRUE(HandshakeAs(c.nodes[1].port, c.secret, 0, 1, "127.0.0.2", "127.0.0.1"));
+  EXPECT_FALSE(HandshakeAs(c.nodes[1].port, c.secret, 2, 1, "127.0.0.2", "127.0.0.1"));
+  EXPECT_TRUE(HandshakeAs(c.nodes[1].port, c.secret, 2, 1, "127.0.0.2", "127.0.0.3"));
+  EXPECT_GE(n1->t->refused_peers(), 1u);
 }
 
 TEST(Transport, GarbageAndUnauthenticatedFramesAreRefusedAndTheNodeKeepsWorking) {
