@@ -11,7 +11,7 @@ seconds=${2:-15}
 if ! command -v clang++ >/dev/null; then echo "clang++ is missing (scripts/install-deps.sh installs it)"; exit 1; fi
 cmake -S "$src" -B "$build" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$build" -j"${JOBS:-2}" >/dev/null
-for t in fuzz_frame fuzz_messages fuzz_config fuzz_args; do
+for t in fuzz_frame fuzz_messages fuzz_config fuzz_args fuzz_shim; do
   corpus="$build/corpus-$t"
   rm -rf "$corpus" && mkdir -p "$corpus" && cp "$src/corpus/$t/"* "$corpus/"
   if ! "$build/$t" "$corpus" -max_total_time="$seconds" -malloc_limit_mb=128 -rss_limit_mb=1024 \
