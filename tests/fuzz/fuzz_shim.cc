@@ -13,7 +13,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
-#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -59,8 +58,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::filesystem::create_directory(dir);
   {
     cshm::ipc::SysvSegments sysv(dir);
-    std::vector<int> ids;                // shmids that shmget returned
-    std::map<int, size_t> sizes;         // their requested sizes
+    std::vector<int> ids;  // shmids that shmget returned
     std::vector<void*> attached;
     Input in{data, size};
     for (int ops = 0; ops < 24 && !in.empty(); ops++) {
@@ -78,17 +76,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         const int flags = static_cast<int>(in.Take(2));
         const int id = sysv.Get(key, len, flags);
         if (id == -1 && !Known(errno, {EINVAL, EEXIST, ENOENT, EACCES, ENOSPC, EAGAIN, ENOMEM})) abort();
-        if (id != -1) {
-          ids.push_back(id);
-          if (!sizes.count(id)) sizes[id] = len;
-        }
+        if (id != -1) ids.push_back(id);
       } else if (op == 1) {  // shmat
         const int id = pick_id();
         const int flags = static_cast<int>(in.Take(2)) & (SHM_RDONLY | SHM_RND | SHM_REMAP | SHM_EXEC);
         void* addr = nullptr;
         const uint64_t off = in.Take(3) % kRegion;
-        auto it = sizes.find(id);
-        if (it != sizes.end() && it->second + off + SHMLBA <= kRegion && off % 2 == 0) addr = region + off;
+        // Only where the whole segment fits in the reservation: its size now
+        // (an id can name a new segment once its inode number is reused).
+        struct shmid_ds ds {};
+        if (off % 2 == 0 && sysv.Control(id, IPC_STAT, &ds) == 0 && ds.shm_segsz + off + 2 * SHMLBA <= kRegion)
+          addr = region + off;
         void* p = sysv.Attach(id, addr, flags);
         if (p == reinterpret_cast<void*>(-1)) {
           if (!Known(errno, {EINVAL, EACCES, ENOMEM, EIDRM})) abort();

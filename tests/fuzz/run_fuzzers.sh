@@ -14,7 +14,8 @@ cmake --build "$build" -j"${JOBS:-2}" >/dev/null
 for t in fuzz_frame fuzz_messages fuzz_config fuzz_args fuzz_shim; do
   corpus="$build/corpus-$t"
   rm -rf "$corpus" && mkdir -p "$corpus" && cp "$src/corpus/$t/"* "$corpus/"
-  if ! "$build/$t" "$corpus" -max_total_time="$seconds" -malloc_limit_mb=128 -rss_limit_mb=1024 \
+  # A deadline of its own: a crash inside the sanitizer's report must not hang the suite.
+  if ! timeout -k 5 $((seconds + 60)) "$build/$t" "$corpus" -max_total_time="$seconds" -malloc_limit_mb=128 -rss_limit_mb=1024 \
        -print_final_stats=1 -artifact_prefix="$build/$t-" > "$build/$t.log" 2>&1; then
     echo "FAIL: $t"; tail -40 "$build/$t.log"; exit 1
   fi
