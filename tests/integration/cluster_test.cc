@@ -40,6 +40,17 @@ std::string Slurp(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
+// Every node reads `at10` at byte 10 and `at20` at byte 20 of `name`: two
+// stores to one page, by two nodes, both survived.
+void ExpectBothStores(TestCluster& c, const std::string& name, size_t size, char at10, char at20) {
+  for (int n = 0; n < 3; n++) {
+    std::string bytes = Slurp(c.path(n, name));
+    ASSERT_EQ(bytes.size(), size);
+    EXPECT_EQ(bytes[10], at10) << "node " << n;
+    EXPECT_EQ(bytes[20], at20) << "node " << n;
+  }
+}
+
 class ClusterTest : public ::testing::Test {
  protected:
   void SetUp() override { ASSERT_EQ(c_.Start(), ""); }
@@ -139,12 +150,7 @@ TEST_F(ClusterTest, an_unreleased_store_on_the_owner_survives_a_release_of_the_s
   other[20] = 'R';
   ASSERT_EQ(msync(other, size, MS_SYNC), 0);
   ASSERT_EQ(msync(owner, size, MS_SYNC), 0);
-  for (int n = 0; n < 3; n++) {
-    std::string bytes = Slurp(c_.path(n, "page"));
-    ASSERT_EQ(bytes.size(), size);
-    EXPECT_EQ(bytes[10], 'O') << "node " << n;
-    EXPECT_EQ(bytes[20], 'R') << "node " << n;
-  }
+  ExpectBothStores(c_, "page", size, 'O', 'R');
   munmap(owner, size);
   munmap(other, size);
 }
@@ -176,12 +182,7 @@ TEST_F(ClusterTest, a_page_read_before_the_file_was_opened_for_writing_still_mer
   ASSERT_EQ(pwrite(fd2, "R", 1, 20), 1);  // a release on node 2: invalidates node 1's copy
   close(fd2);
   ASSERT_EQ(msync(w, size, MS_SYNC), 0);
-  for (int n = 0; n < 3; n++) {
-    std::string bytes = Slurp(c_.path(n, "late"));
-    ASSERT_EQ(bytes.size(), size);
-    EXPECT_EQ(bytes[10], 'W') << "node " << n;
-    EXPECT_EQ(bytes[20], 'R') << "node " << n;
-  }
+  ExpectBothStores(c_, "late", size, 'W', 'R');
   munmap(w, size);
 }
 
