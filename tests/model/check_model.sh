@@ -6,17 +6,20 @@
 #  2. two variants that must fail, so that the model is known to be able to:
 #     a write-back that waits for its round (deadlock), and a release that does
 #     not wait for its round (a stale read), and one that skips its Sync
-#     although a write-back's answer said a round was pending.
+#     although a write-back's answer said a round was pending;
+#  3. the ownership transfer (migration.pml): a writer, a move that may abort
+#     or lose the directory's answer; nothing acknowledged is lost, and the
+#     variant that trusts a lost answer must lose a write.
 # Usage: check_model.sh MODEL WORKDIR
 set -euo pipefail
 model=$(realpath "$1")
 work=$2
 mkdir -p "$work"
 cd "$work"
-run() {  # name, spin -D flags...
+run() {  # name, spin -D flags... (MODEL: the file, default the coherence model)
   local name=$1; shift
   rm -f ./*.trail
-  spin "$@" -a "$model" >/dev/null
+  spin "$@" -a "${MODEL:-$model}" >/dev/null
   gcc -O2 -w -DSAFETY -DCOLLAPSE -DVECTORSZ=2048 -o "pan_$name" pan.c
   ./"pan_$name" -m100000 -w26 > "$name.out" 2>&1 || true
   grep -E "errors:|states, stored" "$name.out" | sed "s/^/$name: /"
@@ -30,4 +33,12 @@ run sync_skips -DITER=1 -DSYNC_SKIPS_ROUNDS
 grep -q "assertion violated" sync_skips.out || { echo "FAIL: the stale-read variant was not caught"; exit 1; }
 run sync_without_flag -DITER=1 -DSYNC_WITHOUT_FLAG
 grep -q "assertion violated" sync_without_flag.out || { echo "FAIL: the skipped-sync variant was not caught"; exit 1; }
+# Ownership transfer (migration.pml beside the coherence model): exhaustive,
+# and the variant that trusts a lost answer of the directory update must lose
+# an acknowledged write.
+migration=$(dirname "$model")/migration.pml
+MODEL=$migration run migration
+grep -q "errors: 0" migration.out || { echo "FAIL: the migration model has errors"; cat migration.out; exit 1; }
+MODEL=$migration run trust_lost_answer -DTRUST_LOST_ANSWER
+grep -q "assertion violated" trust_lost_answer.out || { echo "FAIL: the lost-answer variant was not caught"; exit 1; }
 echo PASS
