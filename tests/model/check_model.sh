@@ -9,7 +9,8 @@
 #     although a write-back's answer said a round was pending;
 #  3. the ownership transfer (migration.pml): a writer, a move that may abort
 #     or lose the directory's answer; nothing acknowledged is lost, and the
-#     variant that trusts a lost answer must lose a write.
+#     variant that trusts a lost answer must lose a write;
+#  4. locks as release points (locks.pml), holders that may crash.
 # Usage: check_model.sh MODEL WORKDIR
 set -euo pipefail
 model=$(realpath "$1")
@@ -41,4 +42,11 @@ MODEL=$migration run migration
 grep -q "errors: 0" migration.out || { echo "FAIL: the migration model has errors"; cat migration.out; exit 1; }
 MODEL=$migration run trust_lost_answer -DTRUST_LOST_ANSWER
 grep -q "assertion violated" trust_lost_answer.out || { echo "FAIL: the lost-answer variant was not caught"; exit 1; }
+# Locks as release points (locks.pml), with a holder that may crash: and the
+# variant that unlocks before the round is acknowledged must read stale.
+locks=$(dirname "$model")/locks.pml
+MODEL=$locks run locks
+grep -q "errors: 0" locks.out || { echo "FAIL: the locks model has errors"; cat locks.out; exit 1; }
+MODEL=$locks run unlock_before_sync -DUNLOCK_BEFORE_SYNC
+grep -q "assertion violated" unlock_before_sync.out || { echo "FAIL: the early-unlock variant was not caught"; exit 1; }
 echo PASS
