@@ -326,6 +326,53 @@ TEST(Transport, APeerMustConnectFromTheAddressOfTheNodeItClaims) {
   EXPECT_GE(n1->t->refused_peers(), 1u);
 }
 
+// Reads one frame from a raw connection; false on EOF or a bad header.
+bool ReadFrame(int fd, FrameHeader* h, std::string* payload) {
+  auto read_all = [&](char* p, size_t n) {
+    for (size_t got = 0; got < n;) {
+      ssize_t r = read(fd, p + got, n - got);
+      if (r <= 0) return false;
+      got += static_cast<size_t>(r);
+    }
+    return true;
+  };
+  char hdr[kHeaderSize];
+  std::string why;
+  if (!read_all(hdr, kHeaderSize) || DecodeHeader(std::string_view(hdr, kHeaderSize), h, &why) != DecodeResult::kGood)
+    return false;
+  payload->resize(h->length);
+  return read_all(payload->data(), h->length);
+}
+
+TEST(Transport, AReplayedAuthenticationIsRefused) {
+  ClusterConfig c = Config(2);
+  auto a = StartNode(c, 0);
+  // A genuine handshake as node 1, recorded...
+  int fd = RawConnect(c.nodes[0].port);
+  ASSERT_GE(fd, 0);
+  FrameHeader h;
+  std::string payload;
+  ASSERT_TRUE(ReadFrame(fd, &h, &payload));
+  auto hello = Hello::Decode(payload);
+  ASSERT_TRUE(hello.ok());
+  AuthRequest auth{1, RandomNonce(), 1, ""};
+  auth.proof = ClientProof(c.secret, hello->nonce, auth.nonce, 1, 0);
+  std::string recorded;
+  EncodeFrame(FrameHeader{Kind::kOneWay, 2, 0, 0, 0}, auth.Encode(), &recorded);
+  ASSERT_EQ(write(fd, recorded.data(), recorded.size()), static_cast<ssize_t>(recorded.size()));
+  EXPECT_TRUE(ReadFrame(fd, &h, &payload));  // welcomed
+  close(fd);
+  const uint64_t refused_before = a->t->refused_peers();
+  // ...and replayed on a new connection: the node's nonce is new, the proof is not.
+  fd = RawConnect(c.nodes[0].port);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(ReadFrame(fd, &h, &payload));  // a fresh Hello
+  ASSERT_EQ(write(fd, recorded.data(), recorded.size()), static_cast<ssize_t>(recorded.size()));
+  EXPECT_FALSE(ReadFrame(fd, &h, &payload));  // closed, no Welcome
+  close(fd);
+  EXPECT_EQ(a->t->refused_peers(), refused_before + 1);
+}
+
 TEST(Transport, GarbageAndUnauthenticatedFramesAreRefusedAndTheNodeKeepsWorking) {
   ClusterConfig c = Config(2);
   auto a = StartNode(c, 0), b = StartNode(c, 1);
