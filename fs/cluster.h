@@ -18,6 +18,12 @@
 // (FLUSH), unlock and shmdt ask the owner to Sync, which returns once every
 // round started before it is acknowledged.
 //
+// The protocol is model-checked (docs/model.md): ownership/coherence.pml is
+// Read/Write/Sync/InvalidateLocal and the rounds, ownership/locks.pml is
+// SetLock/ServeLock and lease expiry, ownership/migration.pml is
+// MoveSegment/InstallSegment and the kMoved forwarding. Each model's header
+// names the code it stands for; change them together.
+//
 // Thread-safety: all public methods are thread-safe.
 #pragma once
 
