@@ -868,9 +868,12 @@ Status Cluster::MoveSegment(uint64_t ino, uint32_t target, const std::string& wh
     // The update may have been made and only its answer lost: then aborting
     // would leave the directory naming a node whose copy misses every write
     // taken here from now on (ownership/migration.pml finds that lost
-    // write). Ask the directory which it is.
-    auto rec = meta().GetAttr(ino);
-    if (!rec.ok() || rec->owner_node != target) return fail(st);
+    // write). Ask the directory which it is, until it answers: meanwhile the
+    // segment stays frozen here (requests wait, then time out) and served at
+    // the target only if the directory names it, so nothing is lost either way.
+    auto named = DirectoryOwner(ino, st);
+    if (!named.ok()) return named.status();  // stopping: both copies stay, the directory decides at restart
+    if (*named != target) return fail(st);
     spdlog::warn("migration of inode {}: the directory update answered '{}' but was made; committing", ino,
                  st.message());
   }
@@ -890,6 +893,22 @@ Status Cluster::MoveSegment(uint64_t ino, uint32_t target, const std::string& wh
   spdlog::info("migrated inode {} from node {} to node {} ({}): {} of {} pages sent, {:.1f} ms", ino, self_, target,
                why, sent, pages, ms);
   return Status::Ok();
+}
+
+Result<uint32_t> Cluster::DirectoryOwner(uint64_t ino, const Status& why) {
+  auto backoff = std::chrono::milliseconds(100);
+  for (int attempt = 0;; attempt++) {
+    auto rec = meta().GetAttr(ino);
+    if (rec.ok()) return rec->owner_node;
+    if (attempt == 0)
+      spdlog::error("migration of inode {}: the directory update failed ({}) and the directory cannot say whether "
+                    "it was made ({}); the segment stays frozen until it can", ino, why.message(),
+                    rec.status().message());
+    std::unique_lock<std::mutex> lock(stop_mu_);
+    if (stop_cv_.wait_for(lock, backoff, [this] { return stopping_; }))
+      return Unavailable("stopping before the directory said who owns inode " + std::to_string(ino));
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+  }
 }
 
 void Cluster::KeepOwnTwins(uint64_t ino, const SegmentSnapshot& snap, const store::Segment& seg) {

@@ -165,6 +165,9 @@ class Cluster {
   // Old owner: the transfer protocol. `why` is logged.
   Status MoveSegment(uint64_t ino, uint32_t target, const std::string& why);
   Result<std::string> ServeControl(const ownership::ControlRequest& c);
+  // Migration, old owner, after a failed directory update: which owner the
+  // directory names, asked until it answers (or the node stops).
+  Result<uint32_t> DirectoryOwner(uint64_t ino, const Status& why);
   // Migration, old owner: stores the twins of this node's own copies (which
   // were the pages themselves, OwnerTwinStore) before the pages are freed.
   void KeepOwnTwins(uint64_t ino, const ownership::SegmentSnapshot& snap, const store::Segment& seg);
