@@ -217,12 +217,18 @@ TEST(Migration, no_acknowledged_record_is_lost_while_the_segment_moves_back_and_
     ASSERT_EQ(bytes.size(), size);
     const auto* recs = reinterpret_cast<const Record*>(bytes.data());
     int bad = 0;
+    std::string which;  // the first few, to tell a stale page from a torn write
     for (int w = 0; w < 3; w++)
       for (int i = 0; i < per_writer; i++) {
         const Record& r = recs[w * per_writer + i];
-        if (!Intact(r, static_cast<uint32_t>(w), static_cast<uint32_t>(i))) bad++;
+        if (Intact(r, static_cast<uint32_t>(w), static_cast<uint32_t>(i))) continue;
+        if (bad++ < 4)
+          which += " [record " + std::to_string(w * per_writer + i) + " of writer " + std::to_string(w) + ", page " +
+                   std::to_string((w * per_writer + i) * sizeof(Record) / kPage) + ": holds writer " +
+                   std::to_string(r.writer) + " seq " + std::to_string(r.seq) +
+                   (r.sum == Sum(r) ? ", checksum good]" : ", checksum bad]");
       }
-    EXPECT_EQ(bad, 0) << "damaged or lost records seen through node " << n;
+    EXPECT_EQ(bad, 0) << "damaged or lost records seen through node " << n << ":" << which;
   }
 }
 
