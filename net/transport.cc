@@ -2,6 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <array>
 #include <atomic>
 #include <boost/asio.hpp>
@@ -141,6 +144,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
       auto addr = asio::ip::make_address(me->host, bind_ec);
       if (!bind_ec && !addr.is_unspecified()) {
         socket_.open(ep.protocol(), bind_ec);
+        // The port is still chosen at connect time, per destination: a bind
+        // to port 0 would take one out of the ephemeral range for good.
+        int one = 1;
+        if (!bind_ec) setsockopt(socket_.native_handle(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
         if (!bind_ec) socket_.bind(tcp::endpoint(addr, 0), bind_ec);
         if (bind_ec) return Close("cannot connect from " + me->host + ": " + bind_ec.message());
       }
