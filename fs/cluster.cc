@@ -475,10 +475,12 @@ void Cluster::InvalidateLocal(uint64_t ino, const std::vector<Range>& ranges) {
   // The kernel writes dirty pages of the range back first: WRITEs to this
   // daemon on other threads, which the owner applies without waiting for any
   // round, so this returns. Only then are the twins dropped, so that those
-  // write-backs are still diffed against them.
+  // write-backs are still diffed against them; a page fetched again
+  // meanwhile (after the notify dropped it) keeps the twin of that fetch.
+  const uint64_t mark = twins_->Mark();
   for (const Range& r : ranges)
     if (notify) notify(ino, r.off, r.len);
-  for (const Range& r : ranges) twins_->Drop(ino, r);
+  for (const Range& r : ranges) twins_->Drop(ino, r, mark);
 }
 
 void Cluster::ForgetOwner(uint32_t owner) {
@@ -715,8 +717,9 @@ Status Cluster::SetLock(uint64_t ino, const Lock& want, bool wait, const std::fu
       notify = notifier_;
     }
     const uint64_t len = want.end == kLockEof ? 0 : want.end - want.start + 1;
+    const uint64_t mark = twins_->Mark();  // as in InvalidateLocal
     if (notify) notify(ino, want.start, len);
-    twins_->Drop(ino, Range{want.start, len});
+    twins_->Drop(ino, Range{want.start, len}, mark);
     // ... and the other nodes' copies of them are gone.
     CSHM_RETURN_IF_ERROR(Sync(ino));
     return LockAtOwner(ino, LockMessage{LockOp::kUnlock, ino, want}).status();

@@ -22,8 +22,8 @@ bool TwinCache::Has(uint64_t ino, uint64_t page) {
 }
 
 bool TwinCache::HasLocked(uint64_t ino, uint64_t page) {
-  auto it = present_.find(ino);
-  return it != present_.end() && page < it->second.size() && it->second[page];
+  auto it = stored_.find(ino);
+  return it != stored_.end() && page < it->second.size() && it->second[page] != 0;
 }
 
 void TwinCache::Put(uint64_t ino, uint64_t off, std::string_view data) {
@@ -42,10 +42,11 @@ void TwinCache::Put(uint64_t ino, uint64_t off, std::string_view data) {
       return;
     }
   }
-  auto& bits = present_[ino];
+  auto& stamps = stored_[ino];
   const uint64_t first = off / kPageSize, last = (off + whole) / kPageSize;
-  if (bits.size() < last) bits.resize(last, false);
-  for (uint64_t p = first; p < last; p++) bits[p] = true;
+  if (stamps.size() < last) stamps.resize(last, 0);
+  const uint64_t stamp = ++last_stamp_;
+  for (uint64_t p = first; p < last; p++) stamps[p] = stamp;
 }
 
 std::optional<std::string> TwinCache::Get(uint64_t ino, uint64_t page) {
@@ -63,47 +64,54 @@ void TwinCache::Patch(uint64_t ino, uint64_t off, std::string_view data, bool wh
   auto seg = pages_->Get(ino);
   if (!seg.ok()) return;
   std::lock_guard<std::mutex> lock(mu_);
-  auto& bits = present_[ino];
+  auto& stamps = stored_[ino];
   const uint64_t end = off + data.size();
   for (uint64_t p = off / kPageSize; p * kPageSize < end; p++) {
     const uint64_t ps = p * kPageSize, pe = ps + kPageSize;
     const bool whole = whole_pages && off <= ps && end >= pe;
-    if (!whole && !(p < bits.size() && bits[p])) continue;
+    const bool had = p < stamps.size() && stamps[p] != 0;
+    if (!whole && !had) continue;
     const uint64_t s = std::max(ps, off), e = std::min(pe, end);
     std::lock_guard<std::mutex> seg_lock((*seg)->mu());
     if (!(*seg)->Write(s, data.data() + (s - off), e - s).ok()) {
-      if (p < bits.size()) bits[p] = false;  // no twin beats a wrong one
+      if (had) stamps[p] = 0;  // no twin beats a wrong one
       continue;
     }
-    if (bits.size() <= p) bits.resize(p + 1, false);
-    bits[p] = true;
+    if (stamps.size() <= p) stamps.resize(p + 1, 0);
+    if (!had) stamps[p] = ++last_stamp_;  // a patched twin keeps its age
   }
 }
 
-void TwinCache::Drop(uint64_t ino, const ownership::Range& range) {
+void TwinCache::Drop(uint64_t ino, const ownership::Range& range, uint64_t stored_by) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = present_.find(ino);
-  if (it == present_.end()) return;
-  auto& bits = it->second;
+  auto it = stored_.find(ino);
+  if (it == stored_.end()) return;
+  auto& stamps = it->second;
   const uint64_t first = range.off / kPageSize;
-  const uint64_t last = range.len == 0 ? bits.size() : std::min<uint64_t>(bits.size(), (range.off + range.len + kPageSize - 1) / kPageSize);
-  for (uint64_t p = first; p < last; p++) bits[p] = false;
+  const uint64_t last = range.len == 0 ? stamps.size() : std::min<uint64_t>(stamps.size(), (range.off + range.len + kPageSize - 1) / kPageSize);
+  for (uint64_t p = first; p < last; p++)
+    if (stamps[p] <= stored_by) stamps[p] = 0;
+}
+
+uint64_t TwinCache::Mark() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return last_stamp_;
 }
 
 void TwinCache::DropInode(uint64_t ino) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    present_.erase(ino);
+    stored_.erase(ino);
   }
   (void)pages_->Remove(ino);
 }
 
 std::string TwinCache::Bitmap(uint64_t ino) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = present_.find(ino);
-  if (it == present_.end()) return "";
+  auto it = stored_.find(ino);
+  if (it == stored_.end()) return "";
   std::string out(it->second.size(), '\0');
-  for (size_t p = 0; p < it->second.size(); p++) out[p] = it->second[p] ? 1 : 0;
+  for (size_t p = 0; p < it->second.size(); p++) out[p] = it->second[p] != 0 ? 1 : 0;
   return out;
 }
 

@@ -37,7 +37,12 @@ class TwinCache : public ownership::OwnerTwinStore {
   // The owner's saved twins (ownership::OwnerTwinStore).
   void Keep(uint64_t ino, uint64_t page, std::string_view before) override { Put(ino, page * store::kPageSize, before); }
   void Discard(uint64_t ino, uint64_t off, uint64_t len) override { Drop(ino, ownership::Range{off, len}); }
-  void Drop(uint64_t ino, const ownership::Range& range);
+  // Drops the twins of `range` (len 0: to the end) that were stored at or
+  // before `stored_by` (a Mark()): a notify drops the kernel's pages and then
+  // their twins, and a page fetched again meanwhile keeps its fresh twin.
+  void Drop(uint64_t ino, const ownership::Range& range, uint64_t stored_by = UINT64_MAX);
+  // The stamp of the latest twin stored so far.
+  uint64_t Mark();
   void DropInode(uint64_t ino);
   // One byte per page: 1 if this node holds a twin of it.
   std::string Bitmap(uint64_t ino);
@@ -48,7 +53,9 @@ class TwinCache : public ownership::OwnerTwinStore {
 
   std::unique_ptr<store::PageStore> pages_;
   std::mutex mu_;
-  std::unordered_map<uint64_t, std::vector<bool>> present_;  // GUARDED_BY(mu_)
+  // Per inode and page: 0 = no twin, else when it was stored (GUARDED_BY(mu_)).
+  std::unordered_map<uint64_t, std::vector<uint64_t>> stored_;
+  uint64_t last_stamp_ = 0;  // GUARDED_BY(mu_)
 };
 
 }  // namespace cshm::fs

@@ -94,10 +94,13 @@ Result<std::pair<std::shared_ptr<OwnedSegments::State>, std::unique_lock<std::mu
 
 Result<uint64_t> OwnedSegments::Fetch(uint64_t ino, uint32_t node, uint64_t off, uint64_t len, char* out,
                                       uint64_t* size, bool wait) {
-  CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(ino));
   uint64_t n = 0;
   {
     CSHM_ASSIGN_OR_RETURN(auto locked, wait ? LockServing(ino) : TryLockServing(ino));
+    // The page store only under the segment's lock: taken before it, it
+    // could be the file of an earlier stay that a move away (and back) has
+    // since removed, and what is read or written there would be lost.
+    CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(ino));
     State* s = locked.first.get();
     *size = s->size;
     if (off >= s->size) return n;
@@ -116,8 +119,8 @@ Result<uint64_t> OwnedSegments::Fetch(uint64_t ino, uint32_t node, uint64_t off,
 }
 
 Result<std::string> OwnedSegments::OwnerTwins(uint64_t ino, uint64_t first, uint64_t count) {
-  CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(ino));
   CSHM_ASSIGN_OR_RETURN(auto locked, LockServing(ino));
+  CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(ino));  // under the lock, as in Fetch
   std::lock_guard<std::mutex> seg_lock(seg->mu());
   std::string out(count * kPageSize, '\0');
   CSHM_RETURN_IF_ERROR(seg->Read(first * kPageSize, out.size(), out.data()));
@@ -133,9 +136,9 @@ Result<std::string> OwnedSegments::OwnerTwins(uint64_t ino, uint64_t first, uint
 
 Result<ApplyOutcome> OwnedSegments::Apply(uint64_t ino, uint32_t node, const std::vector<WriteRun>& runs,
                                           bool wait) {
-  CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(ino));
   ApplyOutcome out;
   CSHM_ASSIGN_OR_RETURN(auto locked, wait ? LockServing(ino) : TryLockServing(ino));
+  CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(ino));  // under the lock, as in Fetch
   State* s = locked.first.get();
   if (!wait) {
     for (const WriteRun& r : runs)
@@ -218,9 +221,9 @@ Result<ApplyOutcome> OwnedSegments::Apply(uint64_t ino, uint32_t node, const std
 }
 
 Result<ApplyOutcome> OwnedSegments::Truncate(uint64_t ino, uint32_t node, uint64_t size) {
-  CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(ino));
   ApplyOutcome out;
   CSHM_ASSIGN_OR_RETURN(auto locked, LockServing(ino));
+  CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(ino));  // under the lock, as in Fetch
   State* s = locked.first.get();
   std::lock_guard<std::mutex> seg_lock(seg->mu());
   if (size < s->size) {

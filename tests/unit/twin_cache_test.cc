@@ -1,0 +1,52 @@
+#include "fs/twin_cache.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/support/temp_dir.h"
+
+namespace cshm::fs {
+namespace {
+
+using store::kPageSize;
+
+class TwinCacheTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto t = TwinCache::Open(dir_ / "twins");
+    ASSERT_TRUE(t.ok()) << t.status().message();
+    twins_ = std::move(*t);
+  }
+  testing::TempDir dir_;
+  std::unique_ptr<TwinCache> twins_;
+};
+
+TEST_F(TwinCacheTest, ADropAfterANotifyKeepsTwinsStoredSinceItsMark) {
+  twins_->Put(7, 0, std::string(2 * kPageSize, 'a'));  // pages 0 and 1 fetched
+  const uint64_t mark = twins_->Mark();                // a notify starts
+  twins_->Put(7, kPageSize, std::string(kPageSize, 'b'));  // page 1 fetched again meanwhile
+  twins_->Drop(7, ownership::Range{0, 0}, mark);       // the notify is done
+  EXPECT_FALSE(twins_->Has(7, 0));
+  ASSERT_TRUE(twins_->Has(7, 1));
+  EXPECT_EQ(*twins_->Get(7, 1), std::string(kPageSize, 'b'));
+  twins_->Drop(7, ownership::Range{0, 0});  // without a mark: everything
+  EXPECT_FALSE(twins_->Has(7, 1));
+}
+
+TEST_F(TwinCacheTest, APatchedTwinKeepsItsAgeAndAPartialPatchCreatesNone) {
+  twins_->Put(7, 0, std::string(kPageSize, 'a'));
+  const uint64_t mark = twins_->Mark();
+  twins_->Patch(7, 10, "xyz");                                  // the kernel wrote back part of page 0
+  twins_->Patch(7, 3 * kPageSize + 5, "q");                     // part of a page without a twin: none made
+  twins_->Patch(7, kPageSize, std::string(kPageSize, 'w'));     // a whole page: a new twin
+  EXPECT_EQ(twins_->Get(7, 0)->substr(9, 5), "axyza");
+  EXPECT_FALSE(twins_->Has(7, 3));
+  twins_->Drop(7, ownership::Range{0, 0}, mark);
+  EXPECT_FALSE(twins_->Has(7, 0));  // stored before the mark, patched after: still dropped
+  EXPECT_TRUE(twins_->Has(7, 1));   // made after the mark
+  // With whole_pages off (the owner's own pages), nothing new is made.
+  twins_->Patch(7, 5 * kPageSize, std::string(kPageSize, 'o'), /*whole_pages=*/false);
+  EXPECT_FALSE(twins_->Has(7, 5));
+}
+
+}  // namespace
+}  // namespace cshm::fs
