@@ -125,11 +125,8 @@ Result<std::string> OwnedSegments::OwnerTwins(uint64_t ino, uint64_t first, uint
   std::string out(count * kPageSize, '\0');
   CSHM_RETURN_IF_ERROR(seg->Read(first * kPageSize, out.size(), out.data()));
   if (owner_twins_ != nullptr) {
-    for (uint64_t i = 0; i < count; i++) {
-      if (!owner_twins_->Has(ino, first + i)) continue;
-      auto kept = owner_twins_->Get(ino, first + i);
-      if (kept) out.replace(i * kPageSize, kPageSize, *kept);
-    }
+    for (uint64_t i = 0; i < count; i++)
+      if (auto kept = owner_twins_->Get(ino, first + i)) out.replace(i * kPageSize, kPageSize, *kept);
   }
   return out;
 }
