@@ -16,6 +16,17 @@ namespace cshm::fs {
 using namespace ownership;
 using store::kPageSize;
 
+namespace {
+// A test seam: with VAR=N in its environment, this node waits N ms here.
+void TestSeamDelay(const char* var, const char* what, uint64_t ino) {
+  const char* v = getenv(var);
+  if (v == nullptr || atoi(v) <= 0) return;
+  spdlog::warn("{}: {} {} waits {} ms, as asked", var, what, ino, atoi(v));
+  std::this_thread::sleep_for(std::chrono::milliseconds(atoi(v)));
+}
+
+}  // namespace
+
 Cluster::Cluster(net::ClusterConfig config, uint32_t self, store::PageStore* pages, std::unique_ptr<TwinCache> twins,
                  std::unique_ptr<PendingWrites> pending)
     : config_(std::move(config)),
@@ -189,6 +200,8 @@ Result<std::string_view> Cluster::Read(uint64_t ino, uint64_t off, size_t len, c
       std::lock_guard<std::mutex> lock(mu_);
       fetches_from_[ino]++;
     }
+    // The kernel holds the folios locked meanwhile.
+    TestSeamDelay("CSHM_TEST_SLOW_FETCH_MS", "the fetch of inode", ino);
     CSHM_ASSIGN_OR_RETURN(std::string bytes, transport_->Call(owner, kFetch, FetchRequest{ino, off, len}.Encode()));
     CSHM_ASSIGN_OR_RETURN(std::string_view data, FetchReply::View(bytes, &size));
     if (data.size() > len) return IoError("owner returned more bytes than asked");
@@ -297,6 +310,9 @@ Status Cluster::Write(uint64_t ino, uint64_t off, const char* data, size_t len, 
   }
   // What the owner has now, as far as this node knows.
   if (st.ok()) {
+    // The answer arrived, the twin is not updated yet: a move that asks for
+    // this node's twins meanwhile must not trust them.
+    TestSeamDelay("CSHM_TEST_SLOW_TWIN_PATCH_MS", "the twin update of inode", ino);
     twins_->Patch(ino, off, now, /*whole_pages=*/owner != self_);
     // The next release waits for the owner's rounds, unless none was
     // pending when this write-back was answered (then there is nothing this
@@ -588,6 +604,8 @@ void Cluster::Handle(net::Request r) {
     case kInvalidate: {
       auto req = InvalidateRequest::Decode(r.payload);
       if (!req.ok()) return reply(req.status());
+      // The owner's round is running, this node's kernel not yet told.
+      TestSeamDelay("CSHM_TEST_SLOW_INVALIDATE_MS", "the invalidation of inode", req->ino);
       InvalidateLocal(req->ino, req->ranges);
       return reply(std::string());
     }
@@ -634,8 +652,9 @@ void Cluster::Handle(net::Request r) {
     case kMigratePages: {
       auto m = MigratePages::Decode(r.payload);
       if (!m.ok()) return reply(m.status());
-      Status st = InstallPages(*m);
-      return reply(st.ok() ? Result<std::string>(std::string()) : Result<std::string>(st));
+      auto need = InstallPages(*m);
+      if (!need.ok()) return reply(need.status());
+      return reply(need->Encode());
     }
     case kMigrateInstall: {
       auto m = MigrateInstall::Decode(r.payload);
@@ -811,11 +830,23 @@ Result<std::string> Cluster::ServeControl(const ControlRequest& c) {
 Status Cluster::MoveSegment(uint64_t ino, uint32_t target, const std::string& why) {
   std::lock_guard<std::mutex> one_at_a_time(migrate_mu_);
   const auto t0 = std::chrono::steady_clock::now();
-  CSHM_ASSIGN_OR_RETURN(SegmentSnapshot snap, owned_.Freeze(ino));
   // Rounds still running here would be unknown to the new owner, whose Sync
-  // would then not wait for them: finish them first.
-  Status rounds_done = WaitRounds(ino);
-  if (!rounds_done.ok()) spdlog::warn("before migrating inode {}: {}", ino, rounds_done.message());
+  // would then not wait for them: finish them first, and before freezing. A
+  // round's invalidation can wait in the other node's kernel for that node's
+  // write-back of the page, which a frozen segment would hold until the
+  // round timed out (the folio cycle of DESIGN.md, through the freeze). A
+  // round started between the wait and the freeze: unfreeze, wait again.
+  SegmentSnapshot snap;
+  for (int attempt = 0;; attempt++) {
+    Status rounds_done = WaitRounds(ino);
+    if (!rounds_done.ok()) spdlog::warn("before migrating inode {}: {}", ino, rounds_done.message());
+    CSHM_ASSIGN_OR_RETURN(snap, owned_.Freeze(ino));
+    if (!RoundsPending(ino)) break;
+    owned_.Unfreeze(ino, std::nullopt);
+    if (attempt == 20)
+      return Busy("inode " + std::to_string(ino) + " keeps starting invalidations faster than it can be frozen " +
+                  "for a move; try again");
+  }
   auto fail = [&](const Status& s) {
     owned_.Unfreeze(ino, std::nullopt);  // the segment stays here, intact
     transport_->Send(target, kMigrateAbort, EncodeU64(ino));
@@ -829,7 +860,7 @@ Status Cluster::MoveSegment(uint64_t ino, uint32_t target, const std::string& wh
   if (!seg.ok()) return fail(seg.status());
   const uint64_t pages = (snap.size + kPageSize - 1) / kPageSize;
   const uint64_t target_bit = 1ull << target;
-  uint64_t sent = 0;
+  uint64_t sent = 0, repaired = 0;
   constexpr uint64_t kChunkPages = 2048;  // 8 MiB of data per message at most
   std::string page(kPageSize, '\0');
   const std::string zero(kPageSize, '\0');
@@ -839,12 +870,13 @@ Status Cluster::MoveSegment(uint64_t ino, uint32_t target, const std::string& wh
     m.first_page = first;
     for (uint64_t p = first; p < std::min(pages, first + kChunkPages); p++) {
       const bool has_twin = p < bitmap->size() && (*bitmap)[p] != 0;
-      if (has_twin && p < snap.copyset.size() && (snap.copyset[p] & target_bit)) {
-        m.kinds.push_back(PageKind::kYourTwin);
-        continue;
-      }
       Status st = (*seg)->Read(p * kPageSize, kPageSize, page.data());
       if (!st.ok()) return fail(st);
+      if (has_twin && p < snap.copyset.size() && (snap.copyset[p] & target_bit)) {
+        m.kinds.push_back(PageKind::kYourTwin);
+        m.twin_hashes.push_back(PageHash(page));
+        continue;
+      }
       if (page == zero) {
         m.kinds.push_back(PageKind::kZero);
       } else {
@@ -855,6 +887,32 @@ Status Cluster::MoveSegment(uint64_t ino, uint32_t target, const std::string& wh
     }
     auto r = transport_->Call(target, kMigratePages, m.Encode());
     if (!r.ok()) return fail(r.status());
+    auto reply = MigratePagesReply::Decode(*r);
+    if (!reply.ok()) return fail(reply.status());
+    if (!reply->need.empty()) {
+      // Twins the target does not have after all, or that differ: the pages.
+      MigratePages repair;
+      repair.ino = ino;
+      repair.first_page = first;
+      repair.repair = true;
+      repair.kinds.assign(m.kinds.size(), PageKind::kSkip);
+      for (uint64_t p : reply->need) {
+        if (p < first || p - first >= m.kinds.size() || m.kinds[p - first] != PageKind::kYourTwin)
+          return fail(IoError("node " + std::to_string(target) + " asked for page " + std::to_string(p) +
+                              ", which was not offered as its twin"));
+        repair.kinds[p - first] = PageKind::kData;
+      }
+      for (uint64_t i = 0; i < repair.kinds.size(); i++) {
+        if (repair.kinds[i] != PageKind::kData) continue;
+        Status st = (*seg)->Read((first + i) * kPageSize, kPageSize, page.data());
+        if (!st.ok()) return fail(st);
+        repair.data.push_back(page);
+      }
+      sent += repair.data.size();
+      repaired += repair.data.size();
+      auto again = transport_->Call(target, kMigratePages, repair.Encode());
+      if (!again.ok()) return fail(again.status());
+    }
     if (pages == 0) break;
   }
   MigrateInstall install;
@@ -893,8 +951,9 @@ Status Cluster::MoveSegment(uint64_t ino, uint32_t target, const std::string& wh
   Status removed = pages_->Remove(ino);
   if (!removed.ok()) spdlog::warn("freeing the pages of migrated inode {}: {}", ino, removed.message());
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  spdlog::info("migrated inode {} from node {} to node {} ({}): {} of {} pages sent, {:.1f} ms", ino, self_, target,
-               why, sent, pages, ms);
+  spdlog::info("migrated inode {} from node {} to node {} ({}): {} of {} pages sent ({} of them for twins that "
+               "differed), {:.1f} ms",
+               ino, self_, target, why, sent, pages, repaired, ms);
   return Status::Ok();
 }
 
@@ -935,14 +994,14 @@ void Cluster::KeepOwnTwins(uint64_t ino, const SegmentSnapshot& snap, const stor
   }
 }
 
-Status Cluster::InstallPages(const MigratePages& m) {
+Result<MigratePagesReply> Cluster::InstallPages(const MigratePages& m) {
   if (getenv("CSHM_TEST_DIE_IN_MIGRATION") != nullptr) {
     spdlog::error("CSHM_TEST_DIE_IN_MIGRATION: dying in the middle of a migration, as asked");
     _exit(3);
   }
   CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(m.ino));
   std::lock_guard<std::mutex> lock(seg->mu());
-  if (m.first_page == 0) CSHM_RETURN_IF_ERROR(seg->Truncate(0));
+  if (m.first_page == 0 && !m.repair) CSHM_RETURN_IF_ERROR(seg->Truncate(0));
   // Consecutive pages with content are written with one call: a write per
   // page costs the page store's space accounting each time.
   std::string run;
@@ -953,21 +1012,29 @@ Status Cluster::InstallPages(const MigratePages& m) {
     run.clear();
     return st;
   };
-  size_t d = 0;
+  MigratePagesReply reply;
+  size_t d = 0, h = 0;
   for (size_t i = 0; i < m.kinds.size(); i++) {
     const uint64_t p = m.first_page + i;
     std::optional<std::string> twin;
     const std::string* content = nullptr;
     switch (m.kinds[i]) {
       case PageKind::kZero:
+      case PageKind::kSkip:
         break;
       case PageKind::kData:
         content = &m.data[d++];
         break;
       case PageKind::kYourTwin:
+        // Only a twin equal to the owner's page (see messages.h): one this
+        // node's own write-back has changed may not be updated yet.
         twin = twins_->Get(m.ino, p);
-        if (!twin) return Unavailable("page " + std::to_string(p) + " is no longer here");
-        content = &*twin;
+        if (twin && PageHash(*twin) == m.twin_hashes[h]) {
+          content = &*twin;
+        } else {
+          reply.need.push_back(p);
+        }
+        h++;
         break;
     }
     if (content == nullptr) {
@@ -977,7 +1044,8 @@ Status Cluster::InstallPages(const MigratePages& m) {
     if (run.empty()) run_start = p;
     run.append(*content);
   }
-  return flush();
+  CSHM_RETURN_IF_ERROR(flush());
+  return reply;
 }
 
 Status Cluster::InstallSegment(const MigrateInstall& m) {

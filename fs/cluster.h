@@ -174,7 +174,7 @@ class Cluster {
   // A fetch, a small write-back or a sync served on the transport's I/O
   // thread, if that needs no waiting.
   bool TryServeInline(net::Request& r);
-  Status InstallPages(const ownership::MigratePages& m);
+  Result<ownership::MigratePagesReply> InstallPages(const ownership::MigratePages& m);
   Status InstallSegment(const ownership::MigrateInstall& m);
   void MigratorLoop();
   // Sends one write-back to the segment's owner, wherever it is.

@@ -1,5 +1,7 @@
 #include "ownership/messages.h"
 
+#include <xxhash.h>
+
 #include "common/bytes.h"
 
 namespace cshm::ownership {
@@ -212,16 +214,20 @@ Result<LockReply> LockReply::Decode(std::string_view in) {
   return m;
 }
 
+uint64_t PageHash(std::string_view page) { return XXH3_64bits(page.data(), page.size()); }
+
 std::string MigratePages::Encode() const {
   std::string out;
   ByteWriter w(&out);
   w.PutU64(ino);
   w.PutU64(first_page);
+  w.PutU8(repair ? 1 : 0);
   w.PutU32(static_cast<uint32_t>(kinds.size()));
-  size_t d = 0;
+  size_t d = 0, h = 0;
   for (PageKind k : kinds) {
     w.PutU8(static_cast<uint8_t>(k));
     if (k == PageKind::kData) w.PutBytes(data[d++]);
+    if (k == PageKind::kYourTwin) w.PutU64(twin_hashes[h++]);
   }
   return out;
 }
@@ -229,23 +235,56 @@ Result<MigratePages> MigratePages::Decode(std::string_view in) {
   MigratePages m;
   ByteReader r(in);
   uint32_t n = 0;
+  uint8_t repair = 0;
   r.GetU64(&m.ino);
   r.GetU64(&m.first_page);
+  r.GetU8(&repair);
   r.GetU32(&n);
-  if (!r.ok() || n > kMaxItems) return Malformed("migration pages");
+  if (!r.ok() || n > kMaxItems || repair > 1) return Malformed("migration pages");
+  m.repair = repair == 1;
   for (uint32_t i = 0; i < n && r.ok(); i++) {
     uint8_t k = 0;
     r.GetU8(&k);
-    if (k > 2) return Malformed("migration page kind");
-    m.kinds.push_back(static_cast<PageKind>(k));
-    if (m.kinds.back() == PageKind::kData) {
+    if (k > 3) return Malformed("migration page kind");
+    const auto kind = static_cast<PageKind>(k);
+    // A repair chunk carries data or skips a page; a first chunk never skips.
+    const bool allowed = m.repair ? kind == PageKind::kData || kind == PageKind::kSkip : kind != PageKind::kSkip;
+    if (!allowed) return Malformed("migration page kind");
+    m.kinds.push_back(kind);
+    if (kind == PageKind::kData) {
       std::string page;
       r.GetBytes(&page);
       if (page.size() != store::kPageSize) return Malformed("migration page size");
       m.data.push_back(std::move(page));
+    } else if (kind == PageKind::kYourTwin) {
+      uint64_t hash = 0;
+      r.GetU64(&hash);
+      m.twin_hashes.push_back(hash);
     }
   }
   if (!r.AtEnd()) return Malformed("migration pages");
+  return m;
+}
+
+std::string MigratePagesReply::Encode() const {
+  std::string out;
+  ByteWriter w(&out);
+  w.PutU32(static_cast<uint32_t>(need.size()));
+  for (uint64_t p : need) w.PutU64(p);
+  return out;
+}
+Result<MigratePagesReply> MigratePagesReply::Decode(std::string_view in) {
+  MigratePagesReply m;
+  ByteReader r(in);
+  uint32_t n = 0;
+  r.GetU32(&n);
+  if (!r.ok() || n > kMaxItems) return Malformed("migration pages reply");
+  for (uint32_t i = 0; i < n && r.ok(); i++) {
+    uint64_t p = 0;
+    r.GetU64(&p);
+    m.need.push_back(p);
+  }
+  if (!r.AtEnd()) return Malformed("migration pages reply");
   return m;
 }
 

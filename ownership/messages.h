@@ -47,15 +47,34 @@ enum MessageType : uint16_t {
 // the target which pages it holds (twins of pages in its copyset equal the
 // owner's), sends the others in chunks, then the state; then the directory
 // names the target, and the old owner forwards late requests (kMoved).
-enum class PageKind : uint8_t { kZero = 0, kData = 1, kYourTwin = 2 };
+//
+// A twin is trusted only if its hash equals the owner's page: the target's
+// twin of a page it wrote itself is updated only when the answer to its
+// write-back arrives, which may be after the move asked for it. The target
+// answers each chunk with the pages it needs after all, and the old owner
+// sends those (a repair chunk: kData where needed, kSkip elsewhere).
+enum class PageKind : uint8_t { kZero = 0, kData = 1, kYourTwin = 2, kSkip = 3 };
+
+// The hash a kYourTwin page carries (XXH3, 64 bits).
+uint64_t PageHash(std::string_view page);
 
 struct MigratePages {
   uint64_t ino = 0;
   uint64_t first_page = 0;
+  bool repair = false;  // pages for an earlier chunk of this move: nothing is reset
   std::vector<PageKind> kinds;
-  std::vector<std::string> data;  // one per kData page, in order
+  std::vector<std::string> data;         // one per kData page, in order
+  std::vector<uint64_t> twin_hashes;     // one per kYourTwin page, in order: PageHash of the owner's copy
   std::string Encode() const;
   static Result<MigratePages> Decode(std::string_view in);
+};
+
+// The target's answer to a chunk: the pages whose twin it does not have or
+// whose twin differs from the owner's copy.
+struct MigratePagesReply {
+  std::vector<uint64_t> need;
+  std::string Encode() const;
+  static Result<MigratePagesReply> Decode(std::string_view in);
 };
 
 struct MigrateInstall {

@@ -2,26 +2,48 @@
  * fs/cluster.cc Cluster::MoveSegment), checked with spin in the test suite
  * (tests/model/check_model.sh; docs/model.md).
  *
- * Node A owns the segment and moves it to node B while a writer on a third
- * node writes it back twice. B may die before it installs the segment; the
- * metadata node's answer to the directory update may be lost after the
- * update was made. Where it corresponds to the code:
+ * Node A owns a two-page segment and moves it to node B. A writer on a third
+ * node W writes page 0 back twice; a writer on B writes page 1 back once, and
+ * updates its twin of page 1 only after the answer (as Cluster::Write does);
+ * B's kernel reads page 0 once, holding the folio locked until its fetch is
+ * answered. A write-back of page 0 while B's kernel may hold it starts an
+ * invalidation round to B, which B's kernel answers only when the folio is
+ * unlocked. B may die before it installs the segment; the metadata node's
+ * answer to the directory update may be lost after the update was made.
+ * Where it corresponds to the code:
  *
  *   dir                 the inode's owner_node at the metadata node (meta().SetOwner)
  *   state[n]            ownership::OwnedSegments::State of node n: serving,
  *                       frozen (Freeze), forwarding (Unfreeze(moved_to)),
  *                       none (no state: loaded from the directory on first use)
- *   store[n]            node n's page store
- *   Owner(n)            Cluster::Handle(kWriteBack) -> ApplyAsOwner
- *   Writer              Cluster::Deliver / AtOwner: follows kMoved answers
- *   Migrator            MoveSegment: Freeze, MigratePages, MigrateInstall,
- *                       SetOwner, Unfreeze; on failure MigrateAbort
+ *   p0[n], p1[n]        node n's page store
+ *   inB0, inB1          B in the copysets (they travel with the segment)
+ *   twinB0, twinB1      B's twins (fs/twin_cache.h)
+ *   rounds[n]           Cluster::Rounds of node n: invalidations unacknowledged
+ *   folio               B's kernel holds page 0's folio locked (a read in flight)
+ *   Owner(n)            Cluster::Handle / TryServeInline: fetch and write-back
+ *   Writer, WriterB     Cluster::Write -> Deliver / AtOwner: follow kMoved
+ *   ReaderB             a fault on B: FUSE READ -> Cluster::Read
+ *   InvalidatorB        Cluster::InvalidateLocal -> notify_inval_inode
+ *   Migrator            MoveSegment: WaitRounds, Freeze (again if a round
+ *                       started meanwhile), MigratePages (twins checked by
+ *                       hash), MigrateInstall, SetOwner, Unfreeze; on
+ *                       failure MigrateAbort
  *
- * Checked: no invalid end state, and at the end the owner the directory
- * names holds the last value whose write-back was answered (nothing
- * acknowledged is lost), and at no time do two nodes serve the segment to
- * writers. With -DTRUST_LOST_ANSWER, A treats a failed directory update as
- * not made (what the code did before): spin finds the lost write.
+ * Checked: no invalid end state (no deadlock), and at the end the owner the
+ * directory names holds the last value of each page whose write-back was
+ * answered (nothing acknowledged is lost), and at no time do two nodes serve
+ * the segment to writers. Variants that must fail:
+ *   -DTRUST_LOST_ANSWER     A treats a failed directory update as not made
+ *                           (what the code did before): a lost write
+ *   -DTRUST_TWIN            B's twin is installed without the hash check: the
+ *                           write-back whose answer has not yet updated the
+ *                           twin is lost
+ *   -DFREEZE_BEFORE_ROUNDS  A freezes, then waits for its rounds: the round
+ *                           waits for B's folio, the folio for B's fetch, the
+ *                           fetch for the frozen segment (the folio cycle of
+ *                           DESIGN.md through the freeze; a deadlock here,
+ *                           a timed-out invalidation in the code)
  */
 
 #define A 0
@@ -31,23 +53,32 @@
 #define FROZEN 2
 #define FORWARD 3
 
+#define FETCH 0
+#define WB0 1    /* write-back of page 0 by W */
+#define WB1 2    /* write-back of page 1 by B */
+
 mtype = { OK, MOVED };
 
 byte dir = A;
 byte state[2];
 byte fwd[2];
-byte store[2];
-byte acked;
-bool writer_done, migrator_done;
-chan req[2] = [1] of { byte, chan };
+byte p0[2], p1[2];
+bool inB0 = true, inB1 = true;   /* B fetched both pages before */
+byte twinB0, twinB1;
+byte rounds[2];
+bool folio;
+byte acked0, acked1;
+bool writer_done, writerB_done, reader_done, migrator_done;
+chan req[2] = [2] of { byte, byte, chan };
+chan inv = [4] of { byte };       /* to B: drop page 0, from owner n */
 
-/* The write-back handler of node `me`. A frozen segment makes requests wait. */
+/* The request handler of node `me`. A frozen segment makes requests wait. */
 proctype Owner(byte me) {
-  byte v;
+  byte kind, v;
   chan back;
 end:
   do
-  :: req[me]?v, back ->
+  :: req[me]?kind, v, back ->
      (state[me] != FROZEN);
      atomic {
        if
@@ -55,11 +86,34 @@ end:
        :: else -> skip
        fi;
        if
-       :: state[me] == SERVING -> store[me] = v; back!OK, 0
+       :: state[me] == SERVING ->
+          if
+          :: kind == FETCH -> inB0 = true; back!OK, p0[me]
+          :: kind == WB0 ->
+             p0[me] = v;
+             if
+             :: inB0 -> inB0 = false; rounds[me]++; inv!me   /* StartRound: B must drop it */
+             :: else -> skip
+             fi;
+             back!OK, 0
+          :: kind == WB1 -> p1[me] = v; inB1 = true; back!OK, 0   /* the writer keeps its copy */
+          fi
        :: state[me] == FORWARD -> back!MOVED, fwd[me]
        :: state[me] == NONE -> back!MOVED, dir
        fi
      }
+  od
+}
+
+/* Sends one request to the owner, following "moved" answers. */
+inline Call(kind, v, to, back, r, m) {
+  do
+  :: req[to]!kind, v, back;
+     back?r, m;
+     if
+     :: r == OK -> break
+     :: r == MOVED -> to = m
+     fi
   od
 }
 
@@ -68,28 +122,81 @@ proctype Writer() {
   mtype r;
   chan back = [1] of { mtype, byte };
   do
-  :: i <= 2 ->
-     do
-     :: req[to]!i, back;
-        back?r, m;
-        if
-        :: r == OK -> acked = i; break
-        :: r == MOVED -> to = m
-        fi
-     od;
-     i++
+  :: i <= 2 -> Call(WB0, i, to, back, r, m); acked0 = i; i++
   :: i > 2 -> break
   od;
   writer_done = true
 }
 
+/* B's own write-back of page 1: the answer first, the twin after. */
+proctype WriterB() {
+  byte to = A, m;
+  mtype r;
+  chan back = [1] of { mtype, byte };
+  Call(WB1, 7, to, back, r, m);
+  acked1 = 7;
+  twinB1 = 7;
+  writerB_done = true
+}
+
+/* A fault on B: the folio stays locked until the fetch is answered. */
+proctype ReaderB() {
+  byte to = A, m;
+  mtype r;
+  chan back = [1] of { mtype, byte };
+  folio = true;
+  Call(FETCH, 0, to, back, r, m);
+  twinB0 = m;
+  folio = false;
+  reader_done = true
+}
+
+/* B's invalidation handler: the kernel drops the page once it can lock it. */
+proctype InvalidatorB() {
+  byte from;
+end:
+  do
+  :: inv?from -> (!folio); atomic { rounds[from]-- }
+  od
+}
+
 proctype Migrator() {
-  atomic { state[A] == SERVING -> state[A] = FROZEN };   /* Freeze: after any Apply in progress */
+  byte retries = 0;
+#ifdef FREEZE_BEFORE_ROUNDS
+  atomic { state[A] == SERVING -> state[A] = FROZEN };
+  (rounds[A] == 0);
+#else
+  do
+  :: (rounds[A] == 0);                                     /* WaitRounds, not frozen */
+     atomic { state[A] == SERVING -> state[A] = FROZEN };   /* Freeze: after any Apply in progress */
+     if
+     :: rounds[A] == 0 -> break
+     :: rounds[A] > 0 && retries < 2 -> state[A] = SERVING; retries++   /* a round started meanwhile */
+     :: rounds[A] > 0 && retries == 2 -> state[A] = SERVING; goto done  /* kBusy: try again later */
+     fi
+  od;
+#endif
   if
   :: skip
   :: goto abort_early                                      /* B dies before installing */
   fi;
-  store[B] = store[A];                                     /* MigratePages */
+  atomic {                                                 /* MigratePages */
+    if
+    :: inB0 && twinB0 == p0[A] -> p0[B] = twinB0           /* "use your twin", hash equal */
+    :: else -> p0[B] = p0[A]
+    fi;
+#ifdef TRUST_TWIN
+    if
+    :: inB1 -> p1[B] = twinB1
+    :: else -> p1[B] = p1[A]
+    fi
+#else
+    if
+    :: inB1 && twinB1 == p1[A] -> p1[B] = twinB1
+    :: else -> p1[B] = p1[A]                               /* needed after all: a repair chunk */
+    fi
+#endif
+  };
   state[B] = SERVING;                                      /* MigrateInstall */
   if
   :: dir = B; goto commit                                  /* SetOwner answered */
@@ -122,16 +229,17 @@ active proctype OneOwner() {
 end:
   do
   :: atomic { state[A] == SERVING && state[B] == SERVING && dir == B -> assert(false) }
-  :: atomic { writer_done && migrator_done -> break }
+  :: atomic { writer_done && writerB_done && reader_done && migrator_done -> break }
   od
 }
 
 init {
   atomic {
     state[A] = SERVING; state[B] = NONE;
-    run Owner(A); run Owner(B); run Writer(); run Migrator()
+    run Owner(A); run Owner(B); run InvalidatorB();
+    run Writer(); run WriterB(); run ReaderB(); run Migrator()
   };
-  (writer_done && migrator_done);
+  (writer_done && writerB_done && reader_done && migrator_done);
   assert(state[dir] == SERVING || state[dir] == NONE);
-  assert(store[dir] == acked)
+  assert(p0[dir] == acked0 && p1[dir] == acked1)
 }

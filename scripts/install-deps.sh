@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config git
   libfuse3-dev fuse3
-  librocksdb-dev libboost-dev libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev libssl-dev
+  librocksdb-dev libboost-dev libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev libssl-dev libxxhash-dev
   libgtest-dev libgmock-dev
   python3 gnuplot-nox
   python3-sysv-ipc stress-ng

@@ -75,7 +75,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 4: RoundTrip<ownership::InvalidateRequest>(in); break;
     case 5: RoundTrip<ownership::LockMessage>(in); break;
     case 6: RoundTrip<ownership::LockReply>(in); break;
-    case 7: RoundTrip<ownership::MigratePages>(in); break;
+    case 7:
+      RoundTrip<ownership::MigratePages>(in);
+      RoundTrip<ownership::MigratePagesReply>(in);
+      break;
     case 8: RoundTrip<ownership::MigrateInstall>(in); break;
     case 9: RoundTrip<ownership::ControlRequest>(in); break;
     case 10: RoundTrip<net::Hello>(in); RoundTrip<net::AuthRequest>(in); break;

@@ -232,6 +232,97 @@ TEST(Migration, no_acknowledged_record_is_lost_while_the_segment_moves_back_and_
   }
 }
 
+// The target's twin of a page can lag the owner's copy: its own write-back
+// was applied, but the answer has not yet updated the twin when the move
+// asks for it. The old owner must not take that twin as the page.
+TEST(Migration, a_twin_that_lags_the_targets_own_write_back_is_not_installed_as_the_page) {
+  TestCluster c(3, 3000, kNoAutoMigrate);
+  ASSERT_EQ(c.StartNode(0), "");
+  ASSERT_EQ(c.StartNode(1, {"CSHM_TEST_SLOW_TWIN_PATCH_MS=1500"}), "");
+  ASSERT_EQ(c.StartNode(2), "");
+  const size_t size = 4 * kPage;
+  Fill(c.path(0, "lag"), size, 'a');
+  const std::string path = c.path(1, "lag");
+  pid_t writer = fork();
+  if (writer == 0) {
+    int fd = open(path.c_str(), O_RDWR);
+    auto* p = static_cast<char*>(mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+    if (p == MAP_FAILED) _exit(10);
+    if (p[100] != 'a') _exit(12);  // the fault stores node 1's twin of page 0
+    memcpy(p + 100, "fresh", 5);
+    _exit(msync(p, size, MS_SYNC) == 0 ? 0 : 11);
+  }
+  // The write-back is applied at node 0; node 1's twin is updated 1.5 s later.
+  const std::string log1 = c.node(1).state_dir() + "/cshmfs.log";
+  const bool lagging = WaitFor(
+      [&] {
+        std::ifstream l(log1);
+        return std::string((std::istreambuf_iterator<char>(l)), {}).find("CSHM_TEST_SLOW_TWIN_PATCH_MS") !=
+               std::string::npos;
+      },
+      10s);
+  EXPECT_TRUE(lagging) << "node 1 never reached its twin update";
+  EXPECT_EQ(SetX(c.path(2, "lag"), "user.cshm.owner", "1"), 0);
+  int status = -1;
+  ASSERT_TRUE(WaitForExit(writer, 30s, &status)) << "the writer hung";
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "writer status " << status;
+  EXPECT_EQ(GetX(c.path(2, "lag"), "user.cshm.owner"), "1");
+  std::ifstream in(c.path(2, "lag"), std::ios::binary);
+  std::string via2((std::istreambuf_iterator<char>(in)), {});
+  ASSERT_EQ(via2.size(), size);
+  EXPECT_EQ(via2.substr(98, 9), "aafreshaa") << "the acknowledged write is lost at the new owner";
+}
+
+// A move waits for the owner's invalidation rounds. An invalidation can wait
+// in a node's kernel for a folio that a read holds locked until its fetch is
+// answered: were the segment frozen first, the fetch would wait for the move
+// and the move for the round, until the invalidation timed out (the folio
+// cycle of DESIGN.md, through the freeze).
+TEST(Migration, a_move_does_not_freeze_the_segment_before_its_invalidations_are_answered) {
+  TestCluster c(3, 3000, kNoAutoMigrate);
+  ASSERT_EQ(c.StartNode(0), "");
+  // Node 1 holds a folio locked a while before it asks for the page, and is
+  // slower still to start on an invalidation.
+  ASSERT_EQ(c.StartNode(1, {"CSHM_TEST_SLOW_FETCH_MS=300", "CSHM_TEST_SLOW_INVALIDATE_MS=1000"}), "");
+  ASSERT_EQ(c.StartNode(2), "");
+  const size_t size = 4 * kPage;
+  Fill(c.path(0, "busy"), size, 'a');
+  // Node 1 reads page 1 (it joins the copyset) and its kernel forgets it.
+  int fd1 = open(c.path(1, "busy").c_str(), O_RDONLY);
+  ASSERT_GE(fd1, 0);
+  std::string buf(kPage, '\0');
+  ASSERT_EQ(pread(fd1, buf.data(), kPage, kPage), static_cast<ssize_t>(kPage));
+  ASSERT_EQ(posix_fadvise(fd1, 0, 0, POSIX_FADV_DONTNEED), 0);
+  // Node 2 rewrites page 1: node 0 starts a round that must drop node 1's
+  // copy (the file stays open: a close would wait for that round).
+  int fd2 = open(c.path(2, "busy").c_str(), O_RDWR);
+  ASSERT_GE(fd2, 0);
+  const std::string page(kPage, 'c');
+  ASSERT_EQ(pwrite(fd2, page.data(), kPage, kPage), static_cast<ssize_t>(kPage));
+  // Node 1 faults page 1 in again while the segment moves.
+  pid_t reader = fork();
+  if (reader == 0) {
+    std::string got(kPage, '\0');
+    if (pread(fd1, got.data(), kPage, kPage) != static_cast<ssize_t>(kPage)) _exit(11);
+    _exit(AllOf(got, 'c') ? 0 : 12);
+  }
+  EXPECT_EQ(SetX(c.path(2, "busy"), "user.cshm.owner", "2"), 0);
+  int status = -1;
+  ASSERT_TRUE(WaitForExit(reader, 30s, &status)) << "the reader hung";
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "reader status " << status;
+  close(fd2);
+  close(fd1);
+  EXPECT_EQ(GetX(c.path(0, "busy"), "user.cshm.owner"), "2");
+  std::ifstream in(c.path(1, "busy"), std::ios::binary);
+  std::string via1((std::istreambuf_iterator<char>(in)), {});
+  ASSERT_EQ(via1.size(), size);
+  EXPECT_TRUE(AllOf(via1.substr(kPage, kPage), 'c'));
+  // Every invalidation was answered in time.
+  std::ifstream l(c.node(0).state_dir() + "/cshmfs.log");
+  const std::string log((std::istreambuf_iterator<char>(l)), {});
+  EXPECT_EQ(log.find("failed: node 1 did not answer"), std::string::npos) << log;
+}
+
 TEST(Migration, a_target_that_dies_during_the_move_leaves_the_segment_where_it_was) {
   TestCluster c(3, 2000, kNoAutoMigrate);
   ASSERT_EQ(c.StartNode(0), "");

@@ -7,9 +7,11 @@
 #     a write-back that waits for its round (deadlock), and a release that does
 #     not wait for its round (a stale read), and one that skips its Sync
 #     although a write-back's answer said a round was pending;
-#  3. the ownership transfer (migration.pml): a writer, a move that may abort
-#     or lose the directory's answer; nothing acknowledged is lost, and the
-#     variant that trusts a lost answer must lose a write;
+#  3. the ownership transfer (migration.pml): writers on a third node and on
+#     the target, the target's kernel reading, a move that may abort or lose
+#     the directory's answer; nothing acknowledged is lost, no deadlock, and
+#     the variants that trust a lost answer or an unchecked twin must lose a
+#     write, the one that freezes before the rounds must deadlock;
 #  4. locks as release points (locks.pml), holders that may crash.
 # Usage: check_model.sh MODEL WORKDIR
 set -euo pipefail
@@ -42,6 +44,13 @@ MODEL=$migration run migration
 grep -q "errors: 0" migration.out || { echo "FAIL: the migration model has errors"; cat migration.out; exit 1; }
 MODEL=$migration run trust_lost_answer -DTRUST_LOST_ANSWER
 grep -q "assertion violated" trust_lost_answer.out || { echo "FAIL: the lost-answer variant was not caught"; exit 1; }
+# ...the variant that installs the target's twin without the hash check must
+# lose the target's own write-back, and the one that freezes before waiting
+# for the rounds must deadlock on the target's locked folio.
+MODEL=$migration run trust_twin -DTRUST_TWIN
+grep -q "assertion violated" trust_twin.out || { echo "FAIL: the unchecked-twin variant was not caught"; exit 1; }
+MODEL=$migration run freeze_before_rounds -DFREEZE_BEFORE_ROUNDS
+grep -q "invalid end state" freeze_before_rounds.out || { echo "FAIL: the freeze-first deadlock was not caught"; exit 1; }
 # Locks as release points (locks.pml), with a holder that may crash: and the
 # variant that unlocks before the round is acknowledged must read stale.
 locks=$(dirname "$model")/locks.pml

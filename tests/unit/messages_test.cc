@@ -33,5 +33,32 @@ TEST(FetchRequestTest, ALengthPastTheLimitIsMalformed) {
   EXPECT_EQ(r.status().code(), Status::Code::kInvalid);
 }
 
+TEST(MigratePagesTest, TwinHashesAndRepairChunksRoundTrip) {
+  MigratePages m{.ino = 7, .first_page = 2048};
+  m.kinds = {PageKind::kZero, PageKind::kYourTwin, PageKind::kData, PageKind::kYourTwin};
+  m.data = {std::string(4096, 'd')};
+  m.twin_hashes = {PageHash(std::string(4096, 'a')), PageHash(std::string(4096, 'b'))};
+  EXPECT_NE(m.twin_hashes[0], m.twin_hashes[1]);
+  auto back = MigratePages::Decode(m.Encode());
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(back->twin_hashes, m.twin_hashes);
+  EXPECT_EQ(back->kinds, m.kinds);
+  EXPECT_FALSE(back->repair);
+  // A first chunk never skips a page; a repair chunk only sends or skips.
+  MigratePages skip = m;
+  skip.kinds[0] = PageKind::kSkip;
+  EXPECT_FALSE(MigratePages::Decode(skip.Encode()).ok());
+  MigratePages repair{.ino = 7, .first_page = 2048, .repair = true};
+  repair.kinds = {PageKind::kSkip, PageKind::kData};
+  repair.data = {std::string(4096, 'x')};
+  ASSERT_TRUE(MigratePages::Decode(repair.Encode()).ok());
+  EXPECT_TRUE(MigratePages::Decode(repair.Encode())->repair);
+  repair.kinds[0] = PageKind::kZero;
+  EXPECT_FALSE(MigratePages::Decode(repair.Encode()).ok());
+  auto need = MigratePagesReply::Decode(MigratePagesReply{{3, 9}}.Encode());
+  ASSERT_TRUE(need.ok());
+  EXPECT_EQ(need->need, (std::vector<uint64_t>{3, 9}));
+}
+
 }  // namespace
 }  // namespace cshm::ownership
