@@ -832,10 +832,11 @@ Status Cluster::MoveSegment(uint64_t ino, uint32_t target, const std::string& wh
   const auto t0 = std::chrono::steady_clock::now();
   // Rounds still running here would be unknown to the new owner, whose Sync
   // would then not wait for them: finish them first, and before freezing. A
-  // round's invalidation can wait in the other node's kernel for that node's
-  // write-back of the page, which a frozen segment would hold until the
-  // round timed out (the folio cycle of DESIGN.md, through the freeze). A
-  // round started between the wait and the freeze: unfreeze, wait again.
+  // round's invalidation can wait in the other node's kernel for a folio
+  // that a read holds locked until its fetch is answered, and a frozen
+  // segment would hold that fetch until the round timed out (the folio cycle
+  // of DESIGN.md, through the freeze; ownership/migration.pml). A round
+  // started between the wait and the freeze: unfreeze, wait again.
   SegmentSnapshot snap;
   for (int attempt = 0;; attempt++) {
     Status rounds_done = WaitRounds(ino);

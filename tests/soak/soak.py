@@ -2,7 +2,8 @@
 """Random mixed operations on the nodes of a running cluster, checked against a
 model of the expected contents. Each operation goes through a random node's
 mount; every write is released (fsync) before the next operation, so every
-read on any node must match the model exactly.
+read on any node must match the model exactly. Segments also move between the
+nodes ("move": user.cshm.owner).
 
 Usage: soak.py SECONDS SEED MOUNT0 MOUNT1 ...
 Prints the counts; exits non-zero at the first difference."""
@@ -29,7 +30,8 @@ def check(name, where):
 os.makedirs(os.path.join(mounts[0], "soak"), exist_ok=True)
 end = time.monotonic() + seconds
 while time.monotonic() < end:
-    op = rnd.choice(["create", "write", "write", "write", "read", "read", "truncate", "rename", "unlink", "mmap"])
+    op = rnd.choice(["create", "write", "write", "write", "read", "read", "truncate", "rename", "unlink", "mmap",
+                     "move"])
     names = sorted(model)
     if op == "create" or not names:
         if len(model) >= MAXF:
@@ -83,6 +85,10 @@ while time.monotonic() < end:
         mnt = rnd.choice(mounts)  # one node's mount for both names
         os.rename(path(a, mnt), path(b, mnt))
         model[b] = model.pop(a)
+    elif op == "move":
+        # Its ownership moves to a random node (the same node: nothing to do).
+        name = rnd.choice(names)
+        os.setxattr(path(name), "user.cshm.owner", str(rnd.randrange(len(mounts))).encode())
     elif op == "unlink":
         name = rnd.choice(names)
         os.unlink(path(name))
