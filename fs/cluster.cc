@@ -352,7 +352,7 @@ std::shared_ptr<Cluster::Rounds> Cluster::RoundsOf(uint64_t ino) {
   return r;
 }
 
-void Cluster::StartRound(uint64_t ino, Invalidations inv) {
+uint64_t Cluster::StartRound(uint64_t ino, Invalidations inv) {
   auto rounds = RoundsOf(ino);
   uint64_t seq;
   {
@@ -370,7 +370,10 @@ void Cluster::StartRound(uint64_t ino, Invalidations inv) {
   };
   auto progress = std::make_shared<Progress>();
   progress->left = inv.size();
-  if (inv.empty()) return FinishRound(ino, rounds, seq, Status::Ok());
+  if (inv.empty()) {
+    FinishRound(ino, rounds, seq, Status::Ok());
+    return seq;
+  }
   auto ack = [this, ino, rounds, seq, progress](uint32_t node, const Status& s) {
     if (!s.ok()) {
       // Its copy may still be readable there: the release cannot promise
@@ -404,6 +407,34 @@ void Cluster::StartRound(uint64_t ino, Invalidations inv) {
     transport_->CallAsync(node, kInvalidate, InvalidateRequest{ino, ranges}.Encode(),
                           [ack, node = node](Result<std::string> r) { ack(node, r.status()); });
   }
+  return seq;
+}
+
+// How long a write-back's answer may wait for the round it started. If the
+// round is over by then, the answer says no round is pending and the
+// writer's release sends no Sync: a release with sharers costs one network
+// round trip instead of two. Never longer, and no thread waits: a round can
+// itself wait for a write-back (a sharer's kernel writing a dirty page back
+// before it drops it), and write-backs that waited for rounds without bound
+// could wait for each other (ownership/coherence.pml, WRITE_WAITS_FOR_ROUND).
+constexpr auto kWriteBackHold = std::chrono::microseconds(250);
+
+void Cluster::AnswerAfterRound(uint64_t ino, uint64_t seq, uint64_t size,
+                               std::shared_ptr<net::Responder> responder) {
+  // Whichever comes first answers; the Responder ignores the second.
+  auto answer = [this, ino, size, responder] {
+    responder->Reply(Status::Ok(), WriteBackReply{size, RoundsPending(ino)}.Encode());
+  };
+  auto rounds = RoundsOf(ino);
+  {
+    std::lock_guard<std::mutex> lock(rounds->mu);
+    if (!rounds->running.empty() && *rounds->running.begin() <= seq) {
+      rounds->answers.emplace_back(seq + 1, answer);
+      transport_->After(kWriteBackHold, std::move(answer));
+      return;
+    }
+  }
+  answer();
 }
 
 bool Cluster::RoundsDone(uint64_t ino, Rounds& r, uint64_t upto, Status* st) {
@@ -420,11 +451,23 @@ bool Cluster::RoundsDone(uint64_t ino, Rounds& r, uint64_t upto, Status* st) {
 
 void Cluster::FinishRound(uint64_t ino, const std::shared_ptr<Rounds>& rounds, uint64_t seq, const Status& st) {
   std::vector<std::pair<std::shared_ptr<net::Responder>, Status>> ready;
+  std::vector<std::function<void()>> held;
   {
     std::lock_guard<std::mutex> lock(rounds->mu);
     rounds->running.erase(seq);
     if (!st.ok()) rounds->failed.insert(seq);
     rounds->done.notify_all();
+    // Held write-back answers: a failed round stays for a Sync to report
+    // (the answer then says a round is pending).
+    auto& answers = rounds->answers;
+    for (size_t i = 0; i < answers.size();) {
+      if (rounds->running.empty() || *rounds->running.begin() >= answers[i].first) {
+        held.push_back(std::move(answers[i].second));
+        answers.erase(answers.begin() + static_cast<long>(i));
+      } else {
+        i++;
+      }
+    }
     auto& waiters = rounds->waiters;
     for (size_t i = 0; i < waiters.size();) {
       Status ws;
@@ -437,6 +480,7 @@ void Cluster::FinishRound(uint64_t ino, const std::shared_ptr<Rounds>& rounds, u
     }
   }
   for (auto& [responder, ws] : ready) responder->Reply(ws, std::string());
+  for (auto& answer : held) answer();
 }
 
 Status Cluster::WaitRounds(uint64_t ino) {
@@ -549,8 +593,11 @@ bool Cluster::TryServeInline(net::Request& r) {
     if (!req.ok()) return false;  // Handle answers it
     auto out = owned_.Apply(req->ino, r.from, req->runs, /*wait=*/false);
     if (!out.ok()) return false;  // busy, growing, moved, an error: a worker does it the slow way
-    if (!out->invalidate.empty()) StartRound(req->ino, std::move(out->invalidate));
-    r.responder->Reply(Status::Ok(), WriteBackReply{out->size, RoundsPending(req->ino)}.Encode());
+    if (out->invalidate.empty()) {
+      r.responder->Reply(Status::Ok(), WriteBackReply{out->size, RoundsPending(req->ino)}.Encode());
+    } else {
+      AnswerAfterRound(req->ino, StartRound(req->ino, std::move(out->invalidate)), out->size, r.responder);
+    }
     return true;
   }
   if (r.type != kFetch) return false;

@@ -140,10 +140,17 @@ class Cluster {
     std::set<uint64_t> failed;    // GUARDED_BY(mu): not yet reported to a Sync
     // Syncs of other nodes waiting for every round below a number (GUARDED_BY(mu)).
     std::vector<std::pair<uint64_t, std::shared_ptr<net::Responder>>> waiters;
+    // Write-back answers held until every round below a number is over (or
+    // their time is up), run outside mu (GUARDED_BY(mu)).
+    std::vector<std::pair<uint64_t, std::function<void()>>> answers;
   };
   std::shared_ptr<Rounds> RoundsOf(uint64_t ino);
   // Sends a round's invalidations (never blocks); its last ack finishes it.
-  void StartRound(uint64_t ino, ownership::Invalidations inv);
+  // Returns the round's number.
+  uint64_t StartRound(uint64_t ino, ownership::Invalidations inv);
+  // Answers a write-back that started round `seq` once the rounds up to it
+  // are over, or after kWriteBackHold at the latest (see the definition).
+  void AnswerAfterRound(uint64_t ino, uint64_t seq, uint64_t size, std::shared_ptr<net::Responder> responder);
   void FinishRound(uint64_t ino, const std::shared_ptr<Rounds>& rounds, uint64_t seq, const Status& st);
   // (rounds.mu held) Whether every round below `upto` is over; the failures
   // among them go into *st, once.

@@ -628,6 +628,14 @@ void Transport::Send(uint32_t node, uint16_t type, std::string payload) {
   });
 }
 
+void Transport::After(std::chrono::microseconds delay, std::function<void()> fn) {
+  if (impl_->stopping) return;
+  auto timer = std::make_shared<asio::steady_timer>(impl_->io, delay);
+  timer->async_wait([timer, fn = std::move(fn)](const boost::system::error_code& ec) {
+    if (!ec) fn();
+  });
+}
+
 uint32_t Transport::self() const { return impl_->opts.self; }
 const ClusterConfig& Transport::config() const { return impl_->opts.config; }
 uint64_t Transport::refused_peers() const { return impl_->refused; }

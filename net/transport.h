@@ -95,6 +95,9 @@ class Transport {
                  std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
   // Best effort, no response.
   void Send(uint32_t node, uint16_t type, std::string payload);
+  // Runs `fn` on the I/O thread after `delay` (so it must not block or
+  // Call()); not at all once the transport is stopping.
+  void After(std::chrono::microseconds delay, std::function<void()> fn);
 
   uint32_t self() const;
   const ClusterConfig& config() const;

@@ -17,7 +17,11 @@
  *   release             msync: WRITE (write-back) then FSYNC (Sync)
  *   unsynced[n]         Cluster::unsynced_: set when a write-back's answer
  *                       says a round was pending (WriteBackReply); a release
- *                       Syncs only if it is set
+ *                       Syncs only if it is set. The code may hold the
+ *                       answer until the round is over (250 us at most,
+ *                       Cluster::AnswerAfterRound): here the answer, with
+ *                       the flag as it is then, may come at any time after
+ *                       the merge, which includes that.
  *
  * Checked: no invalid end state (no deadlock, in particular not the folio
  * cycle of DESIGN.md), and the assertions: a release returns only when no

@@ -8,8 +8,9 @@
 //   Invalidate  owner -> accessor   {ino, ranges}             -> {}
 //   Drop        metadata -> owner   {ino}  (one-way: the segment was deleted)
 //
-// A WriteBack is answered as soon as the owner applied it; its invalidation
-// round runs on (see fs/cluster.h). Releases wait with Sync, unless every
+// A WriteBack is answered once the owner applied it and its invalidation
+// round is over, or after a short hold (the round then runs on; see
+// Cluster::AnswerAfterRound). Releases wait with Sync, unless every
 // write-back since the last one was answered with busy = 0 (no round of the
 // segment was running when it was answered: nothing to wait for).
 #pragma once

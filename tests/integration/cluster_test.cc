@@ -96,6 +96,34 @@ TEST_F(ClusterTest, release_on_one_node_is_seen_by_the_others) {
   munmap(r2, size);
 }
 
+// The owner holds a write-back's answer until the round it started is over,
+// briefly: then the release needs no Sync. A sharer slower than that: the
+// answer says a round is pending, and the release waits for it with a Sync.
+TEST(ClusterRelease, a_release_still_waits_for_a_sharer_slower_than_the_held_answer) {
+  TestCluster c(3);
+  ASSERT_EQ(c.StartNode(0), "");
+  ASSERT_EQ(c.StartNode(1), "");
+  ASSERT_EQ(c.StartNode(2, {"CSHM_TEST_SLOW_INVALIDATE_MS=700"}), "");
+  const size_t size = 4 * kPage;
+  char* w = Map(c.path(0, "slow"), size, true);
+  ASSERT_NE(w, nullptr);
+  std::memset(w, 'a', size);
+  ASSERT_EQ(msync(w, size, MS_SYNC), 0);
+  char* r2 = Map(c.path(2, "slow"), size, false);
+  ASSERT_NE(r2, nullptr);
+  EXPECT_EQ(r2[kPage + 5], 'a');  // node 2 holds page 1 now
+  char* w1 = Map(c.path(1, "slow"), size, false);
+  ASSERT_NE(w1, nullptr);
+  std::memcpy(w1 + kPage, "fresh", 5);
+  ASSERT_EQ(msync(w1, size, MS_SYNC), 0);
+  // Released: node 2 cannot read the old bytes any more.
+  EXPECT_EQ(std::string(r2 + kPage, 5), "fresh");
+  EXPECT_EQ(std::string(w + kPage, 5), "fresh");
+  munmap(w, size);
+  munmap(r2, size);
+  munmap(w1, size);
+}
+
 TEST_F(ClusterTest, false_sharing_loses_no_update) {
   // Three processes on three nodes each own every third byte of the same two
   // pages and write their iteration number there, releasing each time.
