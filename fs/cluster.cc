@@ -193,8 +193,10 @@ Result<std::string_view> Cluster::Read(uint64_t ino, uint64_t off, size_t len, c
     uint64_t size = 0;
     // The owner's pages are their own twins (OwnerTwinStore): none to store.
     if ((local = owner == self_)) {
-      CSHM_ASSIGN_OR_RETURN(uint64_t n, owned_.Fetch(ino, self_, off, len, buf, &size));
-      return std::string_view(buf, n);
+      const store::FileSink* sink = scratch != nullptr && scratch->from_file ? &scratch->from_file : nullptr;
+      bool sent = false;
+      CSHM_ASSIGN_OR_RETURN(uint64_t n, owned_.Fetch(ino, self_, off, len, buf, &size, true, sink, &sent));
+      return sent ? std::string_view() : std::string_view(buf, n);
     }
     {
       std::lock_guard<std::mutex> lock(mu_);

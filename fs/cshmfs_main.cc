@@ -136,7 +136,7 @@ int Serve(const MountOptions& opts, const std::string& mountpoint, int report_fd
   }
 
   std::vector<std::string> args = {"cshmfs"};
-  std::string o = "fsname=cshm,subtype=cshmfs,default_permissions";
+  std::string o = "fsname=cshm,subtype=cshmfs,default_permissions,max_read=" + std::to_string(kMaxRead);
   if (geteuid() == 0) o += ",allow_other";
   for (const std::string& f : opts.fuse_options) o += "," + f;
   args.push_back("-o");

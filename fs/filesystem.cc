@@ -125,6 +125,10 @@ Result<std::string_view> FileSystem::Read(uint64_t ino, uint64_t off, size_t len
   CSHM_ASSIGN_OR_RETURN(meta::InodeRecord r, ns_->GetAttr(ino));
   if (off >= r.size) return std::string_view();
   const size_t n = static_cast<size_t>(std::min<uint64_t>(len, r.size - off));
+  if (scratch != nullptr && scratch->from_file) {
+    CSHM_ASSIGN_OR_RETURN(bool sent, seg->SendTo(off, n, scratch->from_file));
+    if (sent) return std::string_view();
+  }
   CSHM_RETURN_IF_ERROR(seg->Read(off, n, buf));
   return std::string_view(buf, n);
 }

@@ -227,7 +227,19 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
     if (off < 0) return (void)fuse_reply_err(req, EINVAL);
     std::unique_ptr<char[]> buf(new char[size]);
     ReadScratch scratch;  // outlives the reply
+    // Pages of this node's store go to the kernel spliced from their file:
+    // one copy (in the kernel) instead of a read here and a write there.
+    scratch.from_file = [req, &scratch](int fd, uint64_t at, size_t n) -> Status {
+      scratch.replied = true;
+      fuse_bufvec bv = FUSE_BUFVEC_INIT(n);
+      bv.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+      bv.buf[0].fd = fd;
+      bv.buf[0].pos = static_cast<off_t>(at);
+      int rc = fuse_reply_data(req, &bv, static_cast<fuse_buf_copy_flags>(0));  // copied, never moved
+      return rc == 0 ? Status::Ok() : Status::FromErrno(-rc, "answering a read");
+    };
     auto got = Fs(req).Read(ino, static_cast<uint64_t>(off), size, buf.get(), &scratch);
+    if (scratch.replied) return;  // answered from the file (or failed doing so: answered with the error)
     if (!got.ok()) return ReplyError(req, got.status(), "read");
     fuse_reply_buf(req, got->data(), got->size());
   });
@@ -446,6 +458,11 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
   // write(2) is write-through, so errors such as ENOSPC reach the writer.
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
   if (conn->capable & FUSE_CAP_EXPLICIT_INVAL_DATA) conn->want |= FUSE_CAP_EXPLICIT_INVAL_DATA;
+  // READs answered from the page store are spliced from its file (OpRead);
+  // never moved: the pages stay the store's.
+  if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
+  conn->want &= ~FUSE_CAP_SPLICE_MOVE;
+  conn->max_read = kMaxRead;  // as the mount option says (cshmfs_main.cc)
   conn->max_readahead = conn->max_readahead == 0 ? (1u << 20) : conn->max_readahead;
   spdlog::debug("FUSE protocol {}.{}, max_write {}, max_readahead {}", conn->proto_major, conn->proto_minor,
                 conn->max_write, conn->max_readahead);

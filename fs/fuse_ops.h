@@ -13,4 +13,10 @@ using store::Timestamp;
 
 const fuse_lowlevel_ops& FuseOps();
 
+// The largest READ the kernel sends (the max_read mount option): 252 pages.
+// A READ answered from the page store is spliced from its file through a
+// pipe, which holds at most 1 MiB (fs.pipe-max-size) with libfuse's margin
+// of three pages; a 256-page READ would be copied instead.
+constexpr uint32_t kMaxRead = (1u << 20) - 4 * 4096;
+
 }  // namespace cshm::fs

@@ -93,7 +93,7 @@ Result<std::pair<std::shared_ptr<OwnedSegments::State>, std::unique_lock<std::mu
 }
 
 Result<uint64_t> OwnedSegments::Fetch(uint64_t ino, uint32_t node, uint64_t off, uint64_t len, char* out,
-                                      uint64_t* size, bool wait) {
+                                      uint64_t* size, bool wait, const store::FileSink* sink, bool* sent) {
   uint64_t n = 0;
   {
     CSHM_ASSIGN_OR_RETURN(auto locked, wait ? LockServing(ino) : TryLockServing(ino));
@@ -108,7 +108,12 @@ Result<uint64_t> OwnedSegments::Fetch(uint64_t ino, uint32_t node, uint64_t off,
     // Read under the segment's lock so that a concurrent Apply is either wholly before (and
     // we join the copyset after its round chose its targets: we read its bytes)
     // or wholly after (and its round invalidates us).
-    CSHM_RETURN_IF_ERROR(seg->Read(off, n, out));
+    bool spliced = false;
+    if (sink != nullptr) {
+      CSHM_ASSIGN_OR_RETURN(spliced, seg->SendTo(off, n, *sink));
+      if (sent != nullptr) *sent = spliced;
+    }
+    if (!spliced) CSHM_RETURN_IF_ERROR(seg->Read(off, n, out));
     if (node == self_ && owner_twins_ != nullptr) owner_twins_->Discard(ino, off, n);
     const uint64_t last = (off + n - 1) / kPageSize;
     if (s->copyset.size() <= last) s->copyset.resize(last + 1, 0);

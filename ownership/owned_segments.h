@@ -105,8 +105,11 @@ class OwnedSegments {
   // Without `wait`, kBusy instead of waiting for anything (the segment's lock,
   // its first load, a freeze): the transport's I/O thread serves a fetch that
   // way, and hands it to a worker only when that fails.
+  // With a `sink`, the bytes go to it straight from the page store's file,
+  // still under the segment's lock, and *sent says so (if they cannot, they
+  // are in `out` as usual).
   Result<uint64_t> Fetch(uint64_t ino, uint32_t node, uint64_t off, uint64_t len, char* out, uint64_t* size,
-                         bool wait = true);
+                         bool wait = true, const store::FileSink* sink = nullptr, bool* sent = nullptr);
   // Ok if the segment is served here right now; kBusy if finding out would
   // wait (lock, load, freeze); kMoved for a forwarding entry.
   Status TryServing(uint64_t ino) { return TryLockServing(ino).status(); }

@@ -41,6 +41,14 @@ Status Segment::Read(uint64_t off, size_t len, char* buf) const {
   return Status::Ok();
 }
 
+Result<bool> Segment::SendTo(uint64_t off, size_t len, const FileSink& sink) const {
+  struct stat st;
+  if (fstat(fd_, &st) != 0) return Status::FromErrno(errno, "reading segment pages");
+  if (off + len > static_cast<uint64_t>(st.st_size)) return false;
+  CSHM_RETURN_IF_ERROR(sink(fd_, off, len));
+  return true;
+}
+
 Result<uint64_t> Segment::HoleBytesIn(uint64_t off, uint64_t len) const {
   // Round out to whole blocks: a write into part of a hole block allocates it.
   uint64_t pos = off / kPageSize * kPageSize;

@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -30,6 +31,10 @@ constexpr uint64_t kPageSize = 4096;
 
 class PageStore;
 
+// Takes bytes straight from a backing file (a FUSE reply spliced from it):
+// the file, an offset and a length. Called at most once per read.
+using FileSink = std::function<Status(int fd, uint64_t off, size_t len)>;
+
 class Segment {
  public:
   ~Segment();
@@ -38,6 +43,10 @@ class Segment {
   // Reads [off, off+len) into buf; bytes past the backing file's end read as
   // zero. Does not need mu().
   Status Read(uint64_t off, size_t len, char* buf) const;
+  // Hands [off, off+len) to `sink` as a range of the backing file, with no
+  // copy here, if the file holds all of it (false, and `sink` not called,
+  // if part of it is past the file's end: then Read). Does not need mu().
+  Result<bool> SendTo(uint64_t off, size_t len, const FileSink& sink) const;
   // The following need mu() held.
   Status Write(uint64_t off, const char* data, size_t len);
   // Shrinks or grows the backing file (growth is a hole).

@@ -1,6 +1,7 @@
 #include "store/page_store.h"
 
 #include <fcntl.h>
+#include <unistd.h>
 #include <gtest/gtest.h>
 
 #include <string>
@@ -25,6 +26,37 @@ TEST(PageStore, ReadsBackWritesAndZeroesHoles) {
   EXPECT_EQ(buf.substr(10000, 3), "abc");
   EXPECT_EQ(buf.substr(0, 10000), std::string(10000, '\0'));
   EXPECT_EQ(buf.substr(10003), std::string(7, '\0'));  // past the backing file's end
+}
+
+TEST(PageStore, SendToHandsOverTheFileRangeOnlyIfTheFileHoldsItAll) {
+  TempDir dir;
+  auto ps = PageStore::Open(dir / "pages", 1 << 20);
+  ASSERT_TRUE(ps.ok());
+  auto seg = *(*ps)->Get(7);
+  {
+    std::lock_guard<std::mutex> lock(seg->mu());
+    ASSERT_TRUE(seg->Write(5000, "spliced", 7).ok());
+  }
+  std::string got;
+  int calls = 0;
+  FileSink sink = [&](int fd, uint64_t off, size_t len) -> Status {
+    calls++;
+    got.assign(len, '?');
+    if (pread(fd, got.data(), len, static_cast<off_t>(off)) != static_cast<ssize_t>(len)) return IoError("pread");
+    return Status::Ok();
+  };
+  auto sent = seg->SendTo(5000, 7, sink);
+  ASSERT_TRUE(sent.ok());
+  EXPECT_TRUE(*sent);
+  EXPECT_EQ(got, "spliced");
+  // Past the file's end (bytes that read as zero): not handed over.
+  sent = seg->SendTo(5000, 8, sink);
+  ASSERT_TRUE(sent.ok());
+  EXPECT_FALSE(*sent);
+  EXPECT_EQ(calls, 1);
+  // The sink's error is the caller's.
+  FileSink failing = [](int, uint64_t, size_t) { return IoError("the reply failed"); };
+  EXPECT_EQ(seg->SendTo(0, 10, failing).status().code(), Status::Code::kIo);
 }
 
 TEST(PageStore, SparseWritesCostOnlyTheirPages) {
