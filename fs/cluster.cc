@@ -17,13 +17,25 @@ using namespace ownership;
 using store::kPageSize;
 
 namespace {
-// A test seam: with VAR=N in its environment, this node waits N ms here.
-void TestSeamDelay(const char* var, const char* what, uint64_t ino) {
-  const char* v = getenv(var);
-  if (v == nullptr || atoi(v) <= 0) return;
-  spdlog::warn("{}: {} {} waits {} ms, as asked", var, what, ino, atoi(v));
-  std::this_thread::sleep_for(std::chrono::milliseconds(atoi(v)));
-}
+// A test seam: with VAR=N in its environment, this node waits N ms where the
+// seam is placed. The environment is read once, at start, not on the paths
+// the seams sit on.
+class DelaySeam {
+ public:
+  explicit DelaySeam(const char* var) : var_(var), ms_(getenv(var) != nullptr ? atoi(getenv(var)) : 0) {}
+  void At(const char* what, uint64_t ino) const {
+    if (ms_ <= 0) return;
+    spdlog::warn("{}: {} {} waits {} ms, as asked", var_, what, ino, ms_);
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms_));
+  }
+
+ private:
+  const char* var_;
+  int ms_;
+};
+const DelaySeam kSlowFetch("CSHM_TEST_SLOW_FETCH_MS");
+const DelaySeam kSlowTwinPatch("CSHM_TEST_SLOW_TWIN_PATCH_MS");
+const DelaySeam kSlowInvalidate("CSHM_TEST_SLOW_INVALIDATE_MS");
 
 }  // namespace
 
@@ -203,7 +215,7 @@ Result<std::string_view> Cluster::Read(uint64_t ino, uint64_t off, size_t len, c
       fetches_from_[ino]++;
     }
     // The kernel holds the folios locked meanwhile.
-    TestSeamDelay("CSHM_TEST_SLOW_FETCH_MS", "the fetch of inode", ino);
+    kSlowFetch.At("the fetch of inode", ino);
     CSHM_ASSIGN_OR_RETURN(std::string bytes, transport_->Call(owner, kFetch, FetchRequest{ino, off, len}.Encode()));
     CSHM_ASSIGN_OR_RETURN(std::string_view data, FetchReply::View(bytes, &size));
     if (data.size() > len) return IoError("owner returned more bytes than asked");
@@ -314,7 +326,7 @@ Status Cluster::Write(uint64_t ino, uint64_t off, const char* data, size_t len, 
   if (st.ok()) {
     // The answer arrived, the twin is not updated yet: a move that asks for
     // this node's twins meanwhile must not trust them.
-    TestSeamDelay("CSHM_TEST_SLOW_TWIN_PATCH_MS", "the twin update of inode", ino);
+    kSlowTwinPatch.At("the twin update of inode", ino);
     twins_->Patch(ino, off, now, /*whole_pages=*/owner != self_);
     // The next release waits for the owner's rounds, unless none was
     // pending when this write-back was answered (then there is nothing this
@@ -654,7 +666,7 @@ void Cluster::Handle(net::Request r) {
       auto req = InvalidateRequest::Decode(r.payload);
       if (!req.ok()) return reply(req.status());
       // The owner's round is running, this node's kernel not yet told.
-      TestSeamDelay("CSHM_TEST_SLOW_INVALIDATE_MS", "the invalidation of inode", req->ino);
+      kSlowInvalidate.At("the invalidation of inode", req->ino);
       InvalidateLocal(req->ino, req->ranges);
       return reply(std::string());
     }
