@@ -9,6 +9,7 @@
 #include <sys/shm.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
@@ -32,6 +33,17 @@ struct Input {
     return v;
   }
 };
+
+// Puts the reservation back over [p, p+len) of the region. A detach leaves a
+// hole there, and whatever the process maps next (the allocator, the
+// sanitizer) may land in it; an attach with SHM_REMAP at that address would
+// then overwrite memory that is not ours.
+void Reserve(char* region, void* p, size_t len) {
+  char* c = static_cast<char*>(p);
+  if (c < region || c >= region + kRegion) return;
+  len = std::min<size_t>((len + 4095) / 4096 * 4096, static_cast<size_t>(region + kRegion - c));
+  if (mmap(c, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) == MAP_FAILED) abort();
+}
 
 bool Known(int err, std::initializer_list<int> allowed) {
   for (int e : allowed)
@@ -59,6 +71,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     cshm::ipc::SysvSegments sysv(dir);
     std::vector<int> ids;  // shmids that shmget returned
     std::vector<void*> attached;
+    std::vector<size_t> lengths;  // of each attached segment, as it was when attached
     Input in{data, size};
     for (int ops = 0; ops < 24 && !in.empty(); ops++) {
       errno = 0;
@@ -92,7 +105,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         } else {
           volatile char c = *static_cast<volatile char*>(p);  // the mapping is there
           (void)c;
+          struct shmid_ds now {};
           attached.push_back(p);
+          lengths.push_back(sysv.Control(id, IPC_STAT, &now) == 0 ? now.shm_segsz : 0);
         }
       } else if (op == 2) {  // shmdt
         void* p = (!attached.empty() && in.Take(1) < 200) ? attached[in.Take(1) % attached.size()]
@@ -100,7 +115,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (sysv.Detach(p) == -1) {
           if (!Known(errno, {EINVAL})) abort();
         } else {
-          std::erase(attached, p);
+          for (size_t i = 0; i < attached.size(); i++) {
+            if (attached[i] != p) continue;
+            Reserve(region, p, lengths[i]);
+            attached.erase(attached.begin() + static_cast<long>(i));
+            lengths.erase(lengths.begin() + static_cast<long>(i));
+            break;
+          }
         }
       } else if (op == 3) {  // shmctl
         const int id = pick_id();
@@ -120,6 +141,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
     }
     sysv.DetachAll();
+    Reserve(region, region, kRegion);  // whatever was attached into it, and the holes
   }
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
