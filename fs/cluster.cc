@@ -442,7 +442,7 @@ void Cluster::AnswerAfterRound(uint64_t ino, uint64_t seq, uint64_t size,
   auto rounds = RoundsOf(ino);
   {
     std::lock_guard<std::mutex> lock(rounds->mu);
-    if (!rounds->running.empty() && *rounds->running.begin() <= seq) {
+    if (rounds->RunningBelow(seq + 1)) {
       rounds->answers.emplace_back(seq + 1, answer);
       transport_->After(kWriteBackHold, std::move(answer));
       return;
@@ -452,7 +452,7 @@ void Cluster::AnswerAfterRound(uint64_t ino, uint64_t seq, uint64_t size,
 }
 
 bool Cluster::RoundsDone(uint64_t ino, Rounds& r, uint64_t upto, Status* st) {
-  if (!r.running.empty() && *r.running.begin() < upto) return false;
+  if (r.RunningBelow(upto)) return false;
   // A failed round is reported to the next release that waits for it, once.
   auto end = r.failed.lower_bound(upto);
   if (r.failed.begin() != end) {
@@ -475,7 +475,7 @@ void Cluster::FinishRound(uint64_t ino, const std::shared_ptr<Rounds>& rounds, u
     // (the answer then says a round is pending).
     auto& answers = rounds->answers;
     for (size_t i = 0; i < answers.size();) {
-      if (rounds->running.empty() || *rounds->running.begin() >= answers[i].first) {
+      if (!rounds->RunningBelow(answers[i].first)) {
         held.push_back(std::move(answers[i].second));
         answers.erase(answers.begin() + static_cast<long>(i));
       } else {

@@ -143,6 +143,8 @@ class Cluster {
     // Write-back answers held until every round below a number is over (or
     // their time is up), run outside mu (GUARDED_BY(mu)).
     std::vector<std::pair<uint64_t, std::function<void()>>> answers;
+    // (mu held) Whether a round numbered below `upto` is still running.
+    bool RunningBelow(uint64_t upto) const { return !running.empty() && *running.begin() < upto; }
   };
   std::shared_ptr<Rounds> RoundsOf(uint64_t ino);
   // Sends a round's invalidations (never blocks); its last ack finishes it.
