@@ -243,8 +243,11 @@ Result<std::string_view> Cluster::Read(uint64_t ino, uint64_t off, size_t len, c
       return *got;
     }
   }
-  // The kernel now holds these pages: remember them as they were.
-  twins_->Put(ino, off, *got);
+  // The kernel now holds these pages: remember them as they were. A page
+  // that could become writable here without its twin could only be written
+  // back whole, over other nodes' bytes: without a twin, no page.
+  Status kept = twins_->Put(ino, off, *got);
+  if (!kept.ok()) return kept;
   return *got;
 }
 
@@ -277,14 +280,14 @@ void Cluster::ClosedForWrite(uint64_t ino) {
 Status Cluster::Write(uint64_t ino, uint64_t off, const char* data, size_t len, bool writeback) {
   CSHM_ASSIGN_OR_RETURN(const uint32_t owner, OwnerOf(ino));  // a regular file
   std::string_view now(data, len);
-  std::vector<WriteRun> runs;
+  WriteBackRequest wb{ino, {}};
+  // On the owner, the twins are mostly its own pages (OwnerTwinStore).
+  std::optional<std::string> owner_twins;
   if (!writeback) {
     // write(2): the caller stored exactly these bytes.
-    runs.push_back(WriteRun{off, std::string(now)});
+    wb.runs.push_back(WriteRun{off, std::string(now)});
   } else if (len > 0) {
     const uint64_t first = off / kPageSize, last = (off + len - 1) / kPageSize;
-    // On the owner, the twins are mostly its own pages (OwnerTwinStore).
-    std::optional<std::string> owner_twins;
     if (owner == self_) {
       auto t = owned_.OwnerTwins(ino, first, last - first + 1);
       if (t.ok()) owner_twins = std::move(*t);  // else it moved away: the twins are stored ones now
@@ -298,43 +301,80 @@ Status Cluster::Write(uint64_t ino, uint64_t off, const char* data, size_t len, 
       } else if ((stored = twins_->Get(ino, p))) {
         twin = *stored;
       }
-      std::string_view cur = now.substr(ps - off, pe - ps);
-      if (twin) {
-        DiffInto(ps, twin->substr(ps - p * kPageSize, pe - ps), cur, &runs);
-      } else {
-        runs.push_back(WriteRun{ps, std::string(cur)});
+      if (!twin) {
+        // Without the copy it was fetched as, the page's changed bytes cannot
+        // be told from other nodes' bytes it merely holds: sending the whole
+        // page would overwrite their newer bytes at the owner (a twin that
+        // could not be stored, or one dropped after a failed write-back).
+        spdlog::error("write-back of page {} of inode {} refused: this node holds no twin of it, so what changed "
+                      "here is unknown; the page is dropped from this node's cache", p, ino);
+        DropLocalLater(ino, {Range{first * kPageSize, (last - first + 1) * kPageSize}});
+        return IoError("no twin of page " + std::to_string(p) + " of inode " + std::to_string(ino));
       }
+      DiffInto(ps, twin->substr(ps - p * kPageSize, pe - ps), now.substr(ps - off, pe - ps), &wb.runs);
     }
-    if (runs.empty()) return Status::Ok();  // written back unchanged
+    if (wb.runs.empty()) return Status::Ok();  // written back unchanged
   }
   // Earlier write-backs of this segment that no owner took go first.
   Status st = pending_->Has(ino) ? DrainPending(ino) : Status::Ok();
   bool rounds_pending = true;
-  if (st.ok()) st = Deliver(ino, runs, &rounds_pending);
-  const bool unreachable = st.code() == Status::Code::kUnavailable || st.code() == Status::Code::kTimedOut;
-  if (unreachable || (!st.ok() && pending_->Has(ino))) {
-    // The kernel will forget these bytes when it gets the error: keep them.
-    Status kept = pending_->Add(ino, WriteBackRequest{ino, runs}.Encode());
-    if (kept.ok())
-      spdlog::warn("write-back of inode {} not delivered ({}); kept in the state dir until its owner answers", ino,
-                   st.message());
-    else
-      spdlog::error("write-back of inode {} not delivered ({}) and could not be kept: {}", ino, st.message(),
-                    kept.message());
+  if (st.ok()) st = Deliver(wb, &rounds_pending);
+  if (!st.ok()) {
+    // The kernel forgets these bytes when it gets the error (it marks the
+    // pages clean), and its copy of them no longer matches the owner's:
+    // drop the twins now (a later write-back of these pages is refused
+    // rather than diffed against them) and the kernel's pages soon after
+    // this answer (they are under writeback until then).
+    std::vector<Range> ranges;
+    for (uint64_t p = off / kPageSize; len > 0 && p <= (off + len - 1) / kPageSize; p++) AddPageRange(&ranges, p);
+    // What the pages held as this node last saw them (for a write(2), which
+    // was diffed against nothing, the twins as they are: without one, the
+    // page is not written late at all).
+    for (uint64_t p = off / kPageSize; len > 0 && p <= (off + len - 1) / kPageSize; p++) {
+      if (owner_twins) {
+        wb.expect.push_back(
+            PageExpect{p, PageHash(std::string_view(*owner_twins).substr((p - off / kPageSize) * kPageSize, kPageSize))});
+      } else if (auto t = twins_->Get(ino, p)) {
+        wb.expect.push_back(PageExpect{p, PageHash(*t)});
+      }
+    }
+    if (owner != self_) {
+      // (Not on the owner: its saved twins stand for pages another node
+      // changed under its kernel, which the round of that change drops.)
+      const uint64_t mark = twins_->Mark();
+      for (const Range& r : ranges) twins_->Drop(ino, r, mark);
+    }
+    DropLocalLater(ino, ranges);
+    const bool unreachable = st.code() == Status::Code::kUnavailable || st.code() == Status::Code::kTimedOut;
+    if (unreachable || pending_->Has(ino)) {
+      // Kept, to be delivered as a late write-back: it lands only on pages
+      // that have not changed since (never over newer acknowledged bytes).
+      wb.late = true;
+      Status kept = pending_->Add(ino, wb.Encode());
+      if (kept.ok())
+        spdlog::warn("write-back of inode {} not delivered ({}); kept in the state dir until its owner answers", ino,
+                     st.message());
+      else
+        spdlog::error("write-back of inode {} not delivered ({}) and could not be kept: {}", ino, st.message(),
+                      kept.message());
+    }
+    return st;
   }
   // What the owner has now, as far as this node knows.
-  if (st.ok()) {
-    // The answer arrived, the twin is not updated yet: a move that asks for
-    // this node's twins meanwhile must not trust them.
-    kSlowTwinPatch.At("the twin update of inode", ino);
-    twins_->Patch(ino, off, now, /*whole_pages=*/owner != self_);
-    // The next release waits for the owner's rounds, unless none was
-    // pending when this write-back was answered (then there is nothing this
-    // write, or any before it, could still be waiting for).
-    std::lock_guard<std::mutex> lock(mu_);
-    if (rounds_pending) unsynced_[ino] = ++writes_;
-  }
+  // The answer arrived, the twin is not updated yet: a move that asks for
+  // this node's twins meanwhile must not trust them.
+  kSlowTwinPatch.At("the twin update of inode", ino);
+  twins_->Patch(ino, off, now, /*whole_pages=*/owner != self_);
+  // The next release waits for the owner's rounds, unless none was
+  // pending when this write-back was answered (then there is nothing this
+  // write, or any before it, could still be waiting for).
+  std::lock_guard<std::mutex> lock(mu_);
+  if (rounds_pending) unsynced_[ino] = ++writes_;
   return st;
+}
+
+void Cluster::DropLocalLater(uint64_t ino, std::vector<Range> ranges) {
+  boost::asio::post(*async_rounds_, [this, ino, ranges = std::move(ranges)] { InvalidateLocal(ino, ranges); });
 }
 
 Status Cluster::Truncate(uint64_t ino, uint64_t size) {
@@ -346,11 +386,15 @@ Status Cluster::Truncate(uint64_t ino, uint64_t size) {
       .status();
 }
 
-Result<WriteBackReply> Cluster::ApplyAsOwner(uint64_t ino, uint32_t from, const std::vector<WriteRun>& runs) {
-  CSHM_ASSIGN_OR_RETURN(ApplyOutcome out, owned_.Apply(ino, from, runs));
-  if (out.grew) CSHM_RETURN_IF_ERROR(meta().NoteWrite(ino, out.size, false).status());
-  if (!out.invalidate.empty()) StartRound(ino, std::move(out.invalidate));
-  return WriteBackReply{out.size, RoundsPending(ino)};
+Result<WriteBackReply> Cluster::ApplyAsOwner(uint32_t from, const WriteBackRequest& wb) {
+  CSHM_ASSIGN_OR_RETURN(ApplyOutcome out,
+                        owned_.Apply(wb.ino, from, wb.runs, /*wait=*/true, wb.late ? &wb.expect : nullptr));
+  if (out.dropped > 0)
+    spdlog::warn("late write-back of inode {} from node {}: {} page(s) changed since it was made and were not "
+                 "written (a late write never lands on newer bytes)", wb.ino, from, out.dropped);
+  if (out.grew) CSHM_RETURN_IF_ERROR(meta().NoteWrite(wb.ino, out.size, false).status());
+  if (!out.invalidate.empty()) StartRound(wb.ino, std::move(out.invalidate));
+  return WriteBackReply{out.size, RoundsPending(wb.ino), out.dropped};
 }
 
 bool Cluster::RoundsPending(uint64_t ino) {
@@ -604,7 +648,7 @@ bool Cluster::TryServeInline(net::Request& r) {
     // milliseconds; one that grows the segment must tell the metadata node.
     if (r.payload.size() > kInlineWriteBack) return false;
     auto req = WriteBackRequest::Decode(r.payload);
-    if (!req.ok()) return false;  // Handle answers it
+    if (!req.ok() || req->late) return false;  // Handle answers it; a late one is logged there
     auto out = owned_.Apply(req->ino, r.from, req->runs, /*wait=*/false);
     if (!out.ok()) return false;  // busy, growing, moved, an error: a worker does it the slow way
     if (out->invalidate.empty()) {
@@ -651,7 +695,7 @@ void Cluster::Handle(net::Request r) {
     case kWriteBack: {
       auto req = WriteBackRequest::Decode(r.payload);
       if (!req.ok()) return reply(req.status());
-      auto out = ApplyAsOwner(req->ino, r.from, req->runs);
+      auto out = ApplyAsOwner(r.from, *req);
       if (!out.ok()) return reply(out.status());
       return reply(out->Encode());
     }
@@ -1047,11 +1091,15 @@ void Cluster::KeepOwnTwins(uint64_t ino, const SegmentSnapshot& snap, const stor
     uint64_t q = p;
     while (q < pages && q - p < 256 && (snap.copyset[q] & self_bit) && !twins_->Has(ino, q)) q++;
     run.resize((q - p) * kPageSize);
-    if (!seg.Read(p * kPageSize, run.size(), run.data()).ok()) {
-      spdlog::warn("cannot keep the twins of migrated inode {}; this node's next write-back sends whole pages", ino);
+    Status st = seg.Read(p * kPageSize, run.size(), run.data());
+    if (st.ok()) st = twins_->Put(ino, p * kPageSize, run);
+    if (!st.ok()) {
+      // Its pages could only be written back whole now: the kernel drops them.
+      spdlog::warn("cannot keep the twins of migrated inode {} ({}); this node's cached pages of it are dropped", ino,
+                   st.message());
+      DropLocalLater(ino, {Range{0, 0}});
       return;
     }
-    twins_->Put(ino, p * kPageSize, run);
     p = q;
   }
 }
@@ -1126,17 +1174,18 @@ Status Cluster::InstallSegment(const MigrateInstall& m) {
   return Status::Ok();
 }
 
-Status Cluster::Deliver(uint64_t ino, const std::vector<WriteRun>& runs, bool* rounds_pending) {
+Status Cluster::Deliver(const WriteBackRequest& wb, bool* rounds_pending, uint32_t* dropped) {
   // Encoded only for a remote owner (and once, across kMoved retries): the
   // owner's own writes go straight to ApplyAsOwner.
   std::string payload;
-  auto reply = AtOwner(ino, [&](uint32_t at) -> Result<WriteBackReply> {
-    if (at == self_) return ApplyAsOwner(ino, self_, runs);
-    if (payload.empty()) payload = WriteBackRequest{ino, runs}.Encode();
+  auto reply = AtOwner(wb.ino, [&](uint32_t at) -> Result<WriteBackReply> {
+    if (at == self_) return ApplyAsOwner(self_, wb);
+    if (payload.empty()) payload = wb.Encode();
     CSHM_ASSIGN_OR_RETURN(std::string r, transport_->Call(at, kWriteBack, payload));
     return WriteBackReply::Decode(r);
   });
   if (reply.ok() && rounds_pending != nullptr) *rounds_pending = reply->rounds_running;
+  if (reply.ok() && dropped != nullptr) *dropped = reply->dropped;
   return reply.status();
 }
 
@@ -1144,7 +1193,22 @@ Status Cluster::DrainPending(uint64_t ino) {
   return pending_->Drain(ino, [&](const std::string& p) -> Status {
     auto wb = WriteBackRequest::Decode(p);
     if (!wb.ok()) return Corruption("a kept write-back of inode " + std::to_string(ino) + " does not decode");
-    return Deliver(ino, wb->runs);
+    wb->late = true;  // whatever its file says: it failed once, its writer was told so
+    uint32_t dropped = 0;
+    Status st = Deliver(*wb, nullptr, &dropped);
+    if (!st.ok()) return st;
+    if (dropped > 0)
+      spdlog::warn("a kept write-back of inode {} was delivered late: {} page(s) had changed since and kept the "
+                   "newer bytes", ino, dropped);
+    // Whatever landed, this node's kernel may hold other bytes of these
+    // pages than the owner now has: it drops them and fetches again.
+    std::vector<Range> ranges;
+    for (const WriteRun& r : wb->runs)
+      if (!r.bytes.empty()) ranges.push_back(Range{r.off / kPageSize * kPageSize,
+                                                   ((r.off + r.bytes.size() - 1) / kPageSize + 1) * kPageSize -
+                                                       r.off / kPageSize * kPageSize});
+    DropLocalLater(ino, std::move(ranges));
+    return st;
   });
 }
 

@@ -127,8 +127,7 @@ class Cluster {
   Result<uint32_t> OwnerOf(uint64_t ino);
   void NoteOwner(uint64_t ino, uint32_t owner);
   // Owner side: apply and run (or schedule) the invalidation round.
-  Result<ownership::WriteBackReply> ApplyAsOwner(uint64_t ino, uint32_t from,
-                                                 const std::vector<ownership::WriteRun>& runs);
+  Result<ownership::WriteBackReply> ApplyAsOwner(uint32_t from, const ownership::WriteBackRequest& wb);
   // A round of `ino` is running, or a failed one is not yet reported.
   bool RoundsPending(uint64_t ino);
   // Invalidation rounds of one owned segment, numbered as they start.
@@ -189,7 +188,11 @@ class Cluster {
   // Sends one write-back to the segment's owner, wherever it is.
   // `*rounds_pending`: the owner had a round of `ino` running (or a failed one
   // unreported) when it answered.
-  Status Deliver(uint64_t ino, const std::vector<ownership::WriteRun>& runs, bool* rounds_pending = nullptr);
+  // `*dropped`: pages of a late write-back that had changed and were not written.
+  Status Deliver(const ownership::WriteBackRequest& wb, bool* rounds_pending = nullptr, uint32_t* dropped = nullptr);
+  // This node's kernel drops those pages (and their twins), on a worker
+  // thread: the caller may be a WRITE of them, which the drop would wait for.
+  void DropLocalLater(uint64_t ino, std::vector<ownership::Range> ranges);
   // Delivers the kept write-backs of `ino`, in order (see PendingWrites).
   Status DrainPending(uint64_t ino);
   void DeliverPending();

@@ -26,20 +26,30 @@ bool TwinCache::HasLocked(uint64_t ino, uint64_t page) {
   return it != stored_.end() && page < it->second.size() && it->second[page] != 0;
 }
 
-void TwinCache::Put(uint64_t ino, uint64_t off, std::string_view data) {
-  if (data.empty() || off % kPageSize != 0) return;
+Status TwinCache::Put(uint64_t ino, uint64_t off, std::string_view data) {
+  if (data.empty()) return Status::Ok();
+  if (off % kPageSize != 0) return Invalid("twins start at a page");
   auto seg = pages_->Get(ino);
-  if (!seg.ok()) return;
+  if (!seg.ok()) {
+    spdlog::warn("cannot store twins of inode {}: {}", ino, seg.status().message());
+    return seg.status();
+  }
   std::lock_guard<std::mutex> lock(mu_);
   // The last page past the data (past EOF) is zeros, as the kernel sees it.
   const size_t whole = (data.size() + kPageSize - 1) / kPageSize * kPageSize;
   const std::string zeros(whole - data.size(), '\0');
   {
     std::lock_guard<std::mutex> seg_lock((*seg)->mu());
-    if (!(*seg)->Write(off, data.data(), data.size()).ok() ||
-        (!zeros.empty() && !(*seg)->Write(off + data.size(), zeros.data(), zeros.size()).ok())) {
-      spdlog::warn("cannot store twins of inode {}; its next write-back sends whole pages", ino);
-      return;
+    Status st = (*seg)->Write(off, data.data(), data.size());
+    if (st.ok() && !zeros.empty()) st = (*seg)->Write(off + data.size(), zeros.data(), zeros.size());
+    if (!st.ok()) {
+      // What is there may be half written: none of these pages has a twin.
+      auto it = stored_.find(ino);
+      for (uint64_t p = off / kPageSize; it != stored_.end() && p < it->second.size() && p * kPageSize < off + whole; p++)
+        it->second[p] = 0;
+      spdlog::warn("cannot store twins of inode {} ({}); those pages are not given to this node's kernel", ino,
+                   st.message());
+      return st;
     }
   }
   auto& stamps = stored_[ino];
@@ -47,6 +57,7 @@ void TwinCache::Put(uint64_t ino, uint64_t off, std::string_view data) {
   if (stamps.size() < last) stamps.resize(last, 0);
   const uint64_t stamp = ++last_stamp_;
   for (uint64_t p = first; p < last; p++) stamps[p] = stamp;
+  return Status::Ok();
 }
 
 std::optional<std::string> TwinCache::Get(uint64_t ino, uint64_t page) {

@@ -26,8 +26,9 @@ class TwinCache : public ownership::OwnerTwinStore {
   static Result<std::unique_ptr<TwinCache>> Open(const std::string& dir);
 
   // Stores `data` as the twins of the pages it covers, starting at the
-  // page-aligned `off`; a short last page is padded with zeros.
-  void Put(uint64_t ino, uint64_t off, std::string_view data);
+  // page-aligned `off`; a short last page is padded with zeros. On failure
+  // (the state dir's disk is full) no twin of those pages is kept.
+  Status Put(uint64_t ino, uint64_t off, std::string_view data);
   std::optional<std::string> Get(uint64_t ino, uint64_t page) override;
   bool Has(uint64_t ino, uint64_t page) override;
   // Writes `data` at `off` into twins that exist; with `whole_pages`, pages
@@ -35,7 +36,9 @@ class TwinCache : public ownership::OwnerTwinStore {
   // pages are their own twins).
   void Patch(uint64_t ino, uint64_t off, std::string_view data, bool whole_pages = true);
   // The owner's saved twins (ownership::OwnerTwinStore).
-  void Keep(uint64_t ino, uint64_t page, std::string_view before) override { Put(ino, page * store::kPageSize, before); }
+  void Keep(uint64_t ino, uint64_t page, std::string_view before) override {
+    (void)Put(ino, page * store::kPageSize, before);  // a failure is logged; see OwnerTwinStore
+  }
   void Discard(uint64_t ino, uint64_t off, uint64_t len) override { Drop(ino, ownership::Range{off, len}); }
   // Drops the twins of `range` (len 0: to the end) that were stored at or
   // before `stored_by` (a Mark()): a notify drops the kernel's pages and then

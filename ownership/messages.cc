@@ -67,6 +67,7 @@ std::string WriteBackReply::Encode() const {
   ByteWriter w(&out);
   w.PutU64(size);
   w.PutU8(rounds_running ? 1 : 0);
+  w.PutU32(dropped);
   return out;
 }
 Result<WriteBackReply> WriteBackReply::Decode(std::string_view in) {
@@ -75,6 +76,7 @@ Result<WriteBackReply> WriteBackReply::Decode(std::string_view in) {
   uint8_t running = 0;
   b.GetU64(&r.size);
   b.GetU8(&running);
+  b.GetU32(&r.dropped);
   if (!b.AtEnd() || running > 1) return Malformed("write-back reply");
   r.rounds_running = running == 1;
   return r;
@@ -88,6 +90,13 @@ std::string WriteBackRequest::Encode() const {
   for (const WriteRun& run : runs) {
     w.PutU64(run.off);
     w.PutBytes(run.bytes);
+  }
+  // Expectations mean something only for a late write-back.
+  w.PutU8(late ? 1 : 0);
+  w.PutU32(late ? static_cast<uint32_t>(expect.size()) : 0);
+  for (const PageExpect& e : late ? expect : std::vector<PageExpect>()) {
+    w.PutU64(e.page);
+    w.PutU64(e.hash);
   }
   return out;
 }
@@ -104,6 +113,17 @@ Result<WriteBackRequest> WriteBackRequest::Decode(std::string_view in) {
     r.GetBytes(&run.bytes);
     if (run.off > (1ull << 62)) return Malformed("write-back offset");
     wb.runs.push_back(std::move(run));
+  }
+  uint8_t late = 0;
+  r.GetU8(&late);
+  r.GetU32(&n);
+  if (!r.ok() || late > 1 || n > kMaxItems || (late == 0 && n != 0)) return Malformed("write-back");
+  wb.late = late == 1;
+  for (uint32_t i = 0; i < n && r.ok(); i++) {
+    PageExpect e;
+    r.GetU64(&e.page);
+    r.GetU64(&e.hash);
+    wb.expect.push_back(e);
   }
   if (!r.AtEnd()) return Malformed("write-back");
   return wb;

@@ -1,7 +1,10 @@
 // Wire messages of the data path (pure codecs; the transport carries bytes):
 //
 //   Fetch       accessor -> owner   {ino, off, len}           -> {size, data}
-//   WriteBack   accessor -> owner   {ino, runs}               -> {size, busy}
+//   WriteBack   accessor -> owner   {ino, runs[, expect]}     -> {size, busy, dropped}
+//               With `expect` (a late write-back: one kept after it failed and
+//               delivered later), a page is written only if it still holds
+//               what the writer diffed against; see WriteBackRequest.
 //   Sync        accessor -> owner   {ino}                     -> {} once every
 //               invalidation round started before it is acknowledged
 //   Truncate    accessor -> owner   {ino, size}               -> {size}
@@ -55,9 +58,6 @@ enum MessageType : uint16_t {
 // answers each chunk with the pages it needs after all, and the old owner
 // sends those (a repair chunk: kData where needed, kSkip elsewhere).
 enum class PageKind : uint8_t { kZero = 0, kData = 1, kYourTwin = 2, kSkip = 3 };
-
-// The hash a kYourTwin page carries (XXH3, 64 bits).
-uint64_t PageHash(std::string_view page);
 
 struct MigratePages {
   uint64_t ino = 0;
@@ -141,6 +141,15 @@ struct FetchReply {
 struct WriteBackRequest {
   uint64_t ino = 0;
   std::vector<WriteRun> runs;
+  // A late write-back (DESIGN.md "Faults", page versions): kept after its
+  // delivery failed, so the writer was told EIO and the page may have
+  // changed since. Its bytes land only on pages whose content still hashes
+  // to the expectation; a page without one is not written. The owner drops
+  // the rest (counted in the reply) and invalidates every cached copy of the
+  // pages it touched, the writer's too: its kernel may hold bytes that did
+  // not land. A normal write-back (not late) has no expectations.
+  bool late = false;
+  std::vector<PageExpect> expect;
   std::string Encode() const;
   static Result<WriteBackRequest> Decode(std::string_view in);
 };
@@ -148,6 +157,7 @@ struct WriteBackRequest {
 struct WriteBackReply {
   uint64_t size = 0;
   bool rounds_running = false;  // a round of the segment was running at the answer
+  uint32_t dropped = 0;         // pages of a late write-back not written (changed since)
   std::string Encode() const;
   static Result<WriteBackReply> Decode(std::string_view in);
 };

@@ -136,17 +136,70 @@ Result<std::string> OwnedSegments::OwnerTwins(uint64_t ino, uint64_t first, uint
   return out;
 }
 
-Result<ApplyOutcome> OwnedSegments::Apply(uint64_t ino, uint32_t node, const std::vector<WriteRun>& runs,
-                                          bool wait) {
+namespace {
+// The pages [first, last] that `r` touches.
+std::pair<uint64_t, uint64_t> PagesOf(const WriteRun& r) {
+  return {r.off / kPageSize, (r.off + r.bytes.size() - 1) / kPageSize};
+}
+
+// The parts of `runs` on pages that `keep` accepts, split at page bounds.
+std::vector<WriteRun> ClipToPages(const std::vector<WriteRun>& runs, const std::function<bool(uint64_t)>& keep) {
+  std::vector<WriteRun> out;
+  for (const WriteRun& r : runs) {
+    if (r.bytes.empty()) continue;
+    auto [first, last] = PagesOf(r);
+    for (uint64_t p = first; p <= last; p++) {
+      if (!keep(p)) continue;
+      const uint64_t s = std::max(r.off, p * kPageSize), e = std::min(r.off + r.bytes.size(), (p + 1) * kPageSize);
+      if (!out.empty() && out.back().off + out.back().bytes.size() == s) {
+        out.back().bytes.append(r.bytes, s - r.off, e - s);
+      } else {
+        out.push_back(WriteRun{s, r.bytes.substr(s - r.off, e - s)});
+      }
+    }
+  }
+  return out;
+}
+}  // namespace
+
+Result<ApplyOutcome> OwnedSegments::Apply(uint64_t ino, uint32_t node, const std::vector<WriteRun>& all_runs,
+                                          bool wait, const std::vector<PageExpect>* expect) {
   ApplyOutcome out;
   CSHM_ASSIGN_OR_RETURN(auto locked, wait ? LockServing(ino) : TryLockServing(ino));
   CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(ino));  // under the lock, as in Fetch
   State* s = locked.first.get();
   if (!wait) {
-    for (const WriteRun& r : runs)
+    for (const WriteRun& r : all_runs)
       if (r.off + r.bytes.size() > s->size) return Busy("the write grows the segment");
   }
   std::lock_guard<std::mutex> seg_lock(seg->mu());
+  // A late write lands only where the page is as the writer last saw it
+  // (checked for every page before any is written: runs of one page must
+  // all land or none).
+  std::vector<WriteRun> clipped;
+  std::vector<uint64_t> refused;
+  if (expect != nullptr) {
+    std::map<uint64_t, bool> fits;
+    std::string page(kPageSize, '\0');
+    for (const WriteRun& r : all_runs) {
+      if (r.bytes.empty()) continue;
+      auto [first, last] = PagesOf(r);
+      for (uint64_t p = first; p <= last; p++) {
+        if (fits.count(p)) continue;
+        auto e = std::find_if(expect->begin(), expect->end(), [p](const PageExpect& x) { return x.page == p; });
+        bool ok = false;
+        if (e != expect->end()) {
+          CSHM_RETURN_IF_ERROR(seg->Read(p * kPageSize, kPageSize, page.data()));
+          ok = PageHash(page) == e->hash;
+        }
+        fits[p] = ok;
+        if (!ok) refused.push_back(p);
+      }
+    }
+    clipped = ClipToPages(all_runs, [&](uint64_t p) { return fits[p]; });
+    out.dropped = static_cast<uint32_t>(refused.size());
+  }
+  const std::vector<WriteRun>& runs = expect != nullptr ? clipped : all_runs;
   if (node != self_ && owner_twins_ != nullptr) {
     // Pages this node's kernel holds are about to change under it: save each
     // as it was, once, as its twin (see OwnerTwinStore).
@@ -208,7 +261,15 @@ Result<ApplyOutcome> OwnedSegments::Apply(uint64_t ino, uint32_t node, const std
   s->stats.Add(node, static_cast<double>(touched.size()), Now());
   // The writer's kernel holds what it wrote (a write(2) of whole pages never
   // fetched them): it stays, or enters, the copyset; everyone else leaves.
-  const uint64_t keep = 1ull << node;
+  // Not after a late write: the writer's kernel may hold what did not land,
+  // or not hold what did; it drops the pages like everyone else.
+  const uint64_t keep = expect != nullptr ? 0 : 1ull << node;
+  for (uint64_t p : refused) {
+    if (p < s->copyset.size() && (s->copyset[p] & (1ull << node))) {
+      s->copyset[p] &= ~(1ull << node);
+      AddPageRange(&out.invalidate[node], p);
+    }
+  }
   if (!touched.empty() && s->copyset.size() <= touched.back()) s->copyset.resize(touched.back() + 1, 0);
   for (uint64_t p : touched) {
     uint64_t others = s->copyset[p] & ~keep;

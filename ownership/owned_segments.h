@@ -40,6 +40,18 @@ struct WriteRun {
   std::string bytes;
 };
 
+// The hash of a page's 4 KiB (XXH3, 64 bits): what a kYourTwin page of a
+// move carries, and what a late write-back expects a page still to hold.
+uint64_t PageHash(std::string_view page);
+
+// What a late write-back's page must still hold for its bytes to land: the
+// PageHash of the copy the writer diffed against (its twin).
+struct PageExpect {
+  uint64_t page = 0;
+  uint64_t hash = 0;
+  bool operator==(const PageExpect&) const = default;
+};
+
 struct Range {
   uint64_t off = 0;
   uint64_t len = 0;  // 0: to the end of the segment
@@ -53,6 +65,7 @@ struct ApplyOutcome {
   Invalidations invalidate;
   uint64_t size = 0;      // the segment's size after the write
   bool grew = false;      // the write extended the segment
+  uint32_t dropped = 0;   // pages of a late write not written: they changed since
 };
 
 // kMoved: the segment is owned by `node` now; the caller retries there.
@@ -125,7 +138,13 @@ class OwnedSegments {
   // Without `wait`, kBusy (having written nothing) instead of waiting for the
   // segment or its first load, and if the write would grow the segment (the
   // caller must then tell the metadata service, over the network).
-  Result<ApplyOutcome> Apply(uint64_t ino, uint32_t node, const std::vector<WriteRun>& runs, bool wait = true);
+  // With `expect` (a late write-back, see messages.h WriteBackRequest), the
+  // bytes land only on pages whose content hashes as expected (a page with
+  // no expectation is not written), checked under the segment's lock before
+  // anything is written; every node caching a touched page, `node` too,
+  // must then drop it.
+  Result<ApplyOutcome> Apply(uint64_t ino, uint32_t node, const std::vector<WriteRun>& runs, bool wait = true,
+                             const std::vector<PageExpect>* expect = nullptr);
   // Sets the size. Shrinking drops the pages past it and returns every other
   // node that may cache any of them, with the range from the new end (rounded
   // down to a page) on.

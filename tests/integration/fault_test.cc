@@ -120,6 +120,61 @@ TEST(Faults, bytes_an_unreachable_owner_could_not_take_are_kept_and_delivered_la
   EXPECT_TRUE(WaitFor([&] { return std::filesystem::is_empty(c.node(1).state_dir() + "/pending"); }, 10s));
 }
 
+// A write-back kept after it failed (its writer got EIO) is delivered when the
+// owner answers again, which may be after other nodes wrote the same page and
+// were told their writes succeeded. It must never land on those newer bytes,
+// and afterwards every node, the late writer too, reads the owner's bytes.
+// (The reproduction had a lock move on during a partition; here the
+// late writer's daemon is paused, as a stalled host is, while the owner comes
+// back and another node writes.)
+TEST(Faults, a_kept_write_back_never_lands_on_newer_acknowledged_bytes) {
+  TestCluster c(3, 1000, kNoAutoMigrate);
+  ASSERT_EQ(c.Start(), "");
+  {
+    int fd = open(c.path(0, "seg").c_str(), O_RDWR | O_CREAT, 0644);  // owned by node 0
+    ASSERT_EQ(pwrite(fd, std::string(2 * kPage, '.').data(), 2 * kPage, 0), static_cast<ssize_t>(2 * kPage));
+    close(fd);
+  }
+  int fd1 = open(c.path(1, "seg").c_str(), O_RDWR);
+  ASSERT_GE(fd1, 0);
+  char buf[16];
+  ASSERT_EQ(pread(fd1, buf, 5, 0), 5);  // node 1 holds page 0 as it was
+  c.node(0).Kill9();
+  EXPECT_EQ(pwrite(fd1, "STALE", 5, 0), -1);
+  EXPECT_EQ(errno, EIO);
+  // Node 1 stalls with its write kept; the owner comes back; node 2 writes.
+  const pid_t stalled = c.node(1).pid();
+  ASSERT_EQ(kill(stalled, SIGSTOP), 0);
+  struct Resume {
+    pid_t pid;
+    ~Resume() { kill(pid, SIGCONT); }
+  } resume{stalled};
+  ASSERT_EQ(c.StartNode(0), "");
+  {
+    int fd2 = open(c.path(2, "seg").c_str(), O_RDWR);
+    ASSERT_GE(fd2, 0);
+    ASSERT_EQ(pwrite(fd2, "FRESH", 5, 0), 5);
+    ASSERT_EQ(fsync(fd2), 0);
+    ASSERT_EQ(close(fd2), 0);
+  }
+  ASSERT_EQ(kill(stalled, SIGCONT), 0);
+  // Node 1 delivers (or drops) what it kept...
+  ASSERT_TRUE(WaitFor([&] { return std::filesystem::is_empty(c.node(1).state_dir() + "/pending"); }, 20s))
+      << "node 1 never delivered its kept write-back";
+  // ... and every node reads the acknowledged bytes, node 1 through the
+  // descriptor it wrote with as well as through a new one.
+  auto read_at = [&](int node) {
+    std::string s(5, '\0');
+    int f = open(c.path(node, "seg").c_str(), O_RDONLY);
+    ssize_t got = pread(f, s.data(), 5, 0);
+    close(f);
+    return got == 5 ? s : "(error)";
+  };
+  for (int n = 0; n < 3; n++) EXPECT_TRUE(WaitFor([&] { return read_at(n) == "FRESH"; }, 10s)) << "node " << n << " reads " << read_at(n);
+  EXPECT_TRUE(WaitFor([&] { return pread(fd1, buf, 5, 0) == 5 && std::string(buf, 5) == "FRESH"; }, 10s));
+  close(fd1);
+}
+
 // Writers on nodes 1 and 2 append checksummed records to a segment owned by
 // node 0, each msync'ed; `victim`'s daemon is killed with SIGKILL in the
 // middle and restarted. Every record whose msync returned must be intact,

@@ -62,3 +62,32 @@ TEST(MigratePagesTest, TwinHashesAndRepairChunksRoundTrip) {
 
 }  // namespace
 }  // namespace cshm::ownership
+
+namespace cshm::ownership {
+namespace {
+
+TEST(WriteBackRequestTest, ALateWriteBackCarriesItsExpectationsAndANormalOneNone) {
+  WriteBackRequest late{9, {WriteRun{4096, "abc"}}, true, {PageExpect{1, 0x1234}, PageExpect{2, 0xfeed}}};
+  auto back = WriteBackRequest::Decode(late.Encode());
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_TRUE(back->late);
+  EXPECT_EQ(back->expect, late.expect);
+  EXPECT_EQ(back->runs.size(), 1u);
+  WriteBackRequest normal = late;
+  normal.late = false;
+  back = WriteBackRequest::Decode(normal.Encode());
+  ASSERT_TRUE(back.ok());
+  EXPECT_FALSE(back->late);
+  EXPECT_TRUE(back->expect.empty());
+  // Expectations without the late flag are malformed.
+  std::string bad = normal.Encode();
+  bad.replace(bad.size() - 4, 4, std::string("\x01\0\0\0", 4));
+  EXPECT_FALSE(WriteBackRequest::Decode(bad + std::string(16, '\0')).ok());
+  WriteBackReply r{100, true, 3};
+  auto rb = WriteBackReply::Decode(r.Encode());
+  ASSERT_TRUE(rb.ok());
+  EXPECT_EQ(rb->dropped, 3u);
+}
+
+}  // namespace
+}  // namespace cshm::ownership

@@ -53,6 +53,44 @@ TEST_F(OwnedSegmentsTest, FetchJoinsTheCopysetAndWriteInvalidatesOthers) {
   EXPECT_EQ(Fetch(1, kPageSize, 8), "aaaaaxya");
 }
 
+// A late write-back (kept after it failed) lands only on pages that still
+// hold what its writer diffed against; the others keep their newer bytes, and
+// every node caching a touched page, the writer too, must drop it.
+TEST_F(OwnedSegmentsTest, ALateWriteLandsOnlyOnPagesUnchangedSinceItsTwin) {
+  ASSERT_TRUE(owned_->Apply(7, 0, {WriteRun{0, std::string(2 * kPageSize, '.')}}).ok());
+  const std::string twin(kPageSize, '.');
+  EXPECT_EQ(Fetch(1, 0, 2 * kPageSize), std::string(2 * kPageSize, '.'));
+  EXPECT_EQ(Fetch(2, 0, 2 * kPageSize), std::string(2 * kPageSize, '.'));
+  // Node 2 changes page 1 after node 1 fetched it (an acknowledged write).
+  ASSERT_TRUE(owned_->Apply(7, 2, {WriteRun{kPageSize + 10, "FRESH"}}).ok());
+  EXPECT_EQ(Fetch(2, 0, 2 * kPageSize).substr(kPageSize + 10, 5), "FRESH");
+  // Node 1's write of both pages, made before and delivered late.
+  const std::vector<WriteRun> late{WriteRun{5, "STALE"}, WriteRun{kPageSize + 8, "STALE-STALE"}};
+  const std::vector<PageExpect> expect{PageExpect{0, PageHash(twin)}, PageExpect{1, PageHash(twin)}};
+  auto out = owned_->Apply(7, 1, late, /*wait=*/true, &expect);
+  ASSERT_TRUE(out.ok()) << out.status().message();
+  EXPECT_EQ(out->dropped, 1u);
+  const std::string now = Fetch(0, 0, 2 * kPageSize);
+  EXPECT_EQ(now.substr(5, 5), "STALE");                 // page 0 had not changed: it lands
+  EXPECT_EQ(now.substr(kPageSize + 8, 11), "..FRESH....");  // page 1 had: the newer bytes stay
+  // Page 0 changed: every node caching it drops it, the late writer too (its
+  // kernel may not hold what landed). Page 1 is not cached by node 1 any
+  // more (node 2's write took it away) and did not change.
+  EXPECT_EQ(out->invalidate.size(), 3u);
+  for (uint32_t n : {0u, 1u, 2u}) EXPECT_EQ(out->invalidate.at(n), (std::vector<Range>{Range{0, kPageSize}})) << n;
+  // A page without an expectation is not written late at all.
+  const std::vector<PageExpect> nothing;
+  auto none = owned_->Apply(7, 1, {WriteRun{0, "X"}}, true, &nothing);
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(none->dropped, 1u);
+  EXPECT_EQ(Fetch(0, 0, 1), ".");
+  // Delivered twice (its first answer lost): the second finds the page changed by the first.
+  const std::vector<PageExpect> again{PageExpect{0, PageHash(twin)}};
+  auto first = owned_->Apply(7, 1, {WriteRun{kPageSize - 1, "!"}}, true, &again);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->dropped, 1u) << "page 0 changed when STALE landed";
+}
+
 TEST_F(OwnedSegmentsTest, InterleavedRunsFromTwoWritersBothSurvive) {
   ASSERT_TRUE(owned_->Apply(7, 0, {WriteRun{0, std::string(2 * kPageSize, '.')}}).ok());
   std::vector<WriteRun> a, b;

@@ -21,9 +21,9 @@ class TwinCacheTest : public ::testing::Test {
 };
 
 TEST_F(TwinCacheTest, ADropAfterANotifyKeepsTwinsStoredSinceItsMark) {
-  twins_->Put(7, 0, std::string(2 * kPageSize, 'a'));  // pages 0 and 1 fetched
+  ASSERT_TRUE(twins_->Put(7, 0, std::string(2 * kPageSize, 'a')).ok());  // pages 0 and 1 fetched
   const uint64_t mark = twins_->Mark();                // a notify starts
-  twins_->Put(7, kPageSize, std::string(kPageSize, 'b'));  // page 1 fetched again meanwhile
+  ASSERT_TRUE(twins_->Put(7, kPageSize, std::string(kPageSize, 'b')).ok());  // page 1 fetched again meanwhile
   twins_->Drop(7, ownership::Range{0, 0}, mark);       // the notify is done
   EXPECT_FALSE(twins_->Has(7, 0));
   ASSERT_TRUE(twins_->Has(7, 1));
@@ -33,7 +33,7 @@ TEST_F(TwinCacheTest, ADropAfterANotifyKeepsTwinsStoredSinceItsMark) {
 }
 
 TEST_F(TwinCacheTest, APatchedTwinKeepsItsAgeAndAPartialPatchCreatesNone) {
-  twins_->Put(7, 0, std::string(kPageSize, 'a'));
+  ASSERT_TRUE(twins_->Put(7, 0, std::string(kPageSize, 'a')).ok());
   const uint64_t mark = twins_->Mark();
   twins_->Patch(7, 10, "xyz");                                  // the kernel wrote back part of page 0
   twins_->Patch(7, 3 * kPageSize + 5, "q");                     // part of a page without a twin: none made
