@@ -68,42 +68,62 @@ Status Cluster::Start(meta::Namespace* ns) {
   o.config = config_;
   o.self = self_;
   o.faults = net::FaultSeam::FromEnvironment();
-  o.incarnation = std::random_device{}() | (static_cast<uint64_t>(std::random_device{}()) << 32);
+  incarnation_ = std::random_device{}() | (static_cast<uint64_t>(std::random_device{}()) << 32);
+  o.incarnation = incarnation_;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    grace_until_ = std::chrono::steady_clock::now() + std::chrono::milliseconds(config_.lease_ms);
+  }
   o.is_slow = [](uint16_t type) {
     return type == kTruncate || type == kInvalidate || type == kControl || type == kSync ||
            type == kMigratePages || type == kMigrateInstall;
   };
   o.handler = [this](net::Request r) { Handle(std::move(r)); };
   o.try_inline = [this](net::Request& r) { return TryServeInline(r); };
-  // A peer that restarted lost its copysets, and a link that broke may have
-  // lost invalidations either way. When such a peer is back, drop every copy
-  // we hold of its segments (their dirty pages are written back to it first:
-  // it is reachable again). Until then its pages stay as they were.
+  // A peer that restarted lost its copysets, its locks and its kernel's
+  // cache, and a link that broke may have lost invalidations either way.
+  // When such a peer is back, drop every copy we hold of its segments (their
+  // dirty pages are written back to it first: it is reachable again). Until
+  // then its pages stay as they were, for at most our lease with it.
   o.on_peer_up = [this](uint32_t node, uint64_t incarnation) {
-    bool forget = false;
+    bool forget = false, restarted = false, first = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = incarnations_.find(node);
-      forget = (it != incarnations_.end() && it->second != incarnation) || lost_[node];
+      first = it == incarnations_.end();
+      restarted = !first && it->second != incarnation;
+      forget = restarted || lost_[node];
       incarnations_[node] = incarnation;
       lost_[node] = false;
     }
+    if (restarted) {
+      ForgetNode(node, "it restarted");
+      LoseGrantsOf(node, "it restarted");
+    }
+    // After giving up its old incarnation's locks, and on our own connection
+    // to it, so that it arrives after everything we sent under them.
+    if (net::Transport* t = net_.load(); t != nullptr && (restarted || first))
+      t->Send(node, kIncarnationSeen, EncodeU64(incarnation));
     if (!forget) return;
     spdlog::info("node {} is back: dropping its copysets here and our copies of its segments", node);
     owned_.DropNode(node);
     boost::asio::post(*async_rounds_, [this, node] { ForgetOwner(node); });
   };
+  // A connection closing forgets nothing by itself: the leases decide.
   o.on_peer_down = [this](uint32_t node) {
+    std::lock_guard<std::mutex> lock(mu_);
+    lost_[node] = true;
+  };
+  o.on_lease_lost = [this](uint32_t node) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       lost_[node] = true;
     }
-    spdlog::warn("lost the connection with node {}: its locks here are released", node);
-    owned_.DropNode(node);
-    std::lock_guard<std::mutex> lock(locks_mu_);
-    locks_.ReleaseNode(node);
+    LoseGrantsOf(node, "our lease with it ran out");
   };
+  o.on_peer_forgotten = [this](uint32_t node) { ForgetNode(node, "it was silent for the lease"); };
   CSHM_ASSIGN_OR_RETURN(transport_, net::Transport::Start(std::move(o)));
+  net_ = transport_.get();
   if (ns_) ns_->SetEntryRemovedHook([this](uint64_t parent, const std::string& name) { BroadcastEntryGone(parent, name); });
   for (const net::NodeConfig& n : config_.nodes)
     if (n.id != self_) transport_->Send(n.id, kPing, "");
@@ -112,6 +132,59 @@ Status Cluster::Start(meta::Namespace* ns) {
                  pending_->size());
   migrator_ = std::thread([this] { MigratorLoop(); });
   return Status::Ok();
+}
+
+void Cluster::LoseGrantsOf(uint32_t node, const std::string& why) {
+  size_t lost = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = held_.begin(); it != held_.end();) {
+      auto o = owner_of_.find(it->ino);
+      if (o != owner_of_.end() && o->second == node) {
+        lost_locks_.insert(*it);
+        it = held_.erase(it);
+        lost++;
+      } else {
+        ++it;
+      }
+    }
+  }
+  if (lost > 0)
+    spdlog::error("{} lock(s) taken through this node at node {} are lost ({}): writes and releases of those files "
+                  "here, and the locks' unlock, fail with EIO until they are unlocked or closed", lost, node, why);
+  spdlog::warn("dropping this node's cached pages of node {}'s segments ({})", node, why);
+  boost::asio::post(*async_rounds_, [this, node] { ForgetOwner(node); });
+}
+
+void Cluster::ForgetNode(uint32_t node, const std::string& why) {
+  spdlog::warn("node {}'s locks here are released and its cached copies forgotten ({})", node, why);
+  owned_.DropNode(node);
+  std::lock_guard<std::mutex> lock(locks_mu_);
+  locks_.ReleaseNode(node);
+}
+
+bool Cluster::InGrace() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (grace_over_) return false;
+  size_t others = 0, seen = 0;
+  for (const net::NodeConfig& n : config_.nodes) {
+    if (n.id == self_) continue;
+    others++;
+    seen += grace_seen_.count(n.id);
+  }
+  if (seen < others && std::chrono::steady_clock::now() < grace_until_) return true;
+  grace_over_ = true;
+  spdlog::info("lock grace period over ({}): new locks are granted", seen == others ? "every node gave up the locks "
+               "of this node's previous incarnation" : "a lease has passed since the start");
+  return false;
+}
+
+Status Cluster::CheckLocksHeld(uint64_t ino) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = lost_locks_.lower_bound(HeldLock{ino, 0, false});
+  if (it == lost_locks_.end() || it->ino != ino) return Status::Ok();
+  return IoError("a lock of inode " + std::to_string(ino) +
+                 " taken through this node was lost (its owner's lease ran out or it restarted); unlock it first");
 }
 
 void Cluster::Stop() {
@@ -279,6 +352,9 @@ void Cluster::ClosedForWrite(uint64_t ino) {
 
 Status Cluster::Write(uint64_t ino, uint64_t off, const char* data, size_t len, bool writeback) {
   CSHM_ASSIGN_OR_RETURN(const uint32_t owner, OwnerOf(ino));  // a regular file
+  // Written under a lock that is no longer held, these bytes could land on
+  // a newer holder's: refused, as Linux's NFS client refuses them.
+  CSHM_RETURN_IF_ERROR(CheckLocksHeld(ino));
   std::string_view now(data, len);
   WriteBackRequest wb{ino, {}};
   // On the owner, the twins are mostly its own pages (OwnerTwinStore).
@@ -435,8 +511,7 @@ uint64_t Cluster::StartRound(uint64_t ino, Invalidations inv) {
   auto ack = [this, ino, rounds, seq, progress](uint32_t node, const Status& s) {
     if (!s.ok()) {
       // Its copy may still be readable there: the release cannot promise
-      // otherwise. The node will drop its copies when it sees the connection
-      // go (on_peer_down on both sides).
+      // otherwise.
       spdlog::warn("invalidation of inode {} on node {} failed: {}", ino, node, s.message());
       std::lock_guard<std::mutex> lock(progress->mu);
       if (progress->first.ok())
@@ -462,10 +537,28 @@ uint64_t Cluster::StartRound(uint64_t ino, Invalidations inv) {
       });
       continue;
     }
-    transport_->CallAsync(node, kInvalidate, InvalidateRequest{ino, ranges}.Encode(),
-                          [ack, node = node](Result<std::string> r) { ack(node, r.status()); });
+    InvalidateRemote(node, InvalidateRequest{ino, ranges}.Encode(), [ack, node = node](const Status& s) { ack(node, s); });
   }
   return seq;
+}
+
+void Cluster::InvalidateRemote(uint32_t node, std::string payload, std::function<void(const Status&)> done) {
+  if (transport_->Forgotten(node)) {
+    // Silent for a whole lease: it gave up its copies of our pages before.
+    spdlog::info("node {} could not be asked to drop pages, but its lease has run out: its copy is gone", node);
+    return done(Status::Ok());
+  }
+  transport_->CallAsync(node, kInvalidate, payload,
+                        [this, node, payload, done = std::move(done)](Result<std::string> r) mutable {
+    const Status& s = r.status();
+    if (s.code() != Status::Code::kUnavailable && s.code() != Status::Code::kTimedOut) return done(s);
+    // Unreachable: its copy is gone once its lease with us has run out (it
+    // gives up our pages before we can forget it). Until then, ask again.
+    transport_->After(std::chrono::milliseconds(100), [this, node, payload = std::move(payload),
+                                                       done = std::move(done)]() mutable {
+      InvalidateRemote(node, std::move(payload), std::move(done));
+    });
+  });
 }
 
 // How long a write-back's answer may wait for the round it started. If the
@@ -545,7 +638,7 @@ Status Cluster::WaitRounds(uint64_t ino) {
   auto rounds = RoundsOf(ino);
   std::unique_lock<std::mutex> lock(rounds->mu);
   const uint64_t target = rounds->next;
-  const auto deadline = std::chrono::steady_clock::now() + 2 * std::chrono::milliseconds(config_.request_timeout_ms);
+  const auto deadline = std::chrono::steady_clock::now() + RoundDeadline();
   Status st;
   if (!rounds->done.wait_until(lock, deadline, [&] { return RoundsDone(ino, *rounds, target, &st); }))
     return TimedOut("invalidations of inode " + std::to_string(ino) + " are still unacknowledged");
@@ -553,6 +646,7 @@ Status Cluster::WaitRounds(uint64_t ino) {
 }
 
 Status Cluster::Sync(uint64_t ino) {
+  CSHM_RETURN_IF_ERROR(CheckLocksHeld(ino));
   uint64_t upto;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -566,7 +660,7 @@ Status Cluster::Sync(uint64_t ino) {
                  return std::string();
                }
                return transport_->Call(owner, kSync, EncodeU64(ino),
-                                       std::chrono::milliseconds(3 * config_.request_timeout_ms));
+                                       RoundDeadline() + std::chrono::milliseconds(config_.request_timeout_ms));
              }).status();
   if (s.ok()) {
     // Done up to `upto`; a write made meanwhile keeps the inode unsynced.
@@ -725,6 +819,14 @@ void Cluster::Handle(net::Request r) {
     }
     case kPing:
       return;
+    case kIncarnationSeen: {
+      auto inc = DecodeU64(r.payload);
+      if (inc.ok() && *inc == incarnation_) {
+        std::lock_guard<std::mutex> lock(mu_);
+        grace_seen_.insert(r.from);
+      }
+      return;
+    }
     case kEntryGone:
       if (r.payload.size() >= 8) {
         auto parent = DecodeU64(std::string_view(r.payload).substr(0, 8));
@@ -804,6 +906,10 @@ Result<LockReply> Cluster::ServeLock(uint32_t from, const LockMessage& m, bool w
       return out;
     }
     case LockOp::kSet:
+      if (InGrace()) {
+        out.grace = true;  // holders of the previous incarnation's locks may still think they hold them
+        return out;
+      }
       out.granted = locks_.TrySet(m.ino, local.lock);
       if (!out.granted) {
         auto c = locks_.Conflict(m.ino, local.lock);
@@ -832,7 +938,14 @@ Result<Lock> Cluster::GetLock(uint64_t ino, const Lock& want) {
 }
 
 Status Cluster::SetLock(uint64_t ino, const Lock& want, bool wait, const std::function<bool()>& interrupted) {
+  const HeldLock key{ino, want.who.owner, want.flock};
   if (want.type == F_UNLCK) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (lost_locks_.erase(key) > 0)
+        return IoError("the lock was lost before this unlock (its owner's lease ran out or it restarted); what was "
+                       "written under it after that was refused");
+    }
     // Unlock is a release: write this node's dirty pages of the range back
     // (the kernel does it before dropping them)...
     Notifier notify;
@@ -846,19 +959,37 @@ Status Cluster::SetLock(uint64_t ino, const Lock& want, bool wait, const std::fu
     twins_->Drop(ino, Range{want.start, len}, mark);
     // ... and the other nodes' copies of them are gone.
     CSHM_RETURN_IF_ERROR(Sync(ino));
-    return LockAtOwner(ino, LockMessage{LockOp::kUnlock, ino, want}).status();
+    CSHM_RETURN_IF_ERROR(LockAtOwner(ino, LockMessage{LockOp::kUnlock, ino, want}).status());
+    if (want.start == 0 && want.end == kLockEof) {
+      std::lock_guard<std::mutex> lock(mu_);
+      held_.erase(key);
+    }
+    return Status::Ok();
   }
   auto backoff = std::chrono::microseconds(200);
   while (true) {
-    CSHM_ASSIGN_OR_RETURN(LockReply r, LockAtOwner(ino, LockMessage{LockOp::kSet, ino, want}));
-    if (r.granted) {
-      if (!want.flock) {
+    auto r = LockAtOwner(ino, LockMessage{LockOp::kSet, ino, want});
+    if (!r.ok()) {
+      if (r.status().code() == Status::Code::kTimedOut || r.status().code() == Status::Code::kUnavailable) {
+        // The grant may have been made and only its answer lost: a close
+        // must still release it.
         std::lock_guard<std::mutex> lock(mu_);
-        posix_holders_.emplace(ino, want.who.owner);
+        held_.insert(key);
       }
+      return r.status();
+    }
+    if (r->granted) {
+      std::lock_guard<std::mutex> lock(mu_);
+      held_.insert(key);
+      lost_locks_.erase(key);  // taken again
       return Status::Ok();
     }
-    if (!wait) return WouldBlock("the lock is held by node " + std::to_string(r.conflict.who.node));
+    if (!wait) {
+      if (r->grace)
+        return WouldBlock("the owner of inode " + std::to_string(ino) +
+                          " restarted less than a lease ago and grants no lock yet");
+      return WouldBlock("the lock is held by node " + std::to_string(r->conflict.who.node));
+    }
     if (interrupted && interrupted()) return Interrupted("interrupted while waiting for a lock");
     std::this_thread::sleep_for(backoff);
     backoff = std::min<std::chrono::microseconds>(backoff * 2, std::chrono::milliseconds(20));
@@ -866,9 +997,11 @@ Status Cluster::SetLock(uint64_t ino, const Lock& want, bool wait, const std::fu
 }
 
 Status Cluster::ReleaseLocks(uint64_t ino, uint64_t owner, bool flock) {
-  if (!flock) {
+  {
     std::lock_guard<std::mutex> lock(mu_);
-    if (posix_holders_.erase({ino, owner}) == 0) return Status::Ok();  // never locked here
+    const HeldLock key{ino, owner, flock};
+    const bool lost = lost_locks_.erase(key) > 0;
+    if (held_.erase(key) == 0 || lost) return Status::Ok();  // never locked here, or nothing left to release
   }
   Lock all;
   all.type = F_UNLCK;

@@ -27,6 +27,8 @@
 // Thread-safety: all public methods are thread-safe.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -157,11 +159,30 @@ class Cluster {
   // among them go into *st, once.
   static bool RoundsDone(uint64_t ino, Rounds& rounds, uint64_t upto, Status* st);
   Status WaitRounds(uint64_t ino);
+  // How long a round may take: a sharer that cannot be reached is asked
+  // again until it answers or its lease has run out (InvalidateRemote).
+  std::chrono::milliseconds RoundDeadline() const {
+    return std::chrono::milliseconds(2 * config_.request_timeout_ms + config_.lease_ms);
+  }
   Result<uint64_t> TruncateAsOwner(uint64_t ino, uint32_t from, uint64_t size);
   // Accessor side: drop pages from this node's kernel and twins.
   void InvalidateLocal(uint64_t ino, const std::vector<ownership::Range>& ranges);
 
   void ForgetOwner(uint32_t owner);  // its copysets are gone: drop our copies
+  // Holder side: what `node` granted us is gone (our lease with it ran out,
+  // or it restarted): the locks held at it are lost, our copies of its
+  // segments are dropped.
+  void LoseGrantsOf(uint32_t node, const std::string& why);
+  // Owner side: what `node` held here is gone (it was silent for a lease, or
+  // restarted): its locks and its place in the copysets.
+  void ForgetNode(uint32_t node, const std::string& why);
+  bool InGrace();
+  // kIoError if this node lost a lock of `ino` that is not yet unlocked.
+  Status CheckLocksHeld(uint64_t ino);
+  // Sends an invalidation to `node`, again and again while it cannot be
+  // reached, until it answers or its lease has run out (then its copy is
+  // gone: Ok); `done` gets the outcome once, on the I/O thread.
+  void InvalidateRemote(uint32_t node, std::string payload, std::function<void(const Status&)> done);
   void Handle(net::Request r);
   // Metadata node: a name went; every node's kernel drops its dentry.
   void BroadcastEntryGone(uint64_t parent, const std::string& name);
@@ -208,6 +229,9 @@ class Cluster {
   meta::Namespace* ns_ = nullptr;  // metadata node only
   std::unique_ptr<meta::RemoteMeta> remote_meta_;
   std::unique_ptr<net::Transport> transport_;
+  // The same, for the transport's own callbacks, which may run before
+  // Start() has stored transport_ (null until then).
+  std::atomic<net::Transport*> net_{nullptr};
   std::unique_ptr<boost::asio::thread_pool> async_rounds_;
   std::thread migrator_;  // also delivers pending write-backs
   std::mutex stop_mu_;
@@ -226,7 +250,28 @@ class Cluster {
   std::unordered_map<uint64_t, std::shared_ptr<Rounds>> rounds_;  // GUARDED_BY(mu_)
   std::map<uint32_t, uint64_t> incarnations_;             // GUARDED_BY(mu_)
   std::map<uint32_t, bool> lost_;                         // GUARDED_BY(mu_): link went down since last up
-  std::set<std::pair<uint64_t, uint64_t>> posix_holders_; // GUARDED_BY(mu_): (ino, lock owner) that locked here
+  // Holder side of the cluster-wide locks (DESIGN.md "Faults"): the locks
+  // taken through this node (or maybe taken: the answer was lost), and those
+  // it lost, because its lease with their owner ran out or the owner
+  // restarted, that the application has not unlocked yet. While a file has
+  // a lost lock here, its writes and releases here fail with EIO, and so does
+  // the lost lock's unlock (what Linux's NFS client does with lost locks).
+  struct HeldLock {
+    uint64_t ino = 0;
+    uint64_t owner = 0;  // the kernel's lock owner (POSIX) or open file (flock)
+    bool flock = false;
+    auto operator<=>(const HeldLock&) const = default;
+  };
+  std::set<HeldLock> held_;        // GUARDED_BY(mu_)
+  std::set<HeldLock> lost_locks_;  // GUARDED_BY(mu_)
+  // Owner side: a restarted owner grants no lock for a lease after it
+  // started, until every other node has said it gave up the locks of the
+  // previous incarnation (kIncarnationSeen): NFS's grace period, without
+  // reclaims.
+  uint64_t incarnation_ = 0;
+  std::chrono::steady_clock::time_point grace_until_;  // GUARDED_BY(mu_)
+  std::set<uint32_t> grace_seen_;                       // GUARDED_BY(mu_)
+  bool grace_over_ = false;                             // GUARDED_BY(mu_)
   std::unordered_map<uint64_t, uint64_t> fetches_from_;   // GUARDED_BY(mu_): remote fetches per segment
 
   // Per inode: handles open for writing here, READs being answered without

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include <array>
+#include <cstring>
 #include <atomic>
 #include <boost/asio.hpp>
 #include <deque>
@@ -31,7 +32,8 @@ namespace {
 constexpr uint16_t kHello = 1;
 constexpr uint16_t kAuth = 2;
 constexpr uint16_t kWelcome = 3;
-constexpr uint16_t kHeartbeat = 4;  // one-way, every heartbeat interval on every connection
+constexpr uint16_t kHeartbeat = 4;  // one-way, every heartbeat interval on every connection: {u64 sent at}
+constexpr uint16_t kHeartbeatEcho = 5;  // one-way answer to a heartbeat, with its payload: renews the lease
 constexpr auto kHandshakeTimeout = std::chrono::seconds(5);
 constexpr auto kMinBackoff = std::chrono::milliseconds(50);
 constexpr auto kMaxBackoff = std::chrono::milliseconds(2000);
@@ -84,7 +86,13 @@ class Transport::Impl {
   }
   void Stop();
   void Accept();
-  void Heartbeat();  // I/O thread: every interval, Tick every connection
+  void Heartbeat();  // I/O thread: every tick, Tick every connection and check the leases
+  // I/O thread: a frame from `peer` arrived; it echoed a heartbeat sent at `sent`.
+  void Heard(uint32_t peer);
+  void Renewed(uint32_t peer, Clock::time_point sent);
+  Clock::duration TickPeriod() const {
+    return std::max<Clock::duration>(std::chrono::milliseconds(10), std::chrono::milliseconds(opts.config.heartbeat_ms) / 4);
+  }
   void Dispatch(std::shared_ptr<Connection> c, Frame f);
   std::shared_ptr<Connection> ClientFor(uint32_t node);  // I/O thread only
   void ClientFailed(uint32_t node, const std::shared_ptr<Connection>& c);
@@ -106,6 +114,19 @@ class Transport::Impl {
   std::map<uint32_t, Clock::duration> backoff;
   std::vector<std::weak_ptr<Connection>> all;
   std::unique_ptr<asio::steady_timer> heartbeat;
+  Clock::time_point last_heartbeat{};  // I/O thread only
+
+  // Both ends of every lease with a peer (DESIGN.md "Faults"): when we last
+  // heard from it (its grants from us end a lease after that), and the send
+  // time of the latest heartbeat it echoed (our grants from it end a lease
+  // minus the margin after that, by our clock: before it can forget them).
+  struct PeerLease {
+    Clock::time_point heard{}, renewed{};
+    bool have_heard = false, have_lease = false;
+    bool forgotten = false, lease_lost = false;
+  };
+  mutable std::mutex lease_mu;
+  std::map<uint32_t, PeerLease> leases;  // GUARDED_BY(lease_mu)
 };
 
 // One TCP connection, client or server side. All members are touched on the
@@ -116,6 +137,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       : t_(t), socket_(std::move(s)), timer_(t->io), client_(client), peer_(peer) {}
 
   void StartServer() {
+    started_ = Clock::now();
     server_nonce_ = RandomNonce();
     Hello h{t_->opts.self, server_nonce_, t_->opts.incarnation};
     Write(FrameHeader{Kind::kOneWay, kHello, 0, 0, 0}, h.Encode());
@@ -135,6 +157,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void StartClient(const tcp::endpoint& ep) {
+    started_ = Clock::now();
     ArmHandshakeTimer();
     auto self = shared_from_this();
     // From this node's own configured address: peers check that a node
@@ -197,10 +220,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // that has said nothing for a whole lease (a partition, a hung host): its
   // calls fail now instead of at TCP's own timeouts, and on_peer_down releases
   // what it held (its locks, its copyset entries).
-  void Tick(Clock::duration lease) {
+  void Tick(Clock::duration lease, bool beat) {
     if (!ready_ || closed_) return;
     if (Clock::now() - last_rx_ > lease) return Close("nothing heard for the lease; assuming the node is cut off");
-    Write(FrameHeader{Kind::kOneWay, kHeartbeat, 0, 0, 0}, "");
+    if (!beat) return;
+    const auto sent = static_cast<uint64_t>(Clock::now().time_since_epoch().count());
+    std::string payload(reinterpret_cast<const char*>(&sent), sizeof(sent));
+    Write(FrameHeader{Kind::kOneWay, kHeartbeat, 0, 0, 0}, std::move(payload));
   }
 
  private:
@@ -284,6 +310,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       if (!ready_) {
         if (!Handshake(f)) return;
       } else {
+        t_->Heard(peer_);
         Handle(std::move(f));
       }
       if (!closed_) ReadHeader();
@@ -312,6 +339,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
         timer_.cancel();
         t_->backoff.erase(peer_);
         t_->retry_after.erase(peer_);
+        // The peer answered what we sent after started_: a lease from then.
+        t_->Renewed(peer_, started_);
         for (auto& q : queued_) WriteRaw(std::move(q));
         queued_.clear();
         if (t_->opts.on_peer_up) t_->opts.on_peer_up(peer_, peer_incarnation_);
@@ -342,6 +371,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     Write(FrameHeader{Kind::kResponse, kWelcome, 0, 0, 0},
           ServerProof(cfg.secret, server_nonce_, a->nonce, peer_, t_->opts.self));
     spdlog::info("node {} connected (incarnation {:x})", peer_, a->incarnation);
+    t_->Heard(peer_);
+    t_->Renewed(peer_, started_);  // it answered our hello
     if (t_->opts.on_peer_up) t_->opts.on_peer_up(peer_, a->incarnation);
     return true;
   }
@@ -357,7 +388,19 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void Handle(Frame f) {
-    if (f.header.type == kHeartbeat) return;  // proof of life only (last_rx_ is set)
+    if (f.header.type == kHeartbeat) {
+      // Proof of life (last_rx_ is set); the echo renews the peer's lease with us.
+      if (f.payload.size() == sizeof(uint64_t)) Write(FrameHeader{Kind::kOneWay, kHeartbeatEcho, 0, 0, 0}, f.payload);
+      return;
+    }
+    if (f.header.type == kHeartbeatEcho) {
+      uint64_t sent = 0;
+      if (f.payload.size() != sizeof(sent)) return;
+      std::memcpy(&sent, f.payload.data(), sizeof(sent));
+      const Clock::time_point at{Clock::duration(static_cast<Clock::rep>(sent))};
+      if (at <= Clock::now()) t_->Renewed(peer_, at);  // our own clock's value, echoed
+      return;
+    }
     if (f.header.kind == Kind::kResponse) {
       auto it = pending_.find(f.header.request_id);
       if (it == pending_.end()) return;  // answered after its deadline
@@ -387,6 +430,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool closed_ = false;
   std::string server_nonce_, client_nonce_;
   uint64_t peer_incarnation_ = 0;
+  Clock::time_point started_ = Clock::now();  // before this side sent anything
   Clock::time_point last_rx_ = Clock::now();
   char header_buf_[kHeaderSize];
   std::string payload_;
@@ -455,21 +499,69 @@ void Transport::Impl::Accept() {
 
 void Transport::Impl::Heartbeat() {
   if (stopping) return;
-  const auto interval = std::chrono::milliseconds(opts.config.heartbeat_ms);
+  const auto now = Clock::now();
   const auto lease = std::chrono::milliseconds(opts.config.lease_ms);
+  const bool beat = now - last_heartbeat >= std::chrono::milliseconds(opts.config.heartbeat_ms);
+  if (beat) last_heartbeat = now;
   std::vector<std::weak_ptr<Connection>> live;
   for (auto& w : all) {
     if (auto c = w.lock()) {
       if (c->closed()) continue;
-      c->Tick(lease);
+      c->Tick(lease, beat);
       live.push_back(w);
     }
   }
   all = std::move(live);
-  heartbeat->expires_after(interval);
+  // The leases, after the silent connections closed (so nothing more is read
+  // from a peer this tick forgets). Our grants from a peer end first: a
+  // lease minus a tenth for clock drift minus a tick for this check's
+  // lateness, counted from a heartbeat's send time; the peer counts its
+  // lease from when it received that heartbeat, later.
+  const auto margin = lease / 10 + TickPeriod();
+  std::vector<uint32_t> lost, forgotten;
+  {
+    std::lock_guard<std::mutex> lock(lease_mu);
+    for (auto& [node, l] : leases) {
+      if (l.have_lease && !l.lease_lost && now > l.renewed + lease - margin) {
+        l.lease_lost = true;
+        lost.push_back(node);
+      }
+      if (l.have_heard && !l.forgotten && now > l.heard + lease) {
+        l.forgotten = true;
+        forgotten.push_back(node);
+      }
+    }
+  }
+  for (uint32_t node : lost) {
+    spdlog::warn("lease with node {} ran out (no heartbeat of ours answered for {} ms): what it granted us is "
+                 "given up", node, std::chrono::duration_cast<std::chrono::milliseconds>(lease - margin).count());
+    if (opts.on_lease_lost) opts.on_lease_lost(node);
+  }
+  for (uint32_t node : forgotten) {
+    spdlog::warn("node {} silent for the lease ({} ms): what we granted it is forgotten", node, opts.config.lease_ms);
+    if (opts.on_peer_forgotten) opts.on_peer_forgotten(node);
+  }
+  heartbeat->expires_after(TickPeriod());
   heartbeat->async_wait([this](const boost::system::error_code& ec) {
     if (!ec) Heartbeat();
   });
+}
+
+void Transport::Impl::Heard(uint32_t peer) {
+  std::lock_guard<std::mutex> lock(lease_mu);
+  PeerLease& l = leases[peer];
+  l.heard = Clock::now();
+  l.have_heard = true;
+  l.forgotten = false;
+}
+
+void Transport::Impl::Renewed(uint32_t peer, Clock::time_point sent) {
+  std::lock_guard<std::mutex> lock(lease_mu);
+  PeerLease& l = leases[peer];
+  if (l.have_lease && sent <= l.renewed) return;
+  l.renewed = sent;
+  l.have_lease = true;
+  l.lease_lost = false;
 }
 
 void Transport::Impl::Dispatch(std::shared_ptr<Connection> c, Frame f) {
@@ -634,6 +726,18 @@ void Transport::After(std::chrono::microseconds delay, std::function<void()> fn)
   timer->async_wait([timer, fn = std::move(fn)](const boost::system::error_code& ec) {
     if (!ec) fn();
   });
+}
+
+bool Transport::Forgotten(uint32_t node) const {
+  std::lock_guard<std::mutex> lock(impl_->lease_mu);
+  auto it = impl_->leases.find(node);
+  return it == impl_->leases.end() || !it->second.have_heard || it->second.forgotten;
+}
+
+bool Transport::LeaseHeld(uint32_t node) const {
+  std::lock_guard<std::mutex> lock(impl_->lease_mu);
+  auto it = impl_->leases.find(node);
+  return it != impl_->leases.end() && it->second.have_lease && !it->second.lease_lost;
 }
 
 uint32_t Transport::self() const { return impl_->opts.self; }

@@ -73,6 +73,15 @@ struct TransportOptions {
   // must not block or Call().
   std::function<void(uint32_t node, uint64_t incarnation)> on_peer_up;
   std::function<void(uint32_t node)> on_peer_down;
+  // Leases (DESIGN.md "Faults: leases, epochs and fencing"), on the I/O
+  // thread, must not block. Every heartbeat is echoed; a peer that has not
+  // echoed one sent within the last lease minus a margin (a tenth, plus a
+  // check's lateness) has lost our lease: `on_lease_lost` gives up what it
+  // granted us. A peer we have not heard from for a whole lease is
+  // `on_peer_forgotten`: what we granted it goes. The first always comes
+  // before the second on the other side, for the same silence.
+  std::function<void(uint32_t node)> on_lease_lost;
+  std::function<void(uint32_t node)> on_peer_forgotten;
   FaultSeam faults;
 };
 
@@ -98,6 +107,12 @@ class Transport {
   // Runs `fn` on the I/O thread after `delay` (so it must not block or
   // Call()); not at all once the transport is stopping.
   void After(std::chrono::microseconds delay, std::function<void()> fn);
+
+  // Whether `node` has been silent for a whole lease (or never spoke): what
+  // it held from us is gone, and so is its cached copy of our pages.
+  bool Forgotten(uint32_t node) const;
+  // Whether our lease with `node` holds (it echoed a heartbeat recently).
+  bool LeaseHeld(uint32_t node) const;
 
   uint32_t self() const;
   const ClusterConfig& config() const;

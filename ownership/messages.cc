@@ -220,7 +220,7 @@ Result<LockMessage> LockMessage::Decode(std::string_view in) {
 std::string LockReply::Encode() const {
   std::string out;
   ByteWriter w(&out);
-  w.PutU8(granted ? 1 : 0);
+  w.PutU8(granted ? 1 : grace ? 2 : 0);
   PutLock(w, conflict);
   return out;
 }
@@ -229,8 +229,9 @@ Result<LockReply> LockReply::Decode(std::string_view in) {
   ByteReader r(in);
   uint8_t g = 0;
   r.GetU8(&g);
-  if (!GetLock(r, &m.conflict) || !r.AtEnd()) return Malformed("lock reply");
-  m.granted = g != 0;
+  if (!GetLock(r, &m.conflict) || !r.AtEnd() || g > 2) return Malformed("lock reply");
+  m.granted = g == 1;
+  m.grace = g == 2;
   return m;
 }
 

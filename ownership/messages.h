@@ -45,6 +45,10 @@ enum MessageType : uint16_t {
   kControl = 31,         // anyone -> owner: pin, describe, migrate
   kMigrateAbort = 32,    // old owner -> target, one-way {ino}: forget what was staged
   kSync = 33,            // accessor -> owner {ino}: wait for the rounds so far
+  // One-way, any node -> node N, on its own connection to N, after it has
+  // given up every lock of N's earlier incarnations: {u64 N's incarnation}.
+  // N's grace period ends when every other node has said so (or after a lease).
+  kIncarnationSeen = 34,
 };
 
 // Migration (DESIGN.md "Migration"): the old owner freezes the segment, asks
@@ -108,8 +112,11 @@ struct LockMessage {
 };
 
 // Reply: granted (kSet), or the conflicting lock (kGet; type F_UNLCK if none).
+// `grace`: not granted because the owner restarted less than a lease ago and
+// holders of its previous incarnation's locks may still think they hold them.
 struct LockReply {
   bool granted = false;
+  bool grace = false;
   Lock conflict;
   std::string Encode() const;
   static Result<LockReply> Decode(std::string_view in);

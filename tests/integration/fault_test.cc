@@ -175,6 +175,62 @@ TEST(Faults, a_kept_write_back_never_lands_on_newer_acknowledged_bytes) {
   close(fd1);
 }
 
+// Node 1 holds an fcntl lock granted by node 0 when node 0 is killed and
+// restarts with an empty lock table. The new incarnation must not grant that
+// lock to node 2 while node 1 may still believe it holds it (NFS's grace
+// period), and node 1, on seeing the restart, gives its lock up: its writes
+// under it and its unlock fail with EIO instead of landing on node 2's bytes.
+TEST(Faults, a_restarted_owner_grants_no_lock_that_a_holder_may_still_hold) {
+  TestCluster c(3, 1000, kNoAutoMigrate);
+  ASSERT_EQ(c.Start(), "");
+  {
+    int fd = open(c.path(0, "counter").c_str(), O_RDWR | O_CREAT, 0644);  // owned by node 0
+    ASSERT_EQ(pwrite(fd, "0000", 4, 0), 4);
+    close(fd);
+  }
+  int fd1 = open(c.path(1, "counter").c_str(), O_RDWR);
+  ASSERT_GE(fd1, 0);
+  struct flock lk{};
+  lk.l_type = F_WRLCK;
+  lk.l_whence = SEEK_SET;
+  ASSERT_EQ(fcntl(fd1, F_SETLKW, &lk), 0);
+  char buf[8];
+  ASSERT_EQ(pread(fd1, buf, 4, 0), 4);
+  c.node(0).Kill9();
+  ASSERT_EQ(c.StartNode(0), "");
+  // Node 2 takes the lock (once the grace period allows) and writes.
+  const std::string path2 = c.path(2, "counter");
+  pid_t child = fork();
+  if (child == 0) {
+    int fd = open(path2.c_str(), O_RDWR);
+    struct flock w{};
+    w.l_type = F_WRLCK;
+    w.l_whence = SEEK_SET;
+    if (fd < 0 || fcntl(fd, F_SETLKW, &w) != 0) _exit(10);
+    if (pwrite(fd, "NODE2", 5, 0) != 5 || fsync(fd) != 0) _exit(11);
+    w.l_type = F_UNLCK;
+    if (fcntl(fd, F_SETLK, &w) != 0) _exit(12);
+    _exit(close(fd) == 0 ? 0 : 13);
+  }
+  int status = 0;
+  ASSERT_TRUE(WaitForExit(child, 30s, &status)) << "node 2 never got the lock";
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "node 2's locked write failed: " << status;
+  // Node 1 still has its descriptor and thinks it holds the lock.
+  EXPECT_EQ(pwrite(fd1, "NODE1", 5, 0), -1) << "node 1 wrote under a lock the restarted owner no longer knows";
+  EXPECT_EQ(errno, EIO);
+  lk.l_type = F_UNLCK;
+  EXPECT_EQ(fcntl(fd1, F_SETLK, &lk), -1) << "the unlock of a lost lock succeeded";
+  EXPECT_EQ(errno, EIO);
+  for (int n = 0; n < 3; n++) {
+    int f = open(c.path(n, "counter").c_str(), O_RDONLY);
+    std::string got(5, '\0');
+    EXPECT_EQ(pread(f, got.data(), 5, 0), 5);
+    close(f);
+    EXPECT_EQ(got, "NODE2") << "node " << n;
+  }
+  close(fd1);
+}
+
 // Writers on nodes 1 and 2 append checksummed records to a segment owned by
 // node 0, each msync'ed; `victim`'s daemon is killed with SIGKILL in the
 // middle and restarted. Every record whose msync returned must be intact,
