@@ -231,6 +231,86 @@ TEST(Faults, a_restarted_owner_grants_no_lock_that_a_holder_may_still_hold) {
   close(fd1);
 }
 
+// Node 1's state dir is full (a real ENOSPC from the file system, not the
+// size cap), so it cannot store twins. A page it caches without a twin could
+// only be written back whole, over bytes other nodes wrote meanwhile: it must
+// not cache one. (Seen before: node 2's acknowledged byte was overwritten by
+// node 1's whole-page write-back when node 2's release invalidated it.)
+TEST(Faults, a_node_that_cannot_store_twins_never_overwrites_other_nodes_bytes) {
+  TestCluster c(3, 1000, kNoAutoMigrate);
+  ASSERT_EQ(c.Start(), "");
+  {
+    int fd = open(c.path(0, "seg").c_str(), O_RDWR | O_CREAT, 0644);  // owned by node 0
+    ASSERT_EQ(pwrite(fd, std::string(kPage, '.').data(), kPage, 0), static_cast<ssize_t>(kPage));
+    close(fd);
+  }
+  // Node 1's twins live on a small file system, filled up.
+  const std::string twins = c.node(1).state_dir() + "/twins";
+  ASSERT_EQ(system(("mount -t tmpfs -o size=64k cshm-test-full " + twins).c_str()), 0);
+  struct Unmount {
+    std::string dir;
+    ~Unmount() { (void)!system(("umount -l " + dir).c_str()); }
+  } unmount{twins};
+  {
+    int f = open((twins + "/filler").c_str(), O_WRONLY | O_CREAT, 0600);
+    std::string block(kPage, 'f');
+    while (write(f, block.data(), block.size()) > 0) {
+    }
+    close(f);
+  }
+  // Node 1 stores into the page (faulting it in) and leaves it dirty.
+  int stored[2], go[2];
+  ASSERT_EQ(pipe(stored), 0);
+  ASSERT_EQ(pipe(go), 0);
+  const std::string path1 = c.path(1, "seg");
+  pid_t child = fork();
+  if (child == 0) {
+    int fd = open(path1.c_str(), O_RDWR);
+    char* p = static_cast<char*>(mmap(nullptr, kPage, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+    if (p == MAP_FAILED) _exit(10);
+    p[0] = 'A';  // SIGBUS if the page cannot be cached
+    char x = 1;
+    if (write(stored[1], &x, 1) != 1 || read(go[0], &x, 1) != 1) _exit(11);
+    msync(p, kPage, MS_SYNC);
+    _exit(0);
+  }
+  close(stored[1]);
+  close(go[0]);
+  char x;
+  const bool cached = read(stored[0], &x, 1) == 1;  // false: the child died of SIGBUS
+  // Node 2 writes another byte of the page; its release invalidates node 1's copy.
+  {
+    int fd = open(c.path(2, "seg").c_str(), O_RDWR);
+    ASSERT_EQ(pwrite(fd, "B", 1, 100), 1);
+    ASSERT_EQ(fsync(fd), 0);
+    close(fd);
+  }
+  x = 1;
+  if (cached) {
+    EXPECT_EQ(write(go[1], &x, 1), 1);
+  }
+  close(go[1]);
+  close(stored[0]);
+  int status = 0;
+  ASSERT_TRUE(WaitForExit(child, 30s, &status));
+  for (int n = 0; n < 3; n++) {
+    int f = open(c.path(n, "seg").c_str(), O_RDONLY);
+    char b = 0;
+    EXPECT_EQ(pread(f, &b, 1, 100), 1);
+    close(f);
+    EXPECT_EQ(b, 'B') << "node 2's acknowledged byte was overwritten, seen through node " << n;
+  }
+  // With room again, node 1 caches and writes as usual.
+  ASSERT_EQ(unlink((twins + "/filler").c_str()), 0);
+  int fd = open(path1.c_str(), O_RDWR);
+  ASSERT_EQ(pwrite(fd, "C", 1, 200), 1);
+  ASSERT_EQ(fsync(fd), 0);
+  char b = 0;
+  EXPECT_EQ(pread(fd, &b, 1, 100), 1);
+  EXPECT_EQ(b, 'B');
+  close(fd);
+}
+
 // Writers on nodes 1 and 2 append checksummed records to a segment owned by
 // node 0, each msync'ed; `victim`'s daemon is killed with SIGKILL in the
 // middle and restarted. Every record whose msync returned must be intact,
