@@ -76,7 +76,7 @@ Status Cluster::Start(meta::Namespace* ns) {
   }
   o.is_slow = [](uint16_t type) {
     return type == kTruncate || type == kInvalidate || type == kControl || type == kSync ||
-           type == kMigratePages || type == kMigrateInstall;
+           type == kMigratePages || type == kMigrateInstall || type == kMigrateCommit;
   };
   o.handler = [this](net::Request r) { Handle(std::move(r)); };
   o.try_inline = [this](net::Request& r) { return TryServeInline(r); };
@@ -843,22 +843,26 @@ void Cluster::Handle(net::Request r) {
       return reply(st.ok() ? Result<std::string>(std::string()) : Result<std::string>(st));
     }
     case kMigrateAbort: {
-      auto ino = DecodeU64(r.payload);
-      if (ino.ok()) {
-        (void)owned_.Remove(*ino);
-        std::lock_guard<std::mutex> lock(locks_mu_);
-        locks_.Take(*ino);
-      }
+      auto ref = MoveRef::Decode(r.payload);
+      if (ref.ok()) AbortStaged(*ref, "node " + std::to_string(r.from) + " aborted the move");
       return;
     }
     case kMigrateQuery: {
-      auto ino = DecodeU64(r.payload);
-      if (!ino.ok()) return reply(ino.status());
-      return reply(twins_->Bitmap(*ino));
+      auto ref = MoveRef::Decode(r.payload);
+      if (!ref.ok()) return reply(ref.status());
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        auto it = staged_.find(ref->ino);
+        if (it != staged_.end() && it->second.installed)
+          return reply(Busy("an earlier move of inode " + std::to_string(ref->ino) + " is still staged here"));
+        staged_[ref->ino] = Staged{ref->move_id, r.from, std::chrono::steady_clock::now(), false};
+      }
+      return reply(twins_->Bitmap(ref->ino));
     }
     case kMigratePages: {
       auto m = MigratePages::Decode(r.payload);
       if (!m.ok()) return reply(m.status());
+      if (Status st = CheckStaged(MoveRef{m->ino, m->move_id}); !st.ok()) return reply(st);
       auto need = InstallPages(*m);
       if (!need.ok()) return reply(need.status());
       return reply(need->Encode());
@@ -866,7 +870,14 @@ void Cluster::Handle(net::Request r) {
     case kMigrateInstall: {
       auto m = MigrateInstall::Decode(r.payload);
       if (!m.ok()) return reply(m.status());
+      if (Status st = CheckStaged(MoveRef{m->ino, m->move_id}); !st.ok()) return reply(st);
       Status st = InstallSegment(*m);
+      return reply(st.ok() ? Result<std::string>(std::string()) : Result<std::string>(st));
+    }
+    case kMigrateCommit: {
+      auto ref = MoveRef::Decode(r.payload);
+      if (!ref.ok()) return reply(ref.status());
+      Status st = CommitStaged(*ref);
       return reply(st.ok() ? Result<std::string>(std::string()) : Result<std::string>(st));
     }
     case kControl: {
@@ -1086,14 +1097,15 @@ Status Cluster::MoveSegment(uint64_t ino, uint32_t target, const std::string& wh
       return Busy("inode " + std::to_string(ino) + " keeps starting invalidations faster than it can be frozen " +
                   "for a move; try again");
   }
+  const MoveRef ref{ino, std::random_device{}() | (static_cast<uint64_t>(std::random_device{}()) << 32)};
   auto fail = [&](const Status& s) {
     owned_.Unfreeze(ino, std::nullopt);  // the segment stays here, intact
-    transport_->Send(target, kMigrateAbort, EncodeU64(ino));
+    transport_->Send(target, kMigrateAbort, ref.Encode());
     spdlog::warn("migration of inode {} to node {} failed, it stays on node {}: {}", ino, target, self_,
                  s.message());
     return s;
   };
-  auto bitmap = transport_->Call(target, kMigrateQuery, EncodeU64(ino));
+  auto bitmap = transport_->Call(target, kMigrateQuery, ref.Encode());
   if (!bitmap.ok()) return fail(bitmap.status());
   auto seg = pages_->Get(ino);
   if (!seg.ok()) return fail(seg.status());
@@ -1106,6 +1118,7 @@ Status Cluster::MoveSegment(uint64_t ino, uint32_t target, const std::string& wh
   for (uint64_t first = 0; first < pages || first == 0; first += kChunkPages) {
     MigratePages m;
     m.ino = ino;
+    m.move_id = ref.move_id;
     m.first_page = first;
     for (uint64_t p = first; p < std::min(pages, first + kChunkPages); p++) {
       const bool has_twin = p < bitmap->size() && (*bitmap)[p] != 0;
@@ -1132,6 +1145,7 @@ Status Cluster::MoveSegment(uint64_t ino, uint32_t target, const std::string& wh
       // Twins the target does not have after all, or that differ: the pages.
       MigratePages repair;
       repair.ino = ino;
+      repair.move_id = ref.move_id;
       repair.first_page = first;
       repair.repair = true;
       repair.kinds.assign(m.kinds.size(), PageKind::kSkip);
@@ -1156,6 +1170,7 @@ Status Cluster::MoveSegment(uint64_t ino, uint32_t target, const std::string& wh
   }
   MigrateInstall install;
   install.ino = ino;
+  install.move_id = ref.move_id;
   install.snapshot = snap;
   {
     std::lock_guard<std::mutex> lock(locks_mu_);
@@ -1177,7 +1192,13 @@ Status Cluster::MoveSegment(uint64_t ino, uint32_t target, const std::string& wh
     spdlog::warn("migration of inode {}: the directory update answered '{}' but was made; committing", ino,
                  st.message());
   }
-  // Committed: the directory names the target. This node's kernel copies had
+  // Committed: the directory names the target, which may serve it now. If
+  // this does not reach it, it finds out from the directory (ResolveStaged).
+  Status committed = transport_->Call(target, kMigrateCommit, ref.Encode()).status();
+  if (!committed.ok())
+    spdlog::warn("migration of inode {}: node {} did not take the commit ({}); it will find the directory naming it",
+                 ino, target, committed.message());
+  // This node's kernel copies had
   // the pages here as their twins: store those before the pages go.
   KeepOwnTwins(ino, snap, **seg);
   // Forward from now on.
@@ -1291,20 +1312,96 @@ Result<MigratePagesReply> Cluster::InstallPages(const MigratePages& m) {
   return reply;
 }
 
+Status Cluster::CheckStaged(const MoveRef& ref) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = staged_.find(ref.ino);
+  if (it == staged_.end() || it->second.move_id != ref.move_id)
+    return Invalid("not the move of inode " + std::to_string(ref.ino) + " being staged here (late or reordered)");
+  return Status::Ok();
+}
+
 Status Cluster::InstallSegment(const MigrateInstall& m) {
   CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(m.ino));
   {
     std::lock_guard<std::mutex> lock(seg->mu());
     CSHM_RETURN_IF_ERROR(seg->Truncate(m.snapshot.size));  // bytes past the end are zero or absent
   }
+  // Staged: it serves nothing (requests wait) until the move commits.
   owned_.Install(m.ino, m.snapshot);
   {
     std::lock_guard<std::mutex> lock(locks_mu_);
     locks_.Take(m.ino);
     locks_.Put(m.ino, m.locks);
   }
-  NoteOwner(m.ino, self_);
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = staged_.find(m.ino);
+  if (it != staged_.end() && it->second.move_id == m.move_id) {
+    it->second.installed = true;
+    it->second.since = std::chrono::steady_clock::now();
+  }
   return Status::Ok();
+}
+
+Status Cluster::CommitStaged(const MoveRef& ref) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = staged_.find(ref.ino);
+    if (it == staged_.end() || it->second.move_id != ref.move_id || !it->second.installed) {
+      // A commit sent again after its answer was lost finds the segment ours.
+      if (it == staged_.end() && owner_of_.count(ref.ino) && owner_of_[ref.ino] == self_) return Status::Ok();
+      return Invalid("no staged move of inode " + std::to_string(ref.ino) + " to commit");
+    }
+    staged_.erase(it);
+    owner_of_[ref.ino] = self_;
+  }
+  owned_.Unfreeze(ref.ino, std::nullopt);
+  spdlog::info("inode {} is served here from now on (the directory names this node)", ref.ino);
+  return Status::Ok();
+}
+
+void Cluster::AbortStaged(const MoveRef& ref, const std::string& why) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = staged_.find(ref.ino);
+    if (it == staged_.end() || it->second.move_id != ref.move_id) return;  // another move's, or done
+    staged_.erase(it);
+  }
+  spdlog::info("dropping the staged move of inode {}: {}", ref.ino, why);
+  (void)owned_.Remove(ref.ino);
+  std::lock_guard<std::mutex> lock(locks_mu_);
+  locks_.Take(ref.ino);
+}
+
+void Cluster::ResolveStaged() {
+  // An installed move normally commits within a request or two; one older
+  // than that lost its commit or its old owner. The directory decides: a
+  // move it names is committed here. One it does not name is dropped only
+  // much later, when no directory update of it can still be in flight.
+  const auto now = std::chrono::steady_clock::now();
+  const auto ask_after = std::chrono::milliseconds(2 * config_.request_timeout_ms);
+  const auto drop_after = 10 * std::chrono::milliseconds(config_.request_timeout_ms + config_.lease_ms);
+  std::vector<std::pair<MoveRef, bool>> check;  // (move, old enough to drop)
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [ino, st] : staged_)
+      if (now - st.since > ask_after) check.emplace_back(MoveRef{ino, st.move_id}, now - st.since > drop_after);
+  }
+  for (auto& [ref, droppable] : check) {
+    auto rec = meta().GetAttr(ref.ino);
+    if (!rec.ok()) continue;  // the directory cannot say yet
+    bool installed = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = staged_.find(ref.ino);
+      installed = it != staged_.end() && it->second.move_id == ref.move_id && it->second.installed;
+    }
+    if (rec->owner_node == self_ && installed) {
+      if (CommitStaged(ref).ok()) spdlog::warn("inode {}: the move's commit never came, the directory names this node",
+                                               ref.ino);
+    } else if (rec->owner_node != self_ && droppable) {
+      AbortStaged(ref, "the directory names node " + std::to_string(rec->owner_node));
+    }
+  }
 }
 
 Status Cluster::Deliver(const WriteBackRequest& wb, bool* rounds_pending, uint32_t* dropped) {
@@ -1363,6 +1460,7 @@ void Cluster::MigratorLoop() {
   while (!stop_cv_.wait_for(lock, interval, [this] { return stopping_; })) {
     lock.unlock();
     DeliverPending();
+    ResolveStaged();
     if (!config_.migrate.enabled) {
       lock.lock();
       continue;

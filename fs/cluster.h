@@ -203,8 +203,15 @@ class Cluster {
   // A fetch, a small write-back or a sync served on the transport's I/O
   // thread, if that needs no waiting.
   bool TryServeInline(net::Request& r);
+  // Ok if `ref` is the move being staged here.
+  Status CheckStaged(const ownership::MoveRef& ref);
   Result<ownership::MigratePagesReply> InstallPages(const ownership::MigratePages& m);
   Status InstallSegment(const ownership::MigrateInstall& m);
+  // The staged move becomes this node's segment, served from now on.
+  Status CommitStaged(const ownership::MoveRef& ref);
+  void AbortStaged(const ownership::MoveRef& ref, const std::string& why);
+  // Staged moves whose commit never came: the directory decides.
+  void ResolveStaged();
   void MigratorLoop();
   // Sends one write-back to the segment's owner, wherever it is.
   // `*rounds_pending`: the owner had a round of `ino` running (or a failed one
@@ -238,6 +245,15 @@ class Cluster {
   std::condition_variable stop_cv_;
   bool stopping_ = false;  // GUARDED_BY(stop_mu_)
   std::mutex migrate_mu_;  // one migration at a time from this node
+  // Migration, target: the moves being staged here (a query started them),
+  // by inode. Installed ones serve nothing until they commit.
+  struct Staged {
+    uint64_t move_id = 0;
+    uint32_t from = 0;
+    std::chrono::steady_clock::time_point since;
+    bool installed = false;
+  };
+  std::map<uint64_t, Staged> staged_;  // GUARDED_BY(mu_)
 
   std::mutex mu_;
   Notifier notifier_;                                     // GUARDED_BY(mu_)

@@ -235,12 +235,29 @@ Result<LockReply> LockReply::Decode(std::string_view in) {
   return m;
 }
 
+std::string MoveRef::Encode() const {
+  std::string out;
+  ByteWriter w(&out);
+  w.PutU64(ino);
+  w.PutU64(move_id);
+  return out;
+}
+Result<MoveRef> MoveRef::Decode(std::string_view in) {
+  MoveRef m;
+  ByteReader r(in);
+  r.GetU64(&m.ino);
+  r.GetU64(&m.move_id);
+  if (!r.AtEnd()) return Malformed("move reference");
+  return m;
+}
+
 uint64_t PageHash(std::string_view page) { return XXH3_64bits(page.data(), page.size()); }
 
 std::string MigratePages::Encode() const {
   std::string out;
   ByteWriter w(&out);
   w.PutU64(ino);
+  w.PutU64(move_id);
   w.PutU64(first_page);
   w.PutU8(repair ? 1 : 0);
   w.PutU32(static_cast<uint32_t>(kinds.size()));
@@ -258,6 +275,7 @@ Result<MigratePages> MigratePages::Decode(std::string_view in) {
   uint32_t n = 0;
   uint8_t repair = 0;
   r.GetU64(&m.ino);
+  r.GetU64(&m.move_id);
   r.GetU64(&m.first_page);
   r.GetU8(&repair);
   r.GetU32(&n);
@@ -313,6 +331,7 @@ std::string MigrateInstall::Encode() const {
   std::string out;
   ByteWriter w(&out);
   w.PutU64(ino);
+  w.PutU64(move_id);
   w.PutU64(snapshot.size);
   w.PutU8(snapshot.pinned ? 1 : 0);
   w.PutU32(static_cast<uint32_t>(snapshot.copyset.size()));
@@ -327,6 +346,7 @@ Result<MigrateInstall> MigrateInstall::Decode(std::string_view in) {
   uint8_t pinned = 0;
   uint32_t n = 0;
   r.GetU64(&m.ino);
+  r.GetU64(&m.move_id);
   r.GetU64(&m.snapshot.size);
   r.GetU8(&pinned);
   r.GetU32(&n);

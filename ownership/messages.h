@@ -39,22 +39,28 @@ enum MessageType : uint16_t {
   kPing = 25,  // one-way, at start: peers learn our incarnation
   kLock = 26,
   kEntryGone = 27,  // one-way, metadata node -> all: {parent u64, name}
-  kMigrateQuery = 28,    // old owner -> target: {ino} -> bitmap of pages with twins there
+  kMigrateQuery = 28,    // old owner -> target: MoveRef -> bitmap of pages with twins there; starts staging
   kMigratePages = 29,    // old owner -> target: a chunk of pages
-  kMigrateInstall = 30,  // old owner -> target: size, copysets, pin, locks: now yours
+  kMigrateInstall = 30,  // old owner -> target: size, copysets, pin, locks: staged, served only at commit
   kControl = 31,         // anyone -> owner: pin, describe, migrate
-  kMigrateAbort = 32,    // old owner -> target, one-way {ino}: forget what was staged
+  kMigrateAbort = 32,    // old owner -> target, one-way MoveRef: forget what was staged
   kSync = 33,            // accessor -> owner {ino}: wait for the rounds so far
   // One-way, any node -> node N, on its own connection to N, after it has
   // given up every lock of N's earlier incarnations: {u64 N's incarnation}.
   // N's grace period ends when every other node has said so (or after a lease).
   kIncarnationSeen = 34,
+  kMigrateCommit = 35,   // old owner -> target: MoveRef -> {}: the directory names you, serve it
 };
 
 // Migration (DESIGN.md "Migration"): the old owner freezes the segment, asks
 // the target which pages it holds (twins of pages in its copyset equal the
 // owner's), sends the others in chunks, then the state; then the directory
-// names the target, and the old owner forwards late requests (kMoved).
+// names the target, and the old owner forwards late requests (kMoved). Two
+// phases: the target serves nothing (requests wait as at a freeze) until the
+// old owner commits the move after the directory update, or until the
+// target itself finds the directory naming it (the commit was lost); if the
+// directory does not name it, the move aborts and nothing the target saw was
+// acknowledged.
 //
 // A twin is trusted only if its hash equals the owner's page: the target's
 // twin of a page it wrote itself is updated only when the answer to its
@@ -63,8 +69,20 @@ enum MessageType : uint16_t {
 // sends those (a repair chunk: kData where needed, kSkip elsewhere).
 enum class PageKind : uint8_t { kZero = 0, kData = 1, kYourTwin = 2, kSkip = 3 };
 
+// Which move a migration message belongs to: the old owner draws a fresh id
+// for every move, and the target refuses pages, an install, a commit or an
+// abort of any move but the one it is staging (a late or reordered message
+// of an earlier move changes nothing).
+struct MoveRef {
+  uint64_t ino = 0;
+  uint64_t move_id = 0;
+  std::string Encode() const;
+  static Result<MoveRef> Decode(std::string_view in);
+};
+
 struct MigratePages {
   uint64_t ino = 0;
+  uint64_t move_id = 0;
   uint64_t first_page = 0;
   bool repair = false;  // pages for an earlier chunk of this move: nothing is reset
   std::vector<PageKind> kinds;
@@ -84,6 +102,7 @@ struct MigratePagesReply {
 
 struct MigrateInstall {
   uint64_t ino = 0;
+  uint64_t move_id = 0;
   SegmentSnapshot snapshot;
   std::vector<Lock> locks;
   std::string Encode() const;

@@ -374,6 +374,7 @@ void OwnedSegments::Install(uint64_t ino, const SegmentSnapshot& snap) {
   s->copyset = snap.copyset;
   s->pinned = snap.pinned;
   s->last_move_s = Now();
+  s->frozen = true;  // served from the commit on
   std::lock_guard<std::mutex> lock(mu_);
   segments_[ino] = std::move(s);
 }

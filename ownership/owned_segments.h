@@ -162,7 +162,8 @@ class OwnedSegments {
   Result<SegmentSnapshot> Freeze(uint64_t ino);
   // Serves again; with `moved_to`, as a forwarding entry (kMoved).
   void Unfreeze(uint64_t ino, std::optional<uint32_t> moved_to);
-  // Migration, new owner: the segment is ours, with `s` (pages are in place).
+  // Migration, new owner: the segment is ours, with `s` (pages are in place);
+  // staged frozen, until the move commits (Unfreeze) or aborts (Remove).
   void Install(uint64_t ino, const SegmentSnapshot& s);
   // Segments that the policy says should move now: (ino, target).
   std::vector<std::pair<uint64_t, uint32_t>> Candidates(const migrator::PolicyConfig& policy);

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -344,6 +345,71 @@ TEST(Migration, a_target_that_dies_during_the_move_leaves_the_segment_where_it_w
   std::string data2((std::istreambuf_iterator<char>(in2)), {});
   EXPECT_EQ(data2.substr(0, 6), "afterq");
   c.node(2).Kill9();  // it exited already; clear its dead mount
+}
+
+}  // namespace
+}  // namespace cshm::testing
+
+namespace cshm::testing {
+namespace {
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+// Node 1 owns o1; node 2 writes it heavily while node 0, the directory, is
+// down, so node 1's migrator moves o1 toward node 2 and cannot record the
+// move. The target must serve nothing before the directory names it: every
+// msync that returned 0 on node 2 is on every node once the directory is
+// back (the move aborted). (Seen before: node 2 served the segment it had
+// been sent, acknowledged its own writes, and lost them at the abort.)
+TEST(Migration, a_move_the_directory_cannot_record_loses_no_acknowledged_write) {
+  TestCluster c(3, 1000, kFastMigrate);
+  ASSERT_EQ(c.Start(), "");
+  const size_t size = 16 * kPage;
+  Fill(c.path(1, "o1"), size, '.');
+  const std::string path2 = c.path(2, "o1");
+  // Opened and mapped before: both need the directory.
+  int fd = open(path2.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  char b;
+  ASSERT_EQ(pread(fd, &b, 1, 0), 1);  // node 2 knows the owner, without the directory
+  char* p = static_cast<char*>(mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+  ASSERT_NE(p, MAP_FAILED);
+  c.node(0).Kill9();
+  int acks[2];
+  ASSERT_EQ(pipe(acks), 0);
+  pid_t child = fork();
+  if (child == 0) {  // the writer: SIGBUS (an owner it cannot reach) ends it
+    close(acks[0]);
+    const auto end = std::chrono::steady_clock::now() + 4s;
+    for (uint32_t i = 0; std::chrono::steady_clock::now() < end && i < size / 8; i++) {
+      std::memcpy(p + static_cast<size_t>(i % 16) * kPage + (i / 16) * 8, "MARKER!", 8);
+      if (msync(p, size, MS_SYNC) == 0 && write(acks[1], &i, sizeof(i)) != sizeof(i)) _exit(11);
+    }
+    _exit(0);
+  }
+  close(acks[1]);
+  std::vector<uint32_t> acked;
+  uint32_t i;
+  while (read(acks[0], &i, sizeof(i)) == sizeof(i)) acked.push_back(i);
+  close(acks[0]);
+  ASSERT_TRUE(WaitForExit(child, 30s));
+  munmap(p, size);
+  close(fd);
+  EXPECT_NE(ReadAll(c.node(1).state_dir() + "/cshmfs.log").find("the directory update failed"), std::string::npos)
+      << "node 1 never tried to move o1 while the directory was down: the test did not test anything";
+  ASSERT_EQ(c.StartNode(0), "");
+  ASSERT_TRUE(WaitFor([&] { return std::filesystem::is_empty(c.node(2).state_dir() + "/pending"); }, 30s));
+  for (int n = 0; n < 3; n++) {
+    std::string data;
+    ASSERT_TRUE(WaitFor([&] { data = ReadAll(c.path(n, "o1")); return data.size() == size; }, 20s)) << "node " << n;
+    int lost = 0;
+    for (uint32_t a : acked)
+      if (data.compare(static_cast<size_t>(a % 16) * kPage + (a / 16) * 8, 8, std::string("MARKER!\0", 8)) != 0) lost++;
+    EXPECT_EQ(lost, 0) << "of " << acked.size() << " acknowledged markers, seen through node " << n;
+  }
 }
 
 }  // namespace
