@@ -951,11 +951,19 @@ Result<Lock> Cluster::GetLock(uint64_t ino, const Lock& want) {
 Status Cluster::SetLock(uint64_t ino, const Lock& want, bool wait, const std::function<bool()>& interrupted) {
   const HeldLock key{ino, want.who.owner, want.flock};
   if (want.type == F_UNLCK) {
+    bool lost = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (lost_locks_.erase(key) > 0)
-        return IoError("the lock was lost before this unlock (its owner's lease ran out or it restarted); what was "
-                       "written under it after that was refused");
+      lost = lost_locks_.erase(key) > 0;
+    }
+    if (lost) {
+      // Still told to the owner: it may not have forgotten this node (the
+      // link came back within its lease), and would keep the lock granted to
+      // nobody who frees it (locks.pml, LOST_UNLOCK_UNSENT). Another node's
+      // grant is not touched: the unlock names this node's lock owner.
+      (void)LockAtOwner(ino, LockMessage{LockOp::kUnlock, ino, want});
+      return IoError("the lock was lost before this unlock (its owner's lease ran out or it restarted); what was "
+                     "written under it after that was refused");
     }
     // Unlock is a release: write this node's dirty pages of the range back
     // (the kernel does it before dropping them)...
@@ -1011,8 +1019,8 @@ Status Cluster::ReleaseLocks(uint64_t ino, uint64_t owner, bool flock) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     const HeldLock key{ino, owner, flock};
-    const bool lost = lost_locks_.erase(key) > 0;
-    if (held_.erase(key) == 0 || lost) return Status::Ok();  // never locked here, or nothing left to release
+    const bool lost = lost_locks_.erase(key) > 0;  // still released at the owner, as in SetLock
+    if (held_.erase(key) == 0 && !lost) return Status::Ok();  // never locked here
   }
   Lock all;
   all.type = F_UNLCK;

@@ -12,7 +12,11 @@
 #     the directory's answer; nothing acknowledged is lost, no deadlock, and
 #     the variants that trust a lost answer or an unchecked twin must lose a
 #     write, the one that freezes before the rounds must deadlock;
-#  4. locks as release points (locks.pml), holders that may crash.
+#  4. locks as release points under faults (locks.pml): a holder cut off
+#     while alive and healed, an owner restart, late write-backs; the variants
+#     without the holder-side lease, with unconditional late write-backs,
+#     without the grace period, with a silent unlock of a lost lock, and with
+#     the unlock before the round must each fail.
 # Usage: check_model.sh MODEL WORKDIR
 set -euo pipefail
 model=$(realpath "$1")
@@ -58,4 +62,10 @@ MODEL=$locks run locks
 grep -q "errors: 0" locks.out || { echo "FAIL: the locks model has errors"; cat locks.out; exit 1; }
 MODEL=$locks run unlock_before_sync -DUNLOCK_BEFORE_SYNC
 grep -q "assertion violated" unlock_before_sync.out || { echo "FAIL: the early-unlock variant was not caught"; exit 1; }
+for v in OWNER_FORGETS_FIRST LATE_UNCONDITIONAL NO_GRACE; do
+  MODEL=$locks run "$v" -D"$v"
+  grep -q "assertion violated" "$v.out" || { echo "FAIL: the locks variant $v was not caught"; exit 1; }
+done
+MODEL=$locks run LOST_UNLOCK_UNSENT -DLOST_UNLOCK_UNSENT
+grep -q "invalid end state" LOST_UNLOCK_UNSENT.out || { echo "FAIL: the silent lost unlock was not caught"; exit 1; }
 echo PASS
