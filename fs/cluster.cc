@@ -1123,7 +1123,17 @@ Status Cluster::MoveSegment(uint64_t ino, uint32_t target, const std::string& wh
   constexpr uint64_t kChunkPages = 2048;  // 8 MiB of data per message at most
   std::string page(kPageSize, '\0');
   const std::string zero(kPageSize, '\0');
+  uint64_t messages = 0;
   for (uint64_t first = 0; first < pages || first == 0; first += kChunkPages) {
+    // Holes are zeros at the target too (its file is reset by the first
+    // chunk): a move costs the pages that hold data, not the file's size.
+    if (first > 0) {
+      auto next = (*seg)->NextData(first * kPageSize);
+      if (!next.ok()) return fail(next.status());
+      if (*next == UINT64_MAX || *next / kPageSize >= pages) break;
+      first = std::max(first, *next / kPageSize);
+    }
+    messages++;
     MigratePages m;
     m.ino = ino;
     m.move_id = ref.move_id;
@@ -1220,8 +1230,8 @@ Status Cluster::MoveSegment(uint64_t ino, uint32_t target, const std::string& wh
   if (!removed.ok()) spdlog::warn("freeing the pages of migrated inode {}: {}", ino, removed.message());
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   spdlog::info("migrated inode {} from node {} to node {} ({}): {} of {} pages sent ({} of them for twins that "
-               "differed), {:.1f} ms",
-               ino, self_, target, why, sent, pages, repaired, ms);
+               "differed) in {} chunks, {:.1f} ms",
+               ino, self_, target, why, sent, pages, repaired, messages, ms);
   return Status::Ok();
 }
 

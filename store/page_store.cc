@@ -49,6 +49,15 @@ Result<bool> Segment::SendTo(uint64_t off, size_t len, const FileSink& sink) con
   return true;
 }
 
+Result<uint64_t> Segment::NextData(uint64_t off) const {
+  off_t data = lseek(fd_, static_cast<off_t>(off), SEEK_DATA);
+  if (data < 0) {
+    if (errno == ENXIO) return UINT64_MAX;  // only holes (or EOF) from here
+    return Status::FromErrno(errno, "scanning a backing file");
+  }
+  return static_cast<uint64_t>(data) / kPageSize * kPageSize;
+}
+
 Result<uint64_t> Segment::HoleBytesIn(uint64_t off, uint64_t len) const {
   // Round out to whole blocks: a write into part of a hole block allocates it.
   uint64_t pos = off / kPageSize * kPageSize;

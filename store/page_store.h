@@ -47,6 +47,9 @@ class Segment {
   // copy here, if the file holds all of it (false, and `sink` not called,
   // if part of it is past the file's end: then Read). Does not need mu().
   Result<bool> SendTo(uint64_t off, size_t len, const FileSink& sink) const;
+  // The first offset at or after `off` that may hold data (not a hole),
+  // rounded down to a page; UINT64_MAX if there is none. Does not need mu().
+  Result<uint64_t> NextData(uint64_t off) const;
   // The following need mu() held.
   Status Write(uint64_t off, const char* data, size_t len);
   // Shrinks or grows the backing file (growth is a hole).

@@ -311,6 +311,35 @@ TEST(Faults, a_node_that_cannot_store_twins_never_overwrites_other_nodes_bytes) 
   close(fd);
 }
 
+// The kernel asks for security.capability before every write(2). Only user.*
+// xattrs exist, so that is answered without the metadata node: a write to a
+// file its own node owns must not wait for an unresponsive metadata node
+// (here stopped, so that its requests would hang until the deadline of 20 s).
+TEST(Faults, a_write_to_a_file_owned_here_does_not_wait_for_the_metadata_node) {
+  TestCluster c(2, 20000, kNoAutoMigrate);
+  ASSERT_EQ(c.Start(), "");
+  int fd = open(c.path(1, "local").c_str(), O_RDWR | O_CREAT, 0644);  // owned by node 1
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(pwrite(fd, "first", 5, 0), 5);
+  const pid_t meta = c.node(0).pid();
+  ASSERT_EQ(kill(meta, SIGSTOP), 0);
+  struct Resume {
+    pid_t pid;
+    ~Resume() { kill(pid, SIGCONT); }
+  } resume{meta};
+  pid_t child = fork();
+  if (child == 0) _exit(pwrite(fd, "again", 5, 0) == 5 ? 0 : 1);
+  int status = 0;
+  EXPECT_TRUE(WaitForExit(child, 5s, &status)) << "a write to a file owned here waited for the stopped metadata node";
+  kill(meta, SIGCONT);
+  if (!WaitForExit(child, 30s, &status)) kill(child, SIGKILL);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  char got[5];
+  EXPECT_EQ(pread(fd, got, 5, 0), 5);
+  EXPECT_EQ(std::string(got, 5), "again");
+  close(fd);
+}
+
 // Writers on nodes 1 and 2 append checksummed records to a segment owned by
 // node 0, each msync'ed; `victim`'s daemon is killed with SIGKILL in the
 // middle and restarted. Every record whose msync returned must be intact,
