@@ -27,8 +27,13 @@
  *   InvalidatorB        Cluster::InvalidateLocal -> notify_inval_inode
  *   Migrator            MoveSegment: WaitRounds, Freeze (again if a round
  *                       started meanwhile), MigratePages (twins checked by
- *                       hash), MigrateInstall, SetOwner, Unfreeze; on
- *                       failure MigrateAbort
+ *                       hash), MigrateInstall (staged frozen at B), SetOwner,
+ *                       MigrateCommit (B serves), Unfreeze; on failure
+ *                       MigrateAbort, a one-way message that may arrive late.
+ *                       Up to two attempts, each with its own move id.
+ *   cacheB              B's owner cache (Cluster::owner_of_), which its own
+ *                       writes follow: set to B at the commit
+ *   aborts, staged      the aborts in flight to B, and the move id B stages
  *
  * Checked: no invalid end state (no deadlock), and at the end the owner the
  * directory names holds the last value of each page whose write-back was
@@ -39,6 +44,11 @@
  *   -DTRUST_TWIN            B's twin is installed without the hash check: the
  *                           write-back whose answer has not yet updated the
  *                           twin is lost
+ *   -DSERVE_BEFORE_COMMIT   B serves (and its own writes go to it) from the
+ *                           install on, as the code did: the abort after a
+ *                           failed directory update loses what B acknowledged
+ *   -DNO_MOVE_ID            B applies any abort: a late abort of the first,
+ *                           failed attempt removes the second, committed one
  *   -DFREEZE_BEFORE_ROUNDS  A freezes, then waits for its rounds: the round
  *                           waits for B's folio, the folio for B's fetch, the
  *                           fetch for the frozen segment (the folio cycle of
@@ -71,6 +81,9 @@ byte acked0, acked1;
 bool writer_done, writerB_done, reader_done, migrator_done;
 chan req[2] = [2] of { byte, byte, chan };
 chan inv = [4] of { byte };       /* to B: drop page 0, from owner n */
+byte cacheB = A;                  /* where B's own writes go first */
+byte staged;                      /* the move id B stages (0: none) */
+chan aborts = [2] of { byte };    /* MigrateAbort {move id}, one-way, to B */
 
 /* The request handler of node `me`. A frozen segment makes requests wait. */
 proctype Owner(byte me) {
@@ -130,9 +143,10 @@ proctype Writer() {
 
 /* B's own write-back of page 1: the answer first, the twin after. */
 proctype WriterB() {
-  byte to = A, m;
+  byte to, m;
   mtype r;
   chan back = [1] of { mtype, byte };
+  to = cacheB;
   Call(WB1, 7, to, back, r, m);
   acked1 = 7;
   twinB1 = 7;
@@ -160,8 +174,24 @@ end:
   od
 }
 
+/* B's handler of late aborts. */
+proctype AbortsB() {
+  byte id;
+end:
+  do
+#ifdef NO_MOVE_ID
+  :: aborts?id -> atomic { state[B] = NONE; staged = 0; p0[B] = 0; p1[B] = 0 }
+#else
+  :: aborts?id -> atomic { if :: staged == id -> state[B] = NONE; staged = 0; p0[B] = 0; p1[B] = 0 :: else -> skip fi }
+#endif
+  od
+}
+
 proctype Migrator() {
-  byte retries = 0;
+  byte retries = 0, id = 0;
+again:
+  id++;
+  retries = 0;
 #ifdef FREEZE_BEFORE_ROUNDS
   atomic { state[A] == SERVING -> state[A] = FROZEN };
   (rounds[A] == 0);
@@ -178,8 +208,9 @@ proctype Migrator() {
 #endif
   if
   :: skip
-  :: goto abort_early                                      /* B dies before installing */
+  :: id == 1 -> goto abort_early                          /* B dies before installing */
   fi;
+  staged = id;                                             /* MigrateQuery: B stages this move */
   atomic {                                                 /* MigratePages */
     if
     :: inB0 && twinB0 == p0[A] -> p0[B] = twinB0           /* "use your twin", hash equal */
@@ -197,10 +228,14 @@ proctype Migrator() {
     fi
 #endif
   };
-  state[B] = SERVING;                                      /* MigrateInstall */
+#ifdef SERVE_BEFORE_COMMIT
+  atomic { state[B] = SERVING; cacheB = B };               /* MigrateInstall, served at once */
+#else
+  state[B] = FROZEN;                                       /* MigrateInstall: staged */
+#endif
   if
   :: dir = B; goto commit                                  /* SetOwner answered */
-  :: goto abort                                            /* SetOwner refused */
+  :: id == 1 -> goto abort                                 /* SetOwner refused (the first time) */
   :: dir = B; goto lost                                    /* made, but the answer was lost */
   fi;
 lost:
@@ -213,13 +248,18 @@ lost:
   fi;
 #endif
 commit:
+  atomic { state[B] = SERVING; cacheB = B; staged = 0 };  /* MigrateCommit (or B's ResolveStaged) */
   atomic { fwd[A] = B; state[A] = FORWARD };               /* Unfreeze(target): forward */
   goto done;
 abort:
-  atomic { state[B] = NONE; state[A] = SERVING };          /* MigrateAbort; Unfreeze(nullopt) */
-  goto done;
+  atomic { aborts!id; state[A] = SERVING };                /* MigrateAbort (arrives when it does); Unfreeze */
+  if
+  :: id < 2 -> goto again                                  /* a later attempt */
+  :: else -> goto done
+  fi;
 abort_early:
   state[A] = SERVING;
+  goto again;
 done:
   migrator_done = true
 }
@@ -236,7 +276,7 @@ end:
 init {
   atomic {
     state[A] = SERVING; state[B] = NONE;
-    run Owner(A); run Owner(B); run InvalidatorB();
+    run Owner(A); run Owner(B); run InvalidatorB(); run AbortsB();
     run Writer(); run WriterB(); run ReaderB(); run Migrator()
   };
   (writer_done && writerB_done && reader_done && migrator_done);

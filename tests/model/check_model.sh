@@ -9,9 +9,11 @@
 #     although a write-back's answer said a round was pending;
 #  3. the ownership transfer (migration.pml): writers on a third node and on
 #     the target, the target's kernel reading, a move that may abort or lose
-#     the directory's answer; nothing acknowledged is lost, no deadlock, and
-#     the variants that trust a lost answer or an unchecked twin must lose a
-#     write, the one that freezes before the rounds must deadlock;
+#     the directory's answer, two attempts whose aborts may arrive late;
+#     nothing acknowledged is lost, no deadlock, and the variants that trust
+#     a lost answer or an unchecked twin, serve before the commit or ignore
+#     move ids must lose a write, the one that freezes before the rounds must
+#     deadlock;
 #  4. locks as release points under faults (locks.pml): a holder cut off
 #     while alive and healed, an owner restart, late write-backs; the variants
 #     without the holder-side lease, with unconditional late write-backs,
@@ -55,6 +57,12 @@ MODEL=$migration run trust_twin -DTRUST_TWIN
 grep -q "assertion violated" trust_twin.out || { echo "FAIL: the unchecked-twin variant was not caught"; exit 1; }
 MODEL=$migration run freeze_before_rounds -DFREEZE_BEFORE_ROUNDS
 grep -q "invalid end state" freeze_before_rounds.out || { echo "FAIL: the freeze-first deadlock was not caught"; exit 1; }
+# ...and the target that serves before the commit, and the one that takes a
+# late abort of an earlier attempt for the current move, must lose writes.
+for v in SERVE_BEFORE_COMMIT NO_MOVE_ID; do
+  MODEL=$migration run "$v" -D"$v"
+  grep -q "assertion violated" "$v.out" || { echo "FAIL: the migration variant $v was not caught"; exit 1; }
+done
 # Locks as release points (locks.pml), with a holder that may crash: and the
 # variant that unlocks before the round is acknowledged must read stale.
 locks=$(dirname "$model")/locks.pml
