@@ -124,7 +124,31 @@ class Transport::Impl {
     Clock::time_point heard{}, renewed{};
     bool have_heard = false, have_lease = false;
     bool forgotten = false, lease_lost = false;
+    // A request to the peer timed out at `timed_out` (and nothing was heard
+    // from it since, if heard < timed_out): the next ones fail at once.
+    Clock::time_point timed_out{};
+    bool have_timed_out = false;
   };
+  // Whether calls to `node` fail at once: one timed out and nothing was
+  // heard from it since, for two heartbeats now (an operation that needs several requests then
+  // fails within one deadline, not one per request). A connection attempt
+  // is kicked off, so that an answer ends it.
+  // A live peer is heard at least every heartbeat, however slow one of its
+  // answers is: only a peer silent for two heartbeats counts.
+  bool Silent(uint32_t node) {
+    std::lock_guard<std::mutex> lock(lease_mu);
+    auto it = leases.find(node);
+    if (it == leases.end() || !it->second.have_timed_out) return false;
+    const PeerLease& l = it->second;
+    if (!l.have_heard) return true;
+    return l.heard < l.timed_out && Clock::now() - l.heard > 2 * std::chrono::milliseconds(opts.config.heartbeat_ms);
+  }
+  void TimedOutOn(uint32_t node) {
+    std::lock_guard<std::mutex> lock(lease_mu);
+    PeerLease& l = leases[node];
+    l.timed_out = Clock::now();
+    l.have_timed_out = true;
+  }
   mutable std::mutex lease_mu;
   std::map<uint32_t, PeerLease> leases;  // GUARDED_BY(lease_mu)
 };
@@ -207,6 +231,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
     delay_timer_.cancel();
     socket_.close(ignored);
     if (!t_->stopping) spdlog::debug("connection {} node {} closed: {}", client_ ? "to" : "from", peer_, why);
+    // Requests in flight fail now; so do the next ones, until the peer is
+    // heard again (see Silent): a new connection to a cut-off peer would only
+    // wait for the next request's whole deadline.
+    if ((!pending_.empty() || silent_) && peer_ != UINT32_MAX && !t_->stopping) t_->TimedOutOn(peer_);
     for (auto& [id, p] : pending_) p->Finish(Unavailable("node " + std::to_string(peer_) + ": " + why));
     pending_.clear();
     if (client_) t_->ClientFailed(peer_, shared_from_this());
@@ -222,7 +250,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // what it held (its locks, its copyset entries).
   void Tick(Clock::duration lease, bool beat) {
     if (!ready_ || closed_) return;
-    if (Clock::now() - last_rx_ > lease) return Close("nothing heard for the lease; assuming the node is cut off");
+    if (Clock::now() - last_rx_ > lease) {
+      silent_ = true;
+      return Close("nothing heard for the lease; assuming the node is cut off");
+    }
     if (!beat) return;
     const auto sent = static_cast<uint64_t>(Clock::now().time_since_epoch().count());
     std::string payload(reinterpret_cast<const char*>(&sent), sizeof(sent));
@@ -340,6 +371,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         t_->backoff.erase(peer_);
         t_->retry_after.erase(peer_);
         // The peer answered what we sent after started_: a lease from then.
+        t_->Heard(peer_);
         t_->Renewed(peer_, started_);
         for (auto& q : queued_) WriteRaw(std::move(q));
         queued_.clear();
@@ -428,6 +460,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   uint32_t peer_;  // UINT32_MAX until a server connection is authenticated
   bool ready_ = false;
   bool closed_ = false;
+  bool silent_ = false;  // closed because the peer said nothing for a lease
   std::string server_nonce_, client_nonce_;
   uint64_t peer_incarnation_ = 0;
   Clock::time_point started_ = Clock::now();  // before this side sent anything
@@ -664,6 +697,11 @@ Result<std::string> Transport::Call(uint32_t node, uint16_t type, std::string pa
                                     std::chrono::milliseconds timeout) {
   if (timeout.count() == 0) timeout = std::chrono::milliseconds(impl_->opts.config.request_timeout_ms);
   if (impl_->stopping) return Unavailable("shutting down");
+  if (impl_->Silent(node)) {
+    Impl* t = impl_.get();
+    asio::post(t->io, [t, node] { (void)t->ClientFor(node); });
+    return Unavailable("node " + std::to_string(node) + " has not answered since a request to it timed out");
+  }
   auto p = std::make_shared<Pending>();
   auto fut = p->promise.get_future();
   const uint64_t id = impl_->next_id++;
@@ -674,6 +712,7 @@ Result<std::string> Transport::Call(uint32_t node, uint16_t type, std::string pa
     c->Call(id, type, std::move(payload), p);
   });
   if (fut.wait_for(timeout) != std::future_status::ready) {
+    t->TimedOutOn(node);
     p->Finish(TimedOut("node " + std::to_string(node) + " did not answer within " +
                        std::to_string(timeout.count()) + " ms"));
     asio::post(t->io, [t, node, id] {
@@ -696,10 +735,18 @@ void Transport::CallAsync(uint32_t node, uint16_t type, std::string payload,
   }
   const uint64_t id = impl_->next_id++;
   Impl* t = impl_.get();
+  if (t->Silent(node)) {
+    asio::post(t->io, [t, node, p] {
+      (void)t->ClientFor(node);
+      p->Finish(Unavailable("node " + std::to_string(node) + " has not answered since a request to it timed out"));
+    });
+    return;
+  }
   asio::post(t->io, [t, node, type, id, p, timeout, payload = std::move(payload)]() mutable {
     p->deadline = std::make_unique<asio::steady_timer>(t->io, timeout);
     p->deadline->async_wait([t, node, id, p, timeout](const boost::system::error_code& ec) {
       if (ec) return;  // answered first
+      t->TimedOutOn(node);
       auto it = t->clients.find(node);
       if (it != t->clients.end()) it->second->Forget(id);
       p->Finish(TimedOut("node " + std::to_string(node) + " did not answer within " +

@@ -9,7 +9,12 @@
 // handshake, closes the connection and is logged.
 //
 // Every Call has a deadline. A peer that cannot be reached, or does not answer
-// in time, is kUnavailable / kTimedOut, never a hang.
+// in time, is kUnavailable / kTimedOut, never a hang. After a request to a
+// peer timed out, while it has said nothing for two heartbeats, further
+// requests to it fail at once (kUnavailable) until something is heard from
+// it again (a heartbeat, an answer, a new
+// connection; each such failure also tries to connect): an operation that
+// needs several requests fails within one deadline.
 //
 // Threads: one I/O thread runs all socket work (and `try_inline`, if set).
 // Incoming requests run on one of two worker pools: "fast" for requests that never wait on the network, "slow"

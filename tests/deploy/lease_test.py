@@ -11,14 +11,21 @@ taken down for longer than a lease and brought back (DESIGN.md "Faults").
   when it was cut off; node 2 took it after the lease and wrote; after the
   heal node 1's write under its lost lock and its unlock fail with EIO, and
   every node reads node 2's bytes.
+- failing_operations_return_within_the_request_timeout: node 0 (owner and
+  metadata node) cut off: on node 1 a read of an uncached page (EIO), a
+  mapping's fault (SIGBUS), a write (EIO) and a stat (EIO) each return
+  within request_timeout_ms plus a margin of 1 s, however many requests
+  each would make.
 
 Usage: lease_test.py BUILD_BIN_DIR
 """
 import errno
 import fcntl
 import hashlib
+import mmap
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +35,7 @@ BIN = sys.argv[1]
 HERE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LAUNCHER = os.path.join(HERE, "deploy", "local-cluster.sh")
 LEASE_S = 1.5
+TIMEOUT_S = 1.5
 
 
 def fail(msg):
@@ -72,7 +80,8 @@ def main():
     tag = hashlib.md5(d.encode()).hexdigest()[:4]
     link = lambda i: "cshm%sv%d" % (tag, i)
     env = dict(os.environ, CSHMFS=os.path.join(BIN, "cshmfs"),
-               CSHM_CLUSTER_SETTINGS="request_timeout_ms = 1500\nheartbeat_ms = 250\nlease_ms = %d" % (LEASE_S * 1000),
+               CSHM_CLUSTER_SETTINGS="request_timeout_ms = %d\nheartbeat_ms = 250\nlease_ms = %d"
+               % (TIMEOUT_S * 1000, LEASE_S * 1000),
                CSHM_EXTRA_CONFIG="[migrate]\nenabled = false")
     m = lambda i, name: os.path.join(d, "m%d" % i, name)
     held = []
@@ -162,6 +171,47 @@ def main():
         fcntl.lockf(fd1, fcntl.LOCK_UN)
         if read_fresh(m(2, "counter"), 5) != b"AGAIN":
             fail("node 1's write under its new lock is not seen on node 2")
+
+        print("== failing_operations_return_within_the_request_timeout")
+        with open(m(0, "far"), "wb") as f:  # owned by node 0
+            f.write(b"f" * 64 * 4096)
+        fd = os.open(m(1, "far"), os.O_RDWR)
+        held.append(fd)
+        os.pread(fd, 1, 0)
+        subprocess.run(["ip", "link", "set", link(0), "down"], check=True)
+        bound = TIMEOUT_S + 1.0
+
+        def within(what, op, expect):
+            t0 = time.monotonic()
+            got = op()
+            took = time.monotonic() - t0
+            print("   %s: %s after %.2f s" % (what, got, took))
+            if got != expect:
+                fail("%s on node 1 gave %s, not %s" % (what, got, expect))
+            if took > bound:
+                fail("%s on node 1 took %.2f s to fail; the bound is %.1f s" % (what, took, bound))
+
+        def errno_of(f):
+            try:
+                f()
+                return "success"
+            except OSError as e:
+                return errno.errorcode.get(e.errno)
+
+        def fault():
+            pid = os.fork()
+            if pid == 0:
+                mm = mmap.mmap(fd, 64 * 4096)
+                mm[30 * 4096]
+                os._exit(0)
+            _, st = os.waitpid(pid, 0)
+            return "SIGBUS" if os.WIFSIGNALED(st) and os.WTERMSIG(st) == signal.SIGBUS else "status %d" % st
+
+        within("a read of an uncached page", lambda: errno_of(lambda: os.pread(fd, 1, 40 * 4096)), "EIO")
+        within("a mapping's fault", fault, "SIGBUS")
+        within("a write", lambda: errno_of(lambda: os.pwrite(fd, b"w", 50 * 4096)), "EIO")
+        within("a stat", lambda: errno_of(lambda: os.stat(m(1, "far"))), "EIO")
+        subprocess.run(["ip", "link", "set", link(0), "up"], check=True)
         print("PASS")
     finally:
         for fd in held:
@@ -169,7 +219,8 @@ def main():
                 os.close(fd)
             except OSError:
                 pass
-        subprocess.run(["ip", "link", "set", link(1), "up"], stderr=subprocess.DEVNULL)
+        for n in range(3):
+            subprocess.run(["ip", "link", "set", link(n), "up"], stderr=subprocess.DEVNULL)
         subprocess.run([LAUNCHER, "down", d], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if not os.environ.get("CSHM_TEST_KEEP"): shutil.rmtree(d, ignore_errors=True)
 

@@ -178,10 +178,21 @@ def main():
                     errs[val] = errs.get(val, 0) + 1
                 elif kind == "worst":
                     worst = max(worst, float(val))
-        finals = []
-        for n in range(NODES):
-            with open(os.path.join(m(n), "counter"), "rb") as f:
-                finals.append(int(f.read(16).split(b"\0")[0]))
+        def read_all(n, name):  # just after the last fault a read may still fail (EIO): retried
+            got = []
+
+            def attempt():
+                try:
+                    with open(os.path.join(m(n), name), "rb") as f:
+                        got.append(f.read())
+                    return True
+                except OSError:
+                    return False
+
+            wait_for(attempt, 30, "node %d to read %s" % (n, name))
+            return got[0]
+
+        finals = [int(read_all(n, "counter")[:16].split(b"\0")[0]) for n in range(NODES)]
         dup = len(incs) - len(set(incs))
         print("faults: %s; frames dropped: %s; increments acknowledged %d, final %s, duplicates %d; "
               "records acknowledged %d; errors seen by workers %s; slowest operation %.2f s"
@@ -196,8 +207,7 @@ def main():
         if len(incs) < 20:
             fail("only %d increments acknowledged: the workload hardly ran" % len(incs))
         for n in range(NODES):
-            with open(os.path.join(m(n), "records"), "rb") as f:
-                data = f.read()
+            data = read_all(n, "records")
             bad = [(w, i) for (w, i) in recs if data[(i * NODES + w) * REC:(i * NODES + w + 1) * REC] != record(w, i)]
             if bad:
                 fail("%d acknowledged records lost or damaged, seen through node %d (first: %s)" % (len(bad), n, bad[:3]))
