@@ -301,6 +301,8 @@ class Cluster {
   std::condition_variable twinless_done_;
   std::unordered_map<uint64_t, Writers> writers_;  // GUARDED_BY(writers_mu_)
 
+  // Lock order: locks_mu_ before mu_ (ServeLock asks InGrace under it);
+  // nothing takes locks_mu_ while holding mu_.
   std::mutex locks_mu_;
   ownership::LockTable locks_;  // GUARDED_BY(locks_mu_): locks of the segments we own
 };
