@@ -37,6 +37,9 @@ const DelaySeam kSlowFetch("CSHM_TEST_SLOW_FETCH_MS");
 const DelaySeam kSlowTwinPatch("CSHM_TEST_SLOW_TWIN_PATCH_MS");
 const DelaySeam kSlowInvalidate("CSHM_TEST_SLOW_INVALIDATE_MS");
 
+// A fresh 64-bit value: an incarnation, a move's id.
+uint64_t RandomU64() { return std::random_device{}() | (static_cast<uint64_t>(std::random_device{}()) << 32); }
+
 }  // namespace
 
 Cluster::Cluster(net::ClusterConfig config, uint32_t self, store::PageStore* pages, std::unique_ptr<TwinCache> twins,
@@ -68,7 +71,7 @@ Status Cluster::Start(meta::Namespace* ns) {
   o.config = config_;
   o.self = self_;
   o.faults = net::FaultSeam::FromEnvironment();
-  incarnation_ = std::random_device{}() | (static_cast<uint64_t>(std::random_device{}()) << 32);
+  incarnation_ = RandomU64();
   o.incarnation = incarnation_;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -401,12 +404,12 @@ Status Cluster::Write(uint64_t ino, uint64_t off, const char* data, size_t len, 
     // drop the twins now (a later write-back of these pages is refused
     // rather than diffed against them) and the kernel's pages soon after
     // this answer (they are under writeback until then).
+    // With them, what the pages held as this node last saw them (for a
+    // write(2), which was diffed against nothing, the twins as they are:
+    // without one, the page is not written late at all).
     std::vector<Range> ranges;
-    for (uint64_t p = off / kPageSize; len > 0 && p <= (off + len - 1) / kPageSize; p++) AddPageRange(&ranges, p);
-    // What the pages held as this node last saw them (for a write(2), which
-    // was diffed against nothing, the twins as they are: without one, the
-    // page is not written late at all).
     for (uint64_t p = off / kPageSize; len > 0 && p <= (off + len - 1) / kPageSize; p++) {
+      AddPageRange(&ranges, p);
       if (owner_twins) {
         wb.expect.push_back(
             PageExpect{p, PageHash(std::string_view(*owner_twins).substr((p - off / kPageSize) * kPageSize, kPageSize))});
@@ -855,7 +858,7 @@ void Cluster::Handle(net::Request r) {
         auto it = staged_.find(ref->ino);
         if (it != staged_.end() && it->second.installed)
           return reply(Busy("an earlier move of inode " + std::to_string(ref->ino) + " is still staged here"));
-        staged_[ref->ino] = Staged{ref->move_id, r.from, std::chrono::steady_clock::now(), false};
+        staged_[ref->ino] = Staged{ref->move_id, std::chrono::steady_clock::now(), false};
       }
       return reply(twins_->Bitmap(ref->ino));
     }
@@ -1105,7 +1108,7 @@ Status Cluster::MoveSegment(uint64_t ino, uint32_t target, const std::string& wh
       return Busy("inode " + std::to_string(ino) + " keeps starting invalidations faster than it can be frozen " +
                   "for a move; try again");
   }
-  const MoveRef ref{ino, std::random_device{}() | (static_cast<uint64_t>(std::random_device{}()) << 32)};
+  const MoveRef ref{ino, RandomU64()};
   auto fail = [&](const Status& s) {
     owned_.Unfreeze(ino, std::nullopt);  // the segment stays here, intact
     transport_->Send(target, kMigrateAbort, ref.Encode());
@@ -1407,13 +1410,8 @@ void Cluster::ResolveStaged() {
   for (auto& [ref, droppable] : check) {
     auto rec = meta().GetAttr(ref.ino);
     if (!rec.ok()) continue;  // the directory cannot say yet
-    bool installed = false;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto it = staged_.find(ref.ino);
-      installed = it != staged_.end() && it->second.move_id == ref.move_id && it->second.installed;
-    }
-    if (rec->owner_node == self_ && installed) {
+    // CommitStaged and AbortStaged act only on this very move, if still staged.
+    if (rec->owner_node == self_) {
       if (CommitStaged(ref).ok()) spdlog::warn("inode {}: the move's commit never came, the directory names this node",
                                                ref.ino);
     } else if (rec->owner_node != self_ && droppable) {
@@ -1452,9 +1450,8 @@ Status Cluster::DrainPending(uint64_t ino) {
     // pages than the owner now has: it drops them and fetches again.
     std::vector<Range> ranges;
     for (const WriteRun& r : wb->runs)
-      if (!r.bytes.empty()) ranges.push_back(Range{r.off / kPageSize * kPageSize,
-                                                   ((r.off + r.bytes.size() - 1) / kPageSize + 1) * kPageSize -
-                                                       r.off / kPageSize * kPageSize});
+      for (uint64_t p = r.off / kPageSize; !r.bytes.empty() && p <= (r.off + r.bytes.size() - 1) / kPageSize; p++)
+        AddPageRange(&ranges, p);
     DropLocalLater(ino, std::move(ranges));
     return st;
   });

@@ -249,7 +249,6 @@ class Cluster {
   // by inode. Installed ones serve nothing until they commit.
   struct Staged {
     uint64_t move_id = 0;
-    uint32_t from = 0;
     std::chrono::steady_clock::time_point since;
     bool installed = false;
   };

@@ -24,6 +24,12 @@ using namespace std::chrono_literals;
 constexpr size_t kPage = 4096;
 const std::string kNoAutoMigrate = "[migrate]\nenabled = false\n";
 
+// Continues a SIGSTOPped daemon when the test leaves, also on failure.
+struct ScopedResume {
+  pid_t pid;
+  ~ScopedResume() { kill(pid, SIGCONT); }
+};
+
 TEST(Faults, a_full_owner_gives_the_writer_enospc_and_corrupts_nothing) {
   TestCluster c(2, 3000, kNoAutoMigrate);
   ASSERT_EQ(c.node(0).Start({"--config", c.config_path(), "--node", "0", "-o", "size=1m"}), "");
@@ -145,10 +151,7 @@ TEST(Faults, a_kept_write_back_never_lands_on_newer_acknowledged_bytes) {
   // Node 1 stalls with its write kept; the owner comes back; node 2 writes.
   const pid_t stalled = c.node(1).pid();
   ASSERT_EQ(kill(stalled, SIGSTOP), 0);
-  struct Resume {
-    pid_t pid;
-    ~Resume() { kill(pid, SIGCONT); }
-  } resume{stalled};
+  ScopedResume resume{stalled};
   ASSERT_EQ(c.StartNode(0), "");
   {
     int fd2 = open(c.path(2, "seg").c_str(), O_RDWR);
@@ -323,10 +326,7 @@ TEST(Faults, a_write_to_a_file_owned_here_does_not_wait_for_the_metadata_node) {
   ASSERT_EQ(pwrite(fd, "first", 5, 0), 5);
   const pid_t meta = c.node(0).pid();
   ASSERT_EQ(kill(meta, SIGSTOP), 0);
-  struct Resume {
-    pid_t pid;
-    ~Resume() { kill(pid, SIGCONT); }
-  } resume{meta};
+  ScopedResume resume{meta};
   pid_t child = fork();
   if (child == 0) _exit(pwrite(fd, "again", 5, 0) == 5 ? 0 : 1);
   int status = 0;
