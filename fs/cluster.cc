@@ -79,7 +79,7 @@ Status Cluster::Start(meta::Namespace* ns) {
   }
   o.is_slow = [](uint16_t type) {
     return type == kTruncate || type == kInvalidate || type == kControl || type == kSync ||
-           type == kMigratePages || type == kMigrateInstall || type == kMigrateCommit;
+           type == kMigratePages || type == kMigrateInstall || type == kMigrateCommit || type == kMetaRefs;
   };
   o.handler = [this](net::Request r) { Handle(std::move(r)); };
   o.try_inline = [this](net::Request& r) { return TryServeInline(r); };
@@ -102,6 +102,7 @@ Status Cluster::Start(meta::Namespace* ns) {
     if (restarted) {
       ForgetNode(node, "it restarted");
       LoseGrantsOf(node, "it restarted");
+      if (ref_sync_) ref_sync_->Restarted(node);
     }
     // After giving up its old incarnation's locks, and on our own connection
     // to it, so that it arrives after everything we sent under them.
@@ -124,10 +125,34 @@ Status Cluster::Start(meta::Namespace* ns) {
     }
     LoseGrantsOf(node, "our lease with it ran out");
   };
-  o.on_peer_forgotten = [this](uint32_t node) { ForgetNode(node, "it was silent for the lease"); };
+  o.on_peer_forgotten = [this](uint32_t node) {
+    ForgetNode(node, "it was silent for the lease");
+    if (ref_sync_) ref_sync_->Forgotten(node);
+  };
+  if (ns_) {
+    ReferenceSync::Options ro;
+    for (const net::NodeConfig& n : config_.nodes)
+      if (n.id != self_) ro.peers.push_back(n.id);
+    ro.heartbeat = std::chrono::milliseconds(config_.heartbeat_ms);
+    ro.lease = std::chrono::milliseconds(config_.lease_ms);
+    ro.request_timeout = std::chrono::milliseconds(config_.request_timeout_ms);
+    ro.heard = [this](uint32_t node) { return !net_.load()->Forgotten(node); };
+    ro.ask = [this](uint32_t node) -> Result<meta::ReferenceSnapshot> {
+      CSHM_ASSIGN_OR_RETURN(std::string reply, net_.load()->Call(node, kMetaRefs, ""));
+      return meta::ReferenceSnapshot::Decode(reply);
+    };
+    ro.tell_orphans = [this](uint32_t node, const std::vector<uint64_t>& inos) {
+      std::string payload;
+      for (uint64_t ino : inos) payload += EncodeU64(ino);
+      net_.load()->Send(node, kHeldOrphans, std::move(payload));
+    };
+    ref_sync_ = std::make_unique<ReferenceSync>(ns_, std::move(ro));
+  }
+  if (ns_)
+    ns_->SetEntryRemovedHook([this](uint64_t parent, const std::string& name) { BroadcastEntryGone(parent, name); });
   CSHM_ASSIGN_OR_RETURN(transport_, net::Transport::Start(std::move(o)));
   net_ = transport_.get();
-  if (ns_) ns_->SetEntryRemovedHook([this](uint64_t parent, const std::string& name) { BroadcastEntryGone(parent, name); });
+  if (ref_sync_) ref_sync_->Start();  // only now, with the transport up: settling may purge (and tell owners)
   for (const net::NodeConfig& n : config_.nodes)
     if (n.id != self_) transport_->Send(n.id, kPing, "");
   if (pending_->size() > 0)
@@ -197,6 +222,7 @@ void Cluster::Stop() {
   }
   stop_cv_.notify_all();
   if (migrator_.joinable()) migrator_.join();
+  if (ref_sync_) ref_sync_->Stop();
   transport_.reset();  // joins the handler pools first
   if (async_rounds_) async_rounds_->join();
 }
@@ -775,10 +801,17 @@ void Cluster::Handle(net::Request r) {
   switch (r.type) {
     case kMetaRequest:
       if (!ns_) return reply(Unavailable("node " + std::to_string(self_) + " is not the metadata node"));
-      return reply(meta::ServeMetaRequest(*ns_, r.payload));
+      return reply(meta::ServeMetaRequest(*ns_, r.from, r.payload));
     case kMetaForget:
-      if (ns_) (void)meta::ServeMetaRequest(*ns_, r.payload);
+      if (ns_) (void)meta::ServeMetaRequest(*ns_, r.from, r.payload);
       return;
+    case kMetaRefs: {
+      if (ns_ || r.from != config_.metadata_node) return reply(Invalid("only the metadata node asks for references"));
+      // Half a deadline: the asker's Call must still be waiting for the answer.
+      auto snap = remote_meta_->held().Snapshot(std::chrono::milliseconds(config_.request_timeout_ms / 2));
+      if (!snap.ok()) return reply(snap.status());
+      return reply(snap->Encode());
+    }
     case kFetch: {
       auto req = FetchRequest::Decode(r.payload);
       if (!req.ok()) return reply(req.status());
@@ -830,6 +863,14 @@ void Cluster::Handle(net::Request r) {
       }
       return;
     }
+    case kHeldOrphans:
+      if (ns_ || r.from != config_.metadata_node) return;
+      for (size_t at = 0; at + 8 <= r.payload.size(); at += 8) {
+        auto ino = DecodeU64(std::string_view(r.payload).substr(at, 8));
+        if (!ino.ok()) continue;
+        if (auto name = remote_meta_->held().NameOf(*ino)) DropEntryLocal(name->first, name->second);
+      }
+      return;
     case kEntryGone:
       if (r.payload.size() >= 8) {
         auto parent = DecodeU64(std::string_view(r.payload).substr(0, 8));

@@ -44,6 +44,7 @@
 #include "common/status.h"
 #include "fs/pending_writes.h"
 #include "fs/read_scratch.h"
+#include "fs/reference_sync.h"
 #include "fs/twin_cache.h"
 #include "meta/meta_rpc.h"
 #include "meta/namespace.h"
@@ -235,6 +236,7 @@ class Cluster {
   ownership::OwnedSegments owned_;
   meta::Namespace* ns_ = nullptr;  // metadata node only
   std::unique_ptr<meta::RemoteMeta> remote_meta_;
+  std::unique_ptr<ReferenceSync> ref_sync_;  // metadata node only
   std::unique_ptr<net::Transport> transport_;
   // The same, for the transport's own callbacks, which may run before
   // Start() has stored transport_ (null until then).

@@ -38,6 +38,7 @@ Result<std::unique_ptr<FileSystem>> FileSystem::Open(const FileSystemOptions& op
   if (!options.cluster) {
     CSHM_ASSIGN_OR_RETURN(fs->ns_, meta::Namespace::Open(fs->meta_store_.get(), options.node_id, options.root,
                                                          [pages](uint64_t ino, uint32_t) { return pages->Remove(ino); }));
+    fs->ns_->ExpectNodes({});  // one node: its own kernel's references are all there are
     fs->meta_ = fs->ns_.get();
     return fs;
   }
@@ -80,19 +81,19 @@ Result<meta::InodeRecord> FileSystem::CreateOrOpen(uint64_t parent, std::string_
                                                    const meta::Caller& caller) {
   auto created = meta_->Mknod(parent, name, S_IFREG | (mode & 07777), 0, caller);
   if (created.ok() || created.status().code() != Status::Code::kExists || (flags & O_EXCL)) return created;
-  CSHM_ASSIGN_OR_RETURN(meta::InodeRecord r, meta_->Lookup(parent, name));  // +1 ref, as a create
+  CSHM_ASSIGN_OR_RETURN(meta::InodeRecord r, meta_->Lookup(parent, name, caller));  // +1 ref, as a create
   Status refused;
   if (r.IsDir()) refused = IsDir("'" + std::string(name) + "' is a directory");
   else if (!r.IsReg()) refused = Exists("'" + std::string(name) + "' exists and is not a regular file");
   else if (!MayOpen(r, caller, flags)) refused = AccessDenied("no permission to open '" + std::string(name) + "'");
   if (!refused.ok()) {
-    meta_->Forget(r.ino, 1);
+    meta_->Forget(r.ino, 1, caller);
     return refused;
   }
   if ((flags & O_TRUNC) && r.size != 0) {
     auto t = SetAttr(r.ino, meta::SetAttrRequest{.size = 0});
     if (!t.ok()) {
-      meta_->Forget(r.ino, 1);
+      meta_->Forget(r.ino, 1, caller);
       return t.status();
     }
     return *t;

@@ -71,13 +71,13 @@ void ReplyEntry(fuse_req_t req, const Result<meta::InodeRecord>& r, const char* 
 
 // Valid replies: fuse_reply_entry, fuse_reply_err.
 void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  Guard(req, "lookup", [&] { ReplyEntry(req, Fs(req).ns().Lookup(parent, name), "lookup"); });
+  Guard(req, "lookup", [&] { ReplyEntry(req, Fs(req).ns().Lookup(parent, name, CallerOf(req)), "lookup"); });
 }
 
 // Valid replies: fuse_reply_none.
 void OpForget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
   try {
-    Fs(req).ns().Forget(ino, nlookup);
+    Fs(req).ns().Forget(ino, nlookup, CallerOf(req));
   } catch (...) {
     spdlog::error("forget: internal error");
   }
@@ -86,7 +86,7 @@ void OpForget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
 
 void OpForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
   try {
-    for (size_t i = 0; i < count; i++) Fs(req).ns().Forget(forgets[i].ino, forgets[i].nlookup);
+    for (size_t i = 0; i < count; i++) Fs(req).ns().Forget(forgets[i].ino, forgets[i].nlookup, CallerOf(req));
   } catch (...) {
     spdlog::error("forget: internal error");
   }
@@ -152,7 +152,7 @@ void OpSymlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* 
 }
 
 void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char* new_name) {
-  Guard(req, "link", [&] { ReplyEntry(req, Fs(req).ns().Link(ino, new_parent, new_name), "link"); });
+  Guard(req, "link", [&] { ReplyEntry(req, Fs(req).ns().Link(ino, new_parent, new_name, CallerOf(req)), "link"); });
 }
 
 // Valid replies: fuse_reply_err (0 on success).

@@ -1,5 +1,7 @@
 #include "meta/meta_rpc.h"
 
+#include <chrono>
+
 #include "common/bytes.h"
 
 namespace cshm::meta {
@@ -53,6 +55,7 @@ std::string MetaRequest::Encode() const {
   w.PutU32(caller.uid);
   w.PutU32(caller.gid);
   w.PutU32(caller.node);
+  w.PutU64(caller.seq);
   uint8_t has = (attr.mode ? 1 : 0) | (attr.uid ? 2 : 0) | (attr.gid ? 4 : 0) | (attr.size ? 8 : 0) |
                 (attr.atime ? 16 : 0) | (attr.mtime ? 32 : 0);
   w.PutU8(has);
@@ -81,6 +84,7 @@ Result<MetaRequest> MetaRequest::Decode(std::string_view in) {
   r.GetU32(&m.caller.uid);
   r.GetU32(&m.caller.gid);
   r.GetU32(&m.caller.node);
+  r.GetU64(&m.caller.seq);
   r.GetU8(&has);
   r.GetU32(&mode);
   r.GetU32(&uid);
@@ -101,18 +105,19 @@ Result<MetaRequest> MetaRequest::Decode(std::string_view in) {
   return m;
 }
 
-Result<std::string> ServeMetaRequest(MetaService& svc, std::string_view payload) {
+Result<std::string> ServeMetaRequest(MetaService& svc, uint32_t from, std::string_view payload) {
   CSHM_ASSIGN_OR_RETURN(MetaRequest m, MetaRequest::Decode(payload));
+  m.caller.node = from;  // what it creates is its own, what it looks up it holds
   switch (m.op) {
-    case MetaOp::kLookup: return InodeReply(svc.Lookup(m.ino, m.name));
-    case MetaOp::kForget: svc.Forget(m.ino, m.ino2); return std::string();
+    case MetaOp::kLookup: return InodeReply(svc.Lookup(m.ino, m.name, m.caller));
+    case MetaOp::kForget: svc.Forget(m.ino, m.ino2, m.caller); return std::string();
     case MetaOp::kGetAttr: return InodeReply(svc.GetAttr(m.ino));
     case MetaOp::kSetAttr: return InodeReply(svc.SetAttr(m.ino, m.attr));
     case MetaOp::kNoteWrite: return InodeReply(svc.NoteWrite(m.ino, m.ino2, m.mode != 0));
     case MetaOp::kMknod: return InodeReply(svc.Mknod(m.ino, m.name, m.mode, m.ino2, m.caller));
     case MetaOp::kMkdir: return InodeReply(svc.Mkdir(m.ino, m.name, m.mode, m.caller));
     case MetaOp::kSymlink: return InodeReply(svc.Symlink(m.ino, m.name, m.name2, m.caller));
-    case MetaOp::kLink: return InodeReply(svc.Link(m.ino, m.ino2, m.name));
+    case MetaOp::kLink: return InodeReply(svc.Link(m.ino, m.ino2, m.name, m.caller));
     case MetaOp::kUnlink: return EmptyReply(svc.Unlink(m.ino, m.name));
     case MetaOp::kRmdir: return EmptyReply(svc.Rmdir(m.ino, m.name));
     case MetaOp::kRename: return EmptyReply(svc.Rename(m.ino, m.name, m.ino2, m.name2, m.mode));
@@ -150,11 +155,30 @@ Result<InodeRecord> RemoteMeta::CallInode(const MetaRequest& r) {
   return DecodeInode(reply);
 }
 
-Result<InodeRecord> RemoteMeta::Lookup(uint64_t parent, std::string_view name) {
-  return CallInode(MetaRequest{.op = MetaOp::kLookup, .ino = parent, .name = std::string(name)});
+RemoteMeta::RemoteMeta(CallFn call, SendFn send)
+    : call_(std::move(call)),
+      send_(std::move(send)),
+      // Above every number an earlier run of this node can have used.
+      held_(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                      std::chrono::system_clock::now().time_since_epoch())
+                                      .count())
+            << 10) {}
+
+Result<InodeRecord> RemoteMeta::CallTakingRef(MetaRequest r) {
+  r.caller.seq = held_.Begin();
+  auto got = CallInode(r);
+  // A link's name is in new_parent (ino2); every other op's in ino.
+  held_.End(got.ok() ? got->ino : 0, r.op == MetaOp::kLink ? r.ino2 : r.ino, r.name);
+  return got;
 }
-void RemoteMeta::Forget(uint64_t ino, uint64_t n) {
-  send_(MetaRequest{.op = MetaOp::kForget, .ino = ino, .ino2 = n}.Encode());
+
+Result<InodeRecord> RemoteMeta::Lookup(uint64_t parent, std::string_view name, const Caller& caller) {
+  return CallTakingRef(MetaRequest{.op = MetaOp::kLookup, .ino = parent, .name = std::string(name), .caller = caller});
+}
+void RemoteMeta::Forget(uint64_t ino, uint64_t n, const Caller& caller) {
+  Caller c = caller;
+  c.seq = held_.Forget(ino, n);
+  send_(MetaRequest{.op = MetaOp::kForget, .ino = ino, .ino2 = n, .caller = c}.Encode());
 }
 Result<InodeRecord> RemoteMeta::GetAttr(uint64_t ino) { return CallInode(MetaRequest{.op = MetaOp::kGetAttr, .ino = ino}); }
 Result<InodeRecord> RemoteMeta::SetAttr(uint64_t ino, const SetAttrRequest& req) {
@@ -165,23 +189,25 @@ Result<InodeRecord> RemoteMeta::NoteWrite(uint64_t ino, uint64_t end, bool touch
 }
 Result<InodeRecord> RemoteMeta::Mknod(uint64_t parent, std::string_view name, uint32_t mode, uint64_t rdev,
                                       const Caller& caller) {
-  return CallInode(MetaRequest{
+  return CallTakingRef(MetaRequest{
       .op = MetaOp::kMknod, .ino = parent, .ino2 = rdev, .mode = mode, .name = std::string(name), .caller = caller});
 }
 Result<InodeRecord> RemoteMeta::Mkdir(uint64_t parent, std::string_view name, uint32_t mode, const Caller& caller) {
-  return CallInode(
+  return CallTakingRef(
       MetaRequest{.op = MetaOp::kMkdir, .ino = parent, .mode = mode, .name = std::string(name), .caller = caller});
 }
 Result<InodeRecord> RemoteMeta::Symlink(uint64_t parent, std::string_view name, std::string_view target,
                                         const Caller& caller) {
-  return CallInode(MetaRequest{.op = MetaOp::kSymlink,
+  return CallTakingRef(MetaRequest{.op = MetaOp::kSymlink,
                                .ino = parent,
                                .name = std::string(name),
                                .name2 = std::string(target),
                                .caller = caller});
 }
-Result<InodeRecord> RemoteMeta::Link(uint64_t ino, uint64_t new_parent, std::string_view new_name) {
-  return CallInode(MetaRequest{.op = MetaOp::kLink, .ino = ino, .ino2 = new_parent, .name = std::string(new_name)});
+Result<InodeRecord> RemoteMeta::Link(uint64_t ino, uint64_t new_parent, std::string_view new_name,
+                                     const Caller& caller) {
+  return CallTakingRef(MetaRequest{
+      .op = MetaOp::kLink, .ino = ino, .ino2 = new_parent, .name = std::string(new_name), .caller = caller});
 }
 Status RemoteMeta::Unlink(uint64_t parent, std::string_view name) {
   return call_(MetaRequest{.op = MetaOp::kUnlink, .ino = parent, .name = std::string(name)}.Encode()).status();

@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "meta/meta_service.h"
+#include "meta/references.h"
 
 namespace cshm::meta {
 
@@ -32,18 +33,19 @@ struct MetaRequest {
   static Result<MetaRequest> Decode(std::string_view in);
 };
 
-// Runs `payload` (an encoded MetaRequest) against `svc`; the result is the
-// response payload. A payload that does not decode is kInvalid.
-Result<std::string> ServeMetaRequest(MetaService& svc, std::string_view payload);
+// Runs `payload` (an encoded MetaRequest from node `from`, as the transport
+// authenticated it) against `svc`; the result is the response payload. A
+// payload that does not decode is kInvalid.
+Result<std::string> ServeMetaRequest(MetaService& svc, uint32_t from, std::string_view payload);
 
 class RemoteMeta : public MetaService {
  public:
   using CallFn = std::function<Result<std::string>(std::string payload)>;
   using SendFn = std::function<void(std::string payload)>;  // one-way (Forget)
-  RemoteMeta(CallFn call, SendFn send) : call_(std::move(call)), send_(std::move(send)) {}
+  RemoteMeta(CallFn call, SendFn send);
 
-  Result<InodeRecord> Lookup(uint64_t parent, std::string_view name) override;
-  void Forget(uint64_t ino, uint64_t n) override;
+  Result<InodeRecord> Lookup(uint64_t parent, std::string_view name, const Caller& caller) override;
+  void Forget(uint64_t ino, uint64_t n, const Caller& caller) override;
   Result<InodeRecord> GetAttr(uint64_t ino) override;
   Result<InodeRecord> SetAttr(uint64_t ino, const SetAttrRequest& req) override;
   Result<InodeRecord> NoteWrite(uint64_t ino, uint64_t end, bool touch_mtime) override;
@@ -52,7 +54,8 @@ class RemoteMeta : public MetaService {
   Result<InodeRecord> Mkdir(uint64_t parent, std::string_view name, uint32_t mode, const Caller& caller) override;
   Result<InodeRecord> Symlink(uint64_t parent, std::string_view name, std::string_view target,
                               const Caller& caller) override;
-  Result<InodeRecord> Link(uint64_t ino, uint64_t new_parent, std::string_view new_name) override;
+  Result<InodeRecord> Link(uint64_t ino, uint64_t new_parent, std::string_view new_name,
+                           const Caller& caller) override;
   Status Unlink(uint64_t parent, std::string_view name) override;
   Status Rmdir(uint64_t parent, std::string_view name) override;
   Status Rename(uint64_t parent, std::string_view name, uint64_t new_parent, std::string_view new_name,
@@ -65,10 +68,15 @@ class RemoteMeta : public MetaService {
   Status RemoveXattr(uint64_t ino, std::string_view name) override;
   Status SetOwner(uint64_t ino, uint32_t node) override;
 
+  // What this node's kernel holds, for the metadata node to register.
+  HeldReferences& held() { return held_; }
+
  private:
   Result<InodeRecord> CallInode(const MetaRequest& r);
+  Result<InodeRecord> CallTakingRef(MetaRequest r);
   CallFn call_;
   SendFn send_;
+  HeldReferences held_;
 };
 
 }  // namespace cshm::meta

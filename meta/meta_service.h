@@ -23,6 +23,9 @@ struct Caller {
   uint32_t uid = 0;
   uint32_t gid = 0;
   uint32_t node = 0;  // the node the request comes from: owner of what it creates
+  // The number of a request that changes a reference (meta/references.h);
+  // RemoteMeta sets it, 0 on the metadata node itself.
+  uint64_t seq = 0;
 };
 
 struct SetAttrRequest {
@@ -45,8 +48,10 @@ class MetaService {
   virtual ~MetaService() = default;
   // Lookup and the create ops take one reference on the inode (the kernel's
   // lookup count); Forget drops them.
-  virtual Result<InodeRecord> Lookup(uint64_t parent, std::string_view name) = 0;
-  virtual void Forget(uint64_t ino, uint64_t n) = 0;
+  // References are counted per node: `caller.node` (the sender, on the
+  // metadata node) holds them.
+  virtual Result<InodeRecord> Lookup(uint64_t parent, std::string_view name, const Caller& caller) = 0;
+  virtual void Forget(uint64_t ino, uint64_t n, const Caller& caller) = 0;
   virtual Result<InodeRecord> GetAttr(uint64_t ino) = 0;
   virtual Result<InodeRecord> SetAttr(uint64_t ino, const SetAttrRequest& req) = 0;
   virtual Result<InodeRecord> NoteWrite(uint64_t ino, uint64_t end, bool touch_mtime) = 0;
@@ -56,7 +61,8 @@ class MetaService {
                                     const Caller& caller) = 0;
   virtual Result<InodeRecord> Symlink(uint64_t parent, std::string_view name, std::string_view target,
                                       const Caller& caller) = 0;
-  virtual Result<InodeRecord> Link(uint64_t ino, uint64_t new_parent, std::string_view new_name) = 0;
+  virtual Result<InodeRecord> Link(uint64_t ino, uint64_t new_parent, std::string_view new_name,
+                                   const Caller& caller) = 0;
   virtual Status Unlink(uint64_t parent, std::string_view name) = 0;
   virtual Status Rmdir(uint64_t parent, std::string_view name) = 0;
   virtual Status Rename(uint64_t parent, std::string_view name, uint64_t new_parent, std::string_view new_name,

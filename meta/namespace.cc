@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <sys/xattr.h>
 
+#include <algorithm>
 #include <climits>
 
 namespace cshm::meta {
@@ -26,7 +27,7 @@ Status CheckName(std::string_view name) {
 }
 
 Namespace::Namespace(store::MetaStore* store, uint32_t node_id, PurgeFn purge)
-    : store_(store), node_id_(node_id), purge_(std::move(purge)) {}
+    : store_(store), node_id_(node_id), purge_(std::move(purge)), refs_(node_id) {}
 
 Result<std::unique_ptr<Namespace>> Namespace::Open(store::MetaStore* store, uint32_t node_id,
                                                    const RootOptions& root, PurgeFn purge) {
@@ -56,20 +57,13 @@ Result<std::unique_ptr<Namespace>> Namespace::Open(store::MetaStore* store, uint
   }
   ns->cache_[r.ino] = r;
 
-  // Orphans of a previous run: nothing can reference them any more.
+  // Orphans of a previous run: other nodes may still hold them (ExpectNodes).
   std::vector<uint64_t> orphans;
   CSHM_RETURN_IF_ERROR(store->ListOrphans(&orphans));
-  if (!orphans.empty()) {
-    store::MetaStore::Batch b;
-    PurgeList purge;
-    for (uint64_t ino : orphans) {
-      CSHM_ASSIGN_OR_RETURN(auto rec, store->GetInode(ino));
-      if (rec) purge.emplace_back(ino, rec->owner_node);
-      b.DeleteInode(ino);
-      b.DeleteOrphan(ino);
-    }
-    CSHM_RETURN_IF_ERROR(store->Commit(b));
-    CSHM_RETURN_IF_ERROR(ns->Purge(purge));
+  const auto now = std::chrono::steady_clock::now();
+  for (uint64_t ino : orphans) {
+    CSHM_ASSIGN_OR_RETURN(auto rec, store->GetInode(ino));
+    ns->orphans_[ino] = Orphan{rec ? rec->owner_node : node_id, now};
   }
   return ns;
 }
@@ -112,48 +106,135 @@ Status Namespace::CommitLocked(store::MetaStore::Batch& b, std::vector<InodeReco
   return Status::Ok();
 }
 
-Result<InodeRecord> Namespace::Lookup(uint64_t parent, std::string_view name) {
+Result<InodeRecord> Namespace::Lookup(uint64_t parent, std::string_view name, const Caller& caller) {
   CSHM_RETURN_IF_ERROR(CheckName(name));
   std::lock_guard<std::mutex> lock(mu_);
   CSHM_RETURN_IF_ERROR(LoadDirLocked(parent).status());
   CSHM_ASSIGN_OR_RETURN(auto e, EntryLocked(parent, name));
   if (!e) return NotFound("no entry '" + std::string(name) + "'");
   CSHM_ASSIGN_OR_RETURN(InodeRecord r, LoadLocked(e->ino));
-  TakeRefLocked(r.ino);
+  refs_.Take(r.ino, caller.node, caller.seq);
   return r;
 }
 
-void Namespace::Forget(uint64_t ino, uint64_t n) {
+void Namespace::Forget(uint64_t ino, uint64_t n, const Caller& caller) {
   PurgeList purge;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = refs_.find(ino);
-    if (it == refs_.end()) return;
-    it->second = it->second > n ? it->second - n : 0;
-    if (it->second > 0) return;
-    refs_.erase(it);
-    auto c = cache_.find(ino);
-    if (c == cache_.end() || c->second.nlink > 0 || ino == store::kRootIno) {
+    refs_.Drop(ino, caller.node, n, caller.seq);
+    if (refs_.Held(ino)) return;
+    if (orphans_.count(ino)) {
+      purge = PurgeOrphansLocked();
+    } else {
+      auto c = cache_.find(ino);
       if (c != cache_.end() && !c->second.IsDir()) cache_.erase(c);  // keep dirs: cheap, hot
-      return;
     }
-    const uint32_t owner = c->second.owner_node;
-    store::MetaStore::Batch b;
-    b.DeleteInode(ino);
-    b.DeleteOrphan(ino);
-    // A failed commit leaves the orphan record; the next start purges it.
-    if (!CommitLocked(b, {}, {ino}).ok()) return;
-    purge.emplace_back(ino, owner);
   }
   (void)Purge(purge);
+}
+
+Namespace::PurgeList Namespace::PurgeOrphansLocked() {
+  PurgeList purge;
+  if (!expecting_ || !refs_.Settled()) return purge;
+  store::MetaStore::Batch b;
+  std::vector<uint64_t> deleted;
+  for (auto& [ino, o] : orphans_) {
+    if (refs_.Held(ino)) continue;
+    b.DeleteInode(ino);
+    b.DeleteOrphan(ino);
+    deleted.push_back(ino);
+    purge.emplace_back(ino, o.owner);
+  }
+  if (deleted.empty()) return purge;
+  // A failed commit keeps the orphans (and their records) for a later try.
+  if (!CommitLocked(b, {}, deleted).ok()) return {};
+  for (uint64_t ino : deleted) orphans_.erase(ino);
+  return purge;
+}
+
+void Namespace::ExpectNodes(const std::vector<uint32_t>& peers) {
+  PurgeList purge;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    refs_.Expect(peers);
+    expecting_ = true;
+    purge = PurgeOrphansLocked();
+  }
+  (void)Purge(purge);
+}
+
+Namespace::NodeState Namespace::node_state(uint32_t node) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return refs_.state(node);
+}
+
+void Namespace::Asking(uint32_t node) {
+  std::lock_guard<std::mutex> lock(mu_);
+  refs_.Asking(node);
+}
+
+void Namespace::Abandon(uint32_t node) {
+  std::lock_guard<std::mutex> lock(mu_);
+  refs_.Abandon(node);
+}
+
+void Namespace::Register(uint32_t node, const ReferenceSnapshot& snap) {
+  PurgeList purge;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    refs_.Register(node, snap);
+    purge = PurgeOrphansLocked();
+  }
+  (void)Purge(purge);
+}
+
+void Namespace::NodeGone(uint32_t node) {
+  PurgeList purge;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    refs_.Gone(node);
+    purge = PurgeOrphansLocked();
+  }
+  (void)Purge(purge);
+}
+
+void Namespace::NodeUnknown(uint32_t node) {
+  std::lock_guard<std::mutex> lock(mu_);
+  refs_.Unknown(node);
+}
+
+std::vector<uint32_t> Namespace::Pinning(std::chrono::milliseconds age) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const auto cutoff = std::chrono::steady_clock::now() - age;
+  std::vector<uint32_t> out;
+  for (auto& [ino, o] : orphans_) {
+    if (o.since > cutoff) continue;
+    for (uint32_t n : refs_.Holders(ino))
+      if (n != node_id_ && std::find(out.begin(), out.end(), n) == out.end()) out.push_back(n);
+  }
+  return out;
+}
+
+std::vector<uint64_t> Namespace::OrphansHeldBy(uint32_t node) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<uint64_t> out;
+  for (auto& [ino, o] : orphans_) {
+    auto holders = refs_.Holders(ino);
+    if (std::find(holders.begin(), holders.end(), node) != holders.end()) out.push_back(ino);
+  }
+  return out;
+}
+
+size_t Namespace::orphan_count() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return orphans_.size();
 }
 
 void Namespace::SetEntryRemovedHook(EntryFn fn) { entry_removed_ = std::move(fn); }
 
 uint64_t Namespace::references(uint64_t ino) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = refs_.find(ino);
-  return it == refs_.end() ? 0 : it->second;
+  return refs_.Count(ino);
 }
 
 uint64_t Namespace::inode_count() {
@@ -240,7 +321,7 @@ Result<InodeRecord> Namespace::CreateLocked(uint64_t parent, std::string_view na
   b.PutCounter(kInoCounter, next_counter_ + 1);
   CSHM_RETURN_IF_ERROR(CommitLocked(b, {r, dir}, {}));
   next_counter_++;
-  TakeRefLocked(r.ino);
+  refs_.Take(r.ino, caller.node, caller.seq);
   return r;
 }
 
@@ -267,7 +348,8 @@ Result<InodeRecord> Namespace::Symlink(uint64_t parent, std::string_view name, s
   return CreateLocked(parent, name, S_IFLNK | 0777, 0, target, caller);
 }
 
-Result<InodeRecord> Namespace::Link(uint64_t ino, uint64_t new_parent, std::string_view new_name) {
+Result<InodeRecord> Namespace::Link(uint64_t ino, uint64_t new_parent, std::string_view new_name,
+                                    const Caller& caller) {
   CSHM_RETURN_IF_ERROR(CheckName(new_name));
   std::lock_guard<std::mutex> lock(mu_);
   CSHM_ASSIGN_OR_RETURN(InodeRecord r, LoadLocked(ino));
@@ -284,7 +366,7 @@ Result<InodeRecord> Namespace::Link(uint64_t ino, uint64_t new_parent, std::stri
   store::MetaStore::Batch b;
   b.PutEntry(new_parent, store::DirEntry{std::string(new_name), r.ino, r.mode & S_IFMT});
   CSHM_RETURN_IF_ERROR(CommitLocked(b, {r, dir}, {}));
-  TakeRefLocked(r.ino);
+  refs_.Take(r.ino, caller.node, caller.seq);
   return r;
 }
 
@@ -293,9 +375,11 @@ bool Namespace::DropLinkLocked(InodeRecord& victim, store::MetaStore::Batch& b, 
   // A directory loses its "." link along with its name.
   victim.nlink = victim.IsDir() ? 0 : victim.nlink - 1;
   if (victim.nlink > 0) return false;
-  auto ref = refs_.find(victim.ino);
-  if (ref != refs_.end() && ref->second > 0) {
-    b.PutOrphan(victim.ino);  // lives on until the last reference goes
+  // Held somewhere, or perhaps held by a node whose references are not known
+  // yet: it lives on until the last reference goes (PurgeOrphansLocked).
+  if (refs_.Held(victim.ino) || !expecting_ || !refs_.Settled()) {
+    b.PutOrphan(victim.ino);
+    orphans_[victim.ino] = Orphan{victim.owner_node, std::chrono::steady_clock::now()};
     return false;
   }
   return true;

@@ -6,9 +6,13 @@
 // atomic with respect to the others and is one atomic RocksDB batch.
 //
 // References: an inode handed out by Lookup or a create op carries one
-// reference, as the kernel's lookup count does; Forget drops them. An inode whose
-// last name is removed while referenced becomes an orphan (persisted) and is
-// purged, with its pages, when its last reference goes, or at the next start.
+// reference, as the kernel's lookup count does, counted for the node that asked
+// (meta/references.h); Forget drops them. An inode whose last name is removed
+// while referenced, or while some node's references are not known, becomes an
+// orphan (persisted) and is purged, with its pages, once no node holds it and
+// every node's references are known again. Nothing is purged before
+// ExpectNodes: at start, the other nodes' kernels may still hold the orphans a
+// previous run left.
 //
 // Permission checks are the kernel's (the mount uses default_permissions); the
 // namespace checks only what the kernel leaves to the filesystem: names,
@@ -18,6 +22,7 @@
 // before mu_. Purging pages happens after mu_ is released.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -29,6 +34,7 @@
 
 #include "common/status.h"
 #include "meta/meta_service.h"
+#include "meta/references.h"
 #include "store/inode_record.h"
 #include "store/meta_store.h"
 
@@ -48,14 +54,14 @@ class Namespace : public MetaService {
   // pages on the node that owns them.
   using PurgeFn = std::function<Status(uint64_t ino, uint32_t owner_node)>;
 
-  // Loads or creates the root, applies `root`, and purges orphans left by a
-  // previous run. New inode numbers are node_id << 48 | counter, so they never
+  // Loads or creates the root, applies `root`, and loads the orphans left by
+  // a previous run (purged once ExpectNodes settles them). New inode numbers are node_id << 48 | counter, so they never
   // repeat across the cluster.
   static Result<std::unique_ptr<Namespace>> Open(store::MetaStore* store, uint32_t node_id,
                                                  const RootOptions& root, PurgeFn purge);
 
-  Result<InodeRecord> Lookup(uint64_t parent, std::string_view name) override;  // +1 ref
-  void Forget(uint64_t ino, uint64_t n) override;
+  Result<InodeRecord> Lookup(uint64_t parent, std::string_view name, const Caller& caller) override;  // +1 ref
+  void Forget(uint64_t ino, uint64_t n, const Caller& caller) override;
   Result<InodeRecord> GetAttr(uint64_t ino) override;
   // Applies every field of `req` (the caller has done the data side of a size
   // change; see fs::FileSystem::SetAttr). ctime is set to now.
@@ -69,7 +75,8 @@ class Namespace : public MetaService {
   Result<InodeRecord> Mkdir(uint64_t parent, std::string_view name, uint32_t mode, const Caller& caller) override;
   Result<InodeRecord> Symlink(uint64_t parent, std::string_view name, std::string_view target,
                               const Caller& caller) override;
-  Result<InodeRecord> Link(uint64_t ino, uint64_t new_parent, std::string_view new_name) override;
+  Result<InodeRecord> Link(uint64_t ino, uint64_t new_parent, std::string_view new_name,
+                           const Caller& caller) override;
   Status Unlink(uint64_t parent, std::string_view name) override;
   Status Rmdir(uint64_t parent, std::string_view name) override;
   // flags: 0, RENAME_NOREPLACE or RENAME_EXCHANGE.
@@ -86,7 +93,29 @@ class Namespace : public MetaService {
   Status SetOwner(uint64_t ino, uint32_t node) override;
 
   uint64_t inode_count();
-  uint64_t references(uint64_t ino);
+  uint64_t references(uint64_t ino);  // all nodes'
+  size_t orphan_count();
+
+  // The other nodes whose kernels may hold inodes (none on one node): until
+  // each has registered its references or is declared gone, nothing is
+  // purged. Called once, before serving and after the purge function works;
+  // then purges what it can.
+  void ExpectNodes(const std::vector<uint32_t>& peers);
+  // Registration (ReferenceSync drives it; see NodeReferences).
+  using NodeState = NodeReferences::State;
+  NodeState node_state(uint32_t node);
+  void Asking(uint32_t node);
+  void Register(uint32_t node, const ReferenceSnapshot& snap);
+  void Abandon(uint32_t node);
+  void NodeGone(uint32_t node);
+  void NodeUnknown(uint32_t node);
+  // Nodes counted as holding an orphan that has been one for at least `age`:
+  // perhaps only because a Forget was lost; worth asking again.
+  std::vector<uint32_t> Pinning(std::chrono::milliseconds age);
+  // The orphans `node` is counted as holding: it may never have heard that
+  // their names went (a lost message), and hold them only through a stale
+  // dentry.
+  std::vector<uint64_t> OrphansHeldBy(uint32_t node);
 
   // Called after a name is removed or replaced (unlink, rmdir, rename), outside
   // the mutex: the cluster tells every node's kernel to drop its dentry, so
@@ -108,8 +137,9 @@ class Namespace : public MetaService {
   bool DropLinkLocked(InodeRecord& victim, store::MetaStore::Batch& b, const Timestamp& now);
   Status CommitLocked(store::MetaStore::Batch& b, std::vector<InodeRecord> updated,
                       std::vector<uint64_t> deleted);
-  void TakeRefLocked(uint64_t ino) { refs_[ino]++; }
   using PurgeList = std::vector<std::pair<uint64_t, uint32_t>>;  // ino, owner
+  // Deletes every orphan no node holds, if the references are settled.
+  PurgeList PurgeOrphansLocked();
   Status Purge(const PurgeList& inos);
 
   store::MetaStore* const store_;
@@ -120,7 +150,13 @@ class Namespace : public MetaService {
   std::mutex mu_;
   uint64_t next_counter_ = 0;                              // GUARDED_BY(mu_)
   std::unordered_map<uint64_t, InodeRecord> cache_;        // GUARDED_BY(mu_): write-through
-  std::unordered_map<uint64_t, uint64_t> refs_;            // GUARDED_BY(mu_)
+  NodeReferences refs_;                                    // GUARDED_BY(mu_)
+  struct Orphan {
+    uint32_t owner;
+    std::chrono::steady_clock::time_point since;
+  };
+  std::unordered_map<uint64_t, Orphan> orphans_;           // GUARDED_BY(mu_): persisted too
+  bool expecting_ = false;                                 // GUARDED_BY(mu_): ExpectNodes was called
 };
 
 // Checks a single path component: not empty, no '/', not "." or "..", at most

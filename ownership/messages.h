@@ -50,6 +50,8 @@ enum MessageType : uint16_t {
   // N's grace period ends when every other node has said so (or after a lease).
   kIncarnationSeen = 34,
   kMigrateCommit = 35,   // old owner -> target: MoveRef -> {}: the directory names you, serve it
+  kMetaRefs = 36,        // metadata node -> node: {} -> meta::ReferenceSnapshot of what its kernel holds
+  kHeldOrphans = 37,     // one-way, metadata node -> node: u64 inos it holds that have no name: drop their dentries
 };
 
 // Migration (DESIGN.md "Migration"): the old owner freezes the segment, asks

@@ -16,8 +16,8 @@ using namespace cshm;
 // A namespace that knows nothing: ServeMetaRequest's dispatch still runs.
 class NoMeta : public meta::MetaService {
  public:
-  Result<meta::InodeRecord> Lookup(uint64_t, std::string_view) override { return NotFound("x"); }
-  void Forget(uint64_t, uint64_t) override {}
+  Result<meta::InodeRecord> Lookup(uint64_t, std::string_view, const meta::Caller&) override { return NotFound("x"); }
+  void Forget(uint64_t, uint64_t, const meta::Caller&) override {}
   Result<meta::InodeRecord> GetAttr(uint64_t) override { return NotFound("x"); }
   Result<meta::InodeRecord> SetAttr(uint64_t, const meta::SetAttrRequest&) override { return NotFound("x"); }
   Result<meta::InodeRecord> NoteWrite(uint64_t, uint64_t, bool) override { return NotFound("x"); }
@@ -30,7 +30,7 @@ class NoMeta : public meta::MetaService {
   Result<meta::InodeRecord> Symlink(uint64_t, std::string_view, std::string_view, const meta::Caller&) override {
     return NotFound("x");
   }
-  Result<meta::InodeRecord> Link(uint64_t, uint64_t, std::string_view) override { return NotFound("x"); }
+  Result<meta::InodeRecord> Link(uint64_t, uint64_t, std::string_view, const meta::Caller&) override { return NotFound("x"); }
   Status Unlink(uint64_t, std::string_view) override { return NotFound("x"); }
   Status Rmdir(uint64_t, std::string_view) override { return NotFound("x"); }
   Status Rename(uint64_t, std::string_view, uint64_t, std::string_view, unsigned) override { return NotFound("x"); }
@@ -56,7 +56,7 @@ void RoundTrip(std::string_view in) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 14) {
+  switch (data[0] % 15) {
     case 0: RoundTrip<ownership::FetchRequest>(in); break;
     case 1: {
       RoundTrip<ownership::FetchReply>(in);
@@ -89,11 +89,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     case 12: {
       NoMeta none;
-      (void)meta::ServeMetaRequest(none, in);
+      (void)meta::ServeMetaRequest(none, 1, in);
       RoundTrip<meta::MetaRequest>(in);
       break;
     }
     case 13: (void)ownership::DecodeU64(in); break;
+    case 14: RoundTrip<meta::ReferenceSnapshot>(in); break;
   }
   return 0;
 }

@@ -19,8 +19,8 @@ class MetaRpcTest : public ::testing::Test {
   void SetUp() override {
     store_ = std::move(*store::MetaStore::Open(dir_ / "db"));
     ns_ = std::move(*Namespace::Open(store_.get(), 0, {}, nullptr));
-    remote_ = std::make_unique<RemoteMeta>([this](std::string p) { return ServeMetaRequest(*ns_, p); },
-                                           [this](std::string p) { (void)ServeMetaRequest(*ns_, p); });
+    remote_ = std::make_unique<RemoteMeta>([this](std::string p) { return ServeMetaRequest(*ns_, 2, p); },
+                                           [this](std::string p) { (void)ServeMetaRequest(*ns_, 2, p); });
   }
   TempDir dir_;
   std::unique_ptr<store::MetaStore> store_;
@@ -34,13 +34,13 @@ TEST_F(MetaRpcTest, EveryOperationRoundTrips) {
   ASSERT_TRUE(f.ok()) << f.status().message();
   EXPECT_EQ(f->owner_node, 2u);  // the creating node owns the segment
   EXPECT_EQ(f->uid, 1000u);
-  EXPECT_EQ(remote_->Lookup(kRootIno, "f")->ino, f->ino);
-  EXPECT_EQ(remote_->Lookup(kRootIno, "g").status().code(), Status::Code::kNotFound);
+  EXPECT_EQ(remote_->Lookup(kRootIno, "f", c)->ino, f->ino);
+  EXPECT_EQ(remote_->Lookup(kRootIno, "g", c).status().code(), Status::Code::kNotFound);
   auto d = remote_->Mkdir(kRootIno, "d", 0700, c);
   ASSERT_TRUE(d.ok());
   ASSERT_TRUE(remote_->Symlink(d->ino, "l", "../f", c).ok());
-  EXPECT_EQ(*remote_->Readlink(remote_->Lookup(d->ino, "l")->ino), "../f");
-  ASSERT_TRUE(remote_->Link(f->ino, d->ino, "hard").ok());
+  EXPECT_EQ(*remote_->Readlink(remote_->Lookup(d->ino, "l", c)->ino), "../f");
+  ASSERT_TRUE(remote_->Link(f->ino, d->ino, "hard", c).ok());
   EXPECT_EQ(remote_->GetAttr(f->ino)->nlink, 2u);
   auto sa = remote_->SetAttr(f->ino, SetAttrRequest{.mode = 0600, .size = 77, .mtime = Timestamp{5, 6}});
   ASSERT_TRUE(sa.ok());
@@ -65,18 +65,18 @@ TEST_F(MetaRpcTest, EveryOperationRoundTrips) {
   ASSERT_TRUE(remote_->Unlink(kRootIno, "f2").ok());
   EXPECT_EQ(remote_->Rmdir(kRootIno, "d").code(), Status::Code::kNotEmpty);
   const uint64_t before = ns_->references(f->ino);
-  remote_->Forget(f->ino, 1);
+  remote_->Forget(f->ino, 1, c);
   EXPECT_EQ(ns_->references(f->ino), before - 1);
 }
 
 TEST_F(MetaRpcTest, MalformedRequestsAreInvalidNotCrashes) {
-  EXPECT_EQ(ServeMetaRequest(*ns_, "").status().code(), Status::Code::kInvalid);
-  EXPECT_EQ(ServeMetaRequest(*ns_, std::string(200, '\xff')).status().code(), Status::Code::kInvalid);
+  EXPECT_EQ(ServeMetaRequest(*ns_, 2, "").status().code(), Status::Code::kInvalid);
+  EXPECT_EQ(ServeMetaRequest(*ns_, 2, std::string(200, '\xff')).status().code(), Status::Code::kInvalid);
   std::string good = MetaRequest{.op = MetaOp::kGetAttr, .ino = kRootIno}.Encode();
   for (size_t n = 0; n < good.size(); n++)
-    EXPECT_EQ(ServeMetaRequest(*ns_, good.substr(0, n)).status().code(), Status::Code::kInvalid) << n;
+    EXPECT_EQ(ServeMetaRequest(*ns_, 2, good.substr(0, n)).status().code(), Status::Code::kInvalid) << n;
   good[0] = 99;
-  EXPECT_EQ(ServeMetaRequest(*ns_, good).status().code(), Status::Code::kInvalid);
+  EXPECT_EQ(ServeMetaRequest(*ns_, 2, good).status().code(), Status::Code::kInvalid);
 }
 
 }  // namespace

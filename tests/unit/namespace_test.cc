@@ -4,6 +4,7 @@
 #include <linux/fs.h>
 #include <sys/xattr.h>
 
+#include <optional>
 #include <set>
 
 #include "tests/support/temp_dir.h"
@@ -30,6 +31,7 @@ class NamespaceTest : public ::testing::Test {
     });
     ASSERT_TRUE(n.ok()) << n.status().ToString();
     ns_ = std::move(*n);
+    if (expect_) ns_->ExpectNodes(*expect_);
   }
 
   uint64_t File(uint64_t parent, const char* name) {
@@ -55,6 +57,7 @@ class NamespaceTest : public ::testing::Test {
   std::unique_ptr<Namespace> ns_;
   std::set<uint64_t> purged_;
   Caller caller_{1000, 100};
+  std::optional<std::vector<uint32_t>> expect_ = std::vector<uint32_t>{};  // one node
 };
 
 TEST_F(NamespaceTest, RootDefaultsLikeDevShm) {
@@ -75,12 +78,12 @@ TEST_F(NamespaceTest, RootOptionsApplyAndPersist) {
 
 TEST_F(NamespaceTest, CreateLookupAndOwnership) {
   uint64_t f = File(kRootIno, "a");
-  auto r = ns_->Lookup(kRootIno, "a");
+  auto r = ns_->Lookup(kRootIno, "a", caller_);
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->ino, f);
   EXPECT_EQ(r->uid, 1000u);
   EXPECT_EQ(r->gid, 100u);
-  EXPECT_EQ(Code(ns_->Lookup(kRootIno, "b").status()), Status::Code::kNotFound);
+  EXPECT_EQ(Code(ns_->Lookup(kRootIno, "b", caller_).status()), Status::Code::kNotFound);
   EXPECT_EQ(Code(ns_->Mknod(kRootIno, "a", S_IFREG | 0644, 0, caller_).status()), Status::Code::kExists);
   EXPECT_EQ(Code(ns_->Mknod(kRootIno, std::string(256, 'n'), S_IFREG, 0, caller_).status()),
             Status::Code::kNameTooLong);
@@ -123,23 +126,23 @@ TEST_F(NamespaceTest, DirectoryLinkCounts) {
 
 TEST_F(NamespaceTest, HardLinksShareTheInode) {
   uint64_t f = File(kRootIno, "a");
-  ASSERT_TRUE(ns_->Link(f, kRootIno, "b").ok());
+  ASSERT_TRUE(ns_->Link(f, kRootIno, "b", caller_).ok());
   EXPECT_EQ(Nlink(f), 2u);
   ASSERT_TRUE(ns_->Unlink(kRootIno, "a").ok());
   EXPECT_EQ(Nlink(f), 1u);
-  EXPECT_EQ(ns_->Lookup(kRootIno, "b")->ino, f);
-  EXPECT_EQ(Code(ns_->Link(Dir(kRootIno, "d"), kRootIno, "dl").status()), Status::Code::kNotPermitted);
+  EXPECT_EQ(ns_->Lookup(kRootIno, "b", caller_)->ino, f);
+  EXPECT_EQ(Code(ns_->Link(Dir(kRootIno, "d"), kRootIno, "dl", caller_).status()), Status::Code::kNotPermitted);
 }
 
 TEST_F(NamespaceTest, UnlinkedButReferencedLivesUntilForget) {
   uint64_t f = File(kRootIno, "a");  // one reference, as after the kernel's create
   ASSERT_TRUE(ns_->Unlink(kRootIno, "a").ok());
-  EXPECT_EQ(Code(ns_->Lookup(kRootIno, "a").status()), Status::Code::kNotFound);
+  EXPECT_EQ(Code(ns_->Lookup(kRootIno, "a", caller_).status()), Status::Code::kNotFound);
   auto r = ns_->GetAttr(f);
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->nlink, 0u);
   EXPECT_TRUE(purged_.empty());
-  ns_->Forget(f, 1);
+  ns_->Forget(f, 1, caller_);
   EXPECT_EQ(purged_.count(f), 1u);
   EXPECT_EQ(Code(ns_->GetAttr(f).status()), Status::Code::kNotFound);
 }
@@ -152,9 +155,34 @@ TEST_F(NamespaceTest, OrphansOfACrashedRunArePurgedAtStart) {
   EXPECT_EQ(Code(ns_->GetAttr(f).status()), Status::Code::kNotFound);
 }
 
+// In a cluster the other nodes' kernels hold inodes too: after a restart the
+// metadata node knows none of their references, so it deletes nothing until
+// each node has registered its table (or is declared gone).
+TEST_F(NamespaceTest, AfterARestartNothingIsPurgedUntilEveryNodeIsKnown) {
+  expect_ = std::vector<uint32_t>{1};
+  Reopen();
+  ns_->NodeGone(1);  // settled: node 1 is gone
+  Caller node1{1000, 100, 1, 5};
+  uint64_t a = ns_->Mknod(kRootIno, "a", S_IFREG | 0644, 0, node1)->ino;
+  uint64_t b = File(kRootIno, "b");
+  ns_->Forget(b, 1, caller_);
+  ASSERT_TRUE(ns_->Unlink(kRootIno, "a").ok());  // node 1 holds it: an orphan
+  Reopen();                                       // every count is lost
+  EXPECT_EQ(ns_->orphan_count(), 1u);
+  ASSERT_TRUE(ns_->Unlink(kRootIno, "b").ok());  // no count, but node 1 is not known yet
+  EXPECT_TRUE(purged_.empty());
+  ns_->Asking(1);
+  ns_->Register(1, ReferenceSnapshot{10, {{a, 1}}});
+  EXPECT_EQ(purged_, std::set<uint64_t>{b});
+  EXPECT_EQ(ns_->Pinning(std::chrono::milliseconds(0)), std::vector<uint32_t>{1});
+  ns_->Forget(a, 1, Caller{0, 0, 1, 11});
+  EXPECT_EQ(purged_.count(a), 1u);
+  EXPECT_EQ(ns_->orphan_count(), 0u);
+}
+
 TEST_F(NamespaceTest, UnreferencedUnlinkPurgesAtOnce) {
   uint64_t f = File(kRootIno, "a");
-  ns_->Forget(f, 1);
+  ns_->Forget(f, 1, caller_);
   EXPECT_TRUE(purged_.empty());
   ASSERT_TRUE(ns_->Unlink(kRootIno, "a").ok());
   EXPECT_EQ(purged_.count(f), 1u);
@@ -163,9 +191,9 @@ TEST_F(NamespaceTest, UnreferencedUnlinkPurgesAtOnce) {
 TEST_F(NamespaceTest, RenameReplacesMovesAndRefuses) {
   uint64_t a = File(kRootIno, "a");
   uint64_t b = File(kRootIno, "b");
-  ns_->Forget(b, 1);
+  ns_->Forget(b, 1, caller_);
   ASSERT_TRUE(ns_->Rename(kRootIno, "a", kRootIno, "b", 0).ok());
-  EXPECT_EQ(ns_->Lookup(kRootIno, "b")->ino, a);
+  EXPECT_EQ(ns_->Lookup(kRootIno, "b", caller_)->ino, a);
   EXPECT_EQ(purged_.count(b), 1u);  // the replaced file had no other name or reference
 
   File(kRootIno, "c");
@@ -178,7 +206,7 @@ TEST_F(NamespaceTest, RenameReplacesMovesAndRefuses) {
   EXPECT_EQ(Code(ns_->Rename(kRootIno, "b", kRootIno, "d", 0)), Status::Code::kIsDir);
   EXPECT_EQ(Code(ns_->Rename(d, "e", kRootIno, "b", 0)), Status::Code::kNotDir);
   Dir(kRootIno, "full");
-  File(ns_->Lookup(kRootIno, "full")->ino, "x");
+  File(ns_->Lookup(kRootIno, "full", caller_)->ino, "x");
   EXPECT_EQ(Code(ns_->Rename(d, "e", kRootIno, "full", 0)), Status::Code::kNotEmpty);
 
   // Moving a directory between parents moves a ".." link.
@@ -201,8 +229,8 @@ TEST_F(NamespaceTest, RenameExchangeSwaps) {
   uint64_t d = Dir(kRootIno, "d");
   uint64_t sub = Dir(d, "sub");
   ASSERT_TRUE(ns_->Rename(kRootIno, "a", d, "sub", RENAME_EXCHANGE).ok());
-  EXPECT_EQ(ns_->Lookup(kRootIno, "a")->ino, sub);
-  EXPECT_EQ(ns_->Lookup(d, "sub")->ino, a);
+  EXPECT_EQ(ns_->Lookup(kRootIno, "a", caller_)->ino, sub);
+  EXPECT_EQ(ns_->Lookup(d, "sub", caller_)->ino, a);
   EXPECT_EQ(ns_->GetAttr(sub)->parent, kRootIno);
   EXPECT_EQ(Nlink(d), 2u);
   EXPECT_EQ(Nlink(kRootIno), 4u);
@@ -240,7 +268,7 @@ TEST_F(NamespaceTest, EverythingSurvivesReopen) {
   ASSERT_TRUE(ns_->SetXattr(f, "user.k", "v", 0).ok());
   ASSERT_TRUE(ns_->SetAttr(f, SetAttrRequest{.mode = 0600, .uid = 7}).ok());
   Reopen();
-  auto r = ns_->Lookup(d, "f");
+  auto r = ns_->Lookup(d, "f", caller_);
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->size, 12345u);
   EXPECT_EQ(r->mode, S_IFREG | 0600u);
