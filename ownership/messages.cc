@@ -24,7 +24,7 @@ Result<FetchRequest> FetchRequest::Decode(std::string_view in) {
   r.GetU64(&f.ino);
   r.GetU64(&f.off);
   r.GetU64(&f.len);
-  if (!r.AtEnd() || f.len > kMaxLen) return Malformed("fetch");
+  if (!r.AtEnd() || f.len == 0 || f.len > kMaxLen || f.off > kMaxWireOffset) return Malformed("fetch");
   return f;
 }
 
@@ -111,7 +111,7 @@ Result<WriteBackRequest> WriteBackRequest::Decode(std::string_view in) {
     WriteRun run;
     r.GetU64(&run.off);
     r.GetBytes(&run.bytes);
-    if (run.off > (1ull << 62)) return Malformed("write-back offset");
+    if (run.off > kMaxWireOffset) return Malformed("write-back offset");
     wb.runs.push_back(std::move(run));
   }
   uint8_t late = 0;
@@ -167,6 +167,7 @@ Result<InvalidateRequest> InvalidateRequest::Decode(std::string_view in) {
     Range rg;
     r.GetU64(&rg.off);
     r.GetU64(&rg.len);
+    if (rg.off > kMaxWireOffset || rg.len > kMaxWireOffset) return Malformed("invalidate range");
     iv.ranges.push_back(rg);
   }
   if (!r.AtEnd()) return Malformed("invalidate");
@@ -279,7 +280,8 @@ Result<MigratePages> MigratePages::Decode(std::string_view in) {
   r.GetU64(&m.first_page);
   r.GetU8(&repair);
   r.GetU32(&n);
-  if (!r.ok() || n > kMaxItems || repair > 1) return Malformed("migration pages");
+  if (!r.ok() || n > kMaxItems || repair > 1 || m.first_page > kMaxWireOffset / store::kPageSize)
+    return Malformed("migration pages");
   m.repair = repair == 1;
   for (uint32_t i = 0; i < n && r.ok(); i++) {
     uint8_t k = 0;

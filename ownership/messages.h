@@ -143,9 +143,13 @@ struct LockReply {
   static Result<LockReply> Decode(std::string_view in);
 };
 
+// No offset on the wire is beyond this (files end at INT64_MAX; offset plus
+// length never overflows).
+constexpr uint64_t kMaxWireOffset = 1ull << 62;
+
 struct FetchRequest {
   // Longer fetches are malformed (the reply must fit a frame; FUSE asks for
-  // at most 1 MiB).
+  // at most 1 MiB), and so are empty ones.
   static constexpr uint64_t kMaxLen = 16u << 20;
   uint64_t ino = 0, off = 0, len = 0;
   std::string Encode() const;

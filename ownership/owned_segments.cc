@@ -103,7 +103,7 @@ Result<uint64_t> OwnedSegments::Fetch(uint64_t ino, uint32_t node, uint64_t off,
     CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(ino));
     State* s = locked.first.get();
     *size = s->size;
-    if (off >= s->size) return n;
+    if (off >= s->size || len == 0) return n;  // nothing read: no copyset to join
     n = std::min<uint64_t>(len, s->size - off);
     // Read under the segment's lock so that a concurrent Apply is either wholly before (and
     // we join the copyset after its round chose its targets: we read its bytes)

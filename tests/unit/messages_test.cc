@@ -33,6 +33,17 @@ TEST(FetchRequestTest, ALengthPastTheLimitIsMalformed) {
   EXPECT_EQ(r.status().code(), Status::Code::kInvalid);
 }
 
+// A zero-length fetch once made the owner size a copyset for ~4.5e15 pages.
+TEST(FetchRequestTest, AnEmptyFetchOrAnOffsetPastAnyFileIsMalformed) {
+  EXPECT_FALSE(FetchRequest::Decode(FetchRequest{1, 0, 0}.Encode()).ok());
+  EXPECT_FALSE(FetchRequest::Decode(FetchRequest{1, ~0ull - 5, 4096}.Encode()).ok());
+  EXPECT_TRUE(FetchRequest::Decode(FetchRequest{1, kMaxWireOffset, 4096}.Encode()).ok());
+  InvalidateRequest iv{1, {Range{~0ull, 4096}}};
+  EXPECT_FALSE(InvalidateRequest::Decode(iv.Encode()).ok());
+  iv.ranges = {Range{0, 0}};  // to the end: fine
+  EXPECT_TRUE(InvalidateRequest::Decode(iv.Encode()).ok());
+}
+
 TEST(MigratePagesTest, TwinHashesAndRepairChunksRoundTrip) {
   MigratePages m{.ino = 7, .first_page = 2048};
   m.kinds = {PageKind::kZero, PageKind::kYourTwin, PageKind::kData, PageKind::kYourTwin};
