@@ -1,16 +1,17 @@
 #include "common/log.h"
 
-#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/rotating_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
 namespace cshm {
 
-Status InitLogging(const std::string& level, const std::string& log_file, bool to_stderr) {
+Status InitLogging(const std::string& level, const std::string& log_file, bool to_stderr, uint64_t max_bytes,
+                   size_t files) {
   std::vector<spdlog::sink_ptr> sinks;
   try {
     if (to_stderr) sinks.push_back(std::make_shared<spdlog::sinks::stderr_sink_mt>());
-    if (!log_file.empty()) sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(log_file));
+    if (!log_file.empty()) sinks.push_back(std::make_shared<spdlog::sinks::rotating_file_sink_mt>(log_file, max_bytes, files));
   } catch (const spdlog::spdlog_ex& e) {
     return IoError(std::string("cannot open log file ") + log_file + ": " + e.what());
   }
@@ -20,6 +21,20 @@ Status InitLogging(const std::string& level, const std::string& log_file, bool t
   logger->flush_on(spdlog::level::info);
   spdlog::set_default_logger(logger);
   return Status::Ok();
+}
+
+bool RateLimit::Allow(uint64_t* suppressed) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const auto now = std::chrono::steady_clock::now();
+  if (!first_ && now - last_ < interval_) {
+    dropped_++;
+    return false;
+  }
+  first_ = false;
+  last_ = now;
+  *suppressed = dropped_;
+  dropped_ = 0;
+  return true;
 }
 
 }  // namespace cshm

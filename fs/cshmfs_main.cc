@@ -130,7 +130,8 @@ int Serve(const MountOptions& opts, const std::string& mountpoint, int report_fd
     report(fs.status().message());
     return 1;
   }
-  if (Status s = InitLogging(opts.log_level, (*fs)->state_dir().log_file(), report_fd < 0); !s.ok()) {
+  if (Status s = InitLogging(opts.log_level, (*fs)->state_dir().log_file(), report_fd < 0, opts.log_max_mb << 20,
+                             opts.log_files); !s.ok()) {
     report(s.message());
     return 1;
   }

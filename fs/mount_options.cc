@@ -110,6 +110,9 @@ Result<MountOptions> ParseCommandLine(int argc, const char* const* argv) {
   app.add_option("--node", opts.node, "this node's id in the cluster config");
   app.add_option("--log-level", opts.log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+  app.add_option("--log-max-mb", opts.log_max_mb, "rotate the log file at this many MiB (default 64)")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 20));
+  app.add_option("--log-files", opts.log_files, "rotated log files kept (default 4)")->check(CLI::Range(0, 1000));
   app.add_flag("-V,--version", opts.show_version, "print the version");
   try {
     app.parse(argc, argv);

@@ -1,6 +1,6 @@
 // The cshmfs command line: parsing and validation, free of FUSE so that it is
 // unit-tested. Usage:
-//   cshmfs [SOURCE] MOUNTPOINT [-f] [-o OPT[,OPT...]] [--state-dir DIR] [--log-level L]
+//   cshmfs [SOURCE] MOUNTPOINT [-f] [-o OPT[,OPT...]] [--state-dir DIR] [--log-level L] [--log-max-mb N] [--log-files N]
 //          [--config FILE --node ID]
 // SOURCE is accepted (and ignored) so that mount(8) can call us as a helper.
 #pragma once
@@ -22,6 +22,8 @@ struct MountOptions {
   std::string config;     // cluster config file; empty: a one-node cluster
   std::optional<uint32_t> node;  // this node's id in the config
   std::string log_level = "info";
+  uint64_t log_max_mb = 64;  // the log file rotates at this size...
+  size_t log_files = 4;      // ...keeping this many older ones
   std::optional<uint64_t> size_bytes;  // unset: half of RAM, as tmpfs
   std::optional<uint32_t> mode;
   std::optional<uint32_t> uid;

@@ -18,6 +18,7 @@
 #include <unordered_map>
 
 #include "net/auth.h"
+#include "common/log.h"
 #include "net/frame_codec.h"
 
 namespace cshm::net {
@@ -35,6 +36,15 @@ constexpr uint16_t kWelcome = 3;
 constexpr uint16_t kHeartbeat = 4;  // one-way, every heartbeat interval on every connection: {u64 sent at}
 constexpr uint16_t kHeartbeatEcho = 5;  // one-way answer to a heartbeat, with its payload: renews the lease
 constexpr auto kHandshakeTimeout = std::chrono::seconds(5);
+// Before authentication a peer is anybody: it may send only handshake-sized
+// frames, and only so many such connections are kept open, in all and per
+// source address (a thousand hostile connections cost a few MB, not GBs).
+constexpr uint32_t kMaxHandshakePayload = 1024;
+constexpr size_t kMaxUnauthenticated = 64;
+constexpr size_t kMaxUnauthenticatedPerSource = 8;
+// accept() out of descriptors: wait this long before the next try, instead
+// of spinning on the error.
+constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);
 constexpr auto kMinBackoff = std::chrono::milliseconds(50);
 constexpr auto kMaxBackoff = std::chrono::milliseconds(2000);
 
@@ -86,6 +96,9 @@ class Transport::Impl {
   }
   void Stop();
   void Accept();
+  // I/O thread: whether a new connection may start its handshake (bounded in
+  // all and per source address).
+  bool AdmitUnauthenticated(const tcp::socket& s);
   void Heartbeat();  // I/O thread: every tick, Tick every connection and check the leases
   // I/O thread: a frame from `peer` arrived; it echoed a heartbeat sent at `sent`.
   void Heard(uint32_t peer);
@@ -243,6 +256,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   bool closed() const { return closed_; }
   bool client() const { return client_; }
+  bool authenticated() const { return ready_; }
+  asio::ip::address remote_address() const {
+    boost::system::error_code ec;
+    auto ep = socket_.remote_endpoint(ec);
+    return ec ? asio::ip::address() : ep.address();
+  }
 
   // Called every heartbeat interval: say we are alive, and give up on a peer
   // that has said nothing for a whole lease (a partition, a hung host): its
@@ -320,10 +339,20 @@ class Connection : public std::enable_shared_from_this<Connection> {
                        if (ec) return Close(ec == asio::error::eof ? "peer closed" : "read: " + ec.message());
                        std::string why;
                        FrameHeader h;
-                       if (DecodeHeader(std::string_view(header_buf_, kHeaderSize), &h, &why) != DecodeResult::kGood) {
+                       bool good =
+                           DecodeHeader(std::string_view(header_buf_, kHeaderSize), &h, &why) == DecodeResult::kGood;
+                       if (good && !ready_ && h.length > kMaxHandshakePayload) {
+                         good = false;
+                         why = "a frame of " + std::to_string(h.length) + " bytes before authentication";
+                       }
+                       if (!good) {
                          t_->bad++;
-                         spdlog::warn("bad frame {} node {}: {}; closing the connection", client_ ? "from" : "on connection from",
-                                      peer_ == UINT32_MAX ? std::string("(unauthenticated)") : std::to_string(peer_), why);
+                         static RateLimit limit(std::chrono::seconds(10));
+                         if (uint64_t more = 0; limit.Allow(&more))
+                           spdlog::warn("bad frame {} node {}: {}; closing the connection ({} more since the last such line)",
+                                        client_ ? "from" : "on connection from",
+                                        peer_ == UINT32_MAX ? std::string("(unauthenticated)") : std::to_string(peer_), why,
+                                        more);
                          return Close("bad frame");
                        }
                        ReadPayload(h);
@@ -413,8 +442,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
     t_->refused++;
     boost::system::error_code ec;
     auto ep = socket_.remote_endpoint(ec);
-    spdlog::warn("refused connection {} {}: {}", client_ ? "to" : "from",
-                 ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port()), why);
+    static RateLimit limit(std::chrono::seconds(10));
+    if (uint64_t more = 0; limit.Allow(&more))
+      spdlog::warn("refused connection {} {}: {} ({} more refused since the last such line)", client_ ? "to" : "from",
+                   ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port()), why, more);
     Close(why);
     return false;
   }
@@ -518,16 +549,50 @@ Status Transport::Impl::Listen() {
 void Transport::Impl::Accept() {
   acceptor.async_accept([this](const boost::system::error_code& ec, tcp::socket s) {
     if (ec) {
-      if (ec != asio::error::operation_aborted) spdlog::warn("accept: {}", ec.message());
-      if (stopping) return;
+      if (stopping || ec == asio::error::operation_aborted) return;
+      static RateLimit limit(std::chrono::seconds(10));
+      if (uint64_t more = 0; limit.Allow(&more))
+        spdlog::warn("accept: {} ({} more failures since the last such line){}", ec.message(), more,
+                     ec == asio::error::no_descriptors ? "; raise the open-files limit (ulimit -n)" : "");
+      // Out of descriptors (EMFILE, ENFILE) or memory: retrying at once
+      // would fail at once, for ever. Try again a little later.
+      auto timer = std::make_shared<asio::steady_timer>(io, kAcceptBackoff);
+      timer->async_wait([this, timer](const boost::system::error_code& e) {
+        if (!e && !stopping) Accept();
+      });
+      return;
+    }
+    s.set_option(tcp::no_delay(true));
+    if (!AdmitUnauthenticated(s)) {
+      refused++;
+      boost::system::error_code ignored;
+      s.close(ignored);
     } else {
-      s.set_option(tcp::no_delay(true));
       auto c = std::make_shared<Connection>(this, std::move(s), false, UINT32_MAX);
       all.push_back(c);
       c->StartServer();
     }
     Accept();
   });
+}
+
+bool Transport::Impl::AdmitUnauthenticated(const tcp::socket& s) {
+  boost::system::error_code ec;
+  const auto from = s.remote_endpoint(ec).address();
+  size_t total = 0, same = 0;
+  for (auto& w : all) {
+    auto c = w.lock();
+    if (!c || c->closed() || c->client() || c->authenticated()) continue;
+    total++;
+    if (!ec && c->remote_address() == from) same++;
+  }
+  if (total < kMaxUnauthenticated && same < kMaxUnauthenticatedPerSource) return true;
+  static RateLimit limit(std::chrono::seconds(10));
+  if (uint64_t more = 0; limit.Allow(&more))
+    spdlog::warn("refused a connection from {}: {} connections are still authenticating ({} from there; {} more "
+                 "refused since the last such line)",
+                 ec ? std::string("?") : from.to_string(), total, same, more);
+  return false;
 }
 
 void Transport::Impl::Heartbeat() {

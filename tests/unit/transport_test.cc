@@ -401,5 +401,43 @@ TEST(Transport, GarbageAndUnauthenticatedFramesAreRefusedAndTheNodeKeepsWorking)
   EXPECT_TRUE(b->t->Call(0, kEcho, "still fine").ok());
 }
 
+// Whether the node closes `fd` within two seconds (EOF or a reset), rather
+// than leaving us waiting.
+bool ClosedByPeer(int fd) {
+  timeval tv{2, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  char buf[256];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) {
+  }
+  return n == 0 || errno == ECONNRESET;
+}
+
+// A header claiming 64 MiB before authentication used to make the node
+// allocate and wait for 64 MiB per connection, for the handshake timeout;
+// and any number of connections could sit in their handshakes.
+TEST(Transport, BeforeAuthenticationOnlyHandshakeFramesAreReadAndFewHandshakesWait) {
+  ClusterConfig c = Config(2);
+  auto a = StartNode(c, 0), b = StartNode(c, 1);
+  ASSERT_TRUE(b->t->Call(0, kEcho, "before").ok());  // b's connection is up before the flood
+  int fd = RawConnect(c.nodes[0].port);
+  ASSERT_GE(fd, 0);
+  std::string header;
+  EncodeHeader(FrameHeader{Kind::kOneWay, 2, 0, 0, 0}, 64u << 20, &header);
+  ASSERT_EQ(write(fd, header.data(), header.size()), static_cast<ssize_t>(header.size()));
+  EXPECT_TRUE(ClosedByPeer(fd)) << "the node waited for a 64 MiB handshake frame";
+  close(fd);
+  EXPECT_EQ(a->t->bad_frames(), 1u);
+
+  const uint64_t refused_before = a->t->refused_peers();
+  std::vector<int> idle;
+  for (int i = 0; i < 20; i++) idle.push_back(RawConnect(c.nodes[0].port));  // and say nothing
+  EXPECT_TRUE(WaitFor([&] { return a->t->refused_peers() - refused_before >= 12; }))
+      << "connections from one address beyond the bound were kept: "
+      << a->t->refused_peers() - refused_before << " refused";
+  for (int f : idle) close(f);
+  EXPECT_TRUE(b->t->Call(0, kEcho, "still fine").ok());
+}
+
 }  // namespace
 }  // namespace cshm::net
