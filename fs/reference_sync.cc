@@ -9,8 +9,9 @@ ReferenceSync::ReferenceSync(meta::Namespace* ns, Options o)
 
 void ReferenceSync::Start() {
   ns_->ExpectNodes(o_.peers);
+  // Logged before the daemon's log is set up (FileSystem::Open): debug only.
   if (!o_.peers.empty())
-    spdlog::info("orphans are purged once every node has registered its references or is declared gone");
+    spdlog::debug("orphans are purged once every node has registered its references or is declared gone");
   thread_ = std::thread([this] { Loop(); });
 }
 
