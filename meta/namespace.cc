@@ -135,7 +135,7 @@ void Namespace::Forget(uint64_t ino, uint64_t n, const Caller& caller) {
 
 Namespace::PurgeList Namespace::PurgeOrphansLocked() {
   PurgeList purge;
-  if (!expecting_ || !refs_.Settled()) return purge;
+  if (!refs_.Settled()) return purge;
   store::MetaStore::Batch b;
   std::vector<uint64_t> deleted;
   for (auto& [ino, o] : orphans_) {
@@ -152,15 +152,19 @@ Namespace::PurgeList Namespace::PurgeOrphansLocked() {
   return purge;
 }
 
-void Namespace::ExpectNodes(const std::vector<uint32_t>& peers) {
+template <typename F>
+void Namespace::ChangeReferences(F change) {
   PurgeList purge;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    refs_.Expect(peers);
-    expecting_ = true;
+    change();
     purge = PurgeOrphansLocked();
   }
   (void)Purge(purge);
+}
+
+void Namespace::ExpectNodes(const std::vector<uint32_t>& peers) {
+  ChangeReferences([&] { refs_.Expect(peers); });
 }
 
 Namespace::NodeState Namespace::node_state(uint32_t node) {
@@ -179,23 +183,11 @@ void Namespace::Abandon(uint32_t node) {
 }
 
 void Namespace::Register(uint32_t node, const ReferenceSnapshot& snap) {
-  PurgeList purge;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    refs_.Register(node, snap);
-    purge = PurgeOrphansLocked();
-  }
-  (void)Purge(purge);
+  ChangeReferences([&] { refs_.Register(node, snap); });
 }
 
 void Namespace::NodeGone(uint32_t node) {
-  PurgeList purge;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    refs_.Gone(node);
-    purge = PurgeOrphansLocked();
-  }
-  (void)Purge(purge);
+  ChangeReferences([&] { refs_.Gone(node); });
 }
 
 void Namespace::NodeUnknown(uint32_t node) {
@@ -218,10 +210,8 @@ std::vector<uint32_t> Namespace::Pinning(std::chrono::milliseconds age) {
 std::vector<uint64_t> Namespace::OrphansHeldBy(uint32_t node) {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<uint64_t> out;
-  for (auto& [ino, o] : orphans_) {
-    auto holders = refs_.Holders(ino);
-    if (std::find(holders.begin(), holders.end(), node) != holders.end()) out.push_back(ino);
-  }
+  for (auto& [ino, o] : orphans_)
+    if (refs_.HeldBy(ino, node)) out.push_back(ino);
   return out;
 }
 
@@ -377,7 +367,7 @@ bool Namespace::DropLinkLocked(InodeRecord& victim, store::MetaStore::Batch& b, 
   if (victim.nlink > 0) return false;
   // Held somewhere, or perhaps held by a node whose references are not known
   // yet: it lives on until the last reference goes (PurgeOrphansLocked).
-  if (refs_.Held(victim.ino) || !expecting_ || !refs_.Settled()) {
+  if (refs_.Held(victim.ino) || !refs_.Settled()) {
     b.PutOrphan(victim.ino);
     orphans_[victim.ino] = Orphan{victim.owner_node, std::chrono::steady_clock::now()};
     return false;

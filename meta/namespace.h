@@ -140,6 +140,9 @@ class Namespace : public MetaService {
   using PurgeList = std::vector<std::pair<uint64_t, uint32_t>>;  // ino, owner
   // Deletes every orphan no node holds, if the references are settled.
   PurgeList PurgeOrphansLocked();
+  // Runs `change` on the references under mu_, then purges what it freed.
+  template <typename F>
+  void ChangeReferences(F change);
   Status Purge(const PurgeList& inos);
 
   store::MetaStore* const store_;
@@ -156,7 +159,6 @@ class Namespace : public MetaService {
     std::chrono::steady_clock::time_point since;
   };
   std::unordered_map<uint64_t, Orphan> orphans_;           // GUARDED_BY(mu_): persisted too
-  bool expecting_ = false;                                 // GUARDED_BY(mu_): ExpectNodes was called
 };
 
 // Checks a single path component: not empty, no '/', not "." or "..", at most

@@ -42,12 +42,14 @@ Result<ReferenceSnapshot> ReferenceSnapshot::Decode(std::string_view in) {
 }
 
 bool NodeReferences::Settled() const {
+  if (!expected_) return false;
   for (auto& [id, n] : nodes_)
     if (n.state == State::kUnknown) return false;
   return true;
 }
 
 void NodeReferences::Expect(const std::vector<uint32_t>& peers) {
+  expected_ = true;
   for (uint32_t p : peers)
     if (p != self_) nodes_[p].state = State::kUnknown;
 }
@@ -90,6 +92,11 @@ uint64_t NodeReferences::Count(uint64_t ino) const {
   uint64_t total = 0;
   for (auto& [node, c] : it->second) total += c;
   return total;
+}
+
+bool NodeReferences::HeldBy(uint64_t ino, uint32_t node) const {
+  auto it = counts_.find(ino);
+  return it != counts_.end() && it->second.count(node) != 0;
 }
 
 std::vector<uint32_t> NodeReferences::Holders(uint64_t ino) const {
@@ -164,8 +171,7 @@ void HeldReferences::End(uint64_t ino, uint64_t parent, std::string_view name) {
 }
 
 uint64_t HeldReferences::Forget(uint64_t ino, uint64_t n) {
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [&] { return !snapshotting_; });
+  std::lock_guard<std::mutex> lock(mu_);
   auto it = held_.find(ino);
   if (it != held_.end()) {
     it->second = it->second > n ? it->second - n : 0;

@@ -60,7 +60,8 @@ class NodeReferences {
   explicit NodeReferences(uint32_t self) : self_(self) {}
 
   // The other nodes of the cluster, each unknown until it registers or is
-  // declared gone. Without a call, or with none, the table is settled.
+  // declared gone. Until this is called (with none on one node), the table
+  // is not settled: at start nobody has said what it holds.
   void Expect(const std::vector<uint32_t>& peers);
   bool Settled() const;
   State state(uint32_t node) const;
@@ -70,6 +71,7 @@ class NodeReferences {
   void Take(uint64_t ino, uint32_t node, uint64_t seq);
   void Drop(uint64_t ino, uint32_t node, uint64_t n, uint64_t seq);
   bool Held(uint64_t ino) const { return counts_.count(ino) != 0; }
+  bool HeldBy(uint64_t ino, uint32_t node) const;
   uint64_t Count(uint64_t ino) const;
   std::vector<uint32_t> Holders(uint64_t ino) const;
 
@@ -104,6 +106,7 @@ class NodeReferences {
   const uint32_t self_;
   std::unordered_map<uint64_t, std::unordered_map<uint32_t, uint64_t>> counts_;  // ino -> node -> count > 0
   std::unordered_map<uint32_t, Node> nodes_;  // a few: one per node of the cluster
+  bool expected_ = false;                     // Expect was called
 };
 
 // A node's own table, kept by meta::RemoteMeta around the requests it sends.
@@ -122,6 +125,8 @@ class HeldReferences {
   // so that a dentry whose removal was never heard of can be dropped.
   void End(uint64_t ino, uint64_t parent = 0, std::string_view name = {});
   // The kernel forgot `n` lookups of `ino`: the number of the Forget to send.
+  // Never waits: a snapshot reads the table and the next number together, so
+  // a Forget either is in it and numbered below it, or neither.
   uint64_t Forget(uint64_t ino, uint64_t n);
   // The table, once no request is in flight; kBusy if one still is after
   // `wait` (requests have deadlines, so a later try succeeds).

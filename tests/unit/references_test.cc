@@ -4,7 +4,6 @@
 
 #include <gtest/gtest.h>
 
-#include <future>
 #include <thread>
 
 namespace cshm::meta {
@@ -95,13 +94,15 @@ TEST(HeldReferencesTest, ASnapshotWaitsForRequestsInFlightAndNumbersWhatItHolds)
   h.End(42);
   uint64_t b = h.Begin();  // in flight
   EXPECT_EQ(h.Snapshot(20ms).status().code(), Status::Code::kBusy);
-  auto later = std::async(std::launch::async, [&] { return h.Snapshot(5s); });
+  Result<ReferenceSnapshot> snap = Busy("not taken yet");
+  std::thread later([&] { snap = h.Snapshot(5s); });
   std::this_thread::sleep_for(20ms);  // let it start waiting; the result does not depend on it
   h.End(0);                           // that request failed: it took nothing
-  auto snap = later.get();
+  later.join();
   ASSERT_TRUE(snap.ok());
   EXPECT_EQ(snap->seq, b + 1);
-  EXPECT_EQ(snap->held, (std::vector<std::pair<uint64_t, uint64_t>>{{42, 1}}));
+  const std::vector<std::pair<uint64_t, uint64_t>> want{{42, 1}};
+  EXPECT_EQ(snap->held, want);
   EXPECT_EQ(h.Forget(42, 3), b + 1);
   EXPECT_EQ(h.Count(42), 0u);
   EXPECT_TRUE(h.Snapshot(1s)->held.empty());
