@@ -1,8 +1,16 @@
 #include "store/meta_store.h"
 
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
 #include <rocksdb/options.h>
 #include <rocksdb/write_batch.h>
+#include <spdlog/spdlog.h>
+
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include <cstdarg>
+#include <cstdio>
 
 #include "common/bytes.h"
 
@@ -59,6 +67,32 @@ Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   return IoError(std::string(what) + ": " + s.ToString());
 }
 
+// RocksDB's own messages go to our log, never to a LOG file in the state dir:
+// Debian's RocksDB keeps its assertions, and its file logger aborts the daemon
+// on the line after a write to a full disk failed (issue 15, item 3). Its
+// chatter is debug; its warnings and errors are ours.
+class RocksLogger final : public rocksdb::Logger {
+ public:
+  RocksLogger() : rocksdb::Logger(rocksdb::InfoLogLevel::DEBUG_LEVEL) {}
+  using rocksdb::Logger::Logv;
+  void Logv(const char* format, va_list ap) override { Logv(rocksdb::InfoLogLevel::INFO_LEVEL, format, ap); }
+  void Logv(const rocksdb::InfoLogLevel level, const char* format, va_list ap) override {
+    const spdlog::level::level_enum ours = level >= rocksdb::InfoLogLevel::ERROR_LEVEL ? spdlog::level::err
+                                           : level == rocksdb::InfoLogLevel::WARN_LEVEL ? spdlog::level::warn
+                                                                                       : spdlog::level::debug;
+    if (!spdlog::should_log(ours)) return;
+    char line[1024];
+    const int n = std::vsnprintf(line, sizeof(line), format, ap);
+    std::string_view text(line, n < 0 ? 0 : std::min<size_t>(static_cast<size_t>(n), sizeof(line) - 1));
+    while (!text.empty() && text.back() == '\n') text.remove_suffix(1);
+    spdlog::log(ours, "rocksdb: {}", text);
+  }
+};
+
+Status Unavailable() {
+  return IoError("the metadata store is closed: a write failed and opening it again failed (see the log)");
+}
+
 std::string EncodeU64(uint64_t v) {
   std::string s;
   ByteWriter(&s).PutU64(v);
@@ -93,30 +127,47 @@ void MetaStore::Batch::PutCounter(std::string_view name, uint64_t value) {
   wb_->Put(CounterKey(name), EncodeU64(value));
 }
 
-MetaStore::MetaStore(rocksdb::DB* db) : db_(db) {}
+MetaStore::MetaStore(rocksdb::DB* db, std::string dir, uint64_t headroom)
+    : db_(db), dir_(std::move(dir)), headroom_(headroom) {}
 MetaStore::~MetaStore() = default;
 
-Result<std::unique_ptr<MetaStore>> MetaStore::Open(const std::string& dir) {
+namespace {
+
+constexpr size_t kWriteBuffer = 8 << 20;
+
+Status OpenDb(const std::string& dir, rocksdb::DB** raw) {
   rocksdb::Options options;
   options.create_if_missing = true;
   options.paranoid_checks = true;
-  options.keep_log_file_num = 2;
-  options.max_log_file_size = 1 << 20;
-  options.write_buffer_size = 8 << 20;
+  options.info_log = std::make_shared<RocksLogger>();
+  options.write_buffer_size = kWriteBuffer;
   options.IncreaseParallelism(2);
+  mkdir(dir.c_str(), 0700);  // else RocksDB logs an error while creating it
+  rocksdb::Status s = rocksdb::DB::Open(options, dir, raw);
+  if (s.ok()) return Status::Ok();
+  if (s.IsIOError() && s.ToString().find("lock") != std::string::npos)
+    return Busy("metadata store " + dir + " is in use by another process: " + s.ToString());
+  if (s.IsNoSpace()) return FromRocks(s, "opening metadata store " + dir);
+  // The state dir itself was checked for access before, so what is left is a
+  // store that is damaged or was never ours.
+  return Corruption("metadata store " + dir + " cannot be opened (" + s.ToString() +
+                    "); it is damaged or not a cshm state dir: move the state dir aside "
+                    "and start with an empty one");
+}
+
+// Free bytes for an unprivileged writer on the file system holding `dir`.
+uint64_t FreeBytes(const std::string& dir) {
+  struct statvfs v;
+  if (statvfs(dir.c_str(), &v) != 0) return UINT64_MAX;  // cannot tell: let RocksDB try
+  return static_cast<uint64_t>(v.f_bavail) * v.f_frsize;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<MetaStore>> MetaStore::Open(const std::string& dir, uint64_t headroom) {
   rocksdb::DB* raw = nullptr;
-  rocksdb::Status s = rocksdb::DB::Open(options, dir, &raw);
-  if (!s.ok()) {
-    if (s.IsIOError() && s.ToString().find("lock") != std::string::npos)
-      return Busy("metadata store " + dir + " is in use by another process: " + s.ToString());
-    if (s.IsNoSpace()) return FromRocks(s, "opening metadata store " + dir);
-    // The state dir itself was checked for access before, so what is left is a
-    // store that is damaged or was never ours.
-    return Corruption("metadata store " + dir + " cannot be opened (" + s.ToString() +
-                      "); it is damaged or not a cshm state dir: move the state dir aside "
-                      "and start with an empty one");
-  }
-  std::unique_ptr<MetaStore> store(new MetaStore(raw));
+  CSHM_RETURN_IF_ERROR(OpenDb(dir, &raw));
+  std::unique_ptr<MetaStore> store(new MetaStore(raw, dir, headroom));
   // A fresh store gets the format record; an existing one must carry ours.
   auto format = store->Get(CounterKey(kFormatCounter));
   if (!format.ok()) return format.status();
@@ -140,15 +191,69 @@ Result<std::unique_ptr<MetaStore>> MetaStore::Open(const std::string& dir) {
   return store;
 }
 
-Status MetaStore::Commit(Batch& batch) {
-  rocksdb::WriteOptions wo;
-  return FromRocks(db_->Write(wo, batch.wb_.get()), "metadata write");
+// What a write needs free on the state dir's file system: room for RocksDB
+// to flush a full write buffer and compact it. Refusing below it keeps
+// RocksDB from meeting ENOSPC itself, which Debian's 7.8 does not survive
+// well: after a failed WAL append its recovery keeps writing to the failed
+// log file and asserts.
+uint64_t MetaStore::Headroom() { return 2 * kWriteBuffer; }
+
+Status MetaStore::Commit(Batch& batch) { return Write(batch.wb_.get(), /*sync=*/false); }
+
+// An empty synced write, not FlushWAL(true): a write checks the store's
+// error state inside RocksDB's write group, while FlushWAL goes straight to
+// a WAL file whose last append may have failed, where RocksDB asserts.
+Status MetaStore::Sync() {
+  rocksdb::WriteBatch empty;
+  return Write(&empty, /*sync=*/true);
 }
 
-Status MetaStore::Sync() { return FromRocks(db_->FlushWAL(/*sync=*/true), "metadata sync"); }
+Status MetaStore::Write(rocksdb::WriteBatch* wb, bool sync) {
+  if (headroom_ > 0 && FreeBytes(dir_) < headroom_)
+    return NoSpace("metadata write: the file system of " + dir_ + " has less than " +
+                   std::to_string(headroom_ >> 20) + " MiB free; free space there and it resumes");
+  if (failed_.load()) CSHM_RETURN_IF_ERROR(Reopen());
+  std::shared_lock<std::shared_mutex> l(db_mu_);
+  if (!db_) return Unavailable();
+  rocksdb::WriteOptions wo;
+  wo.sync = sync;
+  const rocksdb::Status s = db_->Write(wo, wb);
+  if (s.ok()) return Status::Ok();
+  // The batch was not applied. RocksDB now refuses writes; it is opened
+  // again (a fresh log file) by the next write that finds room.
+  if (!failed_.exchange(true)) spdlog::error("metadata store: a write failed: {}", s.ToString());
+  if (s.IsNoSpace())
+    return NoSpace("metadata write: the file system of " + dir_ + " is full; free space there and it resumes");
+  return FromRocks(s, "metadata write");
+}
+
+// Opening again replays the log into a table file: it needs a write
+// buffer's worth of room. Below that the store stays as it is, refusing
+// writes and answering reads.
+Status MetaStore::Reopen() {
+  if (FreeBytes(dir_) < kWriteBuffer + (1 << 20))
+    return NoSpace("metadata write: the file system of " + dir_ + " is full; free space there and it resumes");
+  std::unique_lock<std::shared_mutex> l(db_mu_);
+  if (!failed_.load()) return Status::Ok();
+  (void)db_->Close();
+  db_.reset();
+  rocksdb::DB* raw = nullptr;
+  Status s = OpenDb(dir_, &raw);
+  if (!s.ok()) {
+    // No store until a later write opens it: reads fail meanwhile.
+    spdlog::error("metadata store: opening it again after a failed write: {}", s.ToString());
+    return s;
+  }
+  db_.reset(raw);
+  failed_.store(false);
+  spdlog::info("metadata store: writes again after a failed write");
+  return Status::Ok();
+}
 
 Result<std::optional<std::string>> MetaStore::Get(const std::string& key) {
   std::string value;
+  std::shared_lock<std::shared_mutex> l(db_mu_);
+  if (!db_) return Unavailable();
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), key, &value);
   if (s.IsNotFound()) return std::optional<std::string>();
   if (!s.ok()) return FromRocks(s, "metadata read");
@@ -177,6 +282,8 @@ Result<std::optional<DirEntry>> MetaStore::GetEntry(uint64_t parent, std::string
 Status MetaStore::ListEntries(uint64_t dir, std::string_view after, size_t limit,
                               std::vector<DirEntry>* out) {
   const std::string prefix = EntryPrefix(dir);
+  std::shared_lock<std::shared_mutex> l(db_mu_);
+  if (!db_) return Unavailable();
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   std::string start = prefix + std::string(after);
   for (it->Seek(start); it->Valid() && out->size() < limit; it->Next()) {
@@ -207,6 +314,8 @@ Result<std::optional<std::string>> MetaStore::GetXattr(uint64_t ino, std::string
 
 Status MetaStore::ListXattrs(uint64_t ino, std::vector<std::string>* names) {
   const std::string prefix = XattrPrefix(ino);
+  std::shared_lock<std::shared_mutex> l(db_mu_);
+  if (!db_) return Unavailable();
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next())
     names->emplace_back(it->key().data() + prefix.size(), it->key().size() - prefix.size());
@@ -214,6 +323,8 @@ Status MetaStore::ListXattrs(uint64_t ino, std::vector<std::string>* names) {
 }
 
 Status MetaStore::ListOrphans(std::vector<uint64_t>* out) {
+  std::shared_lock<std::shared_mutex> l(db_mu_);
+  if (!db_) return Unavailable();
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   for (it->Seek("O"); it->Valid() && it->key().starts_with("O"); it->Next())
     out->push_back(GetKeyU64(std::string_view(it->key().data() + 1, it->key().size() - 1)));
@@ -221,6 +332,8 @@ Status MetaStore::ListOrphans(std::vector<uint64_t>* out) {
 }
 
 Status MetaStore::ListInodes(std::vector<uint64_t>* out) {
+  std::shared_lock<std::shared_mutex> l(db_mu_);
+  if (!db_) return Unavailable();
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   for (it->Seek("I"); it->Valid() && it->key().starts_with("I"); it->Next())
     out->push_back(GetKeyU64(std::string_view(it->key().data() + 1, it->key().size() - 1)));

@@ -12,12 +12,21 @@
 // and survives a crash or kill -9 of the daemon (the contract we give, like
 // tmpfs's: nothing is lost by a daemon restart). Sync() forces it to disk.
 //
+// A full disk: a write is kNoSpace, not applied, once less than Headroom() is
+// free, so that RocksDB itself rarely meets ENOSPC; if it does (the disk
+// filled between the check and the write), the write fails and the next one
+// that finds room opens the store again. Reads go on throughout, and writes
+// resume by themselves once space is freed. RocksDB's messages go to our
+// log, not to files in `dir`.
+//
 // Thread-safety: all methods may be called concurrently (RocksDB is); callers
 // order conflicting read-modify-write sequences themselves (meta::Namespace does).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <shared_mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -64,11 +73,15 @@ class MetaStore {
   // Opens (creating if missing) the store in `dir`. A store that RocksDB cannot
   // open, or whose format record is missing or unknown, is kCorruption with a
   // message that says what to do.
-  static Result<std::unique_ptr<MetaStore>> Open(const std::string& dir);
+  // `headroom`: bytes that must stay free on the file system of `dir`; a
+  // write finding less is kNoSpace before RocksDB is asked (0: only tests).
+  static Result<std::unique_ptr<MetaStore>> Open(const std::string& dir, uint64_t headroom = Headroom());
   ~MetaStore();
 
   Status Commit(Batch& batch);
   Status Sync();
+  // The default headroom: room for RocksDB to flush a full write buffer.
+  static uint64_t Headroom();
 
   Result<std::optional<InodeRecord>> GetInode(uint64_t ino);
   Result<std::optional<DirEntry>> GetEntry(uint64_t parent, std::string_view name);
@@ -84,9 +97,18 @@ class MetaStore {
   Status ListInodes(std::vector<uint64_t>* out);
 
  private:
-  explicit MetaStore(rocksdb::DB* db);
+  MetaStore(rocksdb::DB* db, std::string dir, uint64_t headroom);
   Result<std::optional<std::string>> Get(const std::string& key);
-  std::unique_ptr<rocksdb::DB> db_;
+  Status Write(rocksdb::WriteBatch* wb, bool sync);
+  Status Reopen();
+
+  // Held shared by every read and write, exclusively to open the store again.
+  std::shared_mutex db_mu_;
+  std::unique_ptr<rocksdb::DB> db_;  // null only after a failed Reopen()
+  const std::string dir_;
+  const uint64_t headroom_;
+  // A write failed: RocksDB refuses writes until it is opened again.
+  std::atomic<bool> failed_{false};
 };
 
 }  // namespace cshm::store

@@ -19,14 +19,6 @@ using namespace std::chrono_literals;
 constexpr auto kMountDeadline = 15s;
 constexpr auto kStopDeadline = 10s;
 
-std::string ReadFd(int fd) {
-  std::string s;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof(buf))) > 0) s.append(buf, static_cast<size_t>(n));
-  return s;
-}
-
 }  // namespace
 
 std::string CshmfsBinary() {
@@ -58,13 +50,19 @@ bool TestMount::mounted() const {
 }
 
 std::string TestMount::Start(const std::vector<std::string>& extra, const std::vector<std::string>& env) {
-  int err[2];
-  if (pipe2(err, O_CLOEXEC) != 0) return "pipe failed";
+  // The daemon's stderr goes to a file, never a pipe: a pipe nobody drains
+  // fills after 64 KiB of warnings and blocks the daemon's threads on write(2)
+  // (and with them every FUSE request) until the test gives up.
+  const std::string log = stderr_file();
+  int err = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (err < 0) return "cannot open " + log + ": " + strerror(errno);
+  struct stat st;
+  const off_t start = fstat(err, &st) == 0 ? st.st_size : 0;
   std::vector<std::string> args = {CshmfsBinary(), "-f", mountpoint_, "--state-dir", state_dir_};
   args.insert(args.end(), extra.begin(), extra.end());
   pid_ = fork();
   if (pid_ == 0) {
-    dup2(err[1], 2);
+    dup2(err, 2);
     int devnull = open("/dev/null", O_RDWR);
     dup2(devnull, 0);
     dup2(devnull, 1);
@@ -76,9 +74,7 @@ std::string TestMount::Start(const std::vector<std::string>& extra, const std::v
     fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
     _exit(127);
   }
-  close(err[1]);
-  stderr_fd_ = err[0];
-  fcntl(stderr_fd_, F_SETFL, O_NONBLOCK);
+  close(err);
   bool exited = false;
   int status = 0;
   bool up = WaitFor(
@@ -95,9 +91,14 @@ std::string TestMount::Start(const std::vector<std::string>& extra, const std::v
                              : "cshmfs did not mount within the deadline";
     if (!exited) Stop();
     pid_ = -1;
-    return why + ": " + ReadFd(stderr_fd_);
+    return why + ": " + StderrText().substr(static_cast<size_t>(start));
   }
   return "";
+}
+
+std::string TestMount::StderrText() const {
+  std::ifstream in(stderr_file(), std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
 }
 
 std::string TestMount::StartBackground(const std::vector<std::string>& extra) {
@@ -148,10 +149,6 @@ void TestMount::Stop() {
     pid_ = -1;
   }
   ClearDeadMount();
-  if (stderr_fd_ >= 0) {
-    close(stderr_fd_);
-    stderr_fd_ = -1;
-  }
 }
 
 void TestMount::Kill9() {

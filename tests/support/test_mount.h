@@ -38,6 +38,9 @@ class TestMount {
   const std::string& state_dir() const { return state_dir_; }
   std::string operator/(const std::string& name) const { return mountpoint_ + "/" + name; }
   const TempDir& dir() const { return dir_; }
+  // What the daemons started with Start() wrote to stderr, all runs.
+  std::string stderr_file() const { return dir_ / "cshmfs.stderr"; }
+  std::string StderrText() const;
 
  private:
   void ClearDeadMount();
@@ -47,7 +50,6 @@ class TestMount {
   std::string mountpoint_;
   std::string state_dir_;
   pid_t pid_ = -1;
-  int stderr_fd_ = -1;
 };
 
 std::string CshmfsBinary();
