@@ -72,11 +72,22 @@ std::optional<std::string> TwinCache::Get(uint64_t ino, uint64_t page) {
 
 void TwinCache::Patch(uint64_t ino, uint64_t off, std::string_view data, bool whole_pages) {
   if (data.empty()) return;
+  const uint64_t end = off + data.size();
+  std::lock_guard<std::mutex> lock(mu_);
+  // No twin file for a write that patches no twin (every write on the owner).
+  auto known = stored_.find(ino);
+  const bool covers_a_page = whole_pages && (off + store::kPageSize - 1) / store::kPageSize * store::kPageSize +
+                                                    store::kPageSize <= end;
+  if (!covers_a_page) {
+    if (known == stored_.end()) return;
+    bool any = false;
+    for (uint64_t p = off / kPageSize; p * kPageSize < end && p < known->second.size() && !any; p++)
+      any = known->second[p] != 0;
+    if (!any) return;
+  }
   auto seg = pages_->Get(ino);
   if (!seg.ok()) return;
-  std::lock_guard<std::mutex> lock(mu_);
   auto& stamps = stored_[ino];
-  const uint64_t end = off + data.size();
   for (uint64_t p = off / kPageSize; p * kPageSize < end; p++) {
     const uint64_t ps = p * kPageSize, pe = ps + kPageSize;
     const bool whole = whole_pages && off <= ps && end >= pe;

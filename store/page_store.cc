@@ -2,12 +2,15 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cinttypes>
 #include <cstring>
+#include <vector>
 
 namespace cshm::store {
 namespace {
@@ -20,14 +23,76 @@ Result<uint64_t> AllocatedBytes(int fd) {
 
 }  // namespace
 
-Segment::Segment(PageStore* store, uint64_t ino, int fd) : store_(store), ino_(ino), fd_(fd) {}
+FileCache::File::~File() { close(fd); }
 
-Segment::~Segment() { close(fd_); }
+size_t FileCache::DefaultLimit() {
+  rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 8192;
+  return std::clamp<size_t>(static_cast<size_t>(rl.rlim_cur / 4), 16, 8192);
+}
+
+size_t FileCache::open_files() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return lru_.size();
+}
+
+Result<std::shared_ptr<FileCache::File>> FileCache::Open(Segment* seg, const std::string& path) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (seg->file_) {
+      lru_.splice(lru_.begin(), lru_, seg->lru_pos_);
+      return seg->file_;
+    }
+    if (seg->removed_) return NotFound("segment " + path + " was removed");
+  }
+  // open(2) outside the lock; another thread may open the same file meanwhile.
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return Status::FromErrno(errno, "opening backing file " + path);
+  auto file = std::make_shared<File>(fd);
+  std::vector<std::shared_ptr<File>> evicted;  // closed after the lock is let go
+  std::lock_guard<std::mutex> lock(mu_);
+  if (seg->file_) return seg->file_;  // ours closes as `file` goes
+  if (seg->removed_) return NotFound("segment " + path + " was removed");
+  seg->file_ = file;
+  lru_.push_front(seg);
+  seg->lru_pos_ = lru_.begin();
+  seg->listed_ = true;
+  while (lru_.size() > limit_) {
+    Segment* victim = lru_.back();
+    lru_.pop_back();
+    victim->listed_ = false;
+    evicted.push_back(std::move(victim->file_));
+  }
+  return file;
+}
+
+void FileCache::Forget(Segment* seg) {
+  std::shared_ptr<File> gone;  // closed after the lock is let go
+  std::lock_guard<std::mutex> lock(mu_);
+  if (seg->listed_) lru_.erase(seg->lru_pos_);
+  seg->listed_ = false;
+  gone = std::move(seg->file_);
+}
+
+void FileCache::Removed(Segment* seg) {
+  std::lock_guard<std::mutex> lock(mu_);
+  seg->removed_ = true;
+}
+
+Segment::Segment(PageStore* store, uint64_t ino, std::shared_ptr<FileCache> files)
+    : store_(store), ino_(ino), files_(std::move(files)) {}
+
+Segment::~Segment() { files_->Forget(this); }
+
+Result<Segment::FilePtr> Segment::File() const {
+  return files_->Open(const_cast<Segment*>(this), store_->PathOf(ino_));
+}
 
 Status Segment::Read(uint64_t off, size_t len, char* buf) const {
+  CSHM_ASSIGN_OR_RETURN(FilePtr f, File());
   size_t done = 0;
   while (done < len) {
-    ssize_t n = pread(fd_, buf + done, len - done, static_cast<off_t>(off + done));
+    ssize_t n = pread(f->fd, buf + done, len - done, static_cast<off_t>(off + done));
     if (n < 0) {
       if (errno == EINTR) continue;
       return Status::FromErrno(errno, "reading segment pages");
@@ -42,15 +107,17 @@ Status Segment::Read(uint64_t off, size_t len, char* buf) const {
 }
 
 Result<bool> Segment::SendTo(uint64_t off, size_t len, const FileSink& sink) const {
+  CSHM_ASSIGN_OR_RETURN(FilePtr f, File());  // held until the sink is done with it
   struct stat st;
-  if (fstat(fd_, &st) != 0) return Status::FromErrno(errno, "reading segment pages");
+  if (fstat(f->fd, &st) != 0) return Status::FromErrno(errno, "reading segment pages");
   if (off + len > static_cast<uint64_t>(st.st_size)) return false;
-  CSHM_RETURN_IF_ERROR(sink(fd_, off, len));
+  CSHM_RETURN_IF_ERROR(sink(f->fd, off, len));
   return true;
 }
 
 Result<uint64_t> Segment::NextData(uint64_t off) const {
-  off_t data = lseek(fd_, static_cast<off_t>(off), SEEK_DATA);
+  CSHM_ASSIGN_OR_RETURN(FilePtr f, File());
+  off_t data = lseek(f->fd, static_cast<off_t>(off), SEEK_DATA);
   if (data < 0) {
     if (errno == ENXIO) return UINT64_MAX;  // only holes (or EOF) from here
     return Status::FromErrno(errno, "scanning a backing file");
@@ -58,13 +125,13 @@ Result<uint64_t> Segment::NextData(uint64_t off) const {
   return static_cast<uint64_t>(data) / kPageSize * kPageSize;
 }
 
-Result<uint64_t> Segment::HoleBytesIn(uint64_t off, uint64_t len) const {
+Result<uint64_t> Segment::HoleBytesIn(int fd, uint64_t off, uint64_t len) const {
   // Round out to whole blocks: a write into part of a hole block allocates it.
   uint64_t pos = off / kPageSize * kPageSize;
   const uint64_t end = (off + len + kPageSize - 1) / kPageSize * kPageSize;
   uint64_t holes = 0;
   while (pos < end) {
-    off_t data = lseek(fd_, static_cast<off_t>(pos), SEEK_DATA);
+    off_t data = lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
     if (data < 0) {
       if (errno == ENXIO) return holes + (end - pos);  // only holes (or EOF) from here
       return Status::FromErrno(errno, "scanning a backing file");
@@ -72,7 +139,7 @@ Result<uint64_t> Segment::HoleBytesIn(uint64_t off, uint64_t len) const {
     uint64_t d = std::min<uint64_t>(static_cast<uint64_t>(data), end);
     holes += d - pos;
     if (d >= end) break;
-    off_t hole = lseek(fd_, static_cast<off_t>(d), SEEK_HOLE);
+    off_t hole = lseek(fd, static_cast<off_t>(d), SEEK_HOLE);
     if (hole < 0) return Status::FromErrno(errno, "scanning a backing file");
     pos = static_cast<uint64_t>(hole);
   }
@@ -90,24 +157,25 @@ Status Segment::Reserve(uint64_t bytes) {
   return Status::Ok();
 }
 
-Status Segment::Recount() {
-  CSHM_ASSIGN_OR_RETURN(uint64_t now, AllocatedBytes(fd_));
+Status Segment::Recount(int fd) {
+  CSHM_ASSIGN_OR_RETURN(uint64_t now, AllocatedBytes(fd));
   store_->used_ += now - allocated_;  // unsigned wrap-around makes a decrease work
   allocated_ = now;
   return Status::Ok();
 }
 
 Status Segment::Write(uint64_t off, const char* data, size_t len) {
+  CSHM_ASSIGN_OR_RETURN(FilePtr f, File());
   const bool accounted = store_->capacity_ != PageStore::kUnlimited;
   uint64_t holes = 0;
   if (accounted) {
-    CSHM_ASSIGN_OR_RETURN(holes, HoleBytesIn(off, len));
+    CSHM_ASSIGN_OR_RETURN(holes, HoleBytesIn(f->fd, off, len));
     CSHM_RETURN_IF_ERROR(Reserve(holes));
   }
   size_t done = 0;
   Status st;
   while (done < len) {
-    ssize_t n = pwrite(fd_, data + done, len - done, static_cast<off_t>(off + done));
+    ssize_t n = pwrite(f->fd, data + done, len - done, static_cast<off_t>(off + done));
     if (n < 0) {
       if (errno == EINTR) continue;
       st = Status::FromErrno(errno, "writing segment pages");
@@ -117,45 +185,51 @@ Status Segment::Write(uint64_t off, const char* data, size_t len) {
   }
   if (!accounted) return st;
   // Recount() charges what was really allocated; the reservation goes back.
-  Status rc = Recount();
+  Status rc = Recount(f->fd);
   store_->used_ -= holes;
   return st.ok() ? rc : st;
 }
 
 Status Segment::Truncate(uint64_t size) {
-  if (ftruncate(fd_, static_cast<off_t>(size)) != 0)
+  CSHM_ASSIGN_OR_RETURN(FilePtr f, File());
+  if (ftruncate(f->fd, static_cast<off_t>(size)) != 0)
     return Status::FromErrno(errno, "truncating segment pages");
-  return Recount();
+  return Recount(f->fd);
 }
 
 Status Segment::Allocate(int mode, uint64_t off, uint64_t len) {
   if (mode != 0 && mode != FALLOC_FL_KEEP_SIZE && mode != (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE))
     return NotSupported("fallocate mode " + std::to_string(mode) + " is not supported");
+  CSHM_ASSIGN_OR_RETURN(FilePtr f, File());
+  const int fd = f->fd;
   if (mode & FALLOC_FL_PUNCH_HOLE) {
     // Some filesystems (ext4) ignore a punch past the file's end, where blocks
     // reserved with KEEP_SIZE may sit: cover the range first. Growing the
     // backing file exposes zeros, which keeps the caller's invariant.
     struct stat st;
-    if (fstat(fd_, &st) != 0) return Status::FromErrno(errno, "stat of a backing file");
-    if (static_cast<uint64_t>(st.st_size) < off + len && ftruncate(fd_, static_cast<off_t>(off + len)) != 0)
+    if (fstat(fd, &st) != 0) return Status::FromErrno(errno, "stat of a backing file");
+    if (static_cast<uint64_t>(st.st_size) < off + len && ftruncate(fd, static_cast<off_t>(off + len)) != 0)
       return Status::FromErrno(errno, "growing a backing file");
-    if (fallocate(fd_, mode, static_cast<off_t>(off), static_cast<off_t>(len)) != 0)
+    if (fallocate(fd, mode, static_cast<off_t>(off), static_cast<off_t>(len)) != 0)
       return Status::FromErrno(errno, "punching a hole in segment pages");
-    return Recount();
+    return Recount(fd);
   }
-  CSHM_ASSIGN_OR_RETURN(uint64_t holes, HoleBytesIn(off, len));
+  CSHM_ASSIGN_OR_RETURN(uint64_t holes, HoleBytesIn(fd, off, len));
   CSHM_RETURN_IF_ERROR(Reserve(holes));
   // The backing file never grows past the segment's size through here: the
   // segment size is metadata, so KEEP_SIZE always.
   Status st;
-  if (fallocate(fd_, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off), static_cast<off_t>(len)) != 0)
+  if (fallocate(fd, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off), static_cast<off_t>(len)) != 0)
     st = Status::FromErrno(errno, "allocating segment pages");
-  Status rc = Recount();
+  Status rc = Recount(fd);
   store_->used_ -= holes;
   return st.ok() ? rc : st;
 }
 
-PageStore::PageStore(std::string dir, uint64_t capacity) : dir_(std::move(dir)), capacity_(capacity) {}
+PageStore::PageStore(std::string dir, uint64_t capacity, size_t max_open)
+    : dir_(std::move(dir)),
+      capacity_(capacity),
+      files_(std::make_shared<FileCache>(max_open > 0 ? max_open : FileCache::DefaultLimit())) {}
 PageStore::~PageStore() = default;
 
 std::string PageStore::PathOf(uint64_t ino) const {
@@ -164,10 +238,11 @@ std::string PageStore::PathOf(uint64_t ino) const {
   return dir_ + "/" + name;
 }
 
-Result<std::unique_ptr<PageStore>> PageStore::Open(const std::string& dir, uint64_t capacity_bytes) {
+Result<std::unique_ptr<PageStore>> PageStore::Open(const std::string& dir, uint64_t capacity_bytes,
+                                                   size_t max_open) {
   if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
     return Status::FromErrno(errno, "creating page directory " + dir);
-  std::unique_ptr<PageStore> store(new PageStore(dir, capacity_bytes));
+  std::unique_ptr<PageStore> store(new PageStore(dir, capacity_bytes, max_open));
   DIR* d = opendir(dir.c_str());
   if (d == nullptr) return Status::FromErrno(errno, "opening page directory " + dir);
   uint64_t used = 0;
@@ -186,13 +261,10 @@ Result<std::shared_ptr<Segment>> PageStore::Get(uint64_t ino) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = segments_.find(ino);
   if (it != segments_.end()) return it->second;
-  int fd = open(PathOf(ino).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) return Status::FromErrno(errno, "opening backing file " + PathOf(ino));
-  std::shared_ptr<Segment> seg(new Segment(this, ino, fd));
-  // Space of an existing file is already in used_ (counted at Open).
-  auto alloc = AllocatedBytes(fd);
-  if (!alloc.ok()) return alloc.status();
-  seg->allocated_ = *alloc;
+  std::shared_ptr<Segment> seg(new Segment(this, ino, files_));
+  // Creates the file; space of an existing one is already in used_ (counted at Open).
+  CSHM_ASSIGN_OR_RETURN(auto file, seg->File());
+  CSHM_ASSIGN_OR_RETURN(seg->allocated_, AllocatedBytes(file->fd));
   segments_.emplace(ino, seg);
   return seg;
 }
@@ -209,6 +281,7 @@ Status PageStore::Remove(uint64_t ino) {
   }
   uint64_t freed = 0;
   if (seg) {
+    files_->Removed(seg.get());  // a holder's later use must not create the file again
     std::lock_guard<std::mutex> lock(seg->mu());
     freed = seg->allocated_;
     seg->allocated_ = 0;

@@ -9,6 +9,10 @@
 // counts pages; sparse holes cost nothing. A write or allocation that would
 // allocate past the cap fails with kNoSpace before touching anything.
 //
+// Descriptors: a backing file is opened when a segment is used and stays open
+// in a cache of bounded size (FileCache), closed least recently used first, so
+// that a node can own many more segments than it may have descriptors.
+//
 // Thread-safety: all methods are thread-safe. Each Segment has a mutex that
 // serialises changes to its backing file; callers that must order a data change
 // with a metadata change hold Segment::mu() across both (lock order:
@@ -18,6 +22,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -30,6 +35,40 @@ namespace cshm::store {
 constexpr uint64_t kPageSize = 4096;
 
 class PageStore;
+class Segment;
+
+// The open descriptors of a store's backing files, at most `limit` of them
+// (one more while a caller holds an evicted one). A caller holds a File for
+// one sequence of system calls; an evicted descriptor is closed when its
+// last holder lets it go.
+class FileCache {
+ public:
+  struct File {
+    explicit File(int f) : fd(f) {}
+    ~File();
+    File(const File&) = delete;
+    File& operator=(const File&) = delete;
+    const int fd;
+  };
+  explicit FileCache(size_t limit) : limit_(limit) {}
+  // The descriptors a store keeps open by default: a quarter of the soft
+  // RLIMIT_NOFILE, at least 16 and at most 8192.
+  static size_t DefaultLimit();
+  size_t open_files();
+
+ private:
+  friend class Segment;
+  friend class PageStore;
+  // The segment's descriptor, opening `path` (created if missing) when it
+  // has none; kNotFound once the segment was removed and its descriptor gone.
+  Result<std::shared_ptr<File>> Open(Segment* seg, const std::string& path);
+  void Forget(Segment* seg);   // the segment is being destroyed
+  void Removed(Segment* seg);  // never open its file again
+
+  const size_t limit_;
+  std::mutex mu_;
+  std::list<Segment*> lru_;  // segments with a descriptor, most recent first (GUARDED_BY(mu_))
+};
 
 // Takes bytes straight from a backing file (a FUSE reply spliced from it):
 // the file, an offset and a length. Called at most once per read.
@@ -60,17 +99,25 @@ class Segment {
 
  private:
   friend class PageStore;
-  Segment(PageStore* store, uint64_t ino, int fd);
+  friend class FileCache;
+  using FilePtr = std::shared_ptr<FileCache::File>;
+  Segment(PageStore* store, uint64_t ino, std::shared_ptr<FileCache> files);
+  Result<FilePtr> File() const;
   // Re-reads the backing file's allocation and charges the difference.
-  Status Recount();
-  Result<uint64_t> HoleBytesIn(uint64_t off, uint64_t len) const;
+  Status Recount(int fd);
+  Result<uint64_t> HoleBytesIn(int fd, uint64_t off, uint64_t len) const;
   Status Reserve(uint64_t bytes);
 
   PageStore* store_;
   uint64_t ino_;
-  int fd_;
+  std::shared_ptr<FileCache> files_;
   std::mutex mu_;
   uint64_t allocated_ = 0;  // GUARDED_BY(mu_)
+  // GUARDED_BY(files_->mu_):
+  FilePtr file_;
+  std::list<Segment*>::iterator lru_pos_;
+  bool listed_ = false;
+  bool removed_ = false;
 };
 
 class PageStore {
@@ -79,7 +126,9 @@ class PageStore {
   // blocks of every backing file. kUnlimited: no cap and no accounting
   // (twins), so a write is a plain pwrite.
   static constexpr uint64_t kUnlimited = UINT64_MAX;
-  static Result<std::unique_ptr<PageStore>> Open(const std::string& dir, uint64_t capacity_bytes);
+  // At most `max_open` backing files are open at once (0: FileCache's default).
+  static Result<std::unique_ptr<PageStore>> Open(const std::string& dir, uint64_t capacity_bytes,
+                                                 size_t max_open = 0);
   ~PageStore();
 
   // The segment's backing file, created empty on first use.
@@ -89,15 +138,17 @@ class PageStore {
 
   uint64_t capacity() const { return capacity_; }
   uint64_t used() const { return used_.load(); }
+  size_t open_files() { return files_->open_files(); }
 
  private:
   friend class Segment;
-  PageStore(std::string dir, uint64_t capacity);
+  PageStore(std::string dir, uint64_t capacity, size_t max_open);
   std::string PathOf(uint64_t ino) const;
 
   const std::string dir_;
   const uint64_t capacity_;
   std::atomic<uint64_t> used_{0};
+  const std::shared_ptr<FileCache> files_;
   std::mutex mu_;  // guards segments_
   std::unordered_map<uint64_t, std::shared_ptr<Segment>> segments_;
 };

@@ -399,6 +399,52 @@ TEST(Faults, a_full_metadata_disk_gives_enospc_keeps_the_node_up_and_resumes) {
   EXPECT_EQ(all_there(1), "");
 }
 
+// A node owns many more segments than it may hold descriptors. Seen before:
+// two descriptors per segment for ever (its page file and a twin file made
+// even on the owner), so the node failed with EMFILE at RLIMIT_NOFILE/2
+// segments and then could not accept connections. Node 1 runs with a hard
+// limit of 256 descriptors and owns 1,000 segments, each written there and
+// read through node 0.
+TEST(Faults, a_node_owns_more_segments_than_it_may_hold_descriptors) {
+  TestCluster c(2, 3000, kNoAutoMigrate);
+  ASSERT_EQ(c.StartNode(0), "");
+  c.node(1).set_nofile_limit(256);
+  ASSERT_EQ(c.StartNode(1), "");
+  constexpr int kSegments = 1000;
+  auto body = [](int i) { return "segment " + std::to_string(i) + " of node 1\n"; };
+  for (int i = 0; i < kSegments; i++) {
+    const std::string data = body(i);
+    int fd = open(c.path(1, "s" + std::to_string(i)).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    ASSERT_GE(fd, 0) << "segment " << i << ": " << strerror(errno);
+    ASSERT_EQ(pwrite(fd, data.data(), data.size(), 0), static_cast<ssize_t>(data.size()))
+        << "segment " << i << ": " << strerror(errno);
+    ASSERT_EQ(close(fd), 0);
+  }
+  for (int n : {0, 1}) {
+    for (int i = 0; i < kSegments; i++) {
+      const std::string want = body(i);
+      int fd = open(c.path(n, "s" + std::to_string(i)).c_str(), O_RDONLY | O_CLOEXEC);
+      ASSERT_GE(fd, 0) << "node " << n << " segment " << i << ": " << strerror(errno);
+      std::string got(want.size() + 1, '\0');
+      ASSERT_EQ(pread(fd, got.data(), got.size(), 0), static_cast<ssize_t>(want.size()))
+          << "node " << n << " segment " << i << ": " << strerror(errno);
+      close(fd);
+      got.resize(want.size());
+      ASSERT_EQ(got, want) << "node " << n;
+    }
+  }
+  // Node 1 still takes connections and serves: a write through node 0.
+  int fd = open(c.path(0, "s7").c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(pwrite(fd, "S", 1, 0), 1);
+  EXPECT_EQ(fsync(fd), 0);
+  close(fd);
+  size_t open_fds = 0;
+  for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(c.node(1).pid()) + "/fd"))
+    open_fds++;
+  EXPECT_LE(open_fds, 256u);
+}
+
 // The kernel asks for security.capability before every write(2). Only user.*
 // xattrs exist, so that is answered without the metadata node: a write to a
 // file its own node owns must not wait for an unresponsive metadata node

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -67,6 +68,10 @@ std::string TestMount::Start(const std::vector<std::string>& extra, const std::v
     dup2(devnull, 0);
     dup2(devnull, 1);
     for (const std::string& e : env) putenv(strdup(e.c_str()));
+    if (nofile_limit_ > 0) {
+      rlimit rl{nofile_limit_, nofile_limit_};
+      if (setrlimit(RLIMIT_NOFILE, &rl) != 0) _exit(126);
+    }
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);

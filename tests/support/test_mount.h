@@ -38,6 +38,9 @@ class TestMount {
   const std::string& state_dir() const { return state_dir_; }
   std::string operator/(const std::string& name) const { return mountpoint_ + "/" + name; }
   const TempDir& dir() const { return dir_; }
+  // Daemons started with Start() from now on run with RLIMIT_NOFILE at `n`
+  // (soft and hard; 0: inherited).
+  void set_nofile_limit(unsigned long n) { nofile_limit_ = n; }
   // What the daemons started with Start() wrote to stderr, all runs.
   std::string stderr_file() const { return dir_ / "cshmfs.stderr"; }
   std::string StderrText() const;
@@ -50,6 +53,7 @@ class TestMount {
   std::string mountpoint_;
   std::string state_dir_;
   pid_t pid_ = -1;
+  unsigned long nofile_limit_ = 0;
 };
 
 std::string CshmfsBinary();

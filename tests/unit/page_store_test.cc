@@ -4,7 +4,9 @@
 #include <unistd.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <string>
+#include <vector>
 
 #include "tests/support/temp_dir.h"
 
@@ -124,6 +126,83 @@ TEST(PageStore, AllocateReservesAndPunchFrees) {
   ASSERT_TRUE(seg->Allocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 2 * kPageSize).ok());
   EXPECT_EQ((*ps)->used(), 2 * kPageSize);
   EXPECT_EQ(seg->Allocate(FALLOC_FL_COLLAPSE_RANGE, 0, kPageSize).code(), Status::Code::kNotSupported);
+}
+
+size_t OpenDescriptors() {
+  size_t n = 0;
+  for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator("/proc/self/fd")) n++;
+  return n;
+}
+
+// A node owns many more segments than it may hold descriptors (seen before:
+// one descriptor per segment for ever, EMFILE at RLIMIT_NOFILE/2 segments):
+// descriptors are opened on use and the least recently used are closed.
+TEST(PageStore, DescriptorsAreBoundedAndEverySegmentStillReadsBack) {
+  TempDir dir;
+  auto ps = PageStore::Open(dir / "pages", PageStore::kUnlimited, /*max_open=*/4);
+  ASSERT_TRUE(ps.ok());
+  const size_t before = OpenDescriptors();
+  std::vector<std::shared_ptr<Segment>> held;  // callers keep segments, not descriptors
+  for (uint64_t ino = 1; ino <= 200; ino++) {
+    auto seg = (*ps)->Get(ino);
+    ASSERT_TRUE(seg.ok()) << seg.status().ToString();
+    const std::string data = "segment " + std::to_string(ino);
+    std::lock_guard<std::mutex> lock((*seg)->mu());
+    ASSERT_TRUE((*seg)->Write(0, data.data(), data.size()).ok());
+    held.push_back(*seg);
+  }
+  EXPECT_LE((*ps)->open_files(), 4u);
+  EXPECT_LE(OpenDescriptors(), before + 4);
+  for (uint64_t ino = 1; ino <= 200; ino++) {
+    const std::string want = "segment " + std::to_string(ino);
+    std::string got(want.size(), '\0');
+    ASSERT_TRUE(held[ino - 1]->Read(0, got.size(), got.data()).ok());
+    EXPECT_EQ(got, want);
+  }
+  EXPECT_LE(OpenDescriptors(), before + 4);
+  held.clear();
+  EXPECT_EQ(OpenDescriptors(), before + (*ps)->open_files());
+}
+
+// A descriptor handed to a sink stays open while the sink uses it, though
+// other segments evict it meanwhile.
+TEST(PageStore, ADescriptorInUseOutlivesItsEviction) {
+  TempDir dir;
+  auto ps = PageStore::Open(dir / "pages", PageStore::kUnlimited, /*max_open=*/1);
+  ASSERT_TRUE(ps.ok());
+  auto a = *(*ps)->Get(1);
+  {
+    std::lock_guard<std::mutex> lock(a->mu());
+    ASSERT_TRUE(a->Write(0, "aaaa", 4).ok());
+  }
+  std::string got;
+  auto sent = a->SendTo(0, 4, [&](int fd, uint64_t off, size_t len) {
+    auto b = (*ps)->Get(2);  // evicts a's descriptor from the cache
+    if (!b.ok()) return b.status();
+    got.resize(len);
+    if (pread(fd, got.data(), len, static_cast<off_t>(off)) != static_cast<ssize_t>(len))
+      return Status::FromErrno(errno, "pread in the sink");
+    return Status::Ok();
+  });
+  ASSERT_TRUE(sent.ok()) << sent.status().ToString();
+  EXPECT_TRUE(*sent);
+  EXPECT_EQ(got, "aaaa");
+  EXPECT_EQ((*ps)->open_files(), 1u);
+}
+
+// After Remove, a holder's later use fails instead of creating the file again.
+TEST(PageStore, ARemovedSegmentIsNotCreatedAgainByAHolder) {
+  TempDir dir;
+  auto ps = PageStore::Open(dir / "pages", PageStore::kUnlimited, /*max_open=*/1);
+  ASSERT_TRUE(ps.ok());
+  auto a = *(*ps)->Get(1);
+  ASSERT_TRUE((*ps)->Remove(1).ok());
+  ASSERT_TRUE((*ps)->Get(2).ok());  // evicts a's descriptor
+  std::lock_guard<std::mutex> lock(a->mu());
+  EXPECT_EQ(a->Write(0, "x", 1).code(), Status::Code::kNotFound);
+  size_t files = 0;
+  for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator(dir / "pages")) files++;
+  EXPECT_EQ(files, 1u) << "the removed segment's file was created again";
 }
 
 }  // namespace
