@@ -81,8 +81,14 @@ Status Cluster::Start(meta::Namespace* ns) {
     return type == kTruncate || type == kInvalidate || type == kControl || type == kSync ||
            type == kMigratePages || type == kMigrateInstall || type == kMigrateCommit || type == kMetaRefs;
   };
-  o.handler = [this](net::Request r) { Handle(std::move(r)); };
-  o.try_inline = [this](net::Request& r) { return TryServeInline(r); };
+  // Requests can arrive before Transport::Start has returned (issue 15,
+  // item 11): they wait on the pools until transport_ is stored, and none is
+  // served inline before.
+  o.handler = [this](net::Request r) {
+    AwaitTransport();
+    Handle(std::move(r));
+  };
+  o.try_inline = [this](net::Request& r) { return net_.load() != nullptr && TryServeInline(r); };
   // A peer that restarted lost its copysets, its locks and its kernel's
   // cache, and a link that broke may have lost invalidations either way.
   // When such a peer is back, drop every copy we hold of its segments (their
@@ -106,8 +112,13 @@ Status Cluster::Start(meta::Namespace* ns) {
     }
     // After giving up its old incarnation's locks, and on our own connection
     // to it, so that it arrives after everything we sent under them.
-    if (net::Transport* t = net_.load(); t != nullptr && (restarted || first))
-      t->Send(node, kIncarnationSeen, EncodeU64(incarnation));
+    if (restarted || first) {
+      std::lock_guard<std::mutex> lock(net_mu_);
+      if (net::Transport* t = net_.load())
+        t->Send(node, kIncarnationSeen, EncodeU64(incarnation));
+      else
+        seen_before_start_.emplace_back(node, incarnation);
+    }
     if (!forget) return;
     spdlog::info("node {} is back: dropping its copysets here and our copies of its segments", node);
     owned_.DropNode(node);
@@ -151,7 +162,13 @@ Status Cluster::Start(meta::Namespace* ns) {
   if (ns_)
     ns_->SetEntryRemovedHook([this](uint64_t parent, const std::string& name) { BroadcastEntryGone(parent, name); });
   CSHM_ASSIGN_OR_RETURN(transport_, net::Transport::Start(std::move(o)));
-  net_ = transport_.get();
+  {
+    std::lock_guard<std::mutex> lock(net_mu_);
+    net_ = transport_.get();
+    for (auto [node, incarnation] : seen_before_start_) transport_->Send(node, kIncarnationSeen, EncodeU64(incarnation));
+    seen_before_start_.clear();
+  }
+  net_cv_.notify_all();
   if (ref_sync_) ref_sync_->Start();  // only now, with the transport up: settling may purge (and tell owners)
   for (const net::NodeConfig& n : config_.nodes)
     if (n.id != self_) transport_->Send(n.id, kPing, "");
@@ -160,6 +177,13 @@ Status Cluster::Start(meta::Namespace* ns) {
                  pending_->size());
   migrator_ = std::thread([this] { MigratorLoop(); });
   return Status::Ok();
+}
+
+void Cluster::AwaitTransport() {
+  std::unique_lock<std::mutex> lock(net_mu_);
+  // Start() stores it right after Transport::Start returns; the pools that
+  // call this are only joined once it has.
+  net_cv_.wait(lock, [&] { return net_.load() != nullptr; });
 }
 
 void Cluster::LoseGrantsOf(uint32_t node, const std::string& why) {
@@ -223,8 +247,10 @@ void Cluster::Stop() {
   stop_cv_.notify_all();
   if (migrator_.joinable()) migrator_.join();
   if (ref_sync_) ref_sync_->Stop();
-  transport_.reset();  // joins the handler pools first
+  // Rounds in flight finish (each wait has its deadline) while the transport
+  // they reply through is alive; work posted after this is dropped.
   if (async_rounds_) async_rounds_->join();
+  transport_.reset();  // joins the handler pools
 }
 
 void Cluster::SetNotifier(Notifier n) {

@@ -239,8 +239,14 @@ class Cluster {
   std::unique_ptr<ReferenceSync> ref_sync_;  // metadata node only
   std::unique_ptr<net::Transport> transport_;
   // The same, for the transport's own callbacks, which may run before
-  // Start() has stored transport_ (null until then).
+  // Start() has stored transport_ (null until then). Requests wait for it on
+  // the pools (AwaitTransport) and are never served inline before it.
   std::atomic<net::Transport*> net_{nullptr};
+  std::mutex net_mu_;
+  std::condition_variable net_cv_;
+  // Peers that came up before net_ was stored: told they were seen once it is.
+  std::vector<std::pair<uint32_t, uint64_t>> seen_before_start_;  // GUARDED_BY(net_mu_)
+  void AwaitTransport();
   std::unique_ptr<boost::asio::thread_pool> async_rounds_;
   std::thread migrator_;  // also delivers pending write-backs
   std::mutex stop_mu_;

@@ -1,48 +1,65 @@
 #include "migrator/access_stats.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
 namespace cshm::migrator {
 
-double AccessStats::Decayed(uint32_t node, double now_s) const {
-  const double dt = now_s - at_[node];
-  if (dt <= 0) return count_[node];
-  return count_[node] * std::exp2(-dt / half_life_s_);
+namespace {
+constexpr double kNegligible = 0.01;  // pages
+}
+
+double AccessStats::Decayed(const Entry& e, double now_s) const {
+  const double dt = now_s - e.at;
+  if (dt <= 0) return e.count;
+  return e.count * std::exp2(-dt / half_life_s_);
+}
+
+const AccessStats::Entry* AccessStats::Find(uint32_t node) const {
+  auto it = std::lower_bound(entries_.begin(), entries_.end(), node,
+                             [](const Entry& e, uint32_t n) { return e.node < n; });
+  return it != entries_.end() && it->node == node ? &*it : nullptr;
 }
 
 void AccessStats::Add(uint32_t node, double pages, double now_s) {
   if (node >= kMaxNodes) return;
-  count_[node] = Decayed(node, now_s) + pages;
-  at_[node] = now_s;
+  auto it = std::lower_bound(entries_.begin(), entries_.end(), node,
+                             [](const Entry& e, uint32_t n) { return e.node < n; });
+  if (it == entries_.end() || it->node != node) it = entries_.insert(it, Entry{node, 0, now_s});
+  it->count = Decayed(*it, now_s) + pages;
+  it->at = now_s;
 }
 
 double AccessStats::Rate(uint32_t node, double now_s) const {
-  if (node >= kMaxNodes) return 0;
-  return Decayed(node, now_s) * std::log(2.0) / half_life_s_;
+  const Entry* e = Find(node);
+  return e ? Decayed(*e, now_s) * std::log(2.0) / half_life_s_ : 0;
 }
 
 std::array<double, kMaxNodes> AccessStats::Rates(double now_s) const {
   std::array<double, kMaxNodes> r{};
-  for (uint32_t n = 0; n < kMaxNodes; n++) r[n] = Rate(n, now_s);
+  for (const Entry& e : entries_) r[e.node] = Decayed(e, now_s) * std::log(2.0) / half_life_s_;
   return r;
 }
 
 std::string AccessStats::Describe(double now_s) const {
   std::string out;
-  for (uint32_t n = 0; n < kMaxNodes; n++) {
-    const double r = Rate(n, now_s);
+  for (const Entry& e : entries_) {
+    const double r = Rate(e.node, now_s);
     if (r < 0.01) continue;
     char buf[48];
-    snprintf(buf, sizeof(buf), "%snode%u=%.1f", out.empty() ? "" : " ", n, r);
+    snprintf(buf, sizeof(buf), "%snode%u=%.1f", out.empty() ? "" : " ", e.node, r);
     out += buf;
   }
   return out.empty() ? "idle" : out;
 }
 
-void AccessStats::Reset() {
-  count_.fill(0);
-  at_.fill(0);
+void AccessStats::Reset() { std::vector<Entry>().swap(entries_); }
+
+bool AccessStats::Prune(double now_s) {
+  std::erase_if(entries_, [&](const Entry& e) { return Decayed(e, now_s) < kNegligible; });
+  if (entries_.empty()) std::vector<Entry>().swap(entries_);  // give the memory back
+  return entries_.empty();
 }
 
 }  // namespace cshm::migrator

@@ -6,11 +6,14 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace cshm::migrator {
 
 constexpr uint32_t kMaxNodes = 64;
 
+// Sparse: only the nodes that accessed the segment recently cost memory
+// (a node owns up to a million segments; a dense table per segment cost 1 KiB).
 class AccessStats {
  public:
   explicit AccessStats(double half_life_s = 5.0) : half_life_s_(half_life_s) {}
@@ -22,13 +25,20 @@ class AccessStats {
   // "node=rate ..." for the nodes with a rate above 0.01/s.
   std::string Describe(double now_s) const;
   void Reset();
+  // Forgets the nodes whose decayed count fell below a hundredth of a page;
+  // true if none is left (the segment is idle: no policy would move it).
+  bool Prune(double now_s);
 
  private:
-  // The value is a decayed count; count * ln2 / half_life is the rate.
-  double Decayed(uint32_t node, double now_s) const;
+  struct Entry {
+    uint32_t node;
+    double count;  // decayed; count * ln2 / half_life is the rate
+    double at;
+  };
+  double Decayed(const Entry& e, double now_s) const;
+  const Entry* Find(uint32_t node) const;
   double half_life_s_;
-  std::array<double, kMaxNodes> count_{};
-  std::array<double, kMaxNodes> at_{};
+  std::vector<Entry> entries_;  // by node
 };
 
 }  // namespace cshm::migrator

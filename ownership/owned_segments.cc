@@ -390,6 +390,7 @@ std::vector<std::pair<uint64_t, uint32_t>> OwnedSegments::Candidates(const migra
   for (auto& [ino, s] : all) {
     std::lock_guard<std::mutex> lock(s->mu);
     if (!s->loaded || s->frozen || s->moved_to >= 0) continue;
+    if (s->stats.Prune(now)) continue;  // idle: most segments, at no cost per node
     auto target = migrator::ChooseTarget(policy, self_, s->stats.Rates(now), s->pinned, now - s->last_move_s);
     if (target) out.emplace_back(ino, *target);
   }

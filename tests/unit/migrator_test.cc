@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "migrator/access_stats.h"
 #include "migrator/policy.h"
 
@@ -16,6 +18,29 @@ TEST(AccessStats, RatesDecayWithTheHalfLife) {
   EXPECT_EQ(s.Rate(1, 20.0), 0.0);
   EXPECT_NE(s.Describe(20.0).find("node3="), std::string::npos);
   EXPECT_EQ(AccessStats().Describe(0), "idle");
+}
+
+// Several nodes, added out of order, keep their own rates; a node idle for
+// many half-lives is pruned, and a segment nobody touched is idle.
+TEST(AccessStats, NodesAreKeptApartAndIdleOnesArePruned) {
+  AccessStats s(1.0);
+  s.Add(9, 100, 0);
+  s.Add(2, 10, 0);
+  s.Add(5, 1, 0);
+  EXPECT_NEAR(s.Rate(9, 0), 100 * std::log(2.0), 1e-9);
+  EXPECT_NEAR(s.Rate(2, 0), 10 * std::log(2.0), 1e-9);
+  auto r = s.Rates(0);
+  EXPECT_NEAR(r[5], std::log(2.0), 1e-9);
+  EXPECT_EQ(r[3], 0.0);
+  EXPECT_EQ(s.Describe(0), "node2=6.9 node5=0.7 node9=69.3");
+  EXPECT_FALSE(s.Prune(8));    // node 9: 100/256 pages left; the others are gone
+  EXPECT_EQ(s.Rate(5, 8), 0.0);
+  EXPECT_GT(s.Rate(9, 8), 0.0);
+  EXPECT_TRUE(s.Prune(20));    // nothing left
+  EXPECT_EQ(s.Describe(20), "idle");
+  s.Add(9, 1, 21);
+  EXPECT_NEAR(s.Rate(9, 21), std::log(2.0), 1e-9);
+  EXPECT_TRUE(AccessStats().Prune(0));
 }
 
 std::array<double, kMaxNodes> Rates(std::initializer_list<std::pair<uint32_t, double>> r) {
