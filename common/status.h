@@ -51,6 +51,14 @@ class [[nodiscard]] Status {
   // From a failed system call: keeps the errno (ToErrno returns it unchanged).
   // Message: "<what>: <strerror>[; <hint>]".
   static Status FromErrno(int err, std::string_view what, std::string_view hint = {});
+  // A system error whose message is already written (e.g. received from a peer).
+  static Status System(int err, std::string message) {
+    Status s(Code::kSystem, std::move(message));
+    s.errno_ = err;
+    return s;
+  }
+  // The errno of a kSystem status (0 otherwise).
+  int system_errno() const { return code_ == Code::kSystem ? errno_ : 0; }
 
   bool ok() const { return code_ == Code::kOk; }
   Code code() const { return code_; }

@@ -287,4 +287,18 @@ Status FileSystem::SetXattr(uint64_t ino, std::string_view name, std::string_vie
   return NotSupported(std::string(name) + " is read-only");
 }
 
+Result<std::vector<std::string>> FileSystem::ListXattrs(uint64_t ino) {
+  CSHM_ASSIGN_OR_RETURN(auto names, meta_->ListXattrs(ino));
+  std::erase_if(names, [](const std::string& n) { return IsControl(n); });  // the stored pin
+  return names;
+}
+
+Status FileSystem::RemoveXattr(uint64_t ino, std::string_view name) {
+  if (!IsControl(name)) return meta_->RemoveXattr(ino, name);
+  // Through the control path, as a write of 0 is: the owner's pin in memory
+  // and the stored one go together.
+  if (name.substr(kControlPrefix.size()) == "pin") return SetXattr(ino, name, "0", 0);
+  return NotPermitted(std::string(name) + " cannot be removed");
+}
+
 }  // namespace cshm::fs

@@ -102,9 +102,13 @@ class FileSystem {
   //   user.cshm.pin             "1"/"0": pinned against automatic migration
   //   user.cshm.stats           read: owner, pin, size, decaying rates per node
   //   user.cshm.remote_fetches  read: this node's fetches of it from a remote owner
-  // Everything else is the namespace's.
+  // Everything else is the namespace's. The control attributes are virtual,
+  // like CephFS's ceph.* ones: never listed; removing user.cshm.pin unpins,
+  // the others cannot be removed (EPERM).
   Result<std::string> GetXattr(uint64_t ino, std::string_view name);
   Status SetXattr(uint64_t ino, std::string_view name, std::string_view value, int flags);
+  Result<std::vector<std::string>> ListXattrs(uint64_t ino);
+  Status RemoveXattr(uint64_t ino, std::string_view name);
 
   // Cluster-wide locks (see Cluster). On one node the kernel keeps locks
   // itself and these are not called; they answer kNotSupported.

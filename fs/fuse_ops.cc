@@ -421,7 +421,7 @@ void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
 
 void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   Guard(req, "listxattr", [&] {
-    auto r = Fs(req).ns().ListXattrs(ino);
+    auto r = Fs(req).ListXattrs(ino);
     if (!r.ok()) return ReplyError(req, r.status(), "listxattr");
     std::string all;
     for (const std::string& n : *r) all.append(n).push_back('\0');
@@ -431,7 +431,7 @@ void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 
 void OpRemovexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   Guard(req, "removexattr", [&] {
-    Status s = Fs(req).ns().RemoveXattr(ino, name);
+    Status s = Fs(req).RemoveXattr(ino, name);
     if (!s.ok()) return ReplyError(req, s, "removexattr");
     fuse_reply_err(req, 0);
   });

@@ -2,6 +2,8 @@
 
 #include "common/bytes.h"
 
+#include <utility>
+
 namespace cshm::net {
 
 void EncodeFrame(const FrameHeader& h, std::string_view payload, std::string* out) {
@@ -56,6 +58,39 @@ DecodeResult DecodeHeader(std::string_view in, FrameHeader* h, std::string* why)
   h->status = status;
   h->length = length;
   return DecodeResult::kGood;
+}
+
+namespace {
+
+using Code = Status::Code;
+// The wire's values, fixed for ever; a new code gets a new value.
+constexpr std::pair<Code, uint16_t> kWireCodes[] = {
+    {Code::kNotFound, 1},     {Code::kExists, 2},        {Code::kNotDir, 3},       {Code::kIsDir, 4},
+    {Code::kNotEmpty, 5},     {Code::kNotPermitted, 6},  {Code::kAccessDenied, 7}, {Code::kNoSpace, 8},
+    {Code::kInvalid, 9},      {Code::kNameTooLong, 10},  {Code::kNoData, 11},      {Code::kRange, 12},
+    {Code::kNotSupported, 13}, {Code::kTooBig, 14},      {Code::kTooManyLinks, 15}, {Code::kArgTooBig, 16},
+    {Code::kBusy, 17},        {Code::kWouldBlock, 18},   {Code::kInterrupted, 19}, {Code::kMoved, 20},
+    {Code::kIo, 21},          {Code::kCorruption, 22},   {Code::kUnavailable, 23}, {Code::kTimedOut, 24},
+};
+
+}  // namespace
+
+uint16_t StatusToWire(const Status& s) {
+  if (s.ok()) return 0;
+  if (s.code() == Code::kSystem) {
+    const int e = s.system_errno();
+    return e > 0 && e < kWireSystem ? static_cast<uint16_t>(kWireSystem + e) : 21;
+  }
+  for (auto [code, wire] : kWireCodes)
+    if (code == s.code()) return wire;
+  return 21;  // kIo
+}
+
+Status StatusFromWire(uint16_t wire, std::string message) {
+  if (wire > kWireSystem && wire < 2 * kWireSystem) return Status::System(wire - kWireSystem, std::move(message));
+  for (auto [code, w] : kWireCodes)
+    if (w == wire && wire != 0) return Status::Error(code, std::move(message));
+  return IoError("unknown status " + std::to_string(wire) + " from a peer: " + message);
 }
 
 }  // namespace cshm::net

@@ -13,7 +13,17 @@
 #include <string>
 #include <string_view>
 
+#include "common/status.h"
+
 namespace cshm::net {
+
+// A status on the wire: explicit values that do not follow Status::Code's
+// order, and a system error with its errno (kWireSystem + errno). 0 is OK.
+constexpr uint16_t kWireSystem = 0x1000;
+uint16_t StatusToWire(const Status& s);
+// The status of a response that failed (wire != 0). A value this node does
+// not know is an I/O error that says so, never OK.
+Status StatusFromWire(uint16_t wire, std::string message);
 
 constexpr uint32_t kMagic = 0x4d485343;  // "CSHM"
 constexpr uint8_t kVersion = 1;
@@ -26,7 +36,7 @@ struct FrameHeader {
   Kind kind = Kind::kRequest;
   uint16_t type = 0;
   uint64_t request_id = 0;
-  uint16_t status = 0;  // responses: a Status::Code; the payload is then the message
+  uint16_t status = 0;  // responses: StatusToWire(); the payload is then the message
   uint32_t length = 0;
 };
 

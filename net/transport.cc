@@ -232,7 +232,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   void Respond(uint64_t id, uint16_t type, const Status& st, std::string payload) {
     if (closed_) return;
-    Write(FrameHeader{Kind::kResponse, type, id, static_cast<uint16_t>(st.code()), 0},
+    Write(FrameHeader{Kind::kResponse, type, id, StatusToWire(st), 0},
           st.ok() ? std::move(payload) : st.message());
   }
 
@@ -472,7 +472,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       if (f.header.status == 0) {
         p->Finish(std::move(f.payload));
       } else {
-        p->Finish(Status::Error(static_cast<Status::Code>(f.header.status), "node " + std::to_string(peer_) + ": " + f.payload));
+        p->Finish(StatusFromWire(f.header.status, "node " + std::to_string(peer_) + ": " + f.payload));
       }
       return;
     }

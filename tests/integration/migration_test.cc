@@ -128,6 +128,31 @@ TEST(Migration, pinned_segments_stay_but_move_when_told) {
   EXPECT_EQ(SetX(c.path(0, "pinned"), "user.cshm.pin", "maybe"), EINVAL);
 }
 
+// The control attributes are virtual. Seen before: removexattr of
+// user.cshm.pin deleted the stored pin while the owner's pin in memory stayed
+// set, and listxattr showed it.
+TEST(Migration, removing_the_pin_attribute_unpins_at_the_owner) {
+  TestCluster c(3, 3000, kNoAutoMigrate);
+  ASSERT_EQ(c.Start(), "");
+  Fill(c.path(0, "f"), kPage, 'f');
+  ASSERT_EQ(SetX(c.path(1, "f"), "user.cshm.pin", "1"), 0);
+  ASSERT_EQ(SetX(c.path(1, "f"), "user.note", "kept"), 0);
+  EXPECT_NE(GetX(c.path(2, "f"), "user.cshm.stats").find("pinned=1"), std::string::npos);
+  char names[256];
+  ssize_t n = listxattr(c.path(2, "f").c_str(), names, sizeof(names));
+  ASSERT_GT(n, 0);
+  EXPECT_EQ(std::string(names, static_cast<size_t>(n)), std::string("user.note\0", 10));
+  ASSERT_EQ(removexattr(c.path(2, "f").c_str(), "user.cshm.pin"), 0) << strerror(errno);
+  EXPECT_EQ(GetX(c.path(1, "f"), "user.cshm.pin"), "0");
+  EXPECT_NE(GetX(c.path(1, "f"), "user.cshm.stats").find("pinned=0"), std::string::npos)
+      << GetX(c.path(1, "f"), "user.cshm.stats");
+  EXPECT_EQ(removexattr(c.path(2, "f").c_str(), "user.cshm.owner"), -1);
+  EXPECT_EQ(errno, EPERM);
+  EXPECT_EQ(GetX(c.path(0, "f"), "user.cshm.owner"), "0");
+  ASSERT_EQ(removexattr(c.path(0, "f").c_str(), "user.note"), 0);
+  EXPECT_EQ(listxattr(c.path(0, "f").c_str(), names, sizeof(names)), 0);
+}
+
 TEST(Migration, the_old_owner_keeps_the_twins_of_its_dirty_pages) {
   // On its owner a page is its own twin. The old owner still holds a dirty
   // page after the segment moved; another node then releases other bytes of

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cerrno>
+
 namespace cshm::net {
 namespace {
 
@@ -46,6 +48,35 @@ TEST(FrameCodec, RejectsGarbageVersionKindAndHugeLengths) {
   big[20] = big[21] = big[22] = big[23] = static_cast<char>(0xff);
   EXPECT_EQ(DecodeHeader(big, &h, &why), DecodeResult::kBad);
   EXPECT_NE(why.find("exceeds"), std::string::npos);
+}
+
+// Statuses on the wire. Seen before: the value was cast to Status::Code
+// unchecked (256 became OK inside an error path) and a system error lost its
+// errno.
+TEST(WireStatus, EveryCodeRoundTripsAndASystemErrorKeepsItsErrno) {
+  for (int c = 1; c <= static_cast<int>(Status::Code::kTimedOut); c++) {
+    const Status s = Status::Error(static_cast<Status::Code>(c), "why");
+    const uint16_t wire = StatusToWire(s);
+    ASSERT_NE(wire, 0) << c;
+    const Status back = StatusFromWire(wire, "why");
+    EXPECT_EQ(back.code(), s.code()) << c;
+    EXPECT_EQ(back.ToErrno(), s.ToErrno()) << c;
+  }
+  const Status sys = Status::FromErrno(EROFS, "writing");
+  const Status back = StatusFromWire(StatusToWire(sys), sys.message());
+  EXPECT_EQ(back.code(), Status::Code::kSystem);
+  EXPECT_EQ(back.ToErrno(), EROFS);
+  EXPECT_EQ(back.message(), sys.message());
+}
+
+TEST(WireStatus, AnUnknownValueIsAnErrorNeverOk) {
+  for (uint16_t wire : {uint16_t{0}, uint16_t{25}, uint16_t{256}, kWireSystem, uint16_t{2 * kWireSystem},
+                        uint16_t{0xffff}}) {
+    const Status s = StatusFromWire(wire, "m");
+    EXPECT_FALSE(s.ok()) << wire;
+    EXPECT_EQ(s.ToErrno(), EIO) << wire;
+    EXPECT_NE(s.message().find("unknown status"), std::string::npos) << wire;
+  }
 }
 
 }  // namespace

@@ -155,9 +155,13 @@ TEST(Transport, CallAsyncAnswersWithTheResponseTheDeadlineOrTheError) {
   }));
   std::lock_guard<std::mutex> lock(mu);
   for (auto& [what, r] : got) {
-    if (what == "echo") EXPECT_EQ(r.ok() ? *r : r.status().message(), "node1:hi");
-    if (what == "silent") EXPECT_EQ(r.status().code(), Status::Code::kTimedOut);
-    if (what == "dead") EXPECT_EQ(r.status().code(), Status::Code::kUnavailable) << r.status().message();
+    if (what == "echo") {
+      EXPECT_EQ(r.ok() ? *r : r.status().message(), "node1:hi");
+    } else if (what == "silent") {
+      EXPECT_EQ(r.status().code(), Status::Code::kTimedOut);
+    } else if (what == "dead") {
+      EXPECT_EQ(r.status().code(), Status::Code::kUnavailable) << r.status().message();
+    }
   }
 }
 
