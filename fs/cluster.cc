@@ -517,9 +517,10 @@ Status Cluster::Truncate(uint64_t ino, uint64_t size) {
       .status();
 }
 
-Result<WriteBackReply> Cluster::ApplyAsOwner(uint32_t from, const WriteBackRequest& wb) {
+Result<WriteBackReply> Cluster::ApplyAsOwner(uint32_t from, const WriteBackRequest& wb, bool wait) {
+  // Without waiting, one that grows the segment (it tells the metadata node) is kBusy.
   CSHM_ASSIGN_OR_RETURN(ApplyOutcome out,
-                        owned_.Apply(wb.ino, from, wb.runs, /*wait=*/true, wb.late ? &wb.expect : nullptr));
+                        owned_.Apply(wb.ino, from, wb.runs, wait, wb.late ? &wb.expect : nullptr));
   if (out.dropped > 0)
     spdlog::warn("late write-back of inode {} from node {}: {} page(s) changed since it was made and were not "
                  "written (a late write never lands on newer bytes)", wb.ino, from, out.dropped);
@@ -843,7 +844,11 @@ void Cluster::Handle(net::Request r) {
       if (!req.ok()) return reply(req.status());
       std::string frame = FetchReply::Frame(req->len);
       uint64_t size = 0;
-      auto n = owned_.Fetch(req->ino, r.from, req->off, req->len, frame.data() + FetchReply::kDataOffset, &size);
+      // The fast pool never waits (a freeze, a first load): such a fetch
+      // goes on on the slow pool.
+      auto n = owned_.Fetch(req->ino, r.from, req->off, req->len, frame.data() + FetchReply::kDataOffset, &size,
+                            /*wait=*/r.slow);
+      if (!n.ok() && !r.slow && n.status().code() == Status::Code::kBusy) return net_.load()->Defer(std::move(r));
       if (!n.ok()) return reply(n.status());
       FetchReply::Finish(&frame, size, *n);
       return reply(std::move(frame));
@@ -851,7 +856,8 @@ void Cluster::Handle(net::Request r) {
     case kWriteBack: {
       auto req = WriteBackRequest::Decode(r.payload);
       if (!req.ok()) return reply(req.status());
-      auto out = ApplyAsOwner(r.from, *req);
+      auto out = ApplyAsOwner(r.from, *req, /*wait=*/r.slow);
+      if (!out.ok() && !r.slow && out.status().code() == Status::Code::kBusy) return net_.load()->Defer(std::move(r));
       if (!out.ok()) return reply(out.status());
       return reply(out->Encode());
     }
@@ -958,7 +964,8 @@ void Cluster::Handle(net::Request r) {
     case kLock: {
       auto m = LockMessage::Decode(r.payload);
       if (!m.ok()) return reply(m.status());
-      auto out = ServeLock(r.from, *m);
+      auto out = ServeLock(r.from, *m, /*wait=*/r.slow);
+      if (!out.ok() && !r.slow && out.status().code() == Status::Code::kBusy) return net_.load()->Defer(std::move(r));
       if (!out.ok()) return reply(out.status());
       return reply(out->Encode());
     }
@@ -1155,7 +1162,9 @@ Result<std::string> Cluster::ServeControl(const ControlRequest& c) {
 }
 
 Status Cluster::MoveSegment(uint64_t ino, uint32_t target, const std::string& why) {
-  std::lock_guard<std::mutex> one_at_a_time(migrate_mu_);
+  std::unique_lock<std::timed_mutex> one_at_a_time(migrate_mu_, std::defer_lock);
+  if (!one_at_a_time.try_lock_for(std::chrono::milliseconds(config_.request_timeout_ms)))
+    return Busy("another migration from node " + std::to_string(self_) + " is under way; try again");
   const auto t0 = std::chrono::steady_clock::now();
   // Rounds still running here would be unknown to the new owner, whose Sync
   // would then not wait for them: finish them first, and before freezing. A

@@ -130,7 +130,8 @@ class Cluster {
   Result<uint32_t> OwnerOf(uint64_t ino);
   void NoteOwner(uint64_t ino, uint32_t owner);
   // Owner side: apply and run (or schedule) the invalidation round.
-  Result<ownership::WriteBackReply> ApplyAsOwner(uint32_t from, const ownership::WriteBackRequest& wb);
+  Result<ownership::WriteBackReply> ApplyAsOwner(uint32_t from, const ownership::WriteBackRequest& wb,
+                                                 bool wait = true);
   // A round of `ino` is running, or a failed one is not yet reported.
   bool RoundsPending(uint64_t ino);
   // Invalidation rounds of one owned segment, numbered as they start.
@@ -252,7 +253,9 @@ class Cluster {
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;
   bool stopping_ = false;  // GUARDED_BY(stop_mu_)
-  std::mutex migrate_mu_;  // one migration at a time from this node
+  // One migration at a time from this node. A move makes network calls while
+  // holding it, so others wait for it at most a request deadline (then kBusy).
+  std::timed_mutex migrate_mu_;
   // Migration, target: the moves being staged here (a query started them),
   // by inode. Installed ones serve nothing until they commit.
   struct Staged {

@@ -38,15 +38,18 @@ void ReplyError(fuse_req_t req, const Status& s, const char* op) {
 }
 
 template <typename F>
-void Guard(fuse_req_t req, const char* op, F&& body) {
+// `replied`: for a body that may go on after replying (a READ answered
+// spliced from a file inside FileSystem::Read); once it is true a request
+// must not be answered again, which libfuse would do on a freed request.
+void Guard(fuse_req_t req, const char* op, F&& body, const bool* replied = nullptr) {
   try {
     body();
   } catch (const std::exception& e) {
     spdlog::error("{}: internal error: {}", op, e.what());
-    fuse_reply_err(req, EIO);
+    if (replied == nullptr || !*replied) fuse_reply_err(req, EIO);
   } catch (...) {
     spdlog::error("{}: internal error", op);
-    fuse_reply_err(req, EIO);
+    if (replied == nullptr || !*replied) fuse_reply_err(req, EIO);
   }
 }
 
@@ -223,10 +226,10 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
 
 // Valid replies: fuse_reply_buf, fuse_reply_err.
 void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+  ReadScratch scratch;  // outlives the reply, and Guard's look at `replied`
   Guard(req, "read", [&] {
     if (off < 0) return (void)fuse_reply_err(req, EINVAL);
     std::unique_ptr<char[]> buf(new char[size]);
-    ReadScratch scratch;  // outlives the reply
     // Pages of this node's store go to the kernel spliced from their file:
     // one copy (in the kernel) instead of a read here and a write there.
     scratch.from_file = [req, &scratch](int fd, uint64_t at, size_t n) -> Status {
@@ -242,7 +245,7 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
     if (scratch.replied) return;  // answered from the file (or failed doing so: answered with the error)
     if (!got.ok()) return ReplyError(req, got.status(), "read");
     fuse_reply_buf(req, got->data(), got->size());
-  });
+  }, &scratch.replied);
 }
 
 // Valid replies: fuse_reply_write, fuse_reply_err.

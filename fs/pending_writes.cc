@@ -105,7 +105,24 @@ size_t PendingWrites::size() {
 }
 
 Status PendingWrites::Drain(uint64_t ino, const std::function<Status(const std::string& payload)>& send) {
-  std::lock_guard<std::mutex> one(drain_);
+  {
+    // Another Drain of this inode waits for nothing but its own sends, each
+    // with its deadline.
+    std::unique_lock<std::mutex> lock(mu_);
+    drained_.wait(lock, [&] { return draining_.count(ino) == 0; });
+    draining_.insert(ino);
+  }
+  struct Done {
+    PendingWrites* w;
+    uint64_t ino;
+    ~Done() {
+      {
+        std::lock_guard<std::mutex> lock(w->mu_);
+        w->draining_.erase(ino);
+      }
+      w->drained_.notify_all();
+    }
+  } done{this, ino};
   while (true) {
     std::string path;
     uint64_t seq;

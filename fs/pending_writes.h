@@ -9,14 +9,18 @@
 // Delivery keeps the order per segment: a later write-back of a segment goes
 // only after the earlier ones.
 //
-// Thread-safety: all methods are thread-safe; Drain of one inode at a time.
+// Thread-safety: all methods are thread-safe; one Drain per inode at a time
+// (drains of different inodes run side by side: one unreachable owner must
+// not hold up the write-backs of every other segment).
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -40,8 +44,9 @@ class PendingWrites {
  private:
   explicit PendingWrites(std::string dir) : dir_(std::move(dir)) {}
   std::string dir_;
-  std::mutex mu_;     // guards the maps; not held while sending
-  std::mutex drain_;  // one Drain at a time
+  std::mutex mu_;  // guards the maps and draining_; not held while sending
+  std::condition_variable drained_;
+  std::set<uint64_t> draining_;  // inodes a Drain is sending
   uint64_t next_ = 0;
   std::map<uint64_t, std::map<uint64_t, std::string>> queue_;  // ino -> seq -> file
 };

@@ -107,6 +107,7 @@ class Transport::Impl {
     return std::max<Clock::duration>(std::chrono::milliseconds(10), std::chrono::milliseconds(opts.config.heartbeat_ms) / 4);
   }
   void Dispatch(std::shared_ptr<Connection> c, Frame f);
+  void RunOnPool(Request r);  // on the pool r.slow names
   std::shared_ptr<Connection> ClientFor(uint32_t node);  // I/O thread only
   void ClientFailed(uint32_t node, const std::shared_ptr<Connection>& c);
 
@@ -678,8 +679,12 @@ void Transport::Impl::Dispatch(std::shared_ptr<Connection> c, Frame f) {
       return;
     }
   }
-  auto& pool = opts.is_slow && opts.is_slow(r.type) ? slow : fast;
-  asio::post(pool, [this, r = std::move(r)]() mutable {
+  r.slow = opts.is_slow && opts.is_slow(r.type);
+  RunOnPool(std::move(r));
+}
+
+void Transport::Impl::RunOnPool(Request r) {
+  asio::post(r.slow ? slow : fast, [this, r = std::move(r)]() mutable {
     auto responder = r.responder;
     try {
       opts.handler(std::move(r));
@@ -756,6 +761,12 @@ Result<std::unique_ptr<Transport>> Transport::Start(TransportOptions options) {
   asio::post(impl->io, [t = impl.get()] { t->Heartbeat(); });
   impl->Run();
   return std::unique_ptr<Transport>(new Transport(std::move(impl)));
+}
+
+void Transport::Defer(Request r) {
+  if (impl_->stopping) return;
+  r.slow = true;
+  impl_->RunOnPool(std::move(r));
 }
 
 Result<std::string> Transport::Call(uint32_t node, uint16_t type, std::string payload,

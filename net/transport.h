@@ -47,6 +47,7 @@ struct Request {
   uint16_t type = 0;
   std::string payload;
   std::shared_ptr<Responder> responder;  // null for one-way messages
+  bool slow = false;  // running on the slow pool (its type is slow, or it was Defer()red)
 };
 
 // The delay/loss seam (DESIGN.md "Running it"): not every kernel has tc netem,
@@ -109,6 +110,11 @@ class Transport {
                  std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
   // Best effort, no response.
   void Send(uint32_t node, uint16_t type, std::string payload);
+  // Hands a request the fast pool took to the slow pool (with slow = true):
+  // the fast pool never waits, so a request that finds it would (a frozen
+  // segment, a network call) goes there. Not at all once stopping (a
+  // request's responder then answers nothing; its caller's deadline does).
+  void Defer(Request r);
   // Runs `fn` on the I/O thread after `delay` (so it must not block or
   // Call()); not at all once the transport is stopping.
   void After(std::chrono::microseconds delay, std::function<void()> fn);

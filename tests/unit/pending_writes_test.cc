@@ -2,6 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
 #include "tests/support/temp_dir.h"
 
 namespace cshm::fs {
@@ -42,6 +48,51 @@ TEST(PendingWrites, KeepsOrderSurvivesReopenAndStopsAtTheFirstFailure) {
   // A segment that no longer exists: its write-backs are dropped, not retried forever.
   ASSERT_TRUE((*p)->Drain(9, [](const std::string&) { return NotFound("gone"); }).ok());
   EXPECT_EQ((*p)->size(), 0u);
+}
+
+// One unreachable owner holds up only its own segments' write-backs. Seen
+// before: one global drain lock was held across the network call, so a
+// drain waiting on a dead owner stalled FUSE writes of every other segment.
+TEST(PendingWrites, ADrainWaitingOnOneOwnerDoesNotHoldUpAnotherSegment) {
+  TempDir dir;
+  auto p = PendingWrites::Open(dir / "pending");
+  ASSERT_TRUE(p.ok());
+  ASSERT_TRUE((*p)->Add(7, "stuck").ok());
+  ASSERT_TRUE((*p)->Add(9, "free").ok());
+  std::mutex mu;
+  std::condition_variable cv;
+  bool sending = false, release = false;
+  std::thread stuck([&] {
+    (void)(*p)->Drain(7, [&](const std::string&) {
+      std::unique_lock<std::mutex> lock(mu);
+      sending = true;
+      cv.notify_all();
+      cv.wait(lock, [&] { return release; });  // the owner's call, waiting for its deadline
+      return Unavailable("down");
+    });
+  });
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(30), [&] { return sending; }));
+  }
+  std::atomic<bool> other_done{false};
+  std::thread other([&] {
+    EXPECT_TRUE((*p)->Drain(9, [](const std::string&) { return Status::Ok(); }).ok());
+    other_done = true;
+  });
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!other_done && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_TRUE(other_done) << "segment 9's drain waited for segment 7's";
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    release = true;
+  }
+  cv.notify_all();
+  stuck.join();
+  other.join();
+  EXPECT_FALSE((*p)->Has(9));
+  EXPECT_TRUE((*p)->Has(7));
 }
 
 }  // namespace

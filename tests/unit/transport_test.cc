@@ -24,6 +24,7 @@ constexpr uint16_t kEcho = 100;
 constexpr uint16_t kFail = 101;
 constexpr uint16_t kSilent = 102;
 constexpr uint16_t kNote = 103;
+constexpr uint16_t kDeferred = 104;  // the fast pool hands it to the slow pool, where it waits for `release`
 
 ClusterConfig Config(int n, const std::string& secret = "the-cluster-secret-0123") {
   ClusterConfig c;
@@ -36,6 +37,8 @@ ClusterConfig Config(int n, const std::string& secret = "the-cluster-secret-0123
 struct Node {
   std::unique_ptr<Transport> t;
   std::atomic<int> notes{0};
+  std::atomic<int> waiting_slow{0};
+  std::atomic<bool> release{false};
   std::atomic<int> ups{0}, downs{0};
 };
 
@@ -53,6 +56,12 @@ std::unique_ptr<Node> StartNode(const ClusterConfig& c, uint32_t self, FaultSeam
       case kFail: r.responder->Reply(NotFound("no such thing"), ""); break;
       case kSilent: break;  // never answers
       case kNote: raw->notes++; break;
+      case kDeferred:
+        if (!r.slow) return raw->t->Defer(std::move(r));
+        raw->waiting_slow++;
+        while (!raw->release) std::this_thread::sleep_for(1ms);
+        r.responder->Reply(Status::Ok(), "slow");
+        break;
     }
   };
   o.on_peer_up = [raw](uint32_t, uint64_t) { raw->ups++; };
@@ -163,6 +172,27 @@ TEST(Transport, CallAsyncAnswersWithTheResponseTheDeadlineOrTheError) {
       EXPECT_EQ(r.status().code(), Status::Code::kUnavailable) << r.status().message();
     }
   }
+}
+
+// The fast pool never waits: a request it finds would wait goes to the slow
+// pool (Defer), and while every slow thread is held the fast pool answers.
+TEST(Transport, ADeferredRequestRunsOnTheSlowPoolAndTheFastPoolGoesOn) {
+  ClusterConfig c = Config(2);
+  auto a = StartNode(c, 0), b = StartNode(c, 1);
+  constexpr int kHeld = 8;  // TransportOptions::slow_threads
+  std::atomic<int> answered{0};
+  for (int i = 0; i < kHeld; i++)
+    a->t->CallAsync(1, kDeferred, "", [&](Result<std::string> r) {
+      if (r.ok() && *r == "slow") answered++;
+    }, 30s);
+  ASSERT_TRUE(WaitFor([&] { return b->waiting_slow.load() == kHeld; }));
+  // Every slow thread waits; the fast pool still answers.
+  auto echo = a->t->Call(1, kEcho, "hi", 10s);
+  ASSERT_TRUE(echo.ok()) << echo.status().message();
+  EXPECT_EQ(*echo, "node1:hi");
+  EXPECT_EQ(answered.load(), 0);
+  b->release = true;
+  EXPECT_TRUE(WaitFor([&] { return answered.load() == kHeld; }));
 }
 
 TEST(Transport, DeadPeerIsUnavailableAndComesBack) {
