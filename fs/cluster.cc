@@ -288,9 +288,40 @@ meta::MetaService& Cluster::meta() {
   return *remote_meta_;
 }
 
+void Cluster::ForgetInodeState(uint64_t ino) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto o = owner_of_.find(ino);
+    if (o != owner_of_.end() && o->second != self_) owner_of_.erase(o);
+    fetches_from_.erase(ino);
+    auto r = rounds_.find(ino);
+    if (r != rounds_.end() && r->second.use_count() == 1) {
+      std::lock_guard<std::mutex> rl(r->second->mu);
+      if (r->second->running.empty() && r->second->failed.empty() && r->second->waiters.empty() &&
+          r->second->answers.empty())
+        rounds_.erase(r);
+    }
+  }
+  std::lock_guard<std::mutex> lock(writers_mu_);
+  auto w = writers_.find(ino);
+  if (w != writers_.end() && w->second.writable == 0 && w->second.twinless_reads == 0 && !w->second.twinless_cached)
+    writers_.erase(w);
+}
+
+void Cluster::KernelForgot(uint64_t ino) {
+  // The mark first: a twin stored after it belongs to a lookup (and fault)
+  // that came after the forget, and stays.
+  const uint64_t mark = twins_->Mark();
+  const bool held = ns_ ? ns_->HeldBy(ino, self_) : remote_meta_->held().Count(ino) > 0;
+  if (held) return;
+  twins_->DropInodeUpTo(ino, mark);  // the kernel's pages went with its inode
+  ForgetInodeState(ino);
+}
+
 Status Cluster::Purge(uint64_t ino, uint32_t owner) {
   if (owner == self_) {
     twins_->DropInode(ino);
+    ForgetInodeState(ino);
     return owned_.Remove(ino);
   }
   transport_->Send(owner, kDrop, EncodeU64(ino));
@@ -472,7 +503,7 @@ Status Cluster::Write(uint64_t ino, uint64_t off, const char* data, size_t len, 
     if (owner != self_) {
       // (Not on the owner: its saved twins stand for pages another node
       // changed under its kernel, which the round of that change drops.)
-      const uint64_t mark = twins_->Mark();
+  const uint64_t mark = twins_->Mark();
       for (const Range& r : ranges) twins_->Drop(ino, r, mark);
     }
     DropLocalLater(ino, ranges);
@@ -880,6 +911,7 @@ void Cluster::Handle(net::Request r) {
       auto ino = DecodeU64(r.payload);
       if (ino.ok()) {
         twins_->DropInode(*ino);
+        ForgetInodeState(*ino);
         Status s = owned_.Remove(*ino);
         if (!s.ok()) spdlog::warn("freeing the pages of deleted inode {}: {}", *ino, s.message());
       }
@@ -1050,7 +1082,7 @@ Status Cluster::SetLock(uint64_t ino, const Lock& want, bool wait, const std::fu
       notify = notifier_;
     }
     const uint64_t len = want.end == kLockEof ? 0 : want.end - want.start + 1;
-    const uint64_t mark = twins_->Mark();  // as in InvalidateLocal
+  const uint64_t mark = twins_->Mark();  // as in InvalidateLocal
     if (notify) notify(ino, want.start, len);
     twins_->Drop(ino, Range{want.start, len}, mark);
     // ... and the other nodes' copies of them are gone.

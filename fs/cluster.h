@@ -83,6 +83,11 @@ class Cluster {
   bool is_metadata_node() const { return config_.metadata_node == self_; }
   uint32_t self() const { return self_; }
   meta::MetaService& meta();
+  // The kernel forgot `ino` (FUSE FORGET): if this node's kernel holds no
+  // reference to it any more, what this node kept for its kernel's copy
+  // goes (its twins, the cached owner, counters, idle round state), so that
+  // per-inode state does not grow with every segment ever touched.
+  void KernelForgot(uint64_t ino);
   // For the metadata node's Namespace: frees a purged segment at its owner.
   Status Purge(uint64_t ino, uint32_t owner);
 
@@ -150,6 +155,8 @@ class Cluster {
     bool RunningBelow(uint64_t upto) const { return !running.empty() && *running.begin() < upto; }
   };
   std::shared_ptr<Rounds> RoundsOf(uint64_t ino);
+  // Drops the per-inode maps' entries of `ino` that nothing uses.
+  void ForgetInodeState(uint64_t ino);
   // Sends a round's invalidations (never blocks); its last ack finishes it.
   // Returns the round's number.
   uint64_t StartRound(uint64_t ino, ownership::Invalidations inv);

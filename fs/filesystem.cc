@@ -177,6 +177,11 @@ Status FileSystem::Fallocate(uint64_t ino, int mode, uint64_t off, uint64_t len)
   return ns_->NoteWrite(ino, off + len, /*touch_mtime=*/false).status();
 }
 
+void FileSystem::Forget(uint64_t ino, uint64_t n, const meta::Caller& caller) {
+  meta_->Forget(ino, n, caller);
+  if (cluster_) cluster_->KernelForgot(ino);
+}
+
 Status FileSystem::Fsync(uint64_t ino) {
   // A release: the other nodes' copies of what this node wrote are gone.
   if (cluster_) return cluster_->Sync(ino);

@@ -95,6 +95,8 @@ class FileSystem {
   // backing files' page cache, as safe from a daemon crash as tmpfs); in a
   // cluster, a release (Cluster::Sync).
   Status Fsync(uint64_t ino);
+  // FUSE FORGET: the kernel dropped `n` lookups of `ino` (it evicted the inode).
+  void Forget(uint64_t ino, uint64_t n, const meta::Caller& caller);
   FsStats Stats();
 
   // Extended attributes, with the control surface (docs/migrator.md):

@@ -80,7 +80,7 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
 // Valid replies: fuse_reply_none.
 void OpForget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
   try {
-    Fs(req).ns().Forget(ino, nlookup, CallerOf(req));
+    Fs(req).Forget(ino, nlookup, CallerOf(req));
   } catch (...) {
     spdlog::error("forget: internal error");
   }
@@ -89,7 +89,7 @@ void OpForget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
 
 void OpForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
   try {
-    for (size_t i = 0; i < count; i++) Fs(req).ns().Forget(forgets[i].ino, forgets[i].nlookup, CallerOf(req));
+    for (size_t i = 0; i < count; i++) Fs(req).Forget(forgets[i].ino, forgets[i].nlookup, CallerOf(req));
   } catch (...) {
     spdlog::error("forget: internal error");
   }

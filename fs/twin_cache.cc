@@ -29,12 +29,14 @@ bool TwinCache::HasLocked(uint64_t ino, uint64_t page) {
 Status TwinCache::Put(uint64_t ino, uint64_t off, std::string_view data) {
   if (data.empty()) return Status::Ok();
   if (off % kPageSize != 0) return Invalid("twins start at a page");
+  // The file under mu_: DropInodeUpTo may remove it meanwhile otherwise, and
+  // the twin would go to a file no later Get reads.
+  std::lock_guard<std::mutex> lock(mu_);
   auto seg = pages_->Get(ino);
   if (!seg.ok()) {
     spdlog::warn("cannot store twins of inode {}: {}", ino, seg.status().message());
     return seg.status();
   }
-  std::lock_guard<std::mutex> lock(mu_);
   // The last page past the data (past EOF) is zeros, as the kernel sees it.
   const size_t whole = (data.size() + kPageSize - 1) / kPageSize * kPageSize;
   const std::string zeros(whole - data.size(), '\0');
@@ -118,6 +120,19 @@ void TwinCache::Drop(uint64_t ino, const ownership::Range& range, uint64_t store
 uint64_t TwinCache::Mark() {
   std::lock_guard<std::mutex> lock(mu_);
   return last_stamp_;
+}
+
+void TwinCache::DropInodeUpTo(uint64_t ino, uint64_t stored_by) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = stored_.find(ino);
+  if (it != stored_.end()) {
+    for (uint64_t& stamp : it->second)
+      if (stamp <= stored_by) stamp = 0;
+    for (uint64_t stamp : it->second)
+      if (stamp != 0) return;  // stored since: the kernel holds those pages again
+    stored_.erase(it);
+  }
+  (void)pages_->Remove(ino);
 }
 
 void TwinCache::DropInode(uint64_t ino) {

@@ -47,6 +47,10 @@ class TwinCache : public ownership::OwnerTwinStore {
   // The stamp of the latest twin stored so far.
   uint64_t Mark();
   void DropInode(uint64_t ino);
+  // Drops the twins of `ino` stored at or before `stored_by` (a Mark()), and
+  // its file if none is left: the kernel forgot the inode, and with it its
+  // pages, but may have looked it up and faulted pages in again since.
+  void DropInodeUpTo(uint64_t ino, uint64_t stored_by);
   // One byte per page: 1 if this node holds a twin of it.
   std::string Bitmap(uint64_t ino);
 

@@ -215,6 +215,11 @@ std::vector<uint64_t> Namespace::OrphansHeldBy(uint32_t node) {
   return out;
 }
 
+bool Namespace::HeldBy(uint64_t ino, uint32_t node) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return refs_.HeldBy(ino, node);
+}
+
 size_t Namespace::orphan_count() {
   std::lock_guard<std::mutex> lock(mu_);
   return orphans_.size();

@@ -116,6 +116,8 @@ class Namespace : public MetaService {
   // their names went (a lost message), and hold them only through a stale
   // dentry.
   std::vector<uint64_t> OrphansHeldBy(uint32_t node);
+  // Whether `node`'s kernel holds a reference to `ino`.
+  bool HeldBy(uint64_t ino, uint32_t node);
 
   // Called after a name is removed or replaced (unlink, rmdir, rename), outside
   // the mutex: the cluster tells every node's kernel to drop its dentry, so

@@ -60,7 +60,10 @@ Result<std::pair<std::shared_ptr<OwnedSegments::State>, std::unique_lock<std::mu
     if (!s->loaded) {
       s->size = info.size;
       s->pinned = info.pinned;
-      if (info.owner != self_) s->moved_to = info.owner;
+      if (info.owner != self_) {
+        s->moved_to = info.owner;
+        NoteForward(ino);
+      }
       s->loaded = true;
     }
   }
@@ -357,13 +360,40 @@ void OwnedSegments::Unfreeze(uint64_t ino, std::optional<uint32_t> moved_to) {
   }
   std::lock_guard<std::mutex> lock(s->mu);
   s->frozen = false;
+  s->last_move_s = Now();
   if (moved_to) {
     s->moved_to = *moved_to;
-    s->copyset.clear();
+    std::vector<uint64_t>().swap(s->copyset);
     s->stats.Reset();
+    NoteForward(ino);
   }
-  s->last_move_s = Now();
   s->unfrozen.notify_all();
+}
+
+void OwnedSegments::NoteForward(uint64_t ino) {
+  constexpr size_t kMaxForwards = 4096;
+  constexpr double kMinAge = 60;  // s: the directory update of a move is long done
+  std::lock_guard<std::mutex> lock(mu_);
+  forwards_.push_back(ino);
+  const double now = Now();
+  while (forwards_.size() > kMaxForwards) {
+    const uint64_t old = forwards_.front();
+    if (old == ino) {  // ours, locked by this thread, and just pushed again
+      forwards_.pop_front();
+      continue;
+    }
+    auto it = segments_.find(old);
+    if (it != segments_.end()) {
+      std::unique_lock<std::mutex> sl(it->second->mu, std::try_to_lock);
+      if (!sl.owns_lock() || it->second->frozen) break;  // in use: another time
+      if (it->second->moved_to >= 0) {
+        if (now - it->second->last_move_s < kMinAge) break;  // young, and so is every later one
+        sl.unlock();
+        segments_.erase(it);
+      }
+    }
+    forwards_.pop_front();
+  }
 }
 
 void OwnedSegments::Install(uint64_t ino, const SegmentSnapshot& snap) {

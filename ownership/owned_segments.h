@@ -26,6 +26,7 @@
 #include <vector>
 
 #include <condition_variable>
+#include <deque>
 #include <optional>
 
 #include "common/status.h"
@@ -126,6 +127,11 @@ class OwnedSegments {
   // Ok if the segment is served here right now; kBusy if finding out would
   // wait (lock, load, freeze); kMoved for a forwarding entry.
   Status TryServing(uint64_t ino) { return TryLockServing(ino).status(); }
+  // Segments with state here (owned, staged, or forwarding entries).
+  size_t segment_count() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return segments_.size();
+  }
   // Where this node's own twins are (see OwnerTwinStore); set before serving.
   // Without one, Apply keeps nothing and this node must store twins itself.
   void SetOwnerTwins(OwnerTwinStore* twins) { owner_twins_ = twins; }
@@ -198,8 +204,15 @@ class OwnedSegments {
   const LoadFn load_;
   const double half_life_s_;
   OwnerTwinStore* owner_twins_ = nullptr;
-  std::mutex mu_;
+  // A forwarding entry was made (s->mu held): the oldest go past a bound.
+  void NoteForward(uint64_t ino);
+
+  std::mutex mu_;  // lock order: a State's mu before it (NoteForward), else try_lock
   std::unordered_map<uint64_t, std::shared_ptr<State>> segments_;  // GUARDED_BY(mu_)
+  // Forwarding entries, oldest first (GUARDED_BY(mu_)). Past kMaxForwards the
+  // oldest that are a minute old go: the metadata node names the owner again
+  // when one is asked for (Lock's load), so dropping one loses nothing.
+  std::deque<uint64_t> forwards_;
 };
 
 // Merges per-page ranges into runs of consecutive pages.

@@ -211,5 +211,27 @@ TEST_F(OwnedSegmentsTest, ADroppedNodeIsNeverInvalidated) {
   EXPECT_TRUE(out->invalidate.empty());
 }
 
+// Requests for segments owned elsewhere leave forwarding entries. Seen
+// before: one for every segment ever asked about, for ever. They are bounded,
+// and a dropped one answers kMoved again (the metadata node names the owner).
+TEST(OwnedSegmentsForwarding, ForwardingEntriesAreBoundedAndStillForward) {
+  TempDir dir;
+  auto pages = std::move(*store::PageStore::Open(dir / "pages", 1 << 30));
+  OwnedSegments owned(pages.get(), 0, [](uint64_t) -> Result<SegmentInfo> { return SegmentInfo{0, 1, false}; });
+  constexpr uint64_t kAsked = 10000;
+  for (uint64_t ino = 1; ino <= kAsked; ino++) {
+    uint64_t size = 0;
+    char b[8];
+    auto r = owned.Fetch(ino, 2, 0, sizeof(b), b, &size);
+    ASSERT_EQ(r.status().code(), Status::Code::kMoved) << ino;
+  }
+  EXPECT_LE(owned.segment_count(), 4097u);
+  uint64_t size = 0;
+  char b[8];
+  auto again = owned.Fetch(1, 2, 0, sizeof(b), b, &size);  // its entry was dropped long ago
+  EXPECT_EQ(again.status().code(), Status::Code::kMoved);
+  EXPECT_EQ(MovedTo(again.status()), std::optional<uint32_t>(1));
+}
+
 }  // namespace
 }  // namespace cshm::ownership
