@@ -2,7 +2,7 @@
 // (shmget/shmat/shmdt/shmctl, ftok) and POSIX (shm_open/shm_unlink) shared
 // memory programs use files of the cshm mount, so processes on different
 // nodes share them. Everything else, and everything when CSHM_MOUNT is unset
-// or not a directory, goes to the real libc functions (dlsym RTLD_NEXT).
+// or not in a mounted cshm, goes to the real libc functions (dlsym RTLD_NEXT).
 //
 // CSHM_KEYS limits which SysV keys go to the cluster (see key_scope.h);
 // CSHM_POSIX=0 leaves shm_open alone. Exceptions never leave this library:
@@ -55,21 +55,85 @@ void AfterForkChild() {
   if (g_state && g_state->segments) g_state->segments->AfterFork();
 }
 
+// What a libc function the next library does not have does: fail, as a
+// system without it would, instead of calling through a null pointer.
+int NoShmget(key_t, size_t, int) { return errno = ENOSYS, -1; }
+void* NoShmat(int, const void*, int) { return errno = ENOSYS, reinterpret_cast<void*>(-1); }
+int NoShmdt(const void*) { return errno = ENOSYS, -1; }
+int NoShmctl(int, int, struct shmid_ds*) { return errno = ENOSYS, -1; }
+key_t NoFtok(const char*, int) { return errno = ENOSYS, -1; }
+int NoShmOpen(const char*, int, mode_t) { return errno = ENOSYS, -1; }
+int NoShmUnlink(const char*) { return errno = ENOSYS, -1; }
+
+template <typename F>
+void Resolve(F*& fn, const char* name, F* missing) {
+  fn = reinterpret_cast<F*>(dlsym(RTLD_NEXT, name));
+  if (fn != nullptr) return;
+  fprintf(stderr, "cshm_ipc: the C library has no %s; calls of it fail with ENOSYS\n", name);
+  fn = missing;
+}
+
+// Mount points in /proc/self/mountinfo are escaped: \040 for a space, etc.
+std::string Unescape(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); i++) {
+    if (s[i] == '\\' && i + 3 < s.size()) {
+      out.push_back(static_cast<char>(std::strtol(s.substr(i + 1, 3).c_str(), nullptr, 8)));
+      i += 3;
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
+// Whether `path` (resolved) lies in a mounted cshm file system: the longest
+// mount point containing it in /proc/self/mountinfo has type fuse.cshmfs.
+bool InCshmMount(const std::string& path) {
+  FILE* f = fopen("/proc/self/mountinfo", "re");
+  if (f == nullptr) return false;
+  char* line = nullptr;
+  size_t cap = 0;
+  size_t best = 0;
+  bool cshm = false;
+  while (getline(&line, &cap, f) > 0) {
+    // id parent major:minor root mountpoint options [optional...] - fstype source super
+    char mp[PATH_MAX], fstype[64];
+    const char* dash = std::strstr(line, " - ");
+    if (dash == nullptr || sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1 || sscanf(dash + 3, "%63s", fstype) != 1)
+      continue;
+    const std::string point = Unescape(mp);
+    const bool contains = point == "/" || path == point ||
+                          (path.size() > point.size() && path.compare(0, point.size(), point) == 0 &&
+                           path[point.size()] == '/');
+    if (contains && point.size() >= best) {
+      best = point.size();
+      cshm = std::strcmp(fstype, "fuse.cshmfs") == 0;
+    }
+  }
+  free(line);
+  fclose(f);
+  return cshm;
+}
+
 void Init() {
   auto* s = new State();
-  s->real.shmget = reinterpret_cast<decltype(s->real.shmget)>(dlsym(RTLD_NEXT, "shmget"));
-  s->real.shmat = reinterpret_cast<decltype(s->real.shmat)>(dlsym(RTLD_NEXT, "shmat"));
-  s->real.shmdt = reinterpret_cast<decltype(s->real.shmdt)>(dlsym(RTLD_NEXT, "shmdt"));
-  s->real.shmctl = reinterpret_cast<decltype(s->real.shmctl)>(dlsym(RTLD_NEXT, "shmctl"));
-  s->real.ftok = reinterpret_cast<decltype(s->real.ftok)>(dlsym(RTLD_NEXT, "ftok"));
-  s->real.shm_open = reinterpret_cast<decltype(s->real.shm_open)>(dlsym(RTLD_NEXT, "shm_open"));
-  s->real.shm_unlink = reinterpret_cast<decltype(s->real.shm_unlink)>(dlsym(RTLD_NEXT, "shm_unlink"));
+  Resolve(s->real.shmget, "shmget", NoShmget);
+  Resolve(s->real.shmat, "shmat", NoShmat);
+  Resolve(s->real.shmdt, "shmdt", NoShmdt);
+  Resolve(s->real.shmctl, "shmctl", NoShmctl);
+  Resolve(s->real.ftok, "ftok", NoFtok);
+  Resolve(s->real.shm_open, "shm_open", NoShmOpen);
+  Resolve(s->real.shm_unlink, "shm_unlink", NoShmUnlink);
   const char* mount = getenv("CSHM_MOUNT");
   if (mount != nullptr && *mount != '\0') {
     char real[PATH_MAX];
     struct stat st;
     if (realpath(mount, real) == nullptr || stat(real, &st) != 0 || !S_ISDIR(st.st_mode)) {
       fprintf(stderr, "cshm_ipc: CSHM_MOUNT=%s is not a mounted directory; shared memory stays local\n", mount);
+    } else if (!InCshmMount(real)) {
+      fprintf(stderr, "cshm_ipc: CSHM_MOUNT=%s is not in a mounted cshm file system (mount cshmfs there first); "
+                      "shared memory stays local\n", mount);
     } else {
       s->mount = real;
       s->segments = std::make_unique<SysvSegments>(s->mount);

@@ -81,6 +81,18 @@ bool SysvSegments::IsOurs(int shmid) const {
   return stat(IdPath(shmid).c_str(), &st) == 0;
 }
 
+// The attachment directory's mode: the classes (owner, group, others) that
+// may attach (read the segment) may register there, nobody else; sticky, so
+// that none removes another's entry. (Seen before: 1777, so any user could
+// add entries, inflate shm_nattch and keep a removed segment alive.)
+static mode_t AttMode(mode_t segment) {
+  mode_t m = 01000;
+  if (segment & 0600) m |= 0700;
+  if (segment & 0060) m |= 0070;
+  if (segment & 0006) m |= 0007;
+  return m;
+}
+
 int SysvSegments::EnsureDir() {
   if (mkdir(Dir().c_str(), 01777) != 0 && errno != EEXIST) return -1;
   chmod(Dir().c_str(), 01777);  // not filtered by the umask
@@ -123,8 +135,9 @@ int SysvSegments::Create(key_t key, size_t size, int flags) {
     return Fail(err);
   }
   unlink(tmp_path.c_str());
-  mkdir((Dir() + "/att-" + std::to_string(shmid)).c_str(), 01777);
-  chmod((Dir() + "/att-" + std::to_string(shmid)).c_str(), 01777);
+  const std::string att = Dir() + "/att-" + std::to_string(shmid);
+  mkdir(att.c_str(), 0700);
+  chmod(att.c_str(), AttMode(flags & 0777));  // not filtered by the umask
   return shmid;
 }
 
@@ -161,15 +174,20 @@ int SysvSegments::Register(int shmid, Attachment* a) {
     std::lock_guard<std::mutex> lock(mu_);
     char host[40] = {};
     gethostname(host, sizeof(host) - 1);
-    snprintf(name, sizeof(name), "/att-%d/%s.%d.%u", shmid, host, getpid(), seq_++);
+    snprintf(name, sizeof(name), "%s.%d.%u", host, getpid(), seq_++);
   }
-  a->reg_path = Dir() + name;
-  a->reg_fd = open(a->reg_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+  // Locked under a hidden name first, then put in place: CountAttached takes
+  // an entry it can lock for a dead process's and removes it, so an entry
+  // must never be visible unlocked.
+  const std::string dir = Dir() + "/att-" + std::to_string(shmid) + "/";
+  const std::string hidden = dir + "." + name;
+  a->reg_path = dir + name;
+  a->reg_fd = open(hidden.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
   if (a->reg_fd < 0) return -1;
-  if (flock(a->reg_fd, LOCK_EX) != 0) {
+  if (flock(a->reg_fd, LOCK_EX) != 0 || rename(hidden.c_str(), a->reg_path.c_str()) != 0) {
     int err = errno;
     close(a->reg_fd);
-    unlink(a->reg_path.c_str());
+    unlink(hidden.c_str());
     return Fail(err);
   }
   return 0;
@@ -288,9 +306,16 @@ int SysvSegments::CountAttached(int shmid) {
 
 void SysvSegments::MaybeDestroy(int shmid) {
   const std::string id = IdPath(shmid);
+  const std::string dir = Dir() + "/att-" + std::to_string(shmid);
+  struct stat st;
+  if (stat(id.c_str(), &st) != 0 && errno == ENOENT) {
+    // Destroyed meanwhile by another process, which may have found this
+    // one's entry still there: the directory goes with the last entry.
+    rmdir(dir.c_str());
+    return;
+  }
   if (GetU64(id, "user.cshm.removed") == 0 || CountAttached(shmid) > 0) return;
   unlink(id.c_str());
-  const std::string dir = Dir() + "/att-" + std::to_string(shmid);
   if (DIR* d = opendir(dir.c_str())) {
     while (dirent* e = readdir(d))
       if (e->d_name[0] != '.') unlink((dir + "/" + e->d_name).c_str());
@@ -335,6 +360,14 @@ int SysvSegments::Control(int shmid, int cmd, struct shmid_ds* buf) {
           chown(id.c_str(), buf->shm_perm.uid, buf->shm_perm.gid) != 0)
         return -1;
       if (chmod(id.c_str(), buf->shm_perm.mode & 0777) != 0) return -1;
+      {
+        // Who may attach changed: so does who may register (best effort:
+        // only the directory's creator or root may change it).
+        const std::string att = Dir() + "/att-" + std::to_string(shmid);
+        if (buf->shm_perm.uid != st.st_uid || buf->shm_perm.gid != st.st_gid)
+          (void)!chown(att.c_str(), buf->shm_perm.uid, buf->shm_perm.gid);
+        (void)!chmod(att.c_str(), AttMode(buf->shm_perm.mode & 0777));
+      }
       SetU64(id, "user.cshm.ctime", static_cast<unsigned long long>(time(nullptr)));
       return 0;
     }

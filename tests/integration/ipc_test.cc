@@ -4,14 +4,17 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/shm.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sys/stat.h>
 #include <string>
 
+#include "ipc_compat/sysv_segments.h"
 #include "tests/support/test_cluster.h"
 
 namespace cshm::testing {
@@ -207,6 +210,38 @@ TEST_F(IpcShimTest, kernel_and_cluster_segments_do_not_mix) {
   EXPECT_EQ(k.out, "b'kernel'\n") << k.err;
 }
 
+// Only who may attach may register an attachment. Seen before: att-<shmid>
+// was 1777, so any user could add entries there, inflate shm_nattch and keep
+// an IPC_RMID'd segment alive.
+TEST_F(IpcShimTest, only_users_who_may_attach_can_register_attachments) {
+  ipc::SysvSegments segments(M(0));
+  const key_t key = 0x74000000 + getpid() % 0xffffff;
+  const int id = segments.Get(key, 4096, IPC_CREAT | 0600);
+  ASSERT_GE(id, 0) << strerror(errno);
+  const std::string att = M(0) + "/.sysv/att-" + std::to_string(id);
+  struct stat st;
+  ASSERT_EQ(stat(att.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 01700u);
+  pid_t child = fork();
+  if (child == 0) {
+    if (setgid(65534) != 0 || setuid(65534) != 0) _exit(2);
+    int fd = open((att + "/intruder").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    _exit(fd < 0 && errno == EACCES ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_TRUE(WaitForExit(child, 30s, &status));
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "another user registered an attachment";
+  // A mode that lets others read lets them register; IPC_SET changes it.
+  struct shmid_ds ds;
+  ASSERT_EQ(segments.Control(id, IPC_STAT, &ds), 0);
+  ds.shm_perm.mode = 0644;
+  ASSERT_EQ(segments.Control(id, IPC_SET, &ds), 0);
+  ASSERT_EQ(stat(att.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 01777u);
+  ASSERT_EQ(segments.Control(id, IPC_RMID, nullptr), 0);
+  EXPECT_FALSE(std::filesystem::exists(att)) << "the attachment directory outlived its segment";
+}
+
 TEST_F(IpcShimTest, keys_out_of_scope_and_a_missing_mount_fall_through) {
   // CSHM_KEYS: this key is outside, so it is the kernel's (nothing under
   // .sysv). Kernel keys are machine-wide: make them this process's.
@@ -224,6 +259,28 @@ TEST_F(IpcShimTest, keys_out_of_scope_and_a_missing_mount_fall_through) {
   ASSERT_EQ(w.exit_code, 0) << w.err;
   EXPECT_NE(w.err.find("not a mounted directory"), std::string::npos) << w.err;
   EXPECT_EQ(RunCommand({SHM_CHECK, "rmid", w.out.substr(0, w.out.size() - 1)}, 30s).exit_code, 0);
+  // A directory that is not a cshm mount (seen before: accepted, and the
+  // segment became a file of that directory, shared with no other node).
+  TempDir plain;
+  const std::string k3 = std::to_string(0x72000000 + getpid() % 0xffffff);
+  CommandResult d = RunCommand({SHM_CHECK, "create", k3, "100"}, 30s,
+                               {"LD_PRELOAD=" SHIM, "CSHM_MOUNT=" + plain.path()});
+  ASSERT_EQ(d.exit_code, 0) << d.err;
+  EXPECT_NE(d.err.find("not in a mounted cshm"), std::string::npos) << d.err;
+  EXPECT_FALSE(std::stoi(d.out) & (1 << 30)) << "a cluster shmid from a plain directory";
+  EXPECT_FALSE(std::filesystem::exists(plain.path() + "/.sysv")) << "the shim wrote into a plain directory";
+  EXPECT_EQ(RunCommand({SHM_CHECK, "rmid", d.out.substr(0, d.out.size() - 1)}, 30s).exit_code, 0);
+  // A directory inside a cshm mount is in it.
+  ASSERT_EQ(mkdir((M(0) + "/apps").c_str(), 0755), 0);
+  const std::string k4 = std::to_string(0x73000000 + getpid() % 0xffffff);
+  CommandResult in = RunCommand({SHM_CHECK, "create", k4, "100"}, 30s,
+                                {"LD_PRELOAD=" SHIM, "CSHM_MOUNT=" + M(0) + "/apps"});
+  ASSERT_EQ(in.exit_code, 0) << in.err;
+  EXPECT_TRUE(std::stoi(in.out) & (1 << 30)) << "a kernel shmid inside a cshm mount: " << in.err;
+  EXPECT_EQ(RunCommand({SHM_CHECK, "rmid", in.out.substr(0, in.out.size() - 1)}, 30s,
+                       {"LD_PRELOAD=" SHIM, "CSHM_MOUNT=" + M(0) + "/apps"})
+                .exit_code,
+            0);
 }
 
 }  // namespace
