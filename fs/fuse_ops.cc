@@ -69,7 +69,12 @@ fuse_entry_param EntryOf(fuse_req_t req, const meta::InodeRecord& r) {
 void ReplyEntry(fuse_req_t req, const Result<meta::InodeRecord>& r, const char* op) {
   if (!r.ok()) return ReplyError(req, r.status(), op);
   fuse_entry_param e = EntryOf(req, *r);
-  fuse_reply_entry(req, &e);
+  // A reply that does not reach the kernel (the request was interrupted)
+  // gives it no reference: the one taken for it goes, on both ends. The
+  // request is freed by the reply, so what comes after it is taken before.
+  FileSystem& fs = Fs(req);
+  const meta::Caller caller = CallerOf(req);
+  if (fuse_reply_entry(req, &e) != 0) fs.Forget(r->ino, 1, caller);
 }
 
 // Valid replies: fuse_reply_entry, fuse_reply_err.
@@ -205,7 +210,8 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     // Without keep_cache every open() would drop every process's cached pages
     // of the file (DESIGN.md "What the kernel does").
     fi->keep_cache = 1;
-    if (fuse_reply_open(req, fi) != 0 && Writable(fi->flags)) Fs(req).ClosedForWrite(ino);  // no release will come
+    FileSystem& fs = Fs(req);  // the reply frees the request
+    if (fuse_reply_open(req, fi) != 0 && Writable(fi->flags)) fs.ClosedForWrite(ino);  // no release will come
   });
 }
 
@@ -220,7 +226,13 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
     }
     fi->keep_cache = 1;
     fuse_entry_param e = EntryOf(req, *r);
-    if (fuse_reply_create(req, &e, fi) != 0 && Writable(fi->flags)) Fs(req).ClosedForWrite(r->ino);
+    FileSystem& fs = Fs(req);  // the reply frees the request
+    const meta::Caller caller = CallerOf(req);
+    const bool writable = Writable(fi->flags);
+    if (fuse_reply_create(req, &e, fi) != 0) {  // the kernel has neither the open file nor the reference
+      if (writable) fs.ClosedForWrite(r->ino);
+      fs.Forget(r->ino, 1, caller);
+    }
   });
 }
 
