@@ -65,6 +65,33 @@ TEST(Faults, a_full_owner_gives_the_writer_enospc_and_corrupts_nothing) {
   EXPECT_EQ(o, "untouched");
 }
 
+// The same through a mapping: the write-back of node 1's dirty pages fails
+// at the full owner, and msync tells the writer ENOSPC (the owner's errno
+// carried on the wire), not EIO and never 0.
+TEST(Faults, a_full_owner_gives_msync_enospc) {
+  TestCluster c(2, 3000, kNoAutoMigrate);
+  ASSERT_EQ(c.node(0).Start({"--config", c.config_path(), "--node", "0", "-o", "size=1m"}), "");
+  ASSERT_EQ(c.StartNode(1), "");
+  constexpr size_t kSize = 4 << 20;
+  {
+    int fd = open(c.path(0, "big").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);  // owned by node 0
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(ftruncate(fd, kSize), 0);  // holes: no space yet
+    close(fd);
+  }
+  int fd = open(c.path(1, "big").c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  char* p = static_cast<char*>(mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+  ASSERT_NE(p, MAP_FAILED);
+  for (size_t off = 0; off < kSize; off += kPage) p[off] = 'w';
+  const int rc = msync(p, kSize, MS_SYNC);
+  const int err = errno;
+  munmap(p, kSize);
+  close(fd);
+  EXPECT_EQ(rc, -1) << "msync acknowledged 4 MiB to an owner with room for 1";
+  EXPECT_EQ(err, ENOSPC) << strerror(err);
+}
+
 TEST(Faults, another_user_cannot_read_a_private_segment_from_another_node) {
   TestCluster c(2, 3000, kNoAutoMigrate);
   chmod(c.dir().path().c_str(), 0755);
