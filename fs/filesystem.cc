@@ -79,9 +79,18 @@ bool MayOpen(const meta::InodeRecord& r, const meta::Caller& c, int flags) {
 
 Result<meta::InodeRecord> FileSystem::CreateOrOpen(uint64_t parent, std::string_view name, uint32_t mode, int flags,
                                                    const meta::Caller& caller) {
-  auto created = meta_->Mknod(parent, name, S_IFREG | (mode & 07777), 0, caller);
-  if (created.ok() || created.status().code() != Status::Code::kExists || (flags & O_EXCL)) return created;
-  CSHM_ASSIGN_OR_RETURN(meta::InodeRecord r, meta_->Lookup(parent, name, caller));  // +1 ref, as a create
+  // Created, or found: another node may unlink the name between the two,
+  // and then it is ours to create again (open(O_CREAT) never fails with
+  // ENOENT for an existing parent). Each round is one of the other node's
+  // unlinks; a few are enough for any real race.
+  Result<meta::InodeRecord> found = NotFound("");
+  for (int attempt = 0; attempt < 16; attempt++) {
+    auto created = meta_->Mknod(parent, name, S_IFREG | (mode & 07777), 0, caller);
+    if (created.ok() || created.status().code() != Status::Code::kExists || (flags & O_EXCL)) return created;
+    found = meta_->Lookup(parent, name, caller);  // +1 ref, as a create
+    if (found.ok() || found.status().code() != Status::Code::kNotFound) break;
+  }
+  CSHM_ASSIGN_OR_RETURN(meta::InodeRecord r, std::move(found));
   Status refused;
   if (r.IsDir()) refused = IsDir("'" + std::string(name) + "' is a directory");
   else if (!r.IsReg()) refused = Exists("'" + std::string(name) + "' exists and is not a regular file");
