@@ -36,7 +36,15 @@ subnet() { echo "10.213.$(( 0x${tag:0:2} ))"; }
 
 mounted() { awk -v d="$dir/m" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r; }
 
+# Every thread gone or a zombie (a zombie leader may still have live threads).
+dead() { local t; for t in /proc/"$1"/task/*/stat; do [ -r "$t" ] || continue; sed 's/.*) //' "$t" | grep -q '^Z' || return 1; done; return 0; }
 down() {
+  # The FUSE connections of our mounts, noted before unmounting them: a
+  # daemon killed while its thread waits in the kernel inside a notify (for a
+  # page a read holds, the read waiting for that daemon) keeps /dev/fuse open
+  # and never dies until its connection is aborted.
+  local conns m p pid c
+  conns=$(awk -v d="$dir/m" 'index($5, d) == 1 { split($3, a, ":"); print a[2] }' /proc/self/mountinfo)
   for m in $(mounted); do
     fusermount3 -u "$m" 2>/dev/null || fusermount3 -u -z "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
   done
@@ -45,6 +53,12 @@ down() {
     pid=$(cat "$p")
     for _ in $(seq 50); do alive "$pid" || break; sleep 0.1; done
     if alive "$pid"; then kill -9 "$pid" 2>/dev/null || true; fi
+    for _ in $(seq 30); do dead "$pid" && break; sleep 0.1; done
+    if ! dead "$pid"; then
+      mountpoint -q /sys/fs/fuse/connections || mount -t fusectl fusectl /sys/fs/fuse/connections 2>/dev/null || true
+      for c in $conns; do [ -w "/sys/fs/fuse/connections/$c/abort" ] && echo 1 > "/sys/fs/fuse/connections/$c/abort"; done
+      for _ in $(seq 50); do dead "$pid" && break; sleep 0.1; done
+    fi
   done
   for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^cshm-$tag-n" || true); do
     ip netns del "$ns" 2>/dev/null || true
