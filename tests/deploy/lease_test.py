@@ -38,18 +38,7 @@ LEASE_S = 1.5
 TIMEOUT_S = 1.5
 
 
-def fail(msg):
-    print("FAIL: " + msg, file=sys.stderr)
-    raise SystemExit(1)
-
-
-def wait_for(cond, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    fail("timed out waiting for " + what)
+from deploy_util import fail, wait_for  # noqa: E402  (beside this script)
 
 
 def read_fresh(path, n, off=0):

@@ -82,18 +82,15 @@ closeall()
 ''' % (NODES, SLOTS, REC)
 
 
+import deploy_util  # noqa: E402  (beside this script)
+
+
 def fail(msg):
-    print("FAIL (seed %d): %s" % (SEED, msg), file=sys.stderr)
-    raise SystemExit(1)
+    deploy_util.fail(msg, "FAIL (seed %d)" % SEED)
 
 
 def wait_for(cond, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    fail("timed out waiting for " + what)
+    deploy_util.wait_for(cond, timeout, what, "FAIL (seed %d)" % SEED, poll=0.1)
 
 
 def record(node, i):
