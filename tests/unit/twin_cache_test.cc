@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "tests/support/temp_dir.h"
 
 namespace cshm::fs {
@@ -46,6 +48,30 @@ TEST_F(TwinCacheTest, APatchedTwinKeepsItsAgeAndAPartialPatchCreatesNone) {
   // With whole_pages off (the owner's own pages), nothing new is made.
   twins_->Patch(7, 5 * kPageSize, std::string(kPageSize, 'o'), /*whole_pages=*/false);
   EXPECT_FALSE(twins_->Has(7, 5));
+}
+
+// The kernel forgot the inode: its twins go, and their file with the last
+// one, except a twin stored after the mark (a new lookup and fault since).
+// And a write on the owner, which patches no twin, makes no twin file.
+TEST_F(TwinCacheTest, AForgottenInodeLosesItsTwinsButNotOnesStoredSince) {
+  auto files = [&] {
+    size_t n = 0;
+    for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator(dir_ / "twins")) n++;
+    return n;
+  };
+  ASSERT_TRUE(twins_->Put(7, 0, std::string(kPageSize, 'a')).ok());
+  const uint64_t mark = twins_->Mark();  // the forget
+  ASSERT_TRUE(twins_->Put(7, kPageSize, std::string(kPageSize, 'b')).ok());  // faulted in again since
+  twins_->DropInodeUpTo(7, mark);
+  EXPECT_FALSE(twins_->Has(7, 0));
+  ASSERT_TRUE(twins_->Has(7, 1));
+  EXPECT_EQ(*twins_->Get(7, 1), std::string(kPageSize, 'b'));
+  EXPECT_EQ(files(), 1u);
+  twins_->DropInodeUpTo(7, twins_->Mark());
+  EXPECT_FALSE(twins_->Has(7, 1));
+  EXPECT_EQ(files(), 0u) << "the twin file outlived its last twin";
+  twins_->Patch(9, 100, "x", /*whole_pages=*/false);  // the owner's write
+  EXPECT_EQ(files(), 0u) << "a write that patches no twin made a twin file";
 }
 
 }  // namespace
