@@ -304,8 +304,7 @@ void Cluster::ForgetInodeState(uint64_t ino) {
   }
   std::lock_guard<std::mutex> lock(writers_mu_);
   auto w = writers_.find(ino);
-  if (w != writers_.end() && w->second.writable == 0 && w->second.twinless_reads == 0 && !w->second.twinless_cached)
-    writers_.erase(w);
+  if (w != writers_.end() && w->second.idle()) writers_.erase(w);
 }
 
 void Cluster::KernelForgot(uint64_t ino) {
@@ -433,7 +432,7 @@ void Cluster::ClosedForWrite(uint64_t ino) {
   auto it = writers_.find(ino);
   if (it == writers_.end()) return;
   if (it->second.writable > 0) it->second.writable--;
-  if (it->second.writable == 0 && it->second.twinless_reads == 0 && !it->second.twinless_cached) writers_.erase(it);
+  if (it->second.idle()) writers_.erase(it);
 }
 
 Status Cluster::Write(uint64_t ino, uint64_t off, const char* data, size_t len, bool writeback) {
@@ -503,7 +502,7 @@ Status Cluster::Write(uint64_t ino, uint64_t off, const char* data, size_t len, 
     if (owner != self_) {
       // (Not on the owner: its saved twins stand for pages another node
       // changed under its kernel, which the round of that change drops.)
-  const uint64_t mark = twins_->Mark();
+      const uint64_t mark = twins_->Mark();
       for (const Range& r : ranges) twins_->Drop(ino, r, mark);
     }
     DropLocalLater(ino, ranges);
@@ -856,6 +855,13 @@ void Cluster::Handle(net::Request r) {
   auto reply = [&](Result<std::string> res) {
     if (r.responder) r.responder->Reply(res.status(), res.ok() ? std::move(res).value() : std::string());
   };
+  // The fast pool never waits: what would (kBusy: frozen, not loaded,
+  // growing) goes on on the slow pool, where it may.
+  auto deferred = [&](const Status& s) {
+    if (r.slow || s.code() != Status::Code::kBusy) return false;
+    net_.load()->Defer(std::move(r));
+    return true;
+  };
   switch (r.type) {
     case kMetaRequest:
       if (!ns_) return reply(Unavailable("node " + std::to_string(self_) + " is not the metadata node"));
@@ -875,11 +881,9 @@ void Cluster::Handle(net::Request r) {
       if (!req.ok()) return reply(req.status());
       std::string frame = FetchReply::Frame(req->len);
       uint64_t size = 0;
-      // The fast pool never waits (a freeze, a first load): such a fetch
-      // goes on on the slow pool.
       auto n = owned_.Fetch(req->ino, r.from, req->off, req->len, frame.data() + FetchReply::kDataOffset, &size,
                             /*wait=*/r.slow);
-      if (!n.ok() && !r.slow && n.status().code() == Status::Code::kBusy) return net_.load()->Defer(std::move(r));
+      if (!n.ok() && deferred(n.status())) return;
       if (!n.ok()) return reply(n.status());
       FetchReply::Finish(&frame, size, *n);
       return reply(std::move(frame));
@@ -888,7 +892,7 @@ void Cluster::Handle(net::Request r) {
       auto req = WriteBackRequest::Decode(r.payload);
       if (!req.ok()) return reply(req.status());
       auto out = ApplyAsOwner(r.from, *req, /*wait=*/r.slow);
-      if (!out.ok() && !r.slow && out.status().code() == Status::Code::kBusy) return net_.load()->Defer(std::move(r));
+      if (!out.ok() && deferred(out.status())) return;
       if (!out.ok()) return reply(out.status());
       return reply(out->Encode());
     }
@@ -997,7 +1001,7 @@ void Cluster::Handle(net::Request r) {
       auto m = LockMessage::Decode(r.payload);
       if (!m.ok()) return reply(m.status());
       auto out = ServeLock(r.from, *m, /*wait=*/r.slow);
-      if (!out.ok() && !r.slow && out.status().code() == Status::Code::kBusy) return net_.load()->Defer(std::move(r));
+      if (!out.ok() && deferred(out.status())) return;
       if (!out.ok()) return reply(out.status());
       return reply(out->Encode());
     }
@@ -1082,7 +1086,7 @@ Status Cluster::SetLock(uint64_t ino, const Lock& want, bool wait, const std::fu
       notify = notifier_;
     }
     const uint64_t len = want.end == kLockEof ? 0 : want.end - want.start + 1;
-  const uint64_t mark = twins_->Mark();  // as in InvalidateLocal
+    const uint64_t mark = twins_->Mark();  // as in InvalidateLocal
     if (notify) notify(ino, want.start, len);
     twins_->Drop(ino, Range{want.start, len}, mark);
     // ... and the other nodes' copies of them are gone.

@@ -313,6 +313,7 @@ class Cluster {
     int writable = 0;
     int twinless_reads = 0;
     bool twinless_cached = false;
+    bool idle() const { return writable == 0 && twinless_reads == 0 && !twinless_cached; }
   };
   std::mutex writers_mu_;
   std::condition_variable twinless_done_;

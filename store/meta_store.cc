@@ -208,10 +208,13 @@ Status MetaStore::Sync() {
   return Write(&empty, /*sync=*/true);
 }
 
+Status MetaStore::Full(const std::string& how) const {
+  return NoSpace("metadata write: the file system of " + dir_ + " " + how + "; free space there and it resumes");
+}
+
 Status MetaStore::Write(rocksdb::WriteBatch* wb, bool sync) {
   if (headroom_ > 0 && FreeBytes(dir_) < headroom_)
-    return NoSpace("metadata write: the file system of " + dir_ + " has less than " +
-                   std::to_string(headroom_ >> 20) + " MiB free; free space there and it resumes");
+    return Full("has less than " + std::to_string(headroom_ >> 20) + " MiB free");
   if (failed_.load()) CSHM_RETURN_IF_ERROR(Reopen());
   std::shared_lock<std::shared_mutex> l(db_mu_);
   if (!db_) return Unavailable();
@@ -222,8 +225,7 @@ Status MetaStore::Write(rocksdb::WriteBatch* wb, bool sync) {
   // The batch was not applied. RocksDB now refuses writes; it is opened
   // again (a fresh log file) by the next write that finds room.
   if (!failed_.exchange(true)) spdlog::error("metadata store: a write failed: {}", s.ToString());
-  if (s.IsNoSpace())
-    return NoSpace("metadata write: the file system of " + dir_ + " is full; free space there and it resumes");
+  if (s.IsNoSpace()) return Full("is full");
   return FromRocks(s, "metadata write");
 }
 
@@ -231,12 +233,13 @@ Status MetaStore::Write(rocksdb::WriteBatch* wb, bool sync) {
 // buffer's worth of room. Below that the store stays as it is, refusing
 // writes and answering reads.
 Status MetaStore::Reopen() {
-  if (FreeBytes(dir_) < kWriteBuffer + (1 << 20))
-    return NoSpace("metadata write: the file system of " + dir_ + " is full; free space there and it resumes");
+  if (FreeBytes(dir_) < kWriteBuffer + (1 << 20)) return Full("is full");
   std::unique_lock<std::shared_mutex> l(db_mu_);
   if (!failed_.load()) return Status::Ok();
-  (void)db_->Close();
-  db_.reset();
+  if (db_) {  // null after an earlier reopen failed
+    (void)db_->Close();
+    db_.reset();
+  }
   rocksdb::DB* raw = nullptr;
   Status s = OpenDb(dir_, &raw);
   if (!s.ok()) {

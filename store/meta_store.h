@@ -101,6 +101,7 @@ class MetaStore {
   Result<std::optional<std::string>> Get(const std::string& key);
   Status Write(rocksdb::WriteBatch* wb, bool sync);
   Status Reopen();
+  Status Full(const std::string& how) const;  // kNoSpace saying what to do
 
   // Held shared by every read and write, exclusively to open the store again.
   std::shared_mutex db_mu_;

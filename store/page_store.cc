@@ -36,16 +36,17 @@ size_t FileCache::open_files() {
   return lru_.size();
 }
 
-Result<std::shared_ptr<FileCache::File>> FileCache::Open(Segment* seg, const std::string& path) {
+Result<std::shared_ptr<FileCache::File>> FileCache::Open(Segment* seg) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (seg->file_) {
       lru_.splice(lru_.begin(), lru_, seg->lru_pos_);
       return seg->file_;
     }
-    if (seg->removed_) return NotFound("segment " + path + " was removed");
+    if (seg->removed_) return NotFound("segment " + seg->Path() + " was removed");
   }
   // open(2) outside the lock; another thread may open the same file meanwhile.
+  const std::string path = seg->Path();
   int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return Status::FromErrno(errno, "opening backing file " + path);
   auto file = std::make_shared<File>(fd);
@@ -56,12 +57,9 @@ Result<std::shared_ptr<FileCache::File>> FileCache::Open(Segment* seg, const std
   seg->file_ = file;
   lru_.push_front(seg);
   seg->lru_pos_ = lru_.begin();
-  seg->listed_ = true;
   while (lru_.size() > limit_) {
-    Segment* victim = lru_.back();
+    evicted.push_back(std::move(lru_.back()->file_));
     lru_.pop_back();
-    victim->listed_ = false;
-    evicted.push_back(std::move(victim->file_));
   }
   return file;
 }
@@ -69,8 +67,7 @@ Result<std::shared_ptr<FileCache::File>> FileCache::Open(Segment* seg, const std
 void FileCache::Forget(Segment* seg) {
   std::shared_ptr<File> gone;  // closed after the lock is let go
   std::lock_guard<std::mutex> lock(mu_);
-  if (seg->listed_) lru_.erase(seg->lru_pos_);
-  seg->listed_ = false;
+  if (seg->file_) lru_.erase(seg->lru_pos_);  // listed exactly while it has a file
   gone = std::move(seg->file_);
 }
 
@@ -84,9 +81,9 @@ Segment::Segment(PageStore* store, uint64_t ino, std::shared_ptr<FileCache> file
 
 Segment::~Segment() { files_->Forget(this); }
 
-Result<Segment::FilePtr> Segment::File() const {
-  return files_->Open(const_cast<Segment*>(this), store_->PathOf(ino_));
-}
+Result<Segment::FilePtr> Segment::File() const { return files_->Open(const_cast<Segment*>(this)); }
+
+std::string Segment::Path() const { return store_->PathOf(ino_); }
 
 Status Segment::Read(uint64_t off, size_t len, char* buf) const {
   CSHM_ASSIGN_OR_RETURN(FilePtr f, File());

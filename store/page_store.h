@@ -59,9 +59,9 @@ class FileCache {
  private:
   friend class Segment;
   friend class PageStore;
-  // The segment's descriptor, opening `path` (created if missing) when it
+  // The segment's descriptor, opening its file (created if missing) when it
   // has none; kNotFound once the segment was removed and its descriptor gone.
-  Result<std::shared_ptr<File>> Open(Segment* seg, const std::string& path);
+  Result<std::shared_ptr<File>> Open(Segment* seg);
   void Forget(Segment* seg);   // the segment is being destroyed
   void Removed(Segment* seg);  // never open its file again
 
@@ -103,6 +103,7 @@ class Segment {
   using FilePtr = std::shared_ptr<FileCache::File>;
   Segment(PageStore* store, uint64_t ino, std::shared_ptr<FileCache> files);
   Result<FilePtr> File() const;
+  std::string Path() const;  // only when a file is opened: not on every read
   // Re-reads the backing file's allocation and charges the difference.
   Status Recount(int fd);
   Result<uint64_t> HoleBytesIn(int fd, uint64_t off, uint64_t len) const;
@@ -113,10 +114,9 @@ class Segment {
   std::shared_ptr<FileCache> files_;
   std::mutex mu_;
   uint64_t allocated_ = 0;  // GUARDED_BY(mu_)
-  // GUARDED_BY(files_->mu_):
+  // GUARDED_BY(files_->mu_): in files_'s list (at lru_pos_) exactly while file_ is set.
   FilePtr file_;
   std::list<Segment*>::iterator lru_pos_;
-  bool listed_ = false;
   bool removed_ = false;
 };
 

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <thread>
 
@@ -62,7 +63,24 @@ TEST(PendingWrites, ADrainWaitingOnOneOwnerDoesNotHoldUpAnotherSegment) {
   std::mutex mu;
   std::condition_variable cv;
   bool sending = false, release = false;
-  std::thread stuck([&] {
+  // Let go and joined also when an assertion below returns early.
+  struct Join {
+    std::thread& t;
+    std::function<void()> release;
+    ~Join() {
+      release();
+      if (t.joinable()) t.join();
+    }
+  };
+  std::thread stuck;
+  Join join_stuck{stuck, [&] {
+                    {
+                      std::lock_guard<std::mutex> lock(mu);
+                      release = true;
+                    }
+                    cv.notify_all();
+                  }};
+  stuck = std::thread([&] {
     (void)(*p)->Drain(7, [&](const std::string&) {
       std::unique_lock<std::mutex> lock(mu);
       sending = true;
@@ -84,13 +102,9 @@ TEST(PendingWrites, ADrainWaitingOnOneOwnerDoesNotHoldUpAnotherSegment) {
   while (!other_done && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   EXPECT_TRUE(other_done) << "segment 9's drain waited for segment 7's";
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    release = true;
-  }
-  cv.notify_all();
-  stuck.join();
+  join_stuck.release();
   other.join();
+  stuck.join();
   EXPECT_FALSE((*p)->Has(9));
   EXPECT_TRUE((*p)->Has(7));
 }

@@ -59,7 +59,10 @@ std::unique_ptr<Node> StartNode(const ClusterConfig& c, uint32_t self, FaultSeam
       case kDeferred:
         if (!r.slow) return raw->t->Defer(std::move(r));
         raw->waiting_slow++;
-        while (!raw->release) std::this_thread::sleep_for(1ms);
+        // Held until the test lets go, or its deadline (a failed test must
+        // not leave the pool's threads spinning while the transport joins them).
+        for (auto until = std::chrono::steady_clock::now() + 30s; !raw->release && std::chrono::steady_clock::now() < until;)
+          std::this_thread::sleep_for(1ms);
         r.responder->Reply(Status::Ok(), "slow");
         break;
     }
