@@ -63,8 +63,12 @@ StateDir::~StateDir() {
 
 Status StateDir::WritePid() {
   std::string pid = std::to_string(getpid()) + "\n";
-  if (ftruncate(lock_fd_, 0) != 0 || pwrite(lock_fd_, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size()))
-    return Status::FromErrno(errno, "cannot write " + pid_file());
+  if (ftruncate(lock_fd_, 0) != 0 || pwrite(lock_fd_, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
+    const int err = errno;
+    return Status::FromErrno(err, "cannot write " + pid_file(),
+                             err == ENOSPC || err == EDQUOT ? "free space on its disk, or choose another with --state-dir"
+                                                            : kHint);
+  }
   return Status::Ok();
 }
 
