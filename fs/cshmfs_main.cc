@@ -23,6 +23,7 @@
 #include <string>
 
 #include "common/log.h"
+#include "fs/connection_watch.h"
 #include "fs/fuse_ops.h"
 #include "fs/mount_options.h"
 #include "fs/mountinfo.h"
@@ -179,6 +180,16 @@ int Serve(const MountOptions& opts, const std::string& mountpoint, int report_fd
   if (fuse_session_receive_buf(se, &init_buf) > 0) fuse_session_process_buf(se, &init_buf);
   free(init_buf.mem);
   TuneBdi(mountpoint);
+  pid_t watcher = -1;
+  if (auto m = FindMount(mountpoint)) {
+    auto w = StartConnectionWatch(m->devnum.substr(m->devnum.find(':') + 1), (*fs)->state_dir().log_file());
+    if (w.ok()) {
+      watcher = *w;
+    } else {
+      spdlog::info("no watcher of the FUSE connection ({}): a kill -9 inside an invalidation can leave the mount "
+                   "hanging until it is aborted by hand", w.status().message());
+    }
+  }
   const FsStats stats = (*fs)->Stats();
   spdlog::info("cshmfs {} mounted at {}: node {}{}, state dir {}, size cap {} bytes, {} of it free, pid {}",
                kVersion, mountpoint, fo.node_id, fo.cluster ? " of " + opts.config : " (one-node cluster)",
@@ -204,6 +215,7 @@ int Serve(const MountOptions& opts, const std::string& mountpoint, int report_fd
   fuse_loop_cfg_destroy(cfg);
   (*fs)->Stop();
   fuse_session_unmount(se);
+  StopConnectionWatch(watcher);
   fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);
   spdlog::info("cshmfs unmounted from {} (loop result {})", mountpoint, rc);
@@ -277,4 +289,7 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace cshm::fs
 
-int main(int argc, char** argv) { return cshm::fs::Main(argc, argv); }
+int main(int argc, char** argv) {
+  if (argc > 1 && strcmp(argv[1], cshm::fs::kWatchConnectionFlag) == 0) return cshm::fs::RunConnectionWatch(argc, argv);
+  return cshm::fs::Main(argc, argv);
+}

@@ -147,7 +147,8 @@ Status OpenDb(const std::string& dir, rocksdb::DB** raw) {
   if (s.ok()) return Status::Ok();
   if (s.IsIOError() && s.ToString().find("lock") != std::string::npos)
     return Busy("metadata store " + dir + " is in use by another process: " + s.ToString());
-  if (s.IsNoSpace()) return FromRocks(s, "opening metadata store " + dir);
+  if (s.IsNoSpace() || s.ToString().find("No space left") != std::string::npos)
+    return NoSpace("opening metadata store " + dir + ": " + s.ToString() + "; free space on its disk and start again");
   // The state dir itself was checked for access before, so what is left is a
   // store that is damaged or was never ours.
   return Corruption("metadata store " + dir + " cannot be opened (" + s.ToString() +

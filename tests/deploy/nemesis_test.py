@@ -280,14 +280,14 @@ def main():
         time.sleep(rng.uniform(0.2, 1.5))  # how long it stays down: part of the schedule
         start = ["nsenter", "--net=/run/netns/cshm-%s-n%d" % (tag, n), "--", os.path.join(BIN, "cshmfs"), m(n),
                  "--config", os.path.join(d, "cluster.toml"), "--node", str(n), "--state-dir", s(n)]
-        got = subprocess.run(start, env=env, stderr=subprocess.PIPE, text=True)
+        got = subprocess.run(start, env=env, stderr=subprocess.PIPE, text=True, timeout=60)
         if got.returncode and n in full:  # a full state dir: it must say so; the operator frees space
             if "No space left" not in got.stderr or "free space" not in got.stderr:
                 fail("node %d did not start on a full disk and did not say why: %s" % (n, got.stderr.strip()))
             refused_starts += 1
             full[n] = 0
             free_disks(time.monotonic())
-            got = subprocess.run(start, env=env, stderr=subprocess.PIPE, text=True)
+            got = subprocess.run(start, env=env, stderr=subprocess.PIPE, text=True, timeout=60)
         if got.returncode:
             fail("node %d did not start again: %s" % (n, got.stderr.strip()))
 

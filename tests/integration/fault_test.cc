@@ -557,6 +557,77 @@ TEST(Faults, a_write_to_a_file_owned_here_does_not_wait_for_the_metadata_node) {
 // node 0, each msync'ed; `victim`'s daemon is killed with SIGKILL in the
 // middle and restarted. Every record whose msync returned must be intact,
 // read through every node. Returns the number of records checked.
+// True when a thread of `pid` is inside an invalidation notify in the kernel.
+bool InsideNotify(pid_t pid) {
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  std::error_code ec;
+  for (const auto& t : std::filesystem::directory_iterator(tasks, ec)) {
+    std::ifstream in(t.path() / "stack");
+    const std::string stack((std::istreambuf_iterator<char>(in)), {});
+    if (stack.find("fuse_reverse_inval_inode") != std::string::npos) return true;
+  }
+  return false;
+}
+
+TEST(Faults, a_daemon_killed_inside_an_invalidation_still_dies_and_frees_its_mount) {
+  if (!std::ifstream("/proc/self/stack")) GTEST_SKIP() << "no /proc/PID/stack to see the notify";
+  TestCluster c(3, 3000, kNoAutoMigrate);
+  ASSERT_EQ(c.StartNode(0), "");
+  // Node 1 holds a page's folio locked for 6 s before it asks for the page.
+  ASSERT_EQ(c.StartNode(1, {"CSHM_TEST_SLOW_FETCH_MS=6000"}), "");
+  ASSERT_EQ(c.StartNode(2), "");
+  const pid_t daemon = c.node(1).pid();
+  {
+    std::ofstream f(c.path(0, "wedge"), std::ios::binary);
+    f << std::string(4 * kPage, 'a');
+  }
+  // Node 1 caches page 1 (it joins the copyset) and its kernel forgets it.
+  int fd1 = open(c.path(1, "wedge").c_str(), O_RDONLY);
+  ASSERT_GE(fd1, 0);
+  std::string buf(kPage, '\0');
+  ASSERT_EQ(pread(fd1, buf.data(), kPage, kPage), static_cast<ssize_t>(kPage));
+  ASSERT_EQ(posix_fadvise(fd1, 0, 0, POSIX_FADV_DONTNEED), 0);
+  // A read on node 1 locks page 1's folio; its fetch waits in the seam.
+  pid_t reader = fork();
+  if (reader == 0) {
+    std::string got(kPage, '\0');
+    _exit(pread(fd1, got.data(), kPage, kPage) == static_cast<ssize_t>(kPage) ? 0 : 1);
+  }
+  close(fd1);
+  // Node 2 writes page 1 and releases it: the owner's round asks node 1 to
+  // drop its copy, and node 1's notify waits for the folio the read holds.
+  pid_t writer = fork();
+  if (writer == 0) {
+    int fd = open(c.path(2, "wedge").c_str(), O_RDWR);
+    const std::string page(kPage, 'w');
+    _exit(fd >= 0 && pwrite(fd, page.data(), kPage, kPage) == static_cast<ssize_t>(kPage) && fsync(fd) == 0 ? 0 : 1);
+  }
+  const bool wedged = WaitFor([&] { return InsideNotify(daemon); }, 5s);
+  // kill -9 now: no thread is left to answer the read, so the notify never
+  // returns unless the connection is aborted.
+  kill(daemon, SIGKILL);
+  const bool died = WaitFor([&] { return ProcessGone(daemon); }, 10s);
+  int rstatus = -1, wstatus = -1;
+  if (!died) {  // recover the machine before failing: abort it ourselves
+    c.node(1).Stop();
+  }
+  EXPECT_TRUE(wedged) << "node 1 never waited inside the notify: the scenario did not happen";
+  EXPECT_TRUE(died) << "node 1's daemon did not die within 10 s of kill -9";
+  EXPECT_TRUE(WaitForExit(reader, 10s, &rstatus)) << "the read on node 1 hung";
+  EXPECT_TRUE(WaitForExit(writer, 30s, &wstatus)) << "node 2's release hung";
+  EXPECT_TRUE(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) << "node 2's write and fsync failed: " << wstatus;
+  c.node(1).Kill9();  // reaps it and clears the dead mount
+  std::ifstream l(c.node(1).state_dir() + "/cshmfs.log");
+  const std::string log((std::istreambuf_iterator<char>(l)), {});
+  EXPECT_NE(log.find("aborted its FUSE connection"), std::string::npos) << log;
+  // Node 1 comes back and reads what node 2 released.
+  ASSERT_EQ(c.StartNode(1), "");
+  std::ifstream in(c.path(1, "wedge"), std::ios::binary);
+  std::string back((std::istreambuf_iterator<char>(in)), {});
+  ASSERT_EQ(back.size(), 4 * kPage);
+  EXPECT_EQ(back.substr(kPage, kPage), std::string(kPage, 'w'));
+}
+
 int KillUnderWriters(int victim) {
   TestCluster c(3, 1500, kNoAutoMigrate);
   EXPECT_EQ(c.Start(), "");

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <thread>
@@ -74,11 +75,17 @@ bool WaitForExit(pid_t pid, std::chrono::milliseconds timeout, int* status) {
 
 bool ProcessGone(pid_t pid) {
   if (kill(pid, 0) != 0) return errno == ESRCH;
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(stat, line)) return true;
-  size_t paren = line.rfind(')');
-  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'Z';
+  // A zombie leader may still have live threads (one stuck in the kernel):
+  // gone only when the status says zombie with no thread but the leader.
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  bool zombie = false, any = false;
+  long threads = 0;
+  for (std::string line; std::getline(status, line);) {
+    any = true;
+    if (line.rfind("State:", 0) == 0) zombie = line.find('Z') != std::string::npos || line.find('X') != std::string::npos;
+    if (line.rfind("Threads:", 0) == 0) threads = std::strtol(line.c_str() + 8, nullptr, 10);
+  }
+  return !any || (zombie && threads <= 1);
 }
 
 bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {

@@ -31,8 +31,8 @@ CommandResult RunInChild(const std::function<int()>& fn, std::chrono::millisecon
 // Waits for `pid` to exit, at most `timeout`. Returns false on timeout.
 bool WaitForExit(pid_t pid, std::chrono::milliseconds timeout, int* status = nullptr);
 
-// True once `pid` has exited: gone, or a zombie that a process other than us
-// (init, a subreaper) has not reaped yet.
+// True once `pid` has exited: gone, or a zombie (every thread of it gone) that
+// has not been reaped yet.
 bool ProcessGone(pid_t pid);
 
 // Polls `cond` every few ms until it holds or `timeout` passes.

@@ -159,8 +159,18 @@ void TestMount::Stop() {
 void TestMount::Kill9() {
   if (pid_ > 0) {
     kill(pid_, SIGKILL);
+    auto gone = [&] {
+      int st;
+      return waitpid(pid_, &st, WNOHANG) == pid_ || ProcessGone(pid_);
+    };
+    // A thread stuck in the kernel on the mount keeps a killed daemon alive
+    // until its connection is aborted.
+    if (!WaitFor(gone, kStopDeadline)) {
+      AbortConnection();
+      WaitFor(gone, kStopDeadline);
+    }
     int st;
-    if (waitpid(pid_, &st, 0) != pid_) WaitFor([&] { return ProcessGone(pid_); }, kStopDeadline);
+    waitpid(pid_, &st, WNOHANG);  // reaped, if ours and not yet
     pid_ = -1;
   }
   ClearDeadMount();
