@@ -1074,7 +1074,7 @@ Status Cluster::SetLock(uint64_t ino, const Lock& want, bool wait, const std::fu
       // link came back within its lease), and would keep the lock granted to
       // nobody who frees it (locks.pml, LOST_UNLOCK_UNSENT). Another node's
       // grant is not touched: the unlock names this node's lock owner.
-      (void)LockAtOwner(ino, LockMessage{LockOp::kUnlock, ino, want});
+      (void)Unlock(ino, LockMessage{LockOp::kUnlock, ino, want});
       return IoError("the lock was lost before this unlock (its owner's lease ran out or it restarted); what was "
                      "written under it after that was refused");
     }
@@ -1091,13 +1091,16 @@ Status Cluster::SetLock(uint64_t ino, const Lock& want, bool wait, const std::fu
     twins_->Drop(ino, Range{want.start, len}, mark);
     // ... and the other nodes' copies of them are gone.
     CSHM_RETURN_IF_ERROR(Sync(ino));
-    CSHM_RETURN_IF_ERROR(LockAtOwner(ino, LockMessage{LockOp::kUnlock, ino, want}).status());
-    if (want.start == 0 && want.end == kLockEof) {
+    Status sent = Unlock(ino, LockMessage{LockOp::kUnlock, ino, want});
+    if (want.start == 0 && want.end == kLockEof) {  // delivered, or queued until it is
       std::lock_guard<std::mutex> lock(mu_);
       held_.erase(key);
     }
-    return Status::Ok();
+    return sent;
   }
+  // An unlock of this inode still queued would, delivered after this grant,
+  // free it.
+  CSHM_RETURN_IF_ERROR(FlushUnlocks(ino));
   auto backoff = std::chrono::microseconds(200);
   while (true) {
     auto r = LockAtOwner(ino, LockMessage{LockOp::kSet, ino, want});
@@ -1141,7 +1144,53 @@ Status Cluster::ReleaseLocks(uint64_t ino, uint64_t owner, bool flock) {
   all.end = kLockEof;
   all.who = LockOwner{self_, owner};
   all.flock = flock;
-  return LockAtOwner(ino, LockMessage{LockOp::kUnlock, ino, all}).status();
+  return Unlock(ino, LockMessage{LockOp::kUnlock, ino, all});
+}
+
+Status Cluster::Unlock(uint64_t ino, const LockMessage& m) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    unsent_unlocks_[ino].push_back(m);
+  }
+  Status st = FlushUnlocks(ino);
+  if (!st.ok())
+    spdlog::warn("unlock of inode {} not delivered ({}); retried until its owner takes it", ino, st.message());
+  return st;
+}
+
+Status Cluster::FlushUnlocks(uint64_t ino) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!unsent_unlocks_.contains(ino)) return Status::Ok();
+  }
+  std::unique_lock<std::timed_mutex> one_at_a_time(unlock_flush_mu_, std::defer_lock);
+  if (!one_at_a_time.try_lock_for(std::chrono::milliseconds(config_.request_timeout_ms)))
+    return IoError("unlocks of inode " + std::to_string(ino) + " are still being delivered");
+  while (true) {
+    LockMessage next;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = unsent_unlocks_.find(ino);
+      if (it == unsent_unlocks_.end()) return Status::Ok();
+      next = it->second.front();
+    }
+    CSHM_RETURN_IF_ERROR(LockAtOwner(ino, next).status());
+    std::lock_guard<std::mutex> lock(mu_);  // only a flusher erases
+    auto it = unsent_unlocks_.find(ino);
+    it->second.erase(it->second.begin());
+    if (it->second.empty()) unsent_unlocks_.erase(it);
+  }
+}
+
+void Cluster::RetryUnlocks() {
+  std::vector<uint64_t> inos;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [ino, queued] : unsent_unlocks_) inos.push_back(ino);
+  }
+  for (uint64_t ino : inos) {
+    if (FlushUnlocks(ino).ok()) spdlog::info("delivered the queued unlocks of inode {}", ino);
+  }
 }
 
 }  // namespace cshm::fs
@@ -1587,6 +1636,7 @@ void Cluster::MigratorLoop() {
   while (!stop_cv_.wait_for(lock, interval, [this] { return stopping_; })) {
     lock.unlock();
     DeliverPending();
+    RetryUnlocks();
     ResolveStaged();
     if (!config_.migrate.enabled) {
       lock.lock();

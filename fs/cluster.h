@@ -197,6 +197,12 @@ class Cluster {
   void BroadcastEntryGone(uint64_t parent, const std::string& name);
   void DropEntryLocal(uint64_t parent, const std::string& name);
   Result<ownership::LockReply> LockAtOwner(uint64_t ino, const ownership::LockMessage& m);
+  // Sends `m` (an unlock) after the unlocks of `ino` not yet delivered; what
+  // the owner does not take stays queued (see unsent_unlocks_).
+  Status Unlock(uint64_t ino, const ownership::LockMessage& m);
+  // Delivers the queued unlocks of `ino`, in order; the first failure stops.
+  Status FlushUnlocks(uint64_t ino);
+  void RetryUnlocks();  // the migrator loop's tick
   // Runs `call(owner)` against the segment's owner, following kMoved answers.
   template <typename F>
   auto AtOwner(uint64_t ino, F call) -> decltype(call(0u));
@@ -297,6 +303,16 @@ class Cluster {
   };
   std::set<HeldLock> held_;        // GUARDED_BY(mu_)
   std::set<HeldLock> lost_locks_;  // GUARDED_BY(mu_)
+  // Unlocks whose owner did not answer (a lost frame, a partition shorter
+  // than its lease), per inode in order. Dropped, the owner would keep the
+  // lock granted to a node that forgot it, and every waiter would wait for
+  // ever. Retried every migrator tick and before this node asks for a lock
+  // of the same inode again: delivered after a newer grant, an unlock would
+  // free that grant. unlock_flush_mu_ makes deliveries one at a time (each a
+  // Call with a deadline), so that no unlock is still in flight when a lock
+  // request follows it.
+  std::map<uint64_t, std::vector<ownership::LockMessage>> unsent_unlocks_;  // GUARDED_BY(mu_)
+  std::timed_mutex unlock_flush_mu_;
   // Owner side: a restarted owner grants no lock for a lease after it
   // started, until every other node has said it gave up the locks of the
   // previous incarnation (kIncarnationSeen): NFS's grace period, without

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include <array>
+#include <cstdio>
 #include <cstring>
 #include <atomic>
 #include <boost/asio.hpp>
@@ -121,6 +122,7 @@ class Transport::Impl {
   std::atomic<uint64_t> refused{0}, bad{0};
   std::mt19937_64 rng{std::random_device{}()};  // I/O thread only
   bool Chance(uint32_t ppm) { return rng() % 1000000 < ppm; }
+  uint32_t dropped_seen = 0;  // I/O thread only: requests of the drop seam's type so far
 
   // I/O thread only.
   std::map<uint32_t, std::shared_ptr<Connection>> clients;
@@ -294,10 +296,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   struct OutFrame {
     Clock::time_point at;
     std::string head, payload;
+    uint16_t type = 0;     // for the drop seam
+    bool request = false;
   };
 
   static OutFrame MakeFrame(const FrameHeader& h, std::string payload) {
-    OutFrame f{Clock::time_point{}, std::string(), std::move(payload)};
+    OutFrame f{Clock::time_point{}, std::string(), std::move(payload), h.type, h.kind == Kind::kRequest};
     EncodeHeader(h, static_cast<uint32_t>(f.payload.size()), &f.head);
     return f;
   }
@@ -309,6 +313,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
     // The loss seam drops whole frames of an established connection (the
     // request then misses its deadline); the handshake is never dropped.
     if (ready_ && f.loss_ppm > 0 && t_->Chance(f.loss_ppm)) return;
+    if (f.drop_type != 0 && frame.type == f.drop_type && frame.request) {
+      const uint32_t n = t_->dropped_seen++;
+      if (n >= f.drop_skip && n - f.drop_skip < f.drop_count) {
+        spdlog::warn("CSHM_NET_DROP: request {} of type {} dropped, as asked", n, f.drop_type);
+        return;
+      }
+    }
     frame.at = Clock::now() + std::chrono::microseconds(f.delay_us);
     out_.push_back(std::move(frame));
     if (out_.size() == 1) WriteNext();
@@ -747,6 +758,14 @@ FaultSeam FaultSeam::FromEnvironment() {
   FaultSeam f;
   if (const char* d = getenv("CSHM_NET_DELAY_US")) f.delay_us = static_cast<uint32_t>(std::strtoul(d, nullptr, 10));
   if (const char* l = getenv("CSHM_NET_LOSS_PPM")) f.loss_ppm = static_cast<uint32_t>(std::strtoul(l, nullptr, 10));
+  if (const char* d = getenv("CSHM_NET_DROP")) {
+    unsigned type = 0, skip = 0, count = 0;
+    if (std::sscanf(d, "%u:%u:%u", &type, &skip, &count) == 3) {
+      f.drop_type = static_cast<uint16_t>(type);
+      f.drop_skip = skip;
+      f.drop_count = count;
+    }
+  }
   return f;
 }
 

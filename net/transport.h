@@ -54,9 +54,13 @@ struct Request {
 // so the transport itself can emulate a slower or lossy LAN. Off by default;
 // cshmfs sets it from CSHM_NET_DELAY_US (one-way, per frame) and
 // CSHM_NET_LOSS_PPM (frames dropped per million on established connections).
+// A test can also lose chosen requests: CSHM_NET_DROP=TYPE:SKIP:COUNT lets
+// SKIP requests of message TYPE through, then drops the next COUNT.
 struct FaultSeam {
   uint32_t delay_us = 0;
   uint32_t loss_ppm = 0;
+  uint16_t drop_type = 0;  // 0: none
+  uint32_t drop_skip = 0, drop_count = 0;
   static FaultSeam FromEnvironment();
 };
 

@@ -342,7 +342,12 @@ def main():
             try:
                 p.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                fail("a worker on node %d hung for 60 s after it was told to stop" % n)
+                try:
+                    stack = open("/proc/%d/stack" % p.pid).read()
+                except OSError:
+                    stack = "(no stack)"
+                fail("a worker on node %d (%s) hung for 60 s after it was told to stop; in the kernel:\n%s"
+                     % (n, "mapping" if p in mappers.values() else "locked counter and records", stack))
             if p.returncode == -signal.SIGBUS:
                 sigbus += 1
         # Every kept write-back delivered (or refused), then check every node.

@@ -265,6 +265,51 @@ TEST(Faults, a_restarted_owner_grants_no_lock_that_a_holder_may_still_hold) {
   close(fd1);
 }
 
+// A close releases its locks at their owner; when that request is lost (a
+// frame lost; the owner hears node 1 all along, so it never forgets it), the
+// unlock must still reach the owner later: dropped, the lock stays granted
+// to a node that forgot it, and every other node waits for it for ever.
+TEST(Faults, an_unlock_its_owner_did_not_answer_is_delivered_later) {
+  TestCluster c(3, 1000, kNoAutoMigrate);
+  ASSERT_EQ(c.StartNode(0), "");
+  // Node 1's first lock request goes through, its second (the unlock) is lost.
+  ASSERT_EQ(c.StartNode(1, {"CSHM_NET_DROP=26:1:1"}), "");
+  ASSERT_EQ(c.StartNode(2), "");
+  {
+    int fd = open(c.path(0, "counter").c_str(), O_RDWR | O_CREAT, 0644);  // owned by node 0
+    ASSERT_EQ(pwrite(fd, "0000", 4, 0), 4);
+    close(fd);
+  }
+  int fd1 = open(c.path(1, "counter").c_str(), O_RDWR);
+  ASSERT_GE(fd1, 0);
+  struct flock lk{};
+  lk.l_type = F_WRLCK;
+  lk.l_whence = SEEK_SET;
+  ASSERT_EQ(fcntl(fd1, F_SETLKW, &lk), 0);
+  close(fd1);  // its unlock waits a request deadline for node 0's answer, then fails
+  const std::string path2 = c.path(2, "counter");
+  pid_t child = fork();
+  if (child == 0) {
+    int fd = open(path2.c_str(), O_RDWR);
+    struct flock w{};
+    w.l_type = F_WRLCK;
+    w.l_whence = SEEK_SET;
+    const auto deadline = std::chrono::steady_clock::now() + 15s;
+    while (fd >= 0 && std::chrono::steady_clock::now() < deadline) {
+      if (fcntl(fd, F_SETLK, &w) == 0) _exit(0);
+      usleep(20000);
+    }
+    _exit(10);
+  }
+  int status = 0;
+  ASSERT_TRUE(WaitForExit(child, 30s, &status)) << "node 2's lock attempts hung";
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << "node 2 never got the lock: node 1's undelivered unlock was dropped (" << status << ")";
+  std::ifstream l(c.node(1).state_dir() + "/cshmfs.log");
+  const std::string log((std::istreambuf_iterator<char>(l)), {});
+  EXPECT_NE(log.find("not delivered"), std::string::npos) << "the unlock never failed: the scenario did not happen";
+}
+
 // Node 1's state dir is full (a real ENOSPC from the file system, not the
 // size cap), so it cannot store twins. A page it caches without a twin could
 // only be written back whole, over bytes other nodes wrote meanwhile: it must
