@@ -1159,27 +1159,28 @@ Status Cluster::Unlock(uint64_t ino, const LockMessage& m) {
 }
 
 Status Cluster::FlushUnlocks(uint64_t ino) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!unsent_unlocks_.contains(ino)) return Status::Ok();
-  }
-  std::unique_lock<std::timed_mutex> one_at_a_time(unlock_flush_mu_, std::defer_lock);
-  if (!one_at_a_time.try_lock_for(std::chrono::milliseconds(config_.request_timeout_ms)))
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!unsent_unlocks_.contains(ino)) return Status::Ok();
+  // One flusher per inode, so that none of its unlocks is still in flight
+  // when the caller goes on (to ask for a lock); other inodes do not wait.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(config_.request_timeout_ms);
+  if (!unlocks_flushed_.wait_until(lock, deadline, [&] { return !flushing_unlocks_.contains(ino); }))
     return IoError("unlocks of inode " + std::to_string(ino) + " are still being delivered");
-  while (true) {
-    LockMessage next;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto it = unsent_unlocks_.find(ino);
-      if (it == unsent_unlocks_.end()) return Status::Ok();
-      next = it->second.front();
-    }
-    CSHM_RETURN_IF_ERROR(LockAtOwner(ino, next).status());
-    std::lock_guard<std::mutex> lock(mu_);  // only a flusher erases
-    auto it = unsent_unlocks_.find(ino);
+  flushing_unlocks_.insert(ino);
+  Status st = Status::Ok();
+  for (auto it = unsent_unlocks_.find(ino); it != unsent_unlocks_.end(); it = unsent_unlocks_.find(ino)) {
+    const LockMessage next = it->second.front();
+    lock.unlock();
+    st = LockAtOwner(ino, next).status();
+    lock.lock();
+    if (!st.ok()) break;
+    it = unsent_unlocks_.find(ino);  // only the flusher erases
     it->second.erase(it->second.begin());
     if (it->second.empty()) unsent_unlocks_.erase(it);
   }
+  flushing_unlocks_.erase(ino);
+  unlocks_flushed_.notify_all();
+  return st;
 }
 
 void Cluster::RetryUnlocks() {

@@ -308,11 +308,12 @@ class Cluster {
   // lock granted to a node that forgot it, and every waiter would wait for
   // ever. Retried every migrator tick and before this node asks for a lock
   // of the same inode again: delivered after a newer grant, an unlock would
-  // free that grant. unlock_flush_mu_ makes deliveries one at a time (each a
-  // Call with a deadline), so that no unlock is still in flight when a lock
-  // request follows it.
+  // free that grant. One flusher per inode at a time (flushing_unlocks_; each
+  // delivery a Call with a deadline), so that no unlock is still in flight
+  // when a lock request follows it.
   std::map<uint64_t, std::vector<ownership::LockMessage>> unsent_unlocks_;  // GUARDED_BY(mu_)
-  std::timed_mutex unlock_flush_mu_;
+  std::set<uint64_t> flushing_unlocks_;                                     // GUARDED_BY(mu_)
+  std::condition_variable unlocks_flushed_;                                 // with mu_
   // Owner side: a restarted owner grants no lock for a lease after it
   // started, until every other node has said it gave up the locks of the
   // previous incarnation (kIncarnationSeen): NFS's grace period, without
