@@ -270,7 +270,7 @@ TEST(Faults, a_restarted_owner_grants_no_lock_that_a_holder_may_still_hold) {
 // unlock must still reach the owner later: dropped, the lock stays granted
 // to a node that forgot it, and every other node waits for it for ever.
 TEST(Faults, an_unlock_its_owner_did_not_answer_is_delivered_later) {
-  TestCluster c(3, 1000, kNoAutoMigrate);
+  TestCluster c(3, 3000, kNoAutoMigrate);
   ASSERT_EQ(c.StartNode(0), "");
   // Node 1's first lock request goes through, its second (the unlock) is lost.
   ASSERT_EQ(c.StartNode(1, {"CSHM_NET_DROP=26:1:1"}), "");
@@ -280,12 +280,23 @@ TEST(Faults, an_unlock_its_owner_did_not_answer_is_delivered_later) {
     ASSERT_EQ(pwrite(fd, "0000", 4, 0), 4);
     close(fd);
   }
+  // Node 0 grants locks once its start's grace is over: node 2 waits for
+  // that, so that node 1's first lock request (the one let through) is granted.
+  {
+    int fd = open(c.path(2, "counter").c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    struct flock w{};
+    w.l_type = F_WRLCK;
+    w.l_whence = SEEK_SET;
+    ASSERT_TRUE(WaitFor([&] { return fcntl(fd, F_SETLK, &w) == 0; }, 15s)) << strerror(errno);
+    close(fd);
+  }
   int fd1 = open(c.path(1, "counter").c_str(), O_RDWR);
   ASSERT_GE(fd1, 0);
   struct flock lk{};
   lk.l_type = F_WRLCK;
   lk.l_whence = SEEK_SET;
-  ASSERT_EQ(fcntl(fd1, F_SETLKW, &lk), 0);
+  ASSERT_EQ(fcntl(fd1, F_SETLKW, &lk), 0) << strerror(errno);
   close(fd1);  // its unlock waits a request deadline for node 0's answer, then fails
   const std::string path2 = c.path(2, "counter");
   pid_t child = fork();
