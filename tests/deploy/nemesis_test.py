@@ -13,7 +13,7 @@ Afterwards, on every node: no acknowledged increment lost and no value
 acknowledged twice; every acknowledged record intact.
 
 Usage: nemesis_test.py BUILD_BIN_DIR [SECONDS] [SEED] [KINDS]
-   SECONDS of nemesis, default 36 (the suite's run; a soak passes more);
+   SEED 0 or none: a random one; SECONDS of nemesis, default 36 (the suite's run; a soak passes more);
    KINDS, default "kill9,partition,loss,migrate,enospc": the faults to inject;
    "migrate" moves the counter or a records file to a random node now and
    then (user.cshm.owner, from a random node); "enospc" fills a node's state
@@ -33,7 +33,7 @@ import time
 
 BIN = sys.argv[1]
 SECONDS = float(sys.argv[2]) if len(sys.argv) > 2 else 36.0
-SEED = int(sys.argv[3]) if len(sys.argv) > 3 else random.randrange(1 << 30)
+SEED = int(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[3] != "0" else random.randrange(1 << 30)  # 0: random
 KINDS = (sys.argv[4] if len(sys.argv) > 4 else "kill9,partition,loss,migrate,enospc").split(",")
 HERE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LAUNCHER = os.path.join(HERE, "deploy", "local-cluster.sh")
