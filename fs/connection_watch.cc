@@ -1,5 +1,7 @@
 #include "fs/connection_watch.h"
 
+#include "common/proc_status.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -26,39 +28,8 @@ constexpr auto kPoll = std::chrono::milliseconds(250);
 // Polls in a row that must see SIGKILL pending: a daemon that merely takes a
 // moment to die (a thread finishing a syscall) is not aborted.
 constexpr int kKillingPolls = 3;
-constexpr unsigned long long kSigkillBit = 1ULL << (SIGKILL - 1);
 
 bool AllDigits(const std::string& s) { return !s.empty() && s.find_first_not_of("0123456789") == std::string::npos; }
-
-struct DaemonState {
-  bool gone = true;       // exited (a zombie with no thread left counts)
-  bool killing = false;   // SIGKILL pending: some thread cannot take it
-};
-
-// One read of /proc/PID/status per poll: a kill -9 stays pending in the
-// shared set while a thread sleeps uninterruptibly.
-DaemonState Look(pid_t pid) {
-  DaemonState st;
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  bool zombie = false;
-  long threads = 0;
-  unsigned long long pending = 0;
-  bool read_any = false;
-  for (std::string line; std::getline(in, line);) {
-    read_any = true;
-    if (line.rfind("State:", 0) == 0) {
-      zombie = line.find('Z') != std::string::npos || line.find('X') != std::string::npos;
-    } else if (line.rfind("Threads:", 0) == 0) {
-      threads = std::strtol(line.c_str() + 8, nullptr, 10);
-    } else if (line.rfind("SigPnd:", 0) == 0 || line.rfind("ShdPnd:", 0) == 0) {
-      pending |= std::strtoull(line.c_str() + 7, nullptr, 16);
-    }
-  }
-  if (!read_any || (zombie && threads <= 1)) return st;
-  st.gone = false;
-  st.killing = (pending & kSigkillBit) != 0;
-  return st;
-}
 
 bool Abort(const std::string& minor) {
   // fusectl is usually mounted at boot (systemd); mount it if not (EBUSY: it is).
@@ -129,9 +100,11 @@ int RunConnectionWatch(int argc, char** argv) {
   bool aborted = false;
   for (;;) {
     std::this_thread::sleep_for(kPoll);
-    const DaemonState st = Look(daemon);
-    if (st.gone) return 0;  // the kernel closed its /dev/fuse
-    killing_polls = st.killing ? killing_polls + 1 : 0;
+    // One read of /proc/PID/status per poll: a kill -9 stays pending in the
+    // shared set while a thread sleeps uninterruptibly.
+    const ProcStatus st = ReadProcStatus(daemon);
+    if (st.exited()) return 0;  // the kernel closed its /dev/fuse
+    killing_polls = st.pending_signal(SIGKILL) ? killing_polls + 1 : 0;
     if (killing_polls >= kKillingPolls && !aborted && Abort(minor)) {
       aborted = true;
       Note(log_file, "the daemon (pid " + std::to_string(daemon) + ") was killed but one of its threads waits in "

@@ -28,6 +28,22 @@ using namespace std::chrono_literals;
 constexpr size_t kPage = 4096;
 const std::string kNoAutoMigrate = "[migrate]\nenabled = false\n";
 
+// A 4-byte counter file.
+void MakeCounter(const std::string& path) {
+  int fd = open(path.c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(pwrite(fd, "0000", 4, 0), 4);
+  close(fd);
+}
+
+// An fcntl lock of the whole file.
+struct flock WholeFile(short type) {
+  struct flock l{};
+  l.l_type = type;
+  l.l_whence = SEEK_SET;
+  return l;
+}
+
 // Continues a SIGSTOPped daemon when the test leaves, also on failure.
 struct ScopedResume {
   pid_t pid;
@@ -217,16 +233,10 @@ TEST(Faults, a_kept_write_back_never_lands_on_newer_acknowledged_bytes) {
 TEST(Faults, a_restarted_owner_grants_no_lock_that_a_holder_may_still_hold) {
   TestCluster c(3, 1000, kNoAutoMigrate);
   ASSERT_EQ(c.Start(), "");
-  {
-    int fd = open(c.path(0, "counter").c_str(), O_RDWR | O_CREAT, 0644);  // owned by node 0
-    ASSERT_EQ(pwrite(fd, "0000", 4, 0), 4);
-    close(fd);
-  }
+  ASSERT_NO_FATAL_FAILURE(MakeCounter(c.path(0, "counter")));  // owned by node 0
   int fd1 = open(c.path(1, "counter").c_str(), O_RDWR);
   ASSERT_GE(fd1, 0);
-  struct flock lk{};
-  lk.l_type = F_WRLCK;
-  lk.l_whence = SEEK_SET;
+  struct flock lk = WholeFile(F_WRLCK);
   ASSERT_EQ(fcntl(fd1, F_SETLKW, &lk), 0);
   char buf[8];
   ASSERT_EQ(pread(fd1, buf, 4, 0), 4);
@@ -237,9 +247,7 @@ TEST(Faults, a_restarted_owner_grants_no_lock_that_a_holder_may_still_hold) {
   pid_t child = fork();
   if (child == 0) {
     int fd = open(path2.c_str(), O_RDWR);
-    struct flock w{};
-    w.l_type = F_WRLCK;
-    w.l_whence = SEEK_SET;
+    struct flock w = WholeFile(F_WRLCK);
     if (fd < 0 || fcntl(fd, F_SETLKW, &w) != 0) _exit(10);
     if (pwrite(fd, "NODE2", 5, 0) != 5 || fsync(fd) != 0) _exit(11);
     w.l_type = F_UNLCK;
@@ -275,36 +283,26 @@ TEST(Faults, an_unlock_its_owner_did_not_answer_is_delivered_later) {
   // Node 1's first lock request goes through, its second (the unlock) is lost.
   ASSERT_EQ(c.StartNode(1, {"CSHM_NET_DROP=26:1:1"}), "");
   ASSERT_EQ(c.StartNode(2), "");
-  {
-    int fd = open(c.path(0, "counter").c_str(), O_RDWR | O_CREAT, 0644);  // owned by node 0
-    ASSERT_EQ(pwrite(fd, "0000", 4, 0), 4);
-    close(fd);
-  }
+  ASSERT_NO_FATAL_FAILURE(MakeCounter(c.path(0, "counter")));  // owned by node 0
   // Node 0 grants locks once its start's grace is over: node 2 waits for
   // that, so that node 1's first lock request (the one let through) is granted.
   {
     int fd = open(c.path(2, "counter").c_str(), O_RDWR);
     ASSERT_GE(fd, 0);
-    struct flock w{};
-    w.l_type = F_WRLCK;
-    w.l_whence = SEEK_SET;
+    struct flock w = WholeFile(F_WRLCK);
     ASSERT_TRUE(WaitFor([&] { return fcntl(fd, F_SETLK, &w) == 0; }, 15s)) << strerror(errno);
     close(fd);
   }
   int fd1 = open(c.path(1, "counter").c_str(), O_RDWR);
   ASSERT_GE(fd1, 0);
-  struct flock lk{};
-  lk.l_type = F_WRLCK;
-  lk.l_whence = SEEK_SET;
+  struct flock lk = WholeFile(F_WRLCK);
   ASSERT_EQ(fcntl(fd1, F_SETLKW, &lk), 0) << strerror(errno);
   close(fd1);  // its unlock waits a request deadline for node 0's answer, then fails
   const std::string path2 = c.path(2, "counter");
   pid_t child = fork();
   if (child == 0) {
     int fd = open(path2.c_str(), O_RDWR);
-    struct flock w{};
-    w.l_type = F_WRLCK;
-    w.l_whence = SEEK_SET;
+    struct flock w = WholeFile(F_WRLCK);
     const auto deadline = std::chrono::steady_clock::now() + 15s;
     while (fd >= 0 && std::chrono::steady_clock::now() < deadline) {
       if (fcntl(fd, F_SETLK, &w) == 0) _exit(0);

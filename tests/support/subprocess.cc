@@ -1,12 +1,13 @@
 #include "tests/support/subprocess.h"
 
+#include "common/proc_status.h"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <thread>
@@ -75,17 +76,7 @@ bool WaitForExit(pid_t pid, std::chrono::milliseconds timeout, int* status) {
 
 bool ProcessGone(pid_t pid) {
   if (kill(pid, 0) != 0) return errno == ESRCH;
-  // A zombie leader may still have live threads (one stuck in the kernel):
-  // gone only when the status says zombie with no thread but the leader.
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  bool zombie = false, any = false;
-  long threads = 0;
-  for (std::string line; std::getline(status, line);) {
-    any = true;
-    if (line.rfind("State:", 0) == 0) zombie = line.find('Z') != std::string::npos || line.find('X') != std::string::npos;
-    if (line.rfind("Threads:", 0) == 0) threads = std::strtol(line.c_str() + 8, nullptr, 10);
-  }
-  return !any || (zombie && threads <= 1);
+  return ReadProcStatus(pid).exited();  // a zombie leader with a live thread has not
 }
 
 bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {

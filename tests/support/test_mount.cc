@@ -135,14 +135,15 @@ void TestMount::ClearDeadMount() {
   }
 }
 
+bool TestMount::Reaped() {
+  int st;
+  return waitpid(pid_, &st, WNOHANG) == pid_ || ProcessGone(pid_);
+}
+
 void TestMount::Stop() {
   if (pid_ > 0 && mounted()) RunCommand({"fusermount3", "-u", mountpoint_}, kStopDeadline);
   if (pid_ > 0) {
-    auto gone = [&] {
-      int st;
-      if (waitpid(pid_, &st, WNOHANG) == pid_) return true;
-      return ProcessGone(pid_);
-    };
+    auto gone = [&] { return Reaped(); };
     if (!WaitFor(gone, kStopDeadline)) {
       // Busy or wedged: abort the connection, then make sure the daemon goes.
       AbortConnection();
@@ -159,18 +160,14 @@ void TestMount::Stop() {
 void TestMount::Kill9() {
   if (pid_ > 0) {
     kill(pid_, SIGKILL);
-    auto gone = [&] {
-      int st;
-      return waitpid(pid_, &st, WNOHANG) == pid_ || ProcessGone(pid_);
-    };
+    auto gone = [&] { return Reaped(); };
     // A thread stuck in the kernel on the mount keeps a killed daemon alive
     // until its connection is aborted.
     if (!WaitFor(gone, kStopDeadline)) {
       AbortConnection();
       WaitFor(gone, kStopDeadline);
     }
-    int st;
-    waitpid(pid_, &st, WNOHANG);  // reaped, if ours and not yet
+    Reaped();  // it may have exited between the two checks of the last poll
     pid_ = -1;
   }
   ClearDeadMount();

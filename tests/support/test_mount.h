@@ -47,6 +47,8 @@ class TestMount {
 
  private:
   void ClearDeadMount();
+  // The daemon has exited: reaped now if it is our child, or gone.
+  bool Reaped();
   void AbortConnection();
 
   TempDir dir_;
