@@ -36,8 +36,8 @@ class TwinCache : public ownership::OwnerTwinStore {
   // pages are their own twins).
   void Patch(uint64_t ino, uint64_t off, std::string_view data, bool whole_pages = true);
   // The owner's saved twins (ownership::OwnerTwinStore).
-  void Keep(uint64_t ino, uint64_t page, std::string_view before) override {
-    (void)Put(ino, page * store::kPageSize, before);  // a failure is logged; see OwnerTwinStore
+  Status Keep(uint64_t ino, uint64_t page, std::string_view before) override {
+    return Put(ino, page * store::kPageSize, before);
   }
   void Discard(uint64_t ino, uint64_t off, uint64_t len) override { Drop(ino, ownership::Range{off, len}); }
   // Drops the twins of `range` (len 0: to the end) that were stored at or

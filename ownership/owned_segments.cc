@@ -213,7 +213,10 @@ Result<ApplyOutcome> OwnedSegments::Apply(uint64_t ino, uint32_t node, const std
       for (uint64_t p = r.off / kPageSize; p <= (r.off + r.bytes.size() - 1) / kPageSize; p++) {
         if (p >= s->copyset.size() || !(s->copyset[p] & self_bit) || owner_twins_->Has(ino, p)) continue;
         CSHM_RETURN_IF_ERROR(seg->Read(p * kPageSize, kPageSize, before.data()));
-        owner_twins_->Keep(ino, p, before);
+        Status kept = owner_twins_->Keep(ino, p, before);
+        if (!kept.ok())
+          return kept.Annotate("nothing written: the owner cannot save its own copy of page " + std::to_string(p) +
+                               " of inode " + std::to_string(ino) + " before this write changes it");
       }
     }
   }

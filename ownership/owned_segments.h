@@ -89,12 +89,15 @@ struct SegmentSnapshot {
 // node's copy is invalidated; a fetch by this node itself discards a saved
 // one (Discard), its kernel now holding the page as it is. So the owner's
 // faults write no twins. Implemented by fs::TwinCache (its stored twins).
+// A twin that cannot be kept (a full disk) fails the write that needed it:
+// without it the owner's next write-back of that page would send the page's
+// old bytes back over the new ones.
 class OwnerTwinStore {
  public:
   virtual ~OwnerTwinStore() = default;
   virtual bool Has(uint64_t ino, uint64_t page) = 0;
   virtual std::optional<std::string> Get(uint64_t ino, uint64_t page) = 0;
-  virtual void Keep(uint64_t ino, uint64_t page, std::string_view before) = 0;
+  virtual Status Keep(uint64_t ino, uint64_t page, std::string_view before) = 0;
   virtual void Discard(uint64_t ino, uint64_t off, uint64_t len) = 0;
 };
 

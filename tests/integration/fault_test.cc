@@ -44,6 +44,14 @@ struct flock WholeFile(short type) {
   return l;
 }
 
+// Kills a forked child when the test leaves, also on failure.
+struct ScopedKill {
+  pid_t pid;
+  ~ScopedKill() {
+    if (kill(pid, SIGKILL) == 0) waitpid(pid, nullptr, 0);
+  }
+};
+
 // Continues a SIGSTOPped daemon when the test leaves, also on failure.
 struct ScopedResume {
   pid_t pid;
@@ -324,6 +332,30 @@ TEST(Faults, an_unlock_its_owner_did_not_answer_is_delivered_later) {
 // only be written back whole, over bytes other nodes wrote meanwhile: it must
 // not cache one. (Seen before: node 2's acknowledged byte was overwritten by
 // node 1's whole-page write-back when node 2's release invalidated it.)
+// A node's twins dir on a small tmpfs of its own, filled to the last byte
+// (a real ENOSPC); unmounted when the test leaves, also on failure.
+class FullTwinsDir {
+ public:
+  explicit FullTwinsDir(TestMount& node) : dir_(node.state_dir() + "/twins") {
+    if (system(("mount -t tmpfs -o size=64k cshm-test-full " + dir_).c_str()) != 0) return;
+    mounted_ = true;
+    int f = open((dir_ + "/filler").c_str(), O_WRONLY | O_CREAT, 0600);
+    std::string block(kPage, 'f');
+    while (write(f, block.data(), block.size()) > 0) {
+    }
+    close(f);
+  }
+  ~FullTwinsDir() {
+    if (mounted_) (void)!system(("umount -l " + dir_).c_str());
+  }
+  bool filled() const { return mounted_; }
+  bool Free() { return unlink((dir_ + "/filler").c_str()) == 0; }
+
+ private:
+  const std::string dir_;
+  bool mounted_ = false;
+};
+
 TEST(Faults, a_node_that_cannot_store_twins_never_overwrites_other_nodes_bytes) {
   TestCluster c(3, 1000, kNoAutoMigrate);
   ASSERT_EQ(c.Start(), "");
@@ -333,19 +365,8 @@ TEST(Faults, a_node_that_cannot_store_twins_never_overwrites_other_nodes_bytes) 
     close(fd);
   }
   // Node 1's twins live on a small file system, filled up.
-  const std::string twins = c.node(1).state_dir() + "/twins";
-  ASSERT_EQ(system(("mount -t tmpfs -o size=64k cshm-test-full " + twins).c_str()), 0);
-  struct Unmount {
-    std::string dir;
-    ~Unmount() { (void)!system(("umount -l " + dir).c_str()); }
-  } unmount{twins};
-  {
-    int f = open((twins + "/filler").c_str(), O_WRONLY | O_CREAT, 0600);
-    std::string block(kPage, 'f');
-    while (write(f, block.data(), block.size()) > 0) {
-    }
-    close(f);
-  }
+  FullTwinsDir full(c.node(1));
+  ASSERT_TRUE(full.filled());
   // Node 1 stores into the page (faulting it in) and leaves it dirty.
   int stored[2], go[2];
   ASSERT_EQ(pipe(stored), 0);
@@ -389,7 +410,7 @@ TEST(Faults, a_node_that_cannot_store_twins_never_overwrites_other_nodes_bytes) 
     EXPECT_EQ(b, 'B') << "node 2's acknowledged byte was overwritten, seen through node " << n;
   }
   // With room again, node 1 caches and writes as usual.
-  ASSERT_EQ(unlink((twins + "/filler").c_str()), 0);
+  ASSERT_TRUE(full.Free());
   int fd = open(path1.c_str(), O_RDWR);
   ASSERT_EQ(pwrite(fd, "C", 1, 200), 1);
   ASSERT_EQ(fsync(fd), 0);
@@ -397,6 +418,94 @@ TEST(Faults, a_node_that_cannot_store_twins_never_overwrites_other_nodes_bytes) 
   EXPECT_EQ(pread(fd, &b, 1, 100), 1);
   EXPECT_EQ(b, 'B');
   close(fd);
+}
+
+// The owner's own kernel holds a page that another node's write-back is about
+// to change: the owner saves the page as its kernel read it (its twin), so that
+// its own later write-back sends only what its writers changed. Seen before:
+// with the owner's disk full the twin was not kept, the failure only logged, and
+// the owner's write-back (forced by the round of the other node's write) sent
+// the page's old bytes back over the other node's acknowledged byte. A write
+// that needs a twin the owner cannot keep gets ENOSPC; nothing acknowledged is
+// lost, and with room again it goes through.
+TEST(Faults, an_owner_that_cannot_keep_its_own_twin_refuses_the_write_and_loses_nothing) {
+  TestCluster c(2, 3000, kNoAutoMigrate);
+  ASSERT_EQ(c.Start(), "");
+  {
+    int fd = open(c.path(0, "seg").c_str(), O_RDWR | O_CREAT, 0644);  // owned by node 0
+    ASSERT_EQ(pwrite(fd, std::string(kPage, '.').data(), kPage, 0), static_cast<ssize_t>(kPage));
+    close(fd);
+  }
+  FullTwinsDir full(c.node(0));
+  ASSERT_TRUE(full.filled());
+  // A process on the owner stores into the page and leaves it dirty.
+  int stored[2], go[2], synced[2];
+  ASSERT_EQ(pipe(stored), 0);
+  ASSERT_EQ(pipe(go), 0);
+  ASSERT_EQ(pipe(synced), 0);
+  const std::string path0 = c.path(0, "seg");
+  pid_t child = fork();
+  if (child == 0) {
+    close(stored[0]);
+    close(go[1]);
+    close(synced[0]);
+    int fd = open(path0.c_str(), O_RDWR);
+    char* p = static_cast<char*>(mmap(nullptr, kPage, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+    if (p == MAP_FAILED) _exit(10);
+    p[0] = 'A';
+    char x = 1;
+    if (write(stored[1], &x, 1) != 1 || read(go[0], &x, 1) != 1) _exit(11);
+    x = msync(p, kPage, MS_SYNC) == 0 ? 1 : 0;
+    _exit(write(synced[1], &x, 1) == 1 ? 0 : 12);
+  }
+  ScopedKill kill_child{child};
+  close(stored[1]);
+  close(go[0]);
+  close(synced[1]);
+  char x = 0;
+  ASSERT_EQ(read(stored[0], &x, 1), 1);
+  // Node 1 writes another byte of the page: acknowledged when pwrite and
+  // fsync returned 0; refused, it must be ENOSPC.
+  int fd1 = open(c.path(1, "seg").c_str(), O_RDWR);
+  ASSERT_GE(fd1, 0);
+  const bool acked = pwrite(fd1, "B", 1, 100) == 1 && fsync(fd1) == 0;
+  const int err = errno;
+  close(fd1);
+  if (!acked) {
+    EXPECT_EQ(err, ENOSPC) << strerror(err);
+  }
+  EXPECT_EQ(write(go[1], &x, 1), 1);
+  close(go[1]);
+  char child_synced = 0;
+  const bool answered = read(synced[0], &child_synced, 1) == 1;
+  close(stored[0]);
+  close(synced[0]);
+  int status = 0;
+  ASSERT_TRUE(WaitForExit(child, 30s, &status));
+  EXPECT_TRUE(answered);
+  for (int n = 0; n < 2; n++) {
+    int f = open(c.path(n, "seg").c_str(), O_RDONLY);
+    char b[101] = {};
+    EXPECT_EQ(pread(f, b, sizeof b, 0), static_cast<ssize_t>(sizeof b));
+    close(f);
+    if (acked) {
+      EXPECT_EQ(b[100], 'B') << "node 1's acknowledged byte was overwritten, seen through node " << n;
+    }
+    if (child_synced) {
+      EXPECT_EQ(b[0], 'A') << "the owner's acknowledged store was lost, seen through node " << n;
+    }
+  }
+  // With room again, node 1's write goes through.
+  ASSERT_TRUE(full.Free());
+  fd1 = open(c.path(1, "seg").c_str(), O_RDWR);
+  ASSERT_EQ(pwrite(fd1, "C", 1, 200), 1);
+  ASSERT_EQ(fsync(fd1), 0);
+  close(fd1);
+  int f = open(path0.c_str(), O_RDONLY);
+  char b = 0;
+  EXPECT_EQ(pread(f, &b, 1, 200), 1);
+  close(f);
+  EXPECT_EQ(b, 'C');
 }
 
 // The metadata node's state dir fills up (a real ENOSPC from its file system).
