@@ -11,6 +11,7 @@ packages=(
   python3 gnuplot-nox
   python3-sysv-ipc stress-ng
   spin clang libclang-rt-14-dev
+  go-md2man lintian
 )
 
 missing=()
