@@ -17,6 +17,7 @@
 # (mounts, daemons, namespaces, links). A slower LAN is emulated by the
 # transport's own seam: set CSHM_NET_DELAY_US (and CSHM_NET_LOSS_PPM) in the
 # environment of `up` (this kernel has no tc netem).
+# CSHM_METRICS_PORT=P makes node i serve Prometheus metrics at its address, port P + i.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${CSHMFS:-$here/build/bin/cshmfs}
@@ -108,6 +109,8 @@ case "$cmd" in
       for i in $(seq 0 $((n - 1))); do
         if [ $loopback = 0 ]; then host="$(subnet).$((10 + i))"; p=7400; else host=127.0.0.1; p=$((port + i)); fi
         printf '[[node]]\nid = %d\nhost = "%s"\nport = %d\n' "$i" "$host" "$p"
+        # CSHM_METRICS_PORT=P: node i serves Prometheus metrics at its host, port P + i.
+        if [ -n "${CSHM_METRICS_PORT:-}" ]; then printf 'metrics = "%s:%d"\n' "$host" $((CSHM_METRICS_PORT + i)); fi
       done
     } > "$dir/cluster.toml"
     [ -n "${CSHM_EXTRA_CONFIG:-}" ] && printf '%s\n' "$CSHM_EXTRA_CONFIG" >> "$dir/cluster.toml"

@@ -8,6 +8,7 @@
 #include <random>
 #include <thread>
 
+#include "common/metrics.h"
 #include "fs/page_diff.h"
 #include "ownership/messages.h"
 
@@ -36,6 +37,32 @@ class DelaySeam {
 const DelaySeam kSlowFetch("CSHM_TEST_SLOW_FETCH_MS");
 const DelaySeam kSlowTwinPatch("CSHM_TEST_SLOW_TWIN_PATCH_MS");
 const DelaySeam kSlowInvalidate("CSHM_TEST_SLOW_INVALIDATE_MS");
+
+// What the data path counts (docs/operations.md "Metrics" lists them).
+metrics::Counter kFetchesServed("cshm_fetches_served_total", "page fetches this node answered as a segment's owner");
+metrics::Histogram kRemoteFetch("cshm_remote_fetch_seconds",
+                                "faults and reads this node sent to another node, by how long they took");
+metrics::Counter kWriteBacksSent("cshm_writebacks_sent_total", "write-backs this node sent to other nodes");
+metrics::Counter kWriteBackBytesSent("cshm_writeback_bytes_sent_total", "changed bytes in them");
+metrics::Counter kWriteBacksApplied("cshm_writebacks_applied_total",
+                                    "write-backs this node merged as an owner (its own included)");
+metrics::Counter kWriteBackBytesApplied("cshm_writeback_bytes_applied_total", "changed bytes in them");
+metrics::Counter kRounds("cshm_invalidation_rounds_total",
+                         "invalidation rounds this node started as an owner (other nodes' copies dropped)");
+metrics::Histogram kRelease("cshm_release_seconds",
+                            "releases (msync, fsync, close, unlock) by the time they waited for owners' "
+                            "invalidation rounds (0 when none was running)");
+metrics::Counter kLockGrants("cshm_lock_grants_total", "lock requests this node granted as an owner");
+metrics::Counter kLockRefusals("cshm_lock_conflicts_total",
+                               "lock requests this node answered as an owner with a conflict (the asker retries)");
+metrics::Counter kMigrations("cshm_migrations_total", "segments this node moved to another node");
+metrics::Counter kMigrationsFailed("cshm_migrations_failed_total", "moves from this node that failed (it kept the segment)");
+metrics::Counter kMigrationBytes("cshm_migration_bytes_total", "page bytes sent by moves from this node");
+metrics::Histogram kMigration("cshm_migration_seconds", "moves from this node, by how long they took");
+metrics::Counter kLeaseExpiries("cshm_lease_expiries_total",
+                                "times this node's lease with a peer ran out (its cached pages and locks given up)");
+metrics::Counter kPeersForgotten("cshm_peers_forgotten_total",
+                                 "times a peer was silent for a whole lease and this node forgot what it held");
 
 // A fresh 64-bit value: an incarnation, a move's id.
 uint64_t RandomU64() { return std::random_device{}() | (static_cast<uint64_t>(std::random_device{}()) << 32); }
@@ -130,6 +157,7 @@ Status Cluster::Start(meta::Namespace* ns) {
     lost_[node] = true;
   };
   o.on_lease_lost = [this](uint32_t node) {
+    kLeaseExpiries.Add();
     {
       std::lock_guard<std::mutex> lock(mu_);
       lost_[node] = true;
@@ -137,6 +165,7 @@ Status Cluster::Start(meta::Namespace* ns) {
     LoseGrantsOf(node, "our lease with it ran out");
   };
   o.on_peer_forgotten = [this](uint32_t node) {
+    kPeersForgotten.Add();
     ForgetNode(node, "it was silent for the lease");
     if (ref_sync_) ref_sync_->Forgotten(node);
   };
@@ -175,8 +204,163 @@ Status Cluster::Start(meta::Namespace* ns) {
   if (pending_->size() > 0)
     spdlog::warn("{} write-backs that no owner took before are kept; delivering them when owners answer",
                  pending_->size());
+  AddGauges();
   migrator_ = std::thread([this] { MigratorLoop(); });
   return Status::Ok();
+}
+
+NodeStatus Cluster::OwnStatus() {
+  NodeStatus st;
+  st.node = self_;
+  st.incarnation = incarnation_;
+  st.uptime_ms = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_).count());
+  st.segments_owned = owned_.segment_count();
+  st.page_bytes = pages_->used();
+  st.capacity_bytes = pages_->capacity();
+  st.twin_bytes = twins_->count() * kPageSize;
+  st.kept_writebacks = pending_->size();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [ino, q] : unsent_unlocks_) st.queued_unlocks += q.size();
+  }
+  st.version = CSHM_VERSION;
+  return st;
+}
+
+namespace {
+std::string JsonString(std::string_view v) {
+  std::string out = "\"";
+  for (char c : v) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (u < 0x20) {
+      char buf[8];
+      snprintf(buf, sizeof buf, "\\u%04x", u);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+}  // namespace
+
+std::string Cluster::StatusJson() {
+  // Every peer asked at once; each answer (or its deadline) counts down.
+  struct Answers {
+    std::mutex mu;
+    std::condition_variable cv;
+    size_t left = 0;
+    std::map<uint32_t, Result<NodeStatus>> got;
+  };
+  auto answers = std::make_shared<Answers>();
+  const auto deadline = std::chrono::milliseconds(std::min<uint32_t>(config_.request_timeout_ms, 2000));
+  for (const net::NodeConfig& n : config_.nodes) {
+    if (n.id == self_) continue;
+    {
+      std::lock_guard<std::mutex> lock(answers->mu);
+      answers->left++;
+    }
+    transport_->CallAsync(
+        n.id, kNodeStatus, "",
+        [answers, id = n.id](Result<std::string> r) {
+          Result<NodeStatus> st = r.ok() ? NodeStatus::Decode(*r) : Result<NodeStatus>(r.status());
+          std::lock_guard<std::mutex> lock(answers->mu);
+          answers->got.emplace(id, std::move(st));
+          if (--answers->left == 0) answers->cv.notify_all();
+        },
+        deadline);
+  }
+  {
+    std::unique_lock<std::mutex> lock(answers->mu);
+    // CallAsync answers by its deadline; the margin covers the I/O thread's delay.
+    answers->cv.wait_for(lock, deadline + std::chrono::seconds(1), [&] { return answers->left == 0; });
+  }
+  std::map<uint32_t, net::Transport::PeerState> peers;
+  for (const auto& p : transport_->Peers()) peers[p.node] = p;
+  std::string out = "{\"self\": " + std::to_string(self_) + ", \"metadata_node\": " +
+                    std::to_string(config_.metadata_node) + ", \"nodes\": [";
+  bool first = true;
+  for (const net::NodeConfig& n : config_.nodes) {
+    out += first ? "\n  {" : ",\n  {";
+    first = false;
+    out += "\"id\": " + std::to_string(n.id) + ", \"address\": " + JsonString(n.host + ":" + std::to_string(n.port));
+    Result<NodeStatus> st = NodeStatus{};
+    if (n.id == self_) {
+      st = OwnStatus();
+      out += ", \"self\": true";
+    } else {
+      const auto& p = peers[n.id];
+      out += std::string(", \"lease_held\": ") + (p.lease_held ? "true" : "false");
+      out += std::string(", \"forgotten\": ") + (p.forgotten ? "true" : "false");
+      if (p.heard) out += ", \"last_heard_ms\": " + std::to_string(p.since_heard.count());
+      std::lock_guard<std::mutex> lock(answers->mu);
+      auto it = answers->got.find(n.id);
+      st = it != answers->got.end() ? it->second : Result<NodeStatus>(TimedOut("no answer in time"));
+    }
+    out += std::string(", \"reachable\": ") + (st.ok() ? "true" : "false");
+    if (!st.ok()) {
+      out += ", \"error\": " + JsonString(st.status().message());
+    } else {
+      char inc[24];
+      snprintf(inc, sizeof inc, "%016llx", static_cast<unsigned long long>(st->incarnation));
+      out += ", \"incarnation\": " + JsonString(inc) + ", \"version\": " + JsonString(st->version);
+      for (auto [key, v] : {std::pair<const char*, uint64_t>{"uptime_ms", st->uptime_ms},
+                            {"segments", st->segments_owned},
+                            {"page_bytes", st->page_bytes},
+                            {"capacity_bytes", st->capacity_bytes},
+                            {"twin_bytes", st->twin_bytes},
+                            {"kept_writebacks", st->kept_writebacks},
+                            {"queued_unlocks", st->queued_unlocks}})
+        out += std::string(", \"") + key + "\": " + std::to_string(v);
+    }
+    out += "}";
+  }
+  return out + "\n]}\n";
+}
+
+void Cluster::CountApplied(const std::vector<WriteRun>& runs) {
+  kWriteBacksApplied.Add();
+  for (const WriteRun& run : runs) kWriteBackBytesApplied.Add(run.bytes.size());
+}
+
+void Cluster::AddGauges() {
+  auto& r = metrics::Registry::Default();
+  auto one = [](double v) { return std::vector<metrics::Sample>{{{}, v}}; };
+  auto per_peer = [this](auto value) {
+    std::vector<metrics::Sample> out;
+    for (const net::Transport::PeerState& p : transport_->Peers())
+      out.push_back({{{"node", std::to_string(p.node)}}, value(p)});
+    return out;
+  };
+  r.AddGauge(this, "cshm_peer_up", "1 while this node's lease with the peer holds (it answered recently)",
+             [per_peer] { return per_peer([](const net::Transport::PeerState& p) { return p.lease_held ? 1.0 : 0.0; }); });
+  r.AddGauge(this, "cshm_peer_last_heard_seconds", "seconds since this node last heard from the peer (-1: never)",
+             [per_peer] {
+               return per_peer([](const net::Transport::PeerState& p) {
+                 return p.heard ? static_cast<double>(p.since_heard.count()) / 1000 : -1.0;
+               });
+             });
+  r.AddGauge(this, "cshm_kept_writebacks", "write-backs an unreachable owner did not take, kept in the state dir",
+             [this, one] { return one(static_cast<double>(pending_->size())); });
+  r.AddGauge(this, "cshm_queued_unlocks", "unlocks the owner did not answer, to be sent again",
+             [this, one] {
+               std::lock_guard<std::mutex> lock(mu_);
+               size_t n = 0;
+               for (auto& [ino, q] : unsent_unlocks_) n += q.size();
+               return one(static_cast<double>(n));
+             });
+  r.AddGauge(this, "cshm_twin_bytes", "bytes of the twins this node keeps in its state dir (a copy of each page "
+             "its kernel fetched from another node, as fetched)",
+             [this, one] { return one(static_cast<double>(twins_->count() * kPageSize)); });
+  r.AddGauge(this, "cshm_connections_refused_total", "connections refused: the peer could not prove the secret or "
+             "spoke from another node's address", [this, one] { return one(static_cast<double>(transport_->refused_peers())); },
+             "counter");
+  r.AddGauge(this, "cshm_bad_frames_total", "malformed frames received (the connection was closed)",
+             [this, one] { return one(static_cast<double>(transport_->bad_frames())); }, "counter");
 }
 
 void Cluster::AwaitTransport() {
@@ -240,6 +424,7 @@ Status Cluster::CheckLocksHeld(uint64_t ino) {
 }
 
 void Cluster::Stop() {
+  metrics::Registry::Default().RemoveGauges(this);  // before what they read goes
   {
     std::lock_guard<std::mutex> lock(stop_mu_);
     stopping_ = true;
@@ -374,7 +559,9 @@ Result<std::string_view> Cluster::Read(uint64_t ino, uint64_t off, size_t len, c
     }
     // The kernel holds the folios locked meanwhile.
     kSlowFetch.At("the fetch of inode", ino);
+    const auto t0 = std::chrono::steady_clock::now();
     CSHM_ASSIGN_OR_RETURN(std::string bytes, transport_->Call(owner, kFetch, FetchRequest{ino, off, len}.Encode()));
+    kRemoteFetch.Since(t0);
     CSHM_ASSIGN_OR_RETURN(std::string_view data, FetchReply::View(bytes, &size));
     if (data.size() > len) return IoError("owner returned more bytes than asked");
     if (frame == nullptr) {
@@ -551,6 +738,7 @@ Result<WriteBackReply> Cluster::ApplyAsOwner(uint32_t from, const WriteBackReque
   // Without waiting, one that grows the segment (it tells the metadata node) is kBusy.
   CSHM_ASSIGN_OR_RETURN(ApplyOutcome out,
                         owned_.Apply(wb.ino, from, wb.runs, wait, wb.late ? &wb.expect : nullptr));
+  CountApplied(wb.runs);
   if (out.dropped > 0)
     spdlog::warn("late write-back of inode {} from node {}: {} page(s) changed since it was made and were not "
                  "written (a late write never lands on newer bytes)", wb.ino, from, out.dropped);
@@ -573,6 +761,7 @@ std::shared_ptr<Cluster::Rounds> Cluster::RoundsOf(uint64_t ino) {
 }
 
 uint64_t Cluster::StartRound(uint64_t ino, Invalidations inv) {
+  kRounds.Add();
   auto rounds = RoundsOf(ino);
   uint64_t seq;
   {
@@ -737,9 +926,13 @@ Status Cluster::Sync(uint64_t ino) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = unsynced_.find(ino);
-    if (it == unsynced_.end()) return Status::Ok();  // nothing written here since the last release
+    if (it == unsynced_.end()) {  // nothing here waits for a round since the last release
+      kRelease.Observe(std::chrono::nanoseconds(0));
+      return Status::Ok();
+    }
     upto = it->second;
   }
+  const auto t0 = std::chrono::steady_clock::now();
   Status s = AtOwner(ino, [&](uint32_t owner) -> Result<std::string> {
                if (owner == self_) {
                  CSHM_RETURN_IF_ERROR(WaitRounds(ino));
@@ -748,6 +941,7 @@ Status Cluster::Sync(uint64_t ino) {
                return transport_->Call(owner, kSync, EncodeU64(ino),
                                        RoundDeadline() + std::chrono::milliseconds(config_.request_timeout_ms));
              }).status();
+  kRelease.Since(t0);
   if (s.ok()) {
     // Done up to `upto`; a write made meanwhile keeps the inode unsynced.
     std::lock_guard<std::mutex> lock(mu_);
@@ -831,6 +1025,7 @@ bool Cluster::TryServeInline(net::Request& r) {
     if (!req.ok() || req->late) return false;  // Handle answers it; a late one is logged there
     auto out = owned_.Apply(req->ino, r.from, req->runs, /*wait=*/false);
     if (!out.ok()) return false;  // busy, growing, moved, an error: a worker does it the slow way
+    CountApplied(req->runs);
     if (out->invalidate.empty()) {
       r.responder->Reply(Status::Ok(), WriteBackReply{out->size, RoundsPending(req->ino)}.Encode());
     } else {
@@ -847,6 +1042,7 @@ bool Cluster::TryServeInline(net::Request& r) {
                         /*wait=*/false);
   if (!n.ok()) return false;  // busy, moved, an error: a worker does it the slow way
   FetchReply::Finish(&frame, size, *n);
+  kFetchesServed.Add();
   r.responder->Reply(Status::Ok(), std::move(frame));
   return true;
 }
@@ -886,6 +1082,7 @@ void Cluster::Handle(net::Request r) {
       if (!n.ok() && deferred(n.status())) return;
       if (!n.ok()) return reply(n.status());
       FetchReply::Finish(&frame, size, *n);
+      kFetchesServed.Add();
       return reply(std::move(frame));
     }
     case kWriteBack: {
@@ -923,6 +1120,8 @@ void Cluster::Handle(net::Request r) {
     }
     case kPing:
       return;
+    case kNodeStatus:
+      return reply(OwnStatus().Encode());
     case kIncarnationSeen: {
       auto inc = DecodeU64(r.payload);
       if (inc.ok() && *inc == incarnation_) {
@@ -1031,10 +1230,12 @@ Result<LockReply> Cluster::ServeLock(uint32_t from, const LockMessage& m, bool w
     }
     case LockOp::kSet:
       if (InGrace()) {
+        kLockRefusals.Add();
         out.grace = true;  // holders of the previous incarnation's locks may still think they hold them
         return out;
       }
       out.granted = locks_.TrySet(m.ino, local.lock);
+      (out.granted ? kLockGrants : kLockRefusals).Add();
       if (!out.granted) {
         auto c = locks_.Conflict(m.ino, local.lock);
         if (c) out.conflict = *c;
@@ -1272,6 +1473,7 @@ Status Cluster::MoveSegment(uint64_t ino, uint32_t target, const std::string& wh
   }
   const MoveRef ref{ino, RandomU64()};
   auto fail = [&](const Status& s) {
+    kMigrationsFailed.Add();
     owned_.Unfreeze(ino, std::nullopt);  // the segment stays here, intact
     transport_->Send(target, kMigrateAbort, ref.Encode());
     spdlog::warn("migration of inode {} to node {} failed, it stays on node {}: {}", ino, target, self_,
@@ -1393,6 +1595,9 @@ Status Cluster::MoveSegment(uint64_t ino, uint32_t target, const std::string& wh
   owned_.Unfreeze(ino, target);
   Status removed = pages_->Remove(ino);
   if (!removed.ok()) spdlog::warn("freeing the pages of migrated inode {}: {}", ino, removed.message());
+  kMigrations.Add();
+  kMigrationBytes.Add(sent * kPageSize);
+  kMigration.Since(t0);
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   spdlog::info("migrated inode {} from node {} to node {} ({}): {} of {} pages sent ({} of them for twins that "
                "differed) in {} chunks, {:.1f} ms",
@@ -1589,6 +1794,8 @@ Status Cluster::Deliver(const WriteBackRequest& wb, bool* rounds_pending, uint32
   auto reply = AtOwner(wb.ino, [&](uint32_t at) -> Result<WriteBackReply> {
     if (at == self_) return ApplyAsOwner(self_, wb);
     if (payload.empty()) payload = wb.Encode();
+    kWriteBacksSent.Add();
+    for (const WriteRun& run : wb.runs) kWriteBackBytesSent.Add(run.bytes.size());
     CSHM_ASSIGN_OR_RETURN(std::string r, transport_->Call(at, kWriteBack, payload));
     return WriteBackReply::Decode(r);
   });

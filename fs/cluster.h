@@ -127,6 +127,10 @@ class Cluster {
   // Moves `ino` to `target` now (asks its owner, wherever it is).
   Status Migrate(uint64_t ino, uint32_t target);
   Result<std::string> Control(uint64_t ino, ownership::ControlOp op, uint32_t arg);
+  // Every node as this node sees it, each asked for its own figures (at most
+  // two seconds, in parallel), as one JSON object (user.cshm.cluster, read
+  // by `cshmctl status`; the fields are listed in docs/operations.md).
+  std::string StatusJson();
   Result<uint32_t> CurrentOwner(uint64_t ino);  // from the directory, not the cache
   uint64_t remote_fetches(uint64_t ino);
 
@@ -245,6 +249,8 @@ class Cluster {
   const net::ClusterConfig config_;
   const uint32_t self_;
   store::PageStore* const pages_;
+  void AddGauges();  // metrics read from this object; removed by Stop
+  void CountApplied(const std::vector<ownership::WriteRun>& runs);
   std::unique_ptr<TwinCache> twins_;
   std::unique_ptr<PendingWrites> pending_;
   ownership::OwnedSegments owned_;
@@ -319,6 +325,8 @@ class Cluster {
   // previous incarnation (kIncarnationSeen): NFS's grace period, without
   // reclaims.
   uint64_t incarnation_ = 0;
+  const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  ownership::NodeStatus OwnStatus();
   std::chrono::steady_clock::time_point grace_until_;  // GUARDED_BY(mu_)
   std::set<uint32_t> grace_seen_;                       // GUARDED_BY(mu_)
   bool grace_over_ = false;                             // GUARDED_BY(mu_)

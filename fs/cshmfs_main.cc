@@ -23,15 +23,17 @@
 #include <string>
 
 #include "common/log.h"
+#include "common/metrics.h"
 #include "fs/connection_watch.h"
 #include "fs/fuse_ops.h"
 #include "fs/mount_options.h"
 #include "fs/mountinfo.h"
+#include "net/metrics_server.h"
 
 namespace cshm::fs {
 namespace {
 
-constexpr char kVersion[] = "0.1.0";
+constexpr char kVersion[] = CSHM_VERSION;
 
 // Checks that `path` is an existing directory nobody has mounted on.
 Result<std::string> CheckMountpoint(const std::string& path) {
@@ -137,6 +139,21 @@ int Serve(const MountOptions& opts, const std::string& mountpoint, int report_fd
     return 1;
   }
 
+  // The Prometheus endpoint: the command line's address, else the config's
+  // for this node. A bad or taken address fails the start, before the mount.
+  std::string metrics_at = opts.metrics;
+  if (metrics_at.empty() && fo.cluster) metrics_at = fo.cluster->Find(fo.node_id)->metrics;
+  std::unique_ptr<net::MetricsServer> metrics;
+  if (!metrics_at.empty()) {
+    auto m = net::MetricsServer::Start(metrics_at, [] { return metrics::Registry::Default().Render(); });
+    if (!m.ok()) {
+      report(m.status().message() + " (the metrics address, from " +
+             (opts.metrics.empty() ? "the config's [[node]] metrics" : std::string("-o metrics / --metrics")) + ")");
+      return 1;
+    }
+    metrics = std::move(*m);
+  }
+
   std::vector<std::string> args = {"cshmfs"};
   std::string o = "fsname=cshm,subtype=cshmfs,default_permissions,max_read=" + std::to_string(kMaxRead);
   if (geteuid() == 0) o += ",allow_other";
@@ -213,6 +230,7 @@ int Serve(const MountOptions& opts, const std::string& mountpoint, int report_fd
   fuse_loop_cfg_set_max_threads(cfg, 64);
   int rc = fuse_session_loop_mt(se, cfg);
   fuse_loop_cfg_destroy(cfg);
+  metrics.reset();  // no scrape reads what Stop takes down
   (*fs)->Stop();
   fuse_session_unmount(se);
   StopConnectionWatch(watcher);

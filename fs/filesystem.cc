@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "common/metrics.h"
 #include "fs/cluster.h"
 #include "fs/twin_cache.h"
 #include "ownership/messages.h"
@@ -17,7 +18,24 @@ constexpr uint64_t kMaxFileSize = static_cast<uint64_t>(INT64_MAX);
 FileSystem::~FileSystem() { Stop(); }
 
 void FileSystem::Stop() {
+  metrics::Registry::Default().RemoveGauges(this);
   if (cluster_) cluster_->Stop();
+}
+
+void FileSystem::AddGauges() {
+  auto& r = metrics::Registry::Default();
+  store::PageStore* pages = pages_.get();
+  r.AddGauge(this, "cshm_page_store_bytes", "bytes the pages of the segments this node owns take on its disk",
+             [pages] { return std::vector<metrics::Sample>{{{}, static_cast<double>(pages->used())}}; });
+  r.AddGauge(this, "cshm_page_store_capacity_bytes", "the size cap of this node's pages (-o size)",
+             [pages] { return std::vector<metrics::Sample>{{{}, static_cast<double>(pages->capacity())}}; });
+  if (!ns_) return;  // the namespace's store is used on the metadata node only
+  store::MetaStore* db = meta_store_.get();
+  r.AddGauge(this, "cshm_rocksdb", "RocksDB's own figures of the namespace store, by property", [db] {
+    std::vector<metrics::Sample> out;
+    for (auto& [name, v] : db->Properties()) out.push_back({{{"property", name}}, static_cast<double>(v)});
+    return out;
+  });
 }
 
 void FileSystem::SetNotifier(std::function<void(uint64_t, uint64_t, uint64_t)> n) {
@@ -40,6 +58,7 @@ Result<std::unique_ptr<FileSystem>> FileSystem::Open(const FileSystemOptions& op
                                                          [pages](uint64_t ino, uint32_t) { return pages->Remove(ino); }));
     fs->ns_->ExpectNodes({});  // one node: its own kernel's references are all there are
     fs->meta_ = fs->ns_.get();
+    fs->AddGauges();
     return fs;
   }
   CSHM_ASSIGN_OR_RETURN(auto twins, TwinCache::Open(fs->state_dir_->path() + "/twins"));
@@ -55,6 +74,7 @@ Result<std::unique_ptr<FileSystem>> FileSystem::Open(const FileSystemOptions& op
   }
   CSHM_RETURN_IF_ERROR(cluster->Start(fs->ns_.get()));
   fs->meta_ = &cluster->meta();
+  fs->AddGauges();
   return fs;
 }
 
@@ -247,7 +267,7 @@ constexpr std::string_view kControlPrefix = "user.cshm.";
 bool IsControl(std::string_view name) {
   if (name.substr(0, kControlPrefix.size()) != kControlPrefix) return false;
   const std::string_view key = name.substr(kControlPrefix.size());
-  return key == "owner" || key == "pin" || key == "stats" || key == "remote_fetches";
+  return key == "owner" || key == "pin" || key == "stats" || key == "remote_fetches" || key == "cluster";
 }
 }  // namespace
 
@@ -259,6 +279,14 @@ Result<std::string> FileSystem::GetXattr(uint64_t ino, std::string_view name) {
   if (name.substr(0, 5) != "user.") return NoData("only user.* extended attributes exist on cshm");
   if (!IsControl(name)) return meta_->GetXattr(ino, name);
   const std::string_view key = name.substr(kControlPrefix.size());
+  if (key == "cluster") {
+    // The whole cluster's health, on any file or directory (cshmctl status).
+    if (cluster_) return cluster_->StatusJson();
+    return "{\"self\": " + std::to_string(node_id_) + ", \"metadata_node\": " + std::to_string(node_id_) +
+           ", \"nodes\": [\n  {\"id\": " + std::to_string(node_id_) + ", \"self\": true, \"reachable\": true, " +
+           "\"segments\": -1, \"page_bytes\": " + std::to_string(pages_->used()) + ", \"capacity_bytes\": " +
+           std::to_string(pages_->capacity()) + ", \"version\": \"" CSHM_VERSION "\"}\n]}\n";
+  }
   CSHM_ASSIGN_OR_RETURN(auto rec, meta_->GetAttr(ino));
   if (!rec.IsReg()) return NoData("only segments (regular files) have " + std::string(name));
   if (!cluster_) {
@@ -282,6 +310,7 @@ Result<std::string> FileSystem::GetXattr(uint64_t ino, std::string_view name) {
 Status FileSystem::SetXattr(uint64_t ino, std::string_view name, std::string_view value, int flags) {
   if (!IsControl(name)) return meta_->SetXattr(ino, name, value, flags);
   const std::string_view key = name.substr(kControlPrefix.size());
+  if (key == "cluster") return NotSupported(std::string(name) + " is read-only");
   CSHM_ASSIGN_OR_RETURN(auto rec, meta_->GetAttr(ino));
   if (!rec.IsReg()) return Invalid("only segments (regular files) can be controlled");
   std::string v(value);

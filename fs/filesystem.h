@@ -125,6 +125,7 @@ class FileSystem {
   FileSystem() = default;
   Result<std::shared_ptr<store::Segment>> RegularSegment(uint64_t ino);
 
+  void AddGauges();  // metrics read from this object; removed by Stop
   std::unique_ptr<store::StateDir> state_dir_;
   std::unique_ptr<store::MetaStore> meta_store_;
   std::unique_ptr<store::PageStore> pages_;

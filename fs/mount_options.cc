@@ -80,6 +80,9 @@ Status ApplyMountOption(std::string_view item, MountOptions* out) {
   } else if (key == "state_dir") {
     if (value.empty()) return Invalid("-o state_dir needs a directory");
     out->state_dir = std::string(value);
+  } else if (key == "metrics") {
+    if (value.empty()) return Invalid("-o metrics needs HOST:PORT");
+    out->metrics = std::string(value);
   } else if (key == "uid") {
     CSHM_ASSIGN_OR_RETURN(out->uid, ParseU32(key, value, 10));
   } else if (key == "gid") {
@@ -90,7 +93,7 @@ Status ApplyMountOption(std::string_view item, MountOptions* out) {
     // mount(8)-only
   } else {
     return Invalid("unknown mount option '" + std::string(item) +
-                   "' (known: size=, mode=, uid=, gid=, config=, node=, state_dir= and generic mount flags "
+                   "' (known: size=, mode=, uid=, gid=, config=, node=, state_dir=, metrics= and generic mount flags "
                    "such as ro, nosuid, noexec)");
   }
   return Status::Ok();
@@ -106,6 +109,7 @@ Result<MountOptions> ParseCommandLine(int argc, const char* const* argv) {
   app.add_flag("-d,--debug-fuse", opts.fuse_debug, "log every FUSE request (implies -f)");
   app.add_option("-o", o, "mount options: size=BYTES[k|m|g|%], mode=OCTAL, uid=N, gid=N, ro, nosuid, ...");
   app.add_option("--state-dir", opts.state_dir, "where this node keeps its data (default: per mount point)");
+  app.add_option("--metrics", opts.metrics, "serve Prometheus metrics at HOST:PORT (default: the config's, or none)");
   app.add_option("--config", opts.config, "cluster config file (TOML); without it, a one-node cluster");
   app.add_option("--node", opts.node, "this node's id in the cluster config");
   app.add_option("--log-level", opts.log_level, "trace, debug, info, warn, error or off")

@@ -28,6 +28,7 @@ struct MountOptions {
   std::optional<uint32_t> mode;
   std::optional<uint32_t> uid;
   std::optional<uint32_t> gid;
+  std::string metrics;  // HOST:PORT for the Prometheus endpoint; empty: the config's, if any
   // Generic mount flags passed on to the kernel/libfuse (ro, nosuid, ...).
   std::vector<std::string> fuse_options;
   bool show_help = false;

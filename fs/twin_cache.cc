@@ -152,4 +152,12 @@ std::string TwinCache::Bitmap(uint64_t ino) {
   return out;
 }
 
+uint64_t TwinCache::count() {
+  std::lock_guard<std::mutex> lock(mu_);
+  uint64_t n = 0;
+  for (const auto& [ino, stamps] : stored_)
+    for (uint64_t stamp : stamps) n += stamp != 0;
+  return n;
+}
+
 }  // namespace cshm::fs

@@ -53,6 +53,8 @@ class TwinCache : public ownership::OwnerTwinStore {
   void DropInodeUpTo(uint64_t ino, uint64_t stored_by);
   // One byte per page: 1 if this node holds a twin of it.
   std::string Bitmap(uint64_t ino);
+  // How many twins this node holds (one page each).
+  uint64_t count();
 
  private:
   explicit TwinCache(std::unique_ptr<store::PageStore> pages) : pages_(std::move(pages)) {}

@@ -12,6 +12,8 @@
 #include <sstream>
 #include <toml++/toml.h>
 
+#include "net/metrics_server.h"
+
 namespace cshm::net {
 namespace {
 
@@ -127,7 +129,15 @@ Result<ClusterConfig> ParseClusterConfig(std::string_view text, const std::strin
     if (!ids.insert(static_cast<uint32_t>(*id)).second) return bad("duplicate node id " + std::to_string(*id));
     if (!addrs.insert({*host, static_cast<uint16_t>(*port)}).second)
       return bad(which + " uses " + *host + ":" + std::to_string(*port) + " like another node");
-    c.nodes.push_back(NodeConfig{static_cast<uint32_t>(*id), *host, static_cast<uint16_t>(*port)});
+    std::string metrics;
+    if (auto node = (*t)["metrics"]) {
+      auto m = node.value<std::string>();
+      if (!m) return bad(which + ": metrics must be a string \"HOST:PORT\"");
+      auto split = SplitHostPort(*m);
+      if (!split.ok()) return bad(which + ": " + split.status().message());
+      metrics = *m;
+    }
+    c.nodes.push_back(NodeConfig{static_cast<uint32_t>(*id), *host, static_cast<uint16_t>(*port), metrics});
   }
   std::sort(c.nodes.begin(), c.nodes.end(), [](auto& a, auto& b) { return a.id < b.id; });
   c.metadata_node = c.nodes.front().id;

@@ -18,6 +18,7 @@
 //   id = 0
 //   host = "127.0.0.1"
 //   port = 7400
+//   metrics = "127.0.0.1:9464"         # optional: serve Prometheus metrics there
 //
 // Load() checks everything a user can get wrong and says what and where in
 // one line.
@@ -37,6 +38,7 @@ struct NodeConfig {
   uint32_t id = 0;
   std::string host;
   uint16_t port = 0;
+  std::string metrics;  // HOST:PORT of its Prometheus endpoint; empty: none
 };
 
 struct ClusterConfig {

@@ -882,6 +882,28 @@ bool Transport::LeaseHeld(uint32_t node) const {
   return it != impl_->leases.end() && it->second.have_lease && !it->second.lease_lost;
 }
 
+std::vector<Transport::PeerState> Transport::Peers() const {
+  std::vector<PeerState> out;
+  const auto now = Clock::now();
+  std::lock_guard<std::mutex> lock(impl_->lease_mu);
+  for (const NodeConfig& n : impl_->opts.config.nodes) {
+    if (n.id == impl_->opts.self) continue;
+    PeerState p;
+    p.node = n.id;
+    p.forgotten = true;
+    auto it = impl_->leases.find(n.id);
+    if (it != impl_->leases.end()) {
+      const auto& l = it->second;
+      p.heard = l.have_heard;
+      if (l.have_heard) p.since_heard = std::chrono::duration_cast<std::chrono::milliseconds>(now - l.heard);
+      p.lease_held = l.have_lease && !l.lease_lost;
+      p.forgotten = !l.have_heard || l.forgotten;
+    }
+    out.push_back(p);
+  }
+  return out;
+}
+
 uint32_t Transport::self() const { return impl_->opts.self; }
 const ClusterConfig& Transport::config() const { return impl_->opts.config; }
 uint64_t Transport::refused_peers() const { return impl_->refused; }

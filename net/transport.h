@@ -24,6 +24,7 @@
 #pragma once
 
 #include <chrono>
+#include <vector>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -128,6 +129,17 @@ class Transport {
   bool Forgotten(uint32_t node) const;
   // Whether our lease with `node` holds (it echoed a heartbeat recently).
   bool LeaseHeld(uint32_t node) const;
+
+  // What this node knows of each peer it has a lease entry for (for status
+  // and metrics): when it last heard from it, and the lease both ways.
+  struct PeerState {
+    uint32_t node = 0;
+    bool heard = false;                        // ever, since this node started
+    std::chrono::milliseconds since_heard{0};  // when heard
+    bool lease_held = false;                   // our lease with it holds (it echoed recently)
+    bool forgotten = false;                    // it was silent for a whole lease
+  };
+  std::vector<PeerState> Peers() const;
 
   uint32_t self() const;
   const ClusterConfig& config() const;

@@ -252,6 +252,28 @@ Result<MoveRef> MoveRef::Decode(std::string_view in) {
   return m;
 }
 
+std::string NodeStatus::Encode() const {
+  std::string out;
+  ByteWriter w(&out);
+  w.PutU32(node);
+  for (uint64_t v : {incarnation, uptime_ms, segments_owned, page_bytes, capacity_bytes, twin_bytes, kept_writebacks,
+                     queued_unlocks})
+    w.PutU64(v);
+  w.PutBytes(version);
+  return out;
+}
+Result<NodeStatus> NodeStatus::Decode(std::string_view in) {
+  NodeStatus m;
+  ByteReader r(in);
+  r.GetU32(&m.node);
+  for (uint64_t* v : {&m.incarnation, &m.uptime_ms, &m.segments_owned, &m.page_bytes, &m.capacity_bytes,
+                      &m.twin_bytes, &m.kept_writebacks, &m.queued_unlocks})
+    r.GetU64(v);
+  r.GetBytes(&m.version);
+  if (!r.AtEnd() || m.version.size() > 64) return Malformed("node status");
+  return m;
+}
+
 uint64_t PageHash(std::string_view page) { return XXH3_64bits(page.data(), page.size()); }
 
 std::string MigratePages::Encode() const {

@@ -52,6 +52,23 @@ enum MessageType : uint16_t {
   kMigrateCommit = 35,   // old owner -> target: MoveRef -> {}: the directory names you, serve it
   kMetaRefs = 36,        // metadata node -> node: {} -> meta::ReferenceSnapshot of what its kernel holds
   kHeldOrphans = 37,     // one-way, metadata node -> node: u64 inos it holds that have no name: drop their dentries
+  kNodeStatus = 38,      // anyone -> node: {} -> NodeStatus (cshmctl status)
+};
+
+// What a node says of itself for `cshmctl status`.
+struct NodeStatus {
+  uint32_t node = 0;
+  uint64_t incarnation = 0;
+  uint64_t uptime_ms = 0;
+  uint64_t segments_owned = 0;  // segments with state here (owned, staged, forwarding)
+  uint64_t page_bytes = 0;      // the page store's use...
+  uint64_t capacity_bytes = 0;  // ...and its cap
+  uint64_t twin_bytes = 0;
+  uint64_t kept_writebacks = 0;
+  uint64_t queued_unlocks = 0;
+  std::string version;
+  std::string Encode() const;
+  static Result<NodeStatus> Decode(std::string_view in);
 };
 
 // Migration (DESIGN.md "Migration"): the old owner freezes the segment, asks

@@ -58,7 +58,7 @@ echo "the counter reads $total on node 1 (expected 900)"
 
 say "4. A segment made on node 0 but used only by node 1 migrates to node 1"
 head -c $((8 << 20)) /dev/zero | tr '\0' 'm' > "$work/m0/busy"
-build/bin/cshmctl status "$work/m0" | grep busy
+build/bin/cshmctl segments "$work/m0" | grep busy
 python3 - "$work/m1/busy" <<'PY'
 import os, sys, time
 fd = os.open(sys.argv[1], os.O_RDONLY)
@@ -70,7 +70,7 @@ while time.monotonic() < deadline:
         break
 PY
 owner=$(build/bin/cshmctl where "$work/m2/busy")
-build/bin/cshmctl status "$work/m2" | grep busy
+build/bin/cshmctl segments "$work/m2" | grep busy
 [ "$owner" = 1 ] || fail "the segment did not move to node 1 (owner: $owner)"
 grep -h "migrated inode" "$work"/s0/cshmfs.log | tail -1
 

@@ -11,7 +11,7 @@ packages=(
   python3 gnuplot-nox
   python3-sysv-ipc stress-ng
   spin clang libclang-rt-14-dev
-  go-md2man lintian
+  go-md2man lintian nlohmann-json3-dev python3-prometheus-client
 )
 
 missing=()

@@ -353,4 +353,19 @@ Result<uint64_t> MetaStore::GetCounter(std::string_view name, uint64_t default_v
   return n;
 }
 
+std::vector<std::pair<std::string, uint64_t>> MetaStore::Properties() {
+  static constexpr const char* kNames[] = {"estimate-num-keys",       "live-sst-files-size",
+                                           "cur-size-all-mem-tables", "estimate-pending-compaction-bytes",
+                                           "num-running-compactions", "num-running-flushes",
+                                           "background-errors"};
+  std::vector<std::pair<std::string, uint64_t>> out;
+  std::shared_lock<std::shared_mutex> lock(db_mu_);
+  if (!db_) return out;
+  for (const char* name : kNames) {
+    uint64_t v = 0;
+    if (db_->GetIntProperty(std::string("rocksdb.") + name, &v)) out.emplace_back(name, v);
+  }
+  return out;
+}
+
 }  // namespace cshm::store

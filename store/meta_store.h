@@ -95,6 +95,10 @@ class MetaStore {
   Result<uint64_t> GetCounter(std::string_view name, uint64_t default_value);
   // Every inode number in the store (for start-up checks and tools).
   Status ListInodes(std::vector<uint64_t>* out);
+  // RocksDB's own figures (for metrics): estimated keys, live SST bytes,
+  // memtable bytes, pending compaction bytes, running compactions and
+  // flushes, background errors; "rocksdb.<property>" names without the prefix.
+  std::vector<std::pair<std::string, uint64_t>> Properties();
 
  private:
   MetaStore(rocksdb::DB* db, std::string dir, uint64_t headroom);

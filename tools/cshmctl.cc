@@ -1,18 +1,24 @@
-// cshmctl: a thin CLI over the control xattrs of a cshm mount (docs/migrator.md).
+// cshmctl: a thin CLI over the control xattrs of a cshm mount (docs/migrator.md,
+// docs/operations.md).
 //   cshmctl where FILE          the node that owns FILE's pages
 //   cshmctl migrate FILE NODE   move its ownership to NODE now
 //   cshmctl pin FILE | unpin FILE
 //   cshmctl stats FILE          owner, pin, size, decaying access rates per node
-//   cshmctl status DIR          every segment under DIR with its owner and rates
+//   cshmctl status [PATH]       every node of the cluster PATH is in: up or not,
+//                               what it holds, what is wrong (exit 2 if anything is)
+//   cshmctl segments DIR        every segment under DIR with its owner and rates
 // Works from any node: the request goes to wherever the segment lives.
 #include <sys/xattr.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -22,11 +28,97 @@ int Fail(const std::string& what) {
 }
 
 bool Get(const std::string& path, const char* name, std::string* out) {
-  char buf[4096];
-  ssize_t n = getxattr(path.c_str(), name, buf, sizeof(buf));
+  std::vector<char> buf(64 << 10);  // the largest xattr value Linux passes
+  ssize_t n = getxattr(path.c_str(), name, buf.data(), buf.size());
   if (n < 0) return false;
-  out->assign(buf, static_cast<size_t>(n));
+  out->assign(buf.data(), static_cast<size_t>(n));
   return true;
+}
+
+std::string Bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024 && u < 4) {
+    b /= 1024;
+    u++;
+  }
+  char out[32];
+  snprintf(out, sizeof out, u == 0 ? "%.0f %s" : "%.1f %s", b, units[u]);
+  return out;
+}
+
+std::string Seconds(double ms) {
+  char out[32];
+  if (ms < 1000) snprintf(out, sizeof out, "%.0f ms", ms);
+  else if (ms < 120000) snprintf(out, sizeof out, "%.1f s", ms / 1000);
+  else if (ms < 7200000) snprintf(out, sizeof out, "%.0f min", ms / 60000);
+  else snprintf(out, sizeof out, "%.1f h", ms / 3600000);
+  return out;
+}
+
+// The cluster's health as `path`'s node sees it: a table, then what is wrong
+// in plain words. Returns 0 if nothing is, 2 if anything is, 1 if it cannot tell.
+int Status(const std::string& path, bool json) {
+  std::string text;
+  if (!Get(path, "user.cshm.cluster", &text)) {
+    if (errno == ENOTSUP || errno == ENODATA) {
+      fprintf(stderr, "cshmctl: %s is not on a cshm mount\n", path.c_str());
+      return 1;
+    }
+    return Fail("asking the cluster's state through " + path);
+  }
+  nlohmann::json st = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (st.is_discarded() || !st.contains("nodes") || !st["nodes"].is_array()) {
+    fprintf(stderr, "cshmctl: the daemon's answer is not the cluster state this cshmctl knows (a different version?)\n");
+    return 1;
+  }
+  std::vector<std::string> wrong;
+  for (const auto& n : st["nodes"]) {
+    const std::string id = "node " + std::to_string(n.value("id", -1));
+    if (!n.value("reachable", false)) {
+      std::string why = id + " (" + n.value("address", "?") + ") does not answer: " + n.value("error", "?");
+      if (n.contains("last_heard_ms")) why += "; last heard " + Seconds(n["last_heard_ms"].get<double>()) + " ago";
+      else why += "; never heard since this node started";
+      wrong.push_back(why + ". Its segments cannot be read or written from here until it is back.");
+      continue;
+    }
+    if (!n.value("self", false) && !n.value("lease_held", false))
+      wrong.push_back(id + " answers but this node's lease with it has run out: this node trusts none of its pages "
+                      "and holds none of its locks until a heartbeat is echoed again.");
+    if (n.value("kept_writebacks", 0) > 0)
+      wrong.push_back(id + " keeps " + std::to_string(n["kept_writebacks"].get<uint64_t>()) +
+                      " write-back(s) an owner did not take; they are delivered when that owner answers.");
+    if (n.value("queued_unlocks", 0) > 0)
+      wrong.push_back(id + " has " + std::to_string(n["queued_unlocks"].get<uint64_t>()) +
+                      " unlock(s) an owner did not answer, sent again until it does.");
+    const double used = n.value("page_bytes", 0.0), cap = n.value("capacity_bytes", 0.0);
+    if (cap > 0 && used >= 0.9 * cap)
+      wrong.push_back(id + "'s pages use " + Bytes(used) + " of its " + Bytes(cap) +
+                      " cap: writes that need more space there get ENOSPC (raise -o size=, or move segments away).");
+  }
+  if (json) {
+    st["problems"] = wrong;
+    printf("%s\n", st.dump(2).c_str());
+    return wrong.empty() ? 0 : 2;
+  }
+  printf("%-5s %-22s %-5s %-10s %-9s %-8s %-21s %-7s %s\n", "NODE", "ADDRESS", "UP", "HEARD", "UPTIME",
+         "SEGMENTS", "PAGES / CAP", "KEPT", "INCARNATION");
+  for (const auto& n : st["nodes"]) {
+    const bool self = n.value("self", false), up = n.value("reachable", false);
+    std::string heard = self ? "self" : n.contains("last_heard_ms") ? Seconds(n["last_heard_ms"].get<double>()) + " ago" : "never";
+    std::string pages = up ? Bytes(n.value("page_bytes", 0.0)) + " / " + Bytes(n.value("capacity_bytes", 0.0)) : "-";
+    printf("%-5d %-22s %-5s %-10s %-9s %-8s %-21s %-7s %s%s\n", n.value("id", -1), n.value("address", "-").c_str(),
+           up ? "up" : "DOWN", heard.c_str(), up ? Seconds(n.value("uptime_ms", 0.0)).c_str() : "-",
+           up && n.value("segments", -1) >= 0 ? std::to_string(n["segments"].get<int64_t>()).c_str() : "-",
+           pages.c_str(), up ? std::to_string(n.value("kept_writebacks", 0)).c_str() : "-",
+           n.value("incarnation", "-").c_str(), n.value("id", -1) == st.value("metadata_node", -2) ? "  (metadata)" : "");
+  }
+  if (wrong.empty()) {
+    printf("healthy: every node answers\n");
+    return 0;
+  }
+  for (const std::string& w : wrong) printf("PROBLEM: %s\n", w.c_str());
+  return 2;
 }
 
 int Set(const std::string& path, const char* name, const std::string& value) {
@@ -55,8 +147,14 @@ int main(int argc, char** argv) {
   unpin->add_option("FILE", file)->required();
   auto* stats = app.add_subcommand("stats", "owner, pin, size and access rates of FILE");
   stats->add_option("FILE", file)->required();
-  auto* status = app.add_subcommand("status", "every segment under DIR");
-  status->add_option("DIR", dir)->required();
+  std::string at = ".";
+  bool json = false;
+  auto* status = app.add_subcommand("status", "every node of the cluster: up or not, what it holds, what is wrong "
+                                              "(exit 2 if anything is)");
+  status->add_option("PATH", at, "any path on the cshm mount (default: the current directory)");
+  status->add_flag("--json", json, "the same as JSON, for machines");
+  auto* segments = app.add_subcommand("segments", "every segment under DIR with its owner and access rates");
+  segments->add_option("DIR", dir)->required();
   CLI11_PARSE(app, argc, argv);
 
   std::string v;
@@ -72,6 +170,8 @@ int main(int argc, char** argv) {
     if (!Get(file, "user.cshm.stats", &v)) return Fail("reading the stats of " + file);
     printf("%s\n", v.c_str());
   } else if (*status) {
+    return Status(at, json);
+  } else if (*segments) {
     std::error_code ec;
     int n = 0;
     for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);

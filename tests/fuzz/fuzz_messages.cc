@@ -94,7 +94,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       break;
     }
     case 13: (void)ownership::DecodeU64(in); break;
-    case 14: RoundTrip<meta::ReferenceSnapshot>(in); break;
+    case 14:
+      RoundTrip<meta::ReferenceSnapshot>(in);
+      RoundTrip<ownership::NodeStatus>(in);
+      break;
   }
   return 0;
 }

@@ -32,6 +32,18 @@ TEST_F(ClusterConfigTest, ParsesNodesAndDefaults) {
   EXPECT_EQ(c->Find(3), nullptr);
 }
 
+TEST_F(ClusterConfigTest, ANodeMayServeMetricsAtAnAddressThatIsChecked) {
+  auto c = Parse("[[node]]\nid = 0\nhost = \"10.0.0.1\"\nport = 7400\nmetrics = \"10.0.0.1:9464\"\n"
+                 "[[node]]\nid = 1\nhost = \"10.0.0.2\"\nport = 7400\n");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->Find(0)->metrics, "10.0.0.1:9464");
+  EXPECT_EQ(c->Find(1)->metrics, "");  // off by default
+  EXPECT_NE(Error("[[node]]\nid = 0\nhost = \"h\"\nport = 1\nmetrics = \"9464\"\n").find("node 0: bad metrics address '9464'"),
+            std::string::npos);
+  EXPECT_NE(Error("[[node]]\nid = 0\nhost = \"h\"\nport = 1\nmetrics = 9464\n").find("metrics must be a string"),
+            std::string::npos);
+}
+
 TEST_F(ClusterConfigTest, EveryMistakeIsNamed) {
   const std::string n0 = "[[node]]\nid = 0\nhost = \"127.0.0.1\"\nport = 7400\n";
   EXPECT_NE(Error(n0 + n0).find("duplicate node id 0"), std::string::npos);

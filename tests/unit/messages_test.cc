@@ -5,6 +5,37 @@
 namespace cshm::ownership {
 namespace {
 
+TEST(NodeStatusTest, RoundTripsAndRefusesWhatIsNotOne) {
+  NodeStatus st;
+  st.node = 3;
+  st.incarnation = 0xfeedface12345678ull;
+  st.uptime_ms = 1234;
+  st.segments_owned = 7;
+  st.page_bytes = 4096;
+  st.capacity_bytes = 1 << 30;
+  st.twin_bytes = 8192;
+  st.kept_writebacks = 2;
+  st.queued_unlocks = 1;
+  st.version = "0.1.0";
+  auto back = NodeStatus::Decode(st.Encode());
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(back->node, 3u);
+  EXPECT_EQ(back->incarnation, st.incarnation);
+  EXPECT_EQ(back->uptime_ms, 1234u);
+  EXPECT_EQ(back->segments_owned, 7u);
+  EXPECT_EQ(back->page_bytes, 4096u);
+  EXPECT_EQ(back->capacity_bytes, 1u << 30);
+  EXPECT_EQ(back->twin_bytes, 8192u);
+  EXPECT_EQ(back->kept_writebacks, 2u);
+  EXPECT_EQ(back->queued_unlocks, 1u);
+  EXPECT_EQ(back->version, "0.1.0");
+  const std::string bytes = st.Encode();
+  EXPECT_FALSE(NodeStatus::Decode(bytes.substr(0, bytes.size() - 1)).ok());
+  EXPECT_FALSE(NodeStatus::Decode(bytes + "x").ok());
+  st.version = std::string(65, 'v');
+  EXPECT_FALSE(NodeStatus::Decode(st.Encode()).ok());
+}
+
 TEST(FetchReplyTest, FrameFilledInPlaceIsTheEncodedReply) {
   FetchReply want{12345, "hello, world"};
   std::string frame = FetchReply::Frame(64);

@@ -38,6 +38,16 @@ TEST(CommandLine, MountpointAndOptions) {
   EXPECT_EQ(o->state_dir, "/s");
 }
 
+TEST(CommandLine, TheMetricsAddressComesFromTheCommandLineOrAMountOption) {
+  auto flag = Parse({"/mnt/x", "--metrics", "127.0.0.1:9464"});
+  ASSERT_TRUE(flag.ok()) << flag.status().ToString();
+  EXPECT_EQ(flag->metrics, "127.0.0.1:9464");
+  auto o = Parse({"cshm", "/mnt/x", "-o", "metrics=[::1]:9464"});
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_EQ(o->metrics, "[::1]:9464");
+  EXPECT_FALSE(Parse({"/mnt/x", "-o", "metrics="}).ok());
+}
+
 TEST(CommandLine, MountHelperFormTakesSourceFirst) {
   auto o = Parse({"cshm", "/mnt/x", "-o", "rw,defaults"});
   ASSERT_TRUE(o.ok()) << o.status().ToString();
