@@ -37,6 +37,7 @@ class DelaySeam {
 const DelaySeam kSlowFetch("CSHM_TEST_SLOW_FETCH_MS");
 const DelaySeam kSlowTwinPatch("CSHM_TEST_SLOW_TWIN_PATCH_MS");
 const DelaySeam kSlowInvalidate("CSHM_TEST_SLOW_INVALIDATE_MS");
+const DelaySeam kSlowMigrateChunk("CSHM_TEST_SLOW_MIGRATE_CHUNK_MS");
 
 // What the data path counts (docs/operations.md "Metrics" lists them).
 metrics::Counter kFetchesServed("cshm_fetches_served_total", "page fetches this node answered as a segment's owner");
@@ -225,6 +226,11 @@ NodeStatus Cluster::OwnStatus() {
     for (auto& [ino, q] : unsent_unlocks_) st.queued_unlocks += q.size();
   }
   st.version = CSHM_VERSION;
+  if ((st.moving_ino = moving_.ino.load()) != 0) {
+    st.moving_target = moving_.target;
+    st.moving_done = moving_.done;
+    st.moving_total = moving_.total;
+  }
   return st;
 }
 
@@ -316,6 +322,10 @@ std::string Cluster::StatusJson() {
                             {"kept_writebacks", st->kept_writebacks},
                             {"queued_unlocks", st->queued_unlocks}})
         out += std::string(", \"") + key + "\": " + std::to_string(v);
+      if (st->moving_ino != 0)
+        out += ", \"moving\": {\"ino\": " + std::to_string(st->moving_ino) + ", \"target\": " +
+               std::to_string(st->moving_target) + ", \"done_pages\": " + std::to_string(st->moving_done) +
+               ", \"total_pages\": " + std::to_string(st->moving_total) + "}";
     }
     out += "}";
   }
@@ -1486,6 +1496,14 @@ Status Cluster::MoveSegment(uint64_t ino, uint32_t target, const std::string& wh
   if (!seg.ok()) return fail(seg.status());
   const uint64_t pages = (snap.size + kPageSize - 1) / kPageSize;
   const uint64_t target_bit = 1ull << target;
+  moving_.done = 0;
+  moving_.total = pages;
+  moving_.target = target;
+  moving_.ino = ino;
+  struct Done {
+    MoveProgress& m;
+    ~Done() { m.ino = 0; }
+  } done_moving{moving_};
   uint64_t sent = 0, repaired = 0;
   constexpr uint64_t kChunkPages = 2048;  // 8 MiB of data per message at most
   std::string page(kPageSize, '\0');
@@ -1522,8 +1540,10 @@ Status Cluster::MoveSegment(uint64_t ino, uint32_t target, const std::string& wh
         sent++;
       }
     }
+    kSlowMigrateChunk.At("a chunk of the move of inode", ino);
     auto r = transport_->Call(target, kMigratePages, m.Encode());
     if (!r.ok()) return fail(r.status());
+    moving_.done = std::min(pages, first + kChunkPages);
     auto reply = MigratePagesReply::Decode(*r);
     if (!reply.ok()) return fail(reply.status());
     if (!reply->need.empty()) {

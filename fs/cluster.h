@@ -275,6 +275,10 @@ class Cluster {
   // One migration at a time from this node. A move makes network calls while
   // holding it, so others wait for it at most a request deadline (then kBusy).
   std::timed_mutex migrate_mu_;
+  // The move under migrate_mu_, for status (ino 0: none): pages gone through of all.
+  struct MoveProgress {
+    std::atomic<uint64_t> ino{0}, target{0}, done{0}, total{0};
+  } moving_;
   // Migration, target: the moves being staged here (a query started them),
   // by inode. Installed ones serve nothing until they commit.
   struct Staged {

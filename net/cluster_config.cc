@@ -6,13 +6,12 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <fstream>
 #include <set>
 #include <sstream>
 #include <toml++/toml.h>
-
-#include "net/metrics_server.h"
 
 namespace cshm::net {
 namespace {
@@ -147,6 +146,26 @@ Result<ClusterConfig> ParseClusterConfig(std::string_view text, const std::strin
     c.metadata_node = static_cast<uint32_t>(*m);
   }
   return c;
+}
+
+Result<std::pair<std::string, uint16_t>> SplitHostPort(const std::string& address) {
+  const Status bad = Invalid("bad metrics address '" + address + "': give HOST:PORT, e.g. 127.0.0.1:9464");
+  std::string host, port;
+  if (!address.empty() && address[0] == '[') {
+    const size_t close = address.find(']');
+    if (close == std::string::npos || close + 1 >= address.size() || address[close + 1] != ':') return bad;
+    host = address.substr(1, close - 1);
+    port = address.substr(close + 2);
+  } else {
+    const size_t colon = address.rfind(':');
+    if (colon == std::string::npos || address.find(':') != colon) return bad;
+    host = address.substr(0, colon);
+    port = address.substr(colon + 1);
+  }
+  uint32_t p = 0;
+  auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
+  if (host.empty() || port.empty() || ec != std::errc() || end != port.data() + port.size() || p > 65535) return bad;
+  return std::pair{host, static_cast<uint16_t>(p)};
 }
 
 Result<ClusterConfig> LoadClusterConfig(const std::string& path) {

@@ -26,6 +26,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/status.h"
@@ -64,6 +65,9 @@ struct ClusterConfig {
 // paths are resolved against `base_dir`.
 Result<ClusterConfig> ParseClusterConfig(std::string_view text, const std::string& origin,
                                          const std::string& base_dir);
+// Splits HOST:PORT ("[::1]:9464" for IPv6); kInvalid with what is wrong.
+Result<std::pair<std::string, uint16_t>> SplitHostPort(const std::string& address);
+
 Result<ClusterConfig> LoadClusterConfig(const std::string& path);
 
 }  // namespace cshm::net

@@ -6,9 +6,10 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <charconv>
 #include <optional>
 #include <thread>
+
+#include "net/cluster_config.h"
 
 namespace cshm::net {
 
@@ -22,26 +23,6 @@ constexpr int kMaxConnections = 16;
 constexpr auto kRequestTimeout = std::chrono::seconds(5);
 constexpr size_t kMaxHeader = 8 << 10;
 }  // namespace
-
-Result<std::pair<std::string, uint16_t>> SplitHostPort(const std::string& address) {
-  const Status bad = Invalid("bad metrics address '" + address + "': give HOST:PORT, e.g. 127.0.0.1:9464");
-  std::string host, port;
-  if (!address.empty() && address[0] == '[') {
-    const size_t close = address.find(']');
-    if (close == std::string::npos || close + 1 >= address.size() || address[close + 1] != ':') return bad;
-    host = address.substr(1, close - 1);
-    port = address.substr(close + 2);
-  } else {
-    const size_t colon = address.rfind(':');
-    if (colon == std::string::npos || address.find(':') != colon) return bad;
-    host = address.substr(0, colon);
-    port = address.substr(colon + 1);
-  }
-  uint32_t p = 0;
-  auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
-  if (host.empty() || port.empty() || ec != std::errc() || end != port.data() + port.size() || p > 65535) return bad;
-  return std::pair{host, static_cast<uint16_t>(p)};
-}
 
 class MetricsServer::Impl {
  public:

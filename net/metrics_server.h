@@ -37,7 +37,4 @@ class MetricsServer {
   std::unique_ptr<Impl> impl_;
 };
 
-// Splits HOST:PORT ("[::1]:9464" for IPv6); kInvalid with what is wrong.
-Result<std::pair<std::string, uint16_t>> SplitHostPort(const std::string& address);
-
 }  // namespace cshm::net

@@ -66,6 +66,9 @@ struct NodeStatus {
   uint64_t twin_bytes = 0;
   uint64_t kept_writebacks = 0;
   uint64_t queued_unlocks = 0;
+  // The move from this node under way (moving_ino 0: none): pages of the
+  // segment gone through so far, of its total.
+  uint64_t moving_ino = 0, moving_target = 0, moving_done = 0, moving_total = 0;
   std::string version;
   std::string Encode() const;
   static Result<NodeStatus> Decode(std::string_view in);

@@ -8,16 +8,20 @@
 //                               what it holds, what is wrong (exit 2 if anything is)
 //   cshmctl segments DIR        every segment under DIR with its owner and rates
 // Works from any node: the request goes to wherever the segment lives.
+#include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cerrno>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -129,6 +133,54 @@ int Set(const std::string& path, const char* name, const std::string& value) {
   return 0;
 }
 
+// Moves `file` to `node`; with `progress`, a line on stderr that the node
+// moving it updates a few times a second (pages gone through, of all).
+int Migrate(const std::string& file, unsigned node, bool progress) {
+  struct stat st;
+  if (stat(file.c_str(), &st) != 0) return Fail("finding " + file);
+  std::mutex mu;
+  std::condition_variable cv;
+  bool finished = false, shown = false;
+  std::thread watcher;
+  if (progress) {
+    // Asked through the file's directory: the kernel holds the file's own
+    // inode lock while the move (a setxattr) runs.
+    const std::string dir = std::filesystem::path(file).parent_path().string();
+    watcher = std::thread([&, dir] {
+      std::unique_lock<std::mutex> lock(mu);
+      while (!cv.wait_for(lock, std::chrono::milliseconds(200), [&] { return finished; })) {
+        lock.unlock();
+        std::string text;
+        if (Get(dir.empty() ? "." : dir, "user.cshm.cluster", &text)) {
+          auto js = nlohmann::json::parse(text, nullptr, false);
+          if (!js.is_discarded() && js.contains("nodes") && js["nodes"].is_array())
+            for (const auto& n : js["nodes"]) {
+              if (!n.contains("moving") || n["moving"].value("ino", 0ull) != static_cast<uint64_t>(st.st_ino)) continue;
+              const double done = n["moving"].value("done_pages", 0.0), total = n["moving"].value("total_pages", 0.0);
+              fprintf(stderr, "\rmoving %s from node %d to node %d: %s of %s (%.0f %%)   ", file.c_str(),
+                      n.value("id", -1), n["moving"].value("target", -1), Bytes(done * 4096).c_str(),
+                      Bytes(total * 4096).c_str(), total > 0 ? 100 * done / total : 100.0);
+              shown = true;
+            }
+        }
+        lock.lock();
+      }
+    });
+  }
+  const int rc = Set(file, "user.cshm.owner", std::to_string(node));
+  if (watcher.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      finished = true;
+    }
+    cv.notify_all();
+    watcher.join();
+    if (shown) fprintf(stderr, "\n");
+  }
+  if (rc == 0) printf("%s now lives on node %u\n", file.c_str(), node);
+  return rc;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -141,6 +193,9 @@ int main(int argc, char** argv) {
   auto* migrate = app.add_subcommand("migrate", "move FILE's ownership to NODE now");
   migrate->add_option("FILE", file)->required();
   migrate->add_option("NODE", node)->required();
+  bool progress = isatty(2) != 0;
+  migrate->add_flag("--progress,!--no-progress", progress,
+                    "show how far the move is on stderr (default: when stderr is a terminal)");
   auto* pin = app.add_subcommand("pin", "pin FILE against automatic migration");
   pin->add_option("FILE", file)->required();
   auto* unpin = app.add_subcommand("unpin", "let FILE migrate automatically again");
@@ -162,8 +217,7 @@ int main(int argc, char** argv) {
     if (!Get(file, "user.cshm.owner", &v)) return Fail("reading the owner of " + file);
     printf("%s\n", v.c_str());
   } else if (*migrate) {
-    if (int rc = Set(file, "user.cshm.owner", std::to_string(node))) return rc;
-    printf("%s now lives on node %u\n", file.c_str(), node);
+    return Migrate(file, node, progress);
   } else if (*pin || *unpin) {
     return Set(file, "user.cshm.pin", *pin ? "1" : "0");
   } else if (*stats) {

@@ -63,8 +63,11 @@ for _ in $(seq 100); do [ -s "$dir/helper-state/cshmfs.pid" ] || break; pid=$(ca
 echo "== systemd unit"
 if command -v systemd-analyze >/dev/null; then
   unit="$dir/cshmfs@.service"
-  sed "s#/usr/local/bin/cshmfs#$bindir/cshmfs#" "$here/deploy/cshmfs@.service" > "$unit"
-  out=$(systemd-analyze verify "$unit" 2>&1 | grep -v -E "Failed to (prepare|create) |Cannot add dependency job|No such file|not running" || true)
+  # The unit names cshmfs without a path (systemd finds it in /usr/bin or
+  # /usr/local/bin); here it is the build's. Its man pages are not installed.
+  sed "s#^ExecStart=cshmfs #ExecStart=$bindir/cshmfs #" "$here/deploy/cshmfs@.service" > "$unit"
+  grep -q "^ExecStart=$bindir/cshmfs " "$unit" || fail "the unit's ExecStart is not 'cshmfs ...'"
+  out=$(systemd-analyze verify --man=no "$unit" 2>&1 | grep -v -E "Failed to (prepare|create) |Cannot add dependency job|No such file|not running" || true)
   [ -z "$out" ] || fail "systemd-analyze verify: $out"
 else
   echo "systemd-analyze not installed: skipped"

@@ -128,6 +128,28 @@ TEST(Migration, pinned_segments_stay_but_move_when_told) {
   EXPECT_EQ(SetX(c.path(0, "pinned"), "user.cshm.pin", "maybe"), EINVAL);
 }
 
+// A long move says how far it is: the old owner publishes the pages it has
+// gone through (user.cshm.cluster), and `cshmctl migrate --progress` prints
+// them while the move runs (by default only to a terminal).
+TEST(Migration, a_long_move_shows_how_far_it_is) {
+  TestCluster c(2, 3000, kNoAutoMigrate);
+  ASSERT_EQ(c.StartNode(0, {"CSHM_TEST_SLOW_MIGRATE_CHUNK_MS=500"}), "");
+  ASSERT_EQ(c.StartNode(1), "");
+  const size_t size = 24 << 20;  // three chunks of 8 MiB
+  Fill(c.path(0, "big"), size, 'b');
+  CommandResult r = RunCommand({CshmctlBinary(), "migrate", "--progress", c.path(1, "big"), "1"}, 60s);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("moving " + c.path(1, "big") + " from node 0 to node 1: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(" of 24.0 MiB ("), std::string::npos) << r.err;
+  EXPECT_EQ(r.out, c.path(1, "big") + " now lives on node 1\n");
+  EXPECT_EQ(GetX(c.path(0, "big"), "user.cshm.owner"), "1");
+  char status[65536];
+  ssize_t n = getxattr(c.path(0, "").c_str(), "user.cshm.cluster", status, sizeof status);
+  ASSERT_GT(n, 0);
+  EXPECT_EQ(std::string(status, static_cast<size_t>(n)).find("\"moving\""), std::string::npos)
+      << "a move still shown after it ended";
+}
+
 // The control attributes are virtual. Seen before: removexattr of
 // user.cshm.pin deleted the stored pin while the owner's pin in memory stayed
 // set, and listxattr showed it.

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 
+#include "net/cluster_config.h"
 #include "net/metrics_server.h"
 
 namespace cshm::metrics {
