@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -65,6 +66,28 @@ bool Allowed(const struct stat& st, uid_t cuid, gid_t cgid, int requested) {
   return (req & ~granted & 07) == 0;
 }
 
+// A segment's bookkeeping (its user.cshm.* xattrs) needs read and write
+// permission on its file, which the segment's mode may deny its owner; Linux
+// lets the owner remove or lock a segment whatever its mode. So for those
+// calls the owner lends itself u+rw on the file and gives it back after.
+// (A creator that is no longer the owner, after IPC_SET, cannot: it gets
+// what the mode allows.)
+class OwnerAccess {
+ public:
+  OwnerAccess(const std::string& path, const struct stat& st) : path_(path), mode_(st.st_mode & 07777) {
+    if (geteuid() != 0 && geteuid() == st.st_uid && (mode_ & 0600) != 0600)
+      lent_ = chmod(path_.c_str(), mode_ | 0600) == 0;
+  }
+  ~OwnerAccess() {
+    if (lent_) (void)!chmod(path_.c_str(), mode_);  // ENOENT if the call destroyed it
+  }
+
+ private:
+  const std::string path_;
+  const mode_t mode_;
+  bool lent_ = false;
+};
+
 }  // namespace
 
 std::string SysvSegments::IdPath(int shmid) const { return Dir() + "/id-" + std::to_string(shmid); }
@@ -107,21 +130,29 @@ int SysvSegments::Create(key_t key, size_t size, int flags) {
   int fd = open(tmp_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return -1;
   struct stat st;
-  if (ftruncate(fd, static_cast<off_t>(size)) != 0 || fstat(fd, &st) != 0 || fchmod(fd, flags & 0777) != 0) {
+  if (ftruncate(fd, static_cast<off_t>(size)) != 0 || fstat(fd, &st) != 0) {
     int err = errno;
     close(fd);
     unlink(tmp_path.c_str());
     return Fail(err == EFBIG ? EINVAL : err == ENOSPC ? ENOSPC : err);
   }
-  close(fd);
   const int shmid = kIdBit | static_cast<int>(st.st_ino & (kIdBit - 1));
   const std::string id_path = IdPath(shmid);
+  // The bookkeeping first, while the file is still 0600: a mode without
+  // owner read and write (0, 0400, ...) would refuse the xattrs.
   SetU64(tmp_path, "user.cshm.key", static_cast<unsigned>(key));
   SetU64(tmp_path, "user.cshm.size", size);
   SetU64(tmp_path, "user.cshm.cpid", static_cast<unsigned long long>(getpid()));
   SetU64(tmp_path, "user.cshm.cuid", geteuid());
   SetU64(tmp_path, "user.cshm.cgid", getegid());
   SetU64(tmp_path, "user.cshm.ctime", static_cast<unsigned long long>(time(nullptr)));
+  if (fchmod(fd, flags & 0777) != 0) {
+    int err = errno;
+    close(fd);
+    unlink(tmp_path.c_str());
+    return Fail(err);
+  }
+  close(fd);
   if (link(tmp_path.c_str(), id_path.c_str()) != 0) {
     int err = errno;
     unlink(tmp_path.c_str());
@@ -328,6 +359,8 @@ int SysvSegments::Control(int shmid, int cmd, struct shmid_ds* buf) {
   const std::string id = IdPath(shmid);
   struct stat st;
   if (stat(id.c_str(), &st) != 0) return Fail(EINVAL);
+  std::optional<OwnerAccess> lend;
+  if (cmd == IPC_RMID || cmd == SHM_LOCK || cmd == SHM_UNLOCK) lend.emplace(id, st);
   const uid_t cuid = static_cast<uid_t>(GetU64(id, "user.cshm.cuid", st.st_uid));
   const gid_t cgid = static_cast<gid_t>(GetU64(id, "user.cshm.cgid", st.st_gid));
   const bool removed = GetU64(id, "user.cshm.removed") != 0;
@@ -343,7 +376,8 @@ int SysvSegments::Control(int shmid, int cmd, struct shmid_ds* buf) {
       buf->shm_perm.gid = st.st_gid;
       buf->shm_perm.cuid = cuid;
       buf->shm_perm.cgid = cgid;
-      buf->shm_perm.mode = static_cast<unsigned short>((st.st_mode & 0777) | (removed ? SHM_DEST : 0));
+      buf->shm_perm.mode = static_cast<unsigned short>((st.st_mode & 0777) | (removed ? SHM_DEST : 0) |
+                                                       (GetU64(id, "user.cshm.locked") != 0 ? SHM_LOCKED : 0));
       buf->shm_segsz = static_cast<size_t>(GetU64(id, "user.cshm.size", static_cast<unsigned long long>(st.st_size)));
       buf->shm_atime = static_cast<time_t>(GetU64(id, "user.cshm.atime"));
       buf->shm_dtime = static_cast<time_t>(GetU64(id, "user.cshm.dtime"));
@@ -387,7 +421,10 @@ int SysvSegments::Control(int shmid, int cmd, struct shmid_ds* buf) {
     case SHM_LOCK:
     case SHM_UNLOCK:
       if (geteuid() != 0 && geteuid() != st.st_uid && geteuid() != cuid) return Fail(EPERM);
-      return 0;  // accepted: cshm pages are not swapped out by the kernel anyway
+      // Kept for IPC_STAT (SHM_LOCKED); cshm's pages are its state dir's
+      // files, which the kernel does not swap, so there is nothing to pin.
+      if (setxattr(id.c_str(), "user.cshm.locked", cmd == SHM_LOCK ? "1" : "0", 1, 0) != 0) return -1;
+      return 0;
     default:
       return Fail(EINVAL);
   }

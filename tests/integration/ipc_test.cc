@@ -242,6 +242,48 @@ TEST_F(IpcShimTest, only_users_who_may_attach_can_register_attachments) {
   EXPECT_FALSE(std::filesystem::exists(att)) << "the attachment directory outlived its segment";
 }
 
+// The owner removes and locks its segment whatever the segment's mode, as on
+// Linux. Seen before (LTP shmctl02, shmget04): with mode 0, 0200 or 0400 the
+// shim could not write its bookkeeping xattrs, IPC_RMID returned 0 and did
+// nothing (the key stayed taken, the files stayed for ever); and SHM_LOCK
+// returned 0 but IPC_STAT never showed SHM_LOCKED (LTP shmctl07).
+TEST_F(IpcShimTest, the_owner_removes_and_locks_its_segment_whatever_its_mode) {
+  const std::string mount = M(0);
+  const key_t base = 0x75000000 + getpid() % 0xfff0;
+  pid_t child = fork();
+  if (child == 0) {  // an ordinary user, as LTP runs it
+    if (setgid(65534) != 0 || setuid(65534) != 0) _exit(2);
+    ipc::SysvSegments segments(mount);
+    int step = 10;
+    for (int mode : {0, 0200, 0400}) {
+      const key_t key = base + mode;
+      const int id = segments.Get(key, 4096, IPC_CREAT | IPC_EXCL | mode);
+      if (id < 0) _exit(step + 1);
+      if (segments.Control(id, IPC_RMID, nullptr) != 0) _exit(step + 2);
+      struct stat st;
+      const std::string file = mount + "/.sysv/id-" + std::to_string(id);
+      if (stat(file.c_str(), &st) == 0) _exit(step + 3);  // nobody attached: gone at once
+      const int again = segments.Get(key, 4096, IPC_CREAT | IPC_EXCL | 0600);
+      if (again < 0) _exit(step + 4);  // the key is free
+      if (segments.Control(again, IPC_RMID, nullptr) != 0) _exit(step + 5);
+      step += 10;
+    }
+    const int id = segments.Get(IPC_PRIVATE, 4096, IPC_CREAT | 0600);
+    struct shmid_ds ds;
+    if (id < 0 || segments.Control(id, SHM_LOCK, nullptr) != 0 || segments.Control(id, IPC_STAT, &ds) != 0)
+      _exit(41);
+    if (!(ds.shm_perm.mode & SHM_LOCKED) || (ds.shm_perm.mode & 0777) != 0600) _exit(42);
+    if (segments.Control(id, SHM_UNLOCK, nullptr) != 0 || segments.Control(id, IPC_STAT, &ds) != 0) _exit(43);
+    if (ds.shm_perm.mode & SHM_LOCKED) _exit(44);
+    _exit(segments.Control(id, IPC_RMID, nullptr) == 0 ? 0 : 45);
+  }
+  int status = 0;
+  ASSERT_TRUE(WaitForExit(child, 30s, &status));
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "step: 1x mode 0, 2x 0200, 3x 0400 (x: 1 create, 2 IPC_RMID, 3 file left, "
+                                       "4 key still taken, 5 second IPC_RMID); 41-45 SHM_LOCK";
+}
+
 TEST_F(IpcShimTest, keys_out_of_scope_and_a_missing_mount_fall_through) {
   // CSHM_KEYS: this key is outside, so it is the kernel's (nothing under
   // .sysv). Kernel keys are machine-wide: make them this process's.
