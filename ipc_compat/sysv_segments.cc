@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -172,9 +173,41 @@ int SysvSegments::Create(key_t key, size_t size, int flags) {
   return shmid;
 }
 
+namespace {
+// A limit of this node's kernel (/proc/sys/kernel/shm*, per IPC namespace), or `dflt`.
+unsigned long long KernelLimit(const char* name, unsigned long long dflt) {
+  FILE* f = fopen((std::string("/proc/sys/kernel/") + name).c_str(), "re");
+  if (f == nullptr) return dflt;
+  unsigned long long v = dflt;
+  if (fscanf(f, "%llu", &v) != 1) v = dflt;
+  fclose(f);
+  return v;
+}
+}  // namespace
+
+int SysvSegments::CheckNew(size_t size, int flags) {
+  // The kernel's checks for a new segment, with its limits: shmmax per
+  // segment, shmmni segments (counted over the whole mount: cluster-wide).
+  if (size < 1 || size > std::min<unsigned long long>(kShmMax, KernelLimit("shmmax", kShmMax))) return Fail(EINVAL);
+  if (flags & SHM_HUGETLB) {
+    // Huge pages need privilege, and pages to give; cshm's pages are
+    // ordinary ones whichever is asked.
+    if (geteuid() != 0) return Fail(EPERM);
+    if (KernelLimit("../vm/nr_hugepages", 0) == 0) return Fail(ENOMEM);
+  }
+  const unsigned long long mni = KernelLimit("shmmni", 4096);
+  if (DIR* d = opendir(Dir().c_str())) {
+    unsigned long long n = 0;
+    while (dirent* e = readdir(d)) n += strncmp(e->d_name, "id-", 3) == 0;
+    closedir(d);
+    if (n >= mni) return Fail(ENOSPC);
+  }
+  return 0;
+}
+
 int SysvSegments::Get(key_t key, size_t size, int flags) {
   if (key == IPC_PRIVATE) {
-    if (size < 1 || size > kShmMax) return Fail(EINVAL);
+    if (CheckNew(size, flags) != 0) return -1;
     return Create(key, size, flags);
   }
   for (int attempt = 0; attempt < 3; attempt++) {
@@ -191,7 +224,7 @@ int SysvSegments::Get(key_t key, size_t size, int flags) {
     }
     if (errno != ENOENT) return -1;
     if (!(flags & IPC_CREAT)) return Fail(ENOENT);
-    if (size < 1 || size > kShmMax) return Fail(EINVAL);
+    if (CheckNew(size, flags) != 0) return -1;
     int r = Create(key, size, flags);
     if (r != -2) return r;
     // Lost a race with another creator: look again.

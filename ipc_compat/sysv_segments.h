@@ -63,6 +63,8 @@ class SysvSegments {
   std::string KeyPath(key_t key) const;
   int EnsureDir();
   int Create(key_t key, size_t size, int flags);
+  // -1 (errno set) if the kernel would refuse a new segment of `size` with `flags`.
+  int CheckNew(size_t size, int flags);
   int Register(int shmid, Attachment* a);
   int CountAttached(int shmid);
   void MaybeDestroy(int shmid);

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
+#include <sched.h>
 #include <sys/shm.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -282,6 +283,44 @@ TEST_F(IpcShimTest, the_owner_removes_and_locks_its_segment_whatever_its_mode) {
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0) << "step: 1x mode 0, 2x 0200, 3x 0400 (x: 1 create, 2 IPC_RMID, 3 file left, "
                                        "4 key still taken, 5 second IPC_RMID); 41-45 SHM_LOCK";
+}
+
+// The kernel's limits apply to the cluster's segments, read from this node's
+// /proc/sys/kernel (set here in an IPC namespace of the child's own, so the
+// machine's stay as they are). Seen before (LTP shmget02, shmget03): a size
+// past shmmax and a segment past shmmni were created, SHM_HUGETLB accepted.
+TEST_F(IpcShimTest, the_kernels_limits_apply_to_new_segments) {
+  const std::string mount = M(0);
+  pid_t child = fork();
+  if (child == 0) {
+    if (unshare(CLONE_NEWIPC) != 0) _exit(2);
+    std::ofstream("/proc/sys/kernel/shmmax") << 65536;
+    std::ofstream("/proc/sys/kernel/shmmni") << 3;
+    ipc::SysvSegments segments(mount);
+    if (segments.Get(IPC_PRIVATE, 65537, IPC_CREAT | 0600) != -1 || errno != EINVAL) _exit(10);
+    int ids[3];
+    for (int& id : ids)
+      if ((id = segments.Get(IPC_PRIVATE, 65536, IPC_CREAT | 0600)) < 0) _exit(11);
+    const bool full = segments.Get(IPC_PRIVATE, 4096, IPC_CREAT | 0600) == -1 && errno == ENOSPC;
+    for (int id : ids) segments.Control(id, IPC_RMID, nullptr);
+    if (!full) _exit(12);
+    if (segments.Get(IPC_PRIVATE, 4096, IPC_CREAT | 0600) < 0) _exit(13);  // room again
+    if (access("/proc/sys/vm/nr_hugepages", R_OK) == 0) {
+      std::ifstream hp("/proc/sys/vm/nr_hugepages");
+      long n = -1;
+      hp >> n;
+      if (n == 0 && (segments.Get(IPC_PRIVATE, 4096, IPC_CREAT | SHM_HUGETLB | 0600) != -1 || errno != ENOMEM))
+        _exit(14);
+    }
+    if (setgid(65534) != 0 || setuid(65534) != 0) _exit(3);
+    if (segments.Get(IPC_PRIVATE, 4096, IPC_CREAT | SHM_HUGETLB | 0600) != -1 || errno != EPERM) _exit(15);
+    _exit(0);
+  }
+  int status = 0;
+  ASSERT_TRUE(WaitForExit(child, 30s, &status));
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "10 shmmax, 11 create, 12 shmmni, 13 after freeing, 14 SHM_HUGETLB as root "
+                                       "without huge pages, 15 SHM_HUGETLB unprivileged";
 }
 
 TEST_F(IpcShimTest, keys_out_of_scope_and_a_missing_mount_fall_through) {
