@@ -221,10 +221,7 @@ NodeStatus Cluster::OwnStatus() {
   st.capacity_bytes = pages_->capacity();
   st.twin_bytes = twins_->count() * kPageSize;
   st.kept_writebacks = pending_->size();
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (auto& [ino, q] : unsent_unlocks_) st.queued_unlocks += q.size();
-  }
+  st.queued_unlocks = QueuedUnlocks();
   st.version = CSHM_VERSION;
   if ((st.moving_ino = moving_.ino.load()) != 0) {
     st.moving_target = moving_.target;
@@ -332,9 +329,26 @@ std::string Cluster::StatusJson() {
   return out + "\n]}\n";
 }
 
+size_t Cluster::QueuedUnlocks() {
+  std::lock_guard<std::mutex> lock(mu_);
+  size_t n = 0;
+  for (auto& [ino, q] : unsent_unlocks_) n += q.size();
+  return n;
+}
+
+namespace {
+// The changed bytes a write-back carries (counted once per write-back: a
+// diff of interleaved writers is many small runs).
+uint64_t RunBytes(const std::vector<WriteRun>& runs) {
+  uint64_t n = 0;
+  for (const WriteRun& run : runs) n += run.bytes.size();
+  return n;
+}
+}  // namespace
+
 void Cluster::CountApplied(const std::vector<WriteRun>& runs) {
   kWriteBacksApplied.Add();
-  for (const WriteRun& run : runs) kWriteBackBytesApplied.Add(run.bytes.size());
+  kWriteBackBytesApplied.Add(RunBytes(runs));
 }
 
 void Cluster::AddGauges() {
@@ -357,12 +371,7 @@ void Cluster::AddGauges() {
   r.AddGauge(this, "cshm_kept_writebacks", "write-backs an unreachable owner did not take, kept in the state dir",
              [this, one] { return one(static_cast<double>(pending_->size())); });
   r.AddGauge(this, "cshm_queued_unlocks", "unlocks the owner did not answer, to be sent again",
-             [this, one] {
-               std::lock_guard<std::mutex> lock(mu_);
-               size_t n = 0;
-               for (auto& [ino, q] : unsent_unlocks_) n += q.size();
-               return one(static_cast<double>(n));
-             });
+             [this, one] { return one(static_cast<double>(QueuedUnlocks())); });
   r.AddGauge(this, "cshm_twin_bytes", "bytes of the twins this node keeps in its state dir (a copy of each page "
              "its kernel fetched from another node, as fetched)",
              [this, one] { return one(static_cast<double>(twins_->count() * kPageSize)); });
@@ -1815,7 +1824,7 @@ Status Cluster::Deliver(const WriteBackRequest& wb, bool* rounds_pending, uint32
     if (at == self_) return ApplyAsOwner(self_, wb);
     if (payload.empty()) payload = wb.Encode();
     kWriteBacksSent.Add();
-    for (const WriteRun& run : wb.runs) kWriteBackBytesSent.Add(run.bytes.size());
+    kWriteBackBytesSent.Add(RunBytes(wb.runs));
     CSHM_ASSIGN_OR_RETURN(std::string r, transport_->Call(at, kWriteBack, payload));
     return WriteBackReply::Decode(r);
   });

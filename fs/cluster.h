@@ -331,6 +331,7 @@ class Cluster {
   uint64_t incarnation_ = 0;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   ownership::NodeStatus OwnStatus();
+  size_t QueuedUnlocks();  // unlocks in unsent_unlocks_, all inodes
   std::chrono::steady_clock::time_point grace_until_;  // GUARDED_BY(mu_)
   std::set<uint32_t> grace_seen_;                       // GUARDED_BY(mu_)
   bool grace_over_ = false;                             // GUARDED_BY(mu_)

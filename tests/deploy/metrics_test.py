@@ -163,7 +163,6 @@ fcntl.lockf(fd, fcntl.LOCK_UN)
                 fail("%s: answered %r, expected %r" % (what, got[:60], want))
             scrape(base + 1)
         silent = [socket.create_connection(("127.0.0.1", base + 1), timeout=10) for _ in range(40)]
-        scrape_ok = False
         for s in silent:
             s.close()
         wait_for(lambda: bool(scrape(base + 1)), 10, "a scrape after 40 idle connections")

@@ -21,9 +21,7 @@ fi
 work=$(mktemp -d /tmp/cshm-pkg.XXXXXX)
 installed=
 cleanup() {
-  for m in "$work/mnt"; do
-    if mountpoint -q "$m" 2>/dev/null; then fusermount3 -u "$m" 2>/dev/null || umount -l "$m"; fi
-  done
+  if mountpoint -q "$work/mnt" 2>/dev/null; then fusermount3 -u "$work/mnt" 2>/dev/null || umount -l "$work/mnt"; fi
   if [ -n "$installed" ]; then dpkg --purge cshm >/dev/null 2>&1 || true; fi
   rm -rf "$work"
 }

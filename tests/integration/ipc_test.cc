@@ -251,37 +251,33 @@ TEST_F(IpcShimTest, only_users_who_may_attach_can_register_attachments) {
 TEST_F(IpcShimTest, the_owner_removes_and_locks_its_segment_whatever_its_mode) {
   const std::string mount = M(0);
   const key_t base = 0x75000000 + getpid() % 0xfff0;
-  pid_t child = fork();
-  if (child == 0) {  // an ordinary user, as LTP runs it
-    if (setgid(65534) != 0 || setuid(65534) != 0) _exit(2);
+  CommandResult r = RunInChild([&]() -> int {  // an ordinary user, as LTP runs it
+    if (setgid(65534) != 0 || setuid(65534) != 0) return 2;
     ipc::SysvSegments segments(mount);
     int step = 10;
     for (int mode : {0, 0200, 0400}) {
       const key_t key = base + mode;
       const int id = segments.Get(key, 4096, IPC_CREAT | IPC_EXCL | mode);
-      if (id < 0) _exit(step + 1);
-      if (segments.Control(id, IPC_RMID, nullptr) != 0) _exit(step + 2);
+      if (id < 0) return step + 1;
+      if (segments.Control(id, IPC_RMID, nullptr) != 0) return step + 2;
       struct stat st;
       const std::string file = mount + "/.sysv/id-" + std::to_string(id);
-      if (stat(file.c_str(), &st) == 0) _exit(step + 3);  // nobody attached: gone at once
+      if (stat(file.c_str(), &st) == 0) return step + 3;  // nobody attached: gone at once
       const int again = segments.Get(key, 4096, IPC_CREAT | IPC_EXCL | 0600);
-      if (again < 0) _exit(step + 4);  // the key is free
-      if (segments.Control(again, IPC_RMID, nullptr) != 0) _exit(step + 5);
+      if (again < 0) return step + 4;  // the key is free
+      if (segments.Control(again, IPC_RMID, nullptr) != 0) return step + 5;
       step += 10;
     }
     const int id = segments.Get(IPC_PRIVATE, 4096, IPC_CREAT | 0600);
     struct shmid_ds ds;
     if (id < 0 || segments.Control(id, SHM_LOCK, nullptr) != 0 || segments.Control(id, IPC_STAT, &ds) != 0)
-      _exit(41);
-    if (!(ds.shm_perm.mode & SHM_LOCKED) || (ds.shm_perm.mode & 0777) != 0600) _exit(42);
-    if (segments.Control(id, SHM_UNLOCK, nullptr) != 0 || segments.Control(id, IPC_STAT, &ds) != 0) _exit(43);
-    if (ds.shm_perm.mode & SHM_LOCKED) _exit(44);
-    _exit(segments.Control(id, IPC_RMID, nullptr) == 0 ? 0 : 45);
-  }
-  int status = 0;
-  ASSERT_TRUE(WaitForExit(child, 30s, &status));
-  ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 0) << "step: 1x mode 0, 2x 0200, 3x 0400 (x: 1 create, 2 IPC_RMID, 3 file left, "
+      return 41;
+    if (!(ds.shm_perm.mode & SHM_LOCKED) || (ds.shm_perm.mode & 0777) != 0600) return 42;
+    if (segments.Control(id, SHM_UNLOCK, nullptr) != 0 || segments.Control(id, IPC_STAT, &ds) != 0) return 43;
+    if (ds.shm_perm.mode & SHM_LOCKED) return 44;
+    return segments.Control(id, IPC_RMID, nullptr) == 0 ? 0 : 45;
+  }, 30s);
+  EXPECT_EQ(r.exit_code, 0) << "step: 1x mode 0, 2x 0200, 3x 0400 (x: 1 create, 2 IPC_RMID, 3 file left, "
                                        "4 key still taken, 5 second IPC_RMID); 41-45 SHM_LOCK";
 }
 
@@ -291,35 +287,33 @@ TEST_F(IpcShimTest, the_owner_removes_and_locks_its_segment_whatever_its_mode) {
 // past shmmax and a segment past shmmni were created, SHM_HUGETLB accepted.
 TEST_F(IpcShimTest, the_kernels_limits_apply_to_new_segments) {
   const std::string mount = M(0);
-  pid_t child = fork();
-  if (child == 0) {
-    if (unshare(CLONE_NEWIPC) != 0) _exit(2);
+  CommandResult r = RunInChild([&]() -> int {
+    if (unshare(CLONE_NEWIPC) != 0) return 2;
     std::ofstream("/proc/sys/kernel/shmmax") << 65536;
     std::ofstream("/proc/sys/kernel/shmmni") << 3;
     ipc::SysvSegments segments(mount);
-    if (segments.Get(IPC_PRIVATE, 65537, IPC_CREAT | 0600) != -1 || errno != EINVAL) _exit(10);
+    if (segments.Get(IPC_PRIVATE, 65537, IPC_CREAT | 0600) != -1 || errno != EINVAL) return 10;
     int ids[3];
     for (int& id : ids)
-      if ((id = segments.Get(IPC_PRIVATE, 65536, IPC_CREAT | 0600)) < 0) _exit(11);
+      if ((id = segments.Get(IPC_PRIVATE, 65536, IPC_CREAT | 0600)) < 0) return 11;
     const bool full = segments.Get(IPC_PRIVATE, 4096, IPC_CREAT | 0600) == -1 && errno == ENOSPC;
     for (int id : ids) segments.Control(id, IPC_RMID, nullptr);
-    if (!full) _exit(12);
-    if (segments.Get(IPC_PRIVATE, 4096, IPC_CREAT | 0600) < 0) _exit(13);  // room again
+    if (!full) return 12;
+    const int again = segments.Get(IPC_PRIVATE, 4096, IPC_CREAT | 0600);  // room again
+    if (again < 0) return 13;
+    segments.Control(again, IPC_RMID, nullptr);
     if (access("/proc/sys/vm/nr_hugepages", R_OK) == 0) {
       std::ifstream hp("/proc/sys/vm/nr_hugepages");
       long n = -1;
       hp >> n;
       if (n == 0 && (segments.Get(IPC_PRIVATE, 4096, IPC_CREAT | SHM_HUGETLB | 0600) != -1 || errno != ENOMEM))
-        _exit(14);
+        return 14;
     }
-    if (setgid(65534) != 0 || setuid(65534) != 0) _exit(3);
-    if (segments.Get(IPC_PRIVATE, 4096, IPC_CREAT | SHM_HUGETLB | 0600) != -1 || errno != EPERM) _exit(15);
-    _exit(0);
-  }
-  int status = 0;
-  ASSERT_TRUE(WaitForExit(child, 30s, &status));
-  ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 0) << "10 shmmax, 11 create, 12 shmmni, 13 after freeing, 14 SHM_HUGETLB as root "
+    if (setgid(65534) != 0 || setuid(65534) != 0) return 3;
+    if (segments.Get(IPC_PRIVATE, 4096, IPC_CREAT | SHM_HUGETLB | 0600) != -1 || errno != EPERM) return 15;
+    return 0;
+  }, 30s);
+  EXPECT_EQ(r.exit_code, 0) << "10 shmmax, 11 create, 12 shmmni, 13 after freeing, 14 SHM_HUGETLB as root "
                                        "without huge pages, 15 SHM_HUGETLB unprivileged";
 }
 
