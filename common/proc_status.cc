@@ -13,6 +13,8 @@ ProcStatus ReadProcStatus(pid_t pid) {
     st.exists = true;
     if (line.rfind("State:", 0) == 0) {
       st.zombie = line.find('Z') != std::string::npos || line.find('X') != std::string::npos;
+    } else if (line.rfind("Tgid:", 0) == 0) {
+      st.tgid = static_cast<pid_t>(std::strtol(line.c_str() + 5, nullptr, 10));
     } else if (line.rfind("Threads:", 0) == 0) {
       st.threads = std::strtol(line.c_str() + 8, nullptr, 10);
     } else if (line.rfind("SigPnd:", 0) == 0 || line.rfind("ShdPnd:", 0) == 0) {

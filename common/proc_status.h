@@ -14,6 +14,7 @@ struct ProcStatus {
   bool exists = false;
   bool zombie = false;
   long threads = 0;
+  pid_t tgid = 0;        // the thread group (process) a thread id belongs to
   uint64_t pending = 0;  // SigPnd | ShdPnd: signals sent and not yet taken
 
   bool exited() const { return !exists || (zombie && threads <= 1); }

@@ -10,6 +10,7 @@
 
 #include "common/metrics.h"
 #include "fs/page_diff.h"
+#include "fs/semaphores.h"
 #include "ownership/messages.h"
 
 namespace cshm::fs {
@@ -408,12 +409,14 @@ void Cluster::LoseGrantsOf(uint32_t node, const std::string& why) {
     spdlog::error("{} lock(s) taken through this node at node {} are lost ({}): writes and releases of those files "
                   "here, and the locks' unlock, fail with EIO until they are unlocked or closed", lost, node, why);
   spdlog::warn("dropping this node's cached pages of node {}'s segments ({})", node, why);
+  if (semaphores_) semaphores_->OwnerLost(node);
   boost::asio::post(*async_rounds_, [this, node] { ForgetOwner(node); });
 }
 
 void Cluster::ForgetNode(uint32_t node, const std::string& why) {
   spdlog::warn("node {}'s locks here are released and its cached copies forgotten ({})", node, why);
   owned_.DropNode(node);
+  if (semaphores_) semaphores_->NodeGone(node);
   std::lock_guard<std::mutex> lock(locks_mu_);
   locks_.ReleaseNode(node);
 }
@@ -1134,6 +1137,7 @@ void Cluster::Handle(net::Request r) {
         ForgetInodeState(*ino);
         Status s = owned_.Remove(*ino);
         if (!s.ok()) spdlog::warn("freeing the pages of deleted inode {}: {}", *ino, s.message());
+        if (semaphores_) semaphores_->Forget(*ino);
       }
       return;
     }
@@ -1222,6 +1226,18 @@ void Cluster::Handle(net::Request r) {
       if (!out.ok() && deferred(out.status())) return;
       if (!out.ok()) return reply(out.status());
       return reply(out->Encode());
+    }
+    case kSem: {
+      auto m = SemRequest::Decode(r.payload);
+      if (!m.ok()) return reply(m.status());
+      if (!semaphores_) return reply(Unavailable("semaphores are not served here yet"));
+      return reply(semaphores_->Serve(r.from, *m).Encode());
+    }
+    case kSemWake: {
+      auto m = SemWake::Decode(r.payload);
+      if (!m.ok()) return reply(m.status());
+      if (semaphores_) semaphores_->Woken(*m);
+      return reply(std::string());
     }
     default:
       spdlog::warn("node {} sent unknown message type {}", r.from, r.type);
@@ -1418,6 +1434,15 @@ void Cluster::RetryUnlocks() {
 
 namespace cshm::fs {
 
+Result<std::string> Cluster::CallPeer(uint32_t node, uint16_t type, std::string payload) {
+  return transport_->Call(node, type, std::move(payload));
+}
+
+void Cluster::CallPeerAsync(uint32_t node, uint16_t type, std::string payload, std::function<void(bool)> done) {
+  transport_->CallAsync(node, type, std::move(payload),
+                        [done = std::move(done)](Result<std::string> r) { done(r.ok()); });
+}
+
 Result<uint32_t> Cluster::CurrentOwner(uint64_t ino) {
   CSHM_ASSIGN_OR_RETURN(auto rec, meta().GetAttr(ino));
   if (!rec.IsReg()) return Invalid("only regular files have owners");
@@ -1468,6 +1493,8 @@ Result<std::string> Cluster::ServeControl(const ControlRequest& c) {
 }
 
 Status Cluster::MoveSegment(uint64_t ino, uint32_t target, const std::string& why) {
+  if (semaphores_ && semaphores_->Serves(ino))
+    return Busy("inode " + std::to_string(ino) + " is a semaphore set: it stays with the node that created it");
   std::unique_lock<std::timed_mutex> one_at_a_time(migrate_mu_, std::defer_lock);
   if (!one_at_a_time.try_lock_for(std::chrono::milliseconds(config_.request_timeout_ms)))
     return Busy("another migration from node " + std::to_string(self_) + " is under way; try again");

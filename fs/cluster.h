@@ -61,6 +61,8 @@ class thread_pool;
 
 namespace cshm::fs {
 
+class Semaphores;
+
 class Cluster {
  public:
   // Drops pages [off, off+len) of `ino` from this node's kernel cache (len 0:
@@ -133,6 +135,14 @@ class Cluster {
   std::string StatusJson();
   Result<uint32_t> CurrentOwner(uint64_t ino);  // from the directory, not the cache
   uint64_t remote_fetches(uint64_t ino);
+
+  // SysV semaphores (fs/semaphores.h): this node serves the sets whose files
+  // it owns, and its waiters are woken through here. Set before Start; it
+  // must outlive Stop.
+  void SetSemaphores(Semaphores* s) { semaphores_ = s; }
+  Result<uint32_t> SemaphoreOwner(uint64_t ino) { return OwnerOf(ino); }
+  Result<std::string> CallPeer(uint32_t node, uint16_t type, std::string payload);
+  void CallPeerAsync(uint32_t node, uint16_t type, std::string payload, std::function<void(bool ok)> done);
 
 
  private:
@@ -258,6 +268,7 @@ class Cluster {
   std::unique_ptr<meta::RemoteMeta> remote_meta_;
   std::unique_ptr<ReferenceSync> ref_sync_;  // metadata node only
   std::unique_ptr<net::Transport> transport_;
+  Semaphores* semaphores_ = nullptr;
   // The same, for the transport's own callbacks, which may run before
   // Start() has stored transport_ (null until then). Requests wait for it on
   // the pools (AwaitTransport) and are never served inline before it.

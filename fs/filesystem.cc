@@ -7,6 +7,7 @@
 
 #include "common/metrics.h"
 #include "fs/cluster.h"
+#include "fs/semaphores.h"
 #include "fs/twin_cache.h"
 #include "ownership/messages.h"
 
@@ -19,6 +20,7 @@ FileSystem::~FileSystem() { Stop(); }
 
 void FileSystem::Stop() {
   metrics::Registry::Default().RemoveGauges(this);
+  if (semaphores_) semaphores_->Stop();
   if (cluster_) cluster_->Stop();
 }
 
@@ -53,9 +55,19 @@ Result<std::unique_ptr<FileSystem>> FileSystem::Open(const FileSystemOptions& op
   CSHM_ASSIGN_OR_RETURN(fs->meta_store_, store::MetaStore::Open(fs->state_dir_->meta_dir()));
   CSHM_ASSIGN_OR_RETURN(fs->pages_, store::PageStore::Open(fs->state_dir_->pages_dir(), options.capacity_bytes));
   store::PageStore* pages = fs->pages_.get();
+  Semaphores::Options so;
+  so.self = options.node_id;
+  so.dir = fs->state_dir_->path() + "/semaphores";
   if (!options.cluster) {
+    const uint32_t self = options.node_id;
+    so.owner_of = [self](uint64_t) -> Result<uint32_t> { return self; };
+    CSHM_ASSIGN_OR_RETURN(fs->semaphores_, Semaphores::Open(std::move(so)));
+    Semaphores* sems = fs->semaphores_.get();
     CSHM_ASSIGN_OR_RETURN(fs->ns_, meta::Namespace::Open(fs->meta_store_.get(), options.node_id, options.root,
-                                                         [pages](uint64_t ino, uint32_t) { return pages->Remove(ino); }));
+                                                         [pages, sems](uint64_t ino, uint32_t) {
+                                                           sems->Forget(ino);
+                                                           return pages->Remove(ino);
+                                                         }));
     fs->ns_->ExpectNodes({});  // one node: its own kernel's references are all there are
     fs->meta_ = fs->ns_.get();
     fs->AddGauges();
@@ -66,6 +78,15 @@ Result<std::unique_ptr<FileSystem>> FileSystem::Open(const FileSystemOptions& op
   fs->cluster_ = std::make_unique<Cluster>(*options.cluster, options.node_id, pages, std::move(twins),
                                            std::move(pending));
   Cluster* cluster = fs->cluster_.get();
+  so.owner_of = [cluster](uint64_t ino) { return cluster->SemaphoreOwner(ino); };
+  so.call = [cluster](uint32_t node, uint16_t type, std::string payload) {
+    return cluster->CallPeer(node, type, std::move(payload));
+  };
+  so.call_async = [cluster](uint32_t node, uint16_t type, std::string payload, std::function<void(bool)> done) {
+    cluster->CallPeerAsync(node, type, std::move(payload), std::move(done));
+  };
+  CSHM_ASSIGN_OR_RETURN(fs->semaphores_, Semaphores::Open(std::move(so)));
+  cluster->SetSemaphores(fs->semaphores_.get());
   if (cluster->is_metadata_node()) {
     CSHM_ASSIGN_OR_RETURN(fs->ns_, meta::Namespace::Open(fs->meta_store_.get(), options.node_id, options.root,
                                                          [cluster](uint64_t ino, uint32_t owner) {
@@ -209,6 +230,11 @@ Status FileSystem::Fallocate(uint64_t ino, int mode, uint64_t off, uint64_t len)
 void FileSystem::Forget(uint64_t ino, uint64_t n, const meta::Caller& caller) {
   meta_->Forget(ino, n, caller);
   if (cluster_) cluster_->KernelForgot(ino);
+}
+
+void FileSystem::Semaphore(uint64_t ino, std::string* io, pid_t caller_tid, bool writable,
+                           const std::function<bool()>& interrupted) {
+  semaphores_->Run(ino, io, caller_tid, writable, interrupted);
 }
 
 Status FileSystem::Fsync(uint64_t ino) {

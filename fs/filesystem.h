@@ -37,6 +37,7 @@ struct FileSystemOptions {
 };
 
 class Cluster;
+class Semaphores;
 
 struct FsStats {
   uint64_t block_size = store::kPageSize;
@@ -121,6 +122,11 @@ class FileSystem {
   // close(): a release, and the closing owner's POSIX locks go.
   Status Flush(uint64_t ino, uint64_t lock_owner);
 
+  // SysV semaphores: the shim's ioctl on a set's file (fs/sem_ioctl.h,
+  // answered in `io`); see fs/semaphores.h.
+  void Semaphore(uint64_t ino, std::string* io, pid_t caller_tid, bool writable,
+                 const std::function<bool()>& interrupted);
+
  private:
   FileSystem() = default;
   Result<std::shared_ptr<store::Segment>> RegularSegment(uint64_t ino);
@@ -130,6 +136,7 @@ class FileSystem {
   std::unique_ptr<store::MetaStore> meta_store_;
   std::unique_ptr<store::PageStore> pages_;
   uint32_t node_id_ = 0;
+  std::unique_ptr<Semaphores> semaphores_;  // destroyed after cluster_, whose handlers use it
   std::unique_ptr<Cluster> cluster_;
   std::unique_ptr<meta::Namespace> ns_;  // null on a node that is not the metadata node
   meta::MetaService* meta_ = nullptr;

@@ -13,6 +13,8 @@
 #include <memory>
 #include <vector>
 
+#include "fs/sem_ioctl.h"
+
 namespace cshm::fs {
 namespace {
 
@@ -190,6 +192,9 @@ void OpRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t ne
 }
 
 bool Writable(int flags) { return (flags & O_ACCMODE) != O_RDONLY; }
+// A regular file's handle says only whether it was opened for writing (the
+// ioctl callback is not given the open flags).
+constexpr uint64_t kWritableHandle = 1;
 
 // Valid replies: fuse_reply_open, fuse_reply_err.
 void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -210,6 +215,7 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     // Without keep_cache every open() would drop every process's cached pages
     // of the file (DESIGN.md "What the kernel does").
     fi->keep_cache = 1;
+    fi->fh = Writable(fi->flags) ? kWritableHandle : 0;
     FileSystem& fs = Fs(req);  // the reply frees the request
     if (fuse_reply_open(req, fi) != 0 && Writable(fi->flags)) fs.ClosedForWrite(ino);  // no release will come
   });
@@ -225,6 +231,7 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
       if (!w.ok()) return ReplyError(req, w, "create");
     }
     fi->keep_cache = 1;
+    fi->fh = Writable(fi->flags) ? kWritableHandle : 0;
     fuse_entry_param e = EntryOf(req, *r);
     FileSystem& fs = Fs(req);  // the reply frees the request
     const meta::Caller caller = CallerOf(req);
@@ -233,6 +240,23 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
       if (writable) fs.ClosedForWrite(r->ino);
       fs.Forget(r->ino, 1, caller);
     }
+  });
+}
+
+// Valid replies: fuse_reply_ioctl, fuse_reply_err. The only ioctl is the
+// shim's semaphore call (fs/sem_ioctl.h); a restricted ioctl's buffer comes in
+// and goes out whole. It may wait (a semop): a signal to the caller
+// interrupts it (FUSE INTERRUPT).
+void OpIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, void*, fuse_file_info* fi, unsigned flags,
+             const void* in_buf, size_t in_bufsz, size_t out_bufsz) {
+  Guard(req, "ioctl", [&] {
+    const unsigned c = cmd;
+    if ((flags & FUSE_IOCTL_COMPAT) || !IsSemIoctl(c) || in_bufsz != _IOC_SIZE(c) || out_bufsz != _IOC_SIZE(c))
+      return (void)fuse_reply_err(req, ENOTTY);
+    std::string io(static_cast<const char*>(in_buf), in_bufsz);
+    Fs(req).Semaphore(ino, &io, fuse_req_ctx(req)->pid, (fi->fh & kWritableHandle) != 0,
+                      [req] { return fuse_req_interrupted(req) != 0; });
+    fuse_reply_ioctl(req, 0, io.data(), io.size());
   });
 }
 
@@ -517,6 +541,7 @@ const fuse_lowlevel_ops kOps = [] {
   ops.fallocate = OpFallocate;
   ops.getlk = OpGetlk;
   ops.setlk = OpSetlk;
+  ops.ioctl = OpIoctl;
   ops.flock = OpFlock;
   return ops;
 }();

@@ -1,5 +1,6 @@
 // libcshm_ipc.so: LD_PRELOAD it with CSHM_MOUNT=/mnt/cshm and unchanged SysV
-// (shmget/shmat/shmdt/shmctl, ftok) and POSIX (shm_open/shm_unlink) shared
+// (shmget/shmat/shmdt/shmctl, ftok), SysV semaphore (semget/semop/
+// semtimedop/semctl) and POSIX (shm_open/shm_unlink) shared
 // memory programs use files of the cshm mount, so processes on different
 // nodes share them. Everything else, and everything when CSHM_MOUNT is unset
 // or not in a mounted cshm, goes to the real libc functions (dlsym RTLD_NEXT).
@@ -11,11 +12,13 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/ipc.h>
+#include <sys/sem.h>
 #include <sys/shm.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -24,6 +27,7 @@
 
 #include "ipc_compat/key_scope.h"
 #include "ipc_compat/sysv_segments.h"
+#include "ipc_compat/sysv_semaphores.h"
 
 #define CSHM_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -38,11 +42,15 @@ struct Real {
   key_t (*ftok)(const char*, int);
   int (*shm_open)(const char*, int, mode_t);
   int (*shm_unlink)(const char*);
+  int (*semget)(key_t, int, int);
+  int (*semtimedop)(int, struct sembuf*, size_t, const struct timespec*);
+  int (*semctl)(int, int, int, ...);
 };
 
 struct State {
   Real real{};
   std::unique_ptr<SysvSegments> segments;  // null: pass everything through
+  std::unique_ptr<SysvSemaphores> semaphores;  // with segments
   KeyScope scope = KeyScope::All();
   bool posix = true;
   std::string mount;
@@ -64,6 +72,9 @@ int NoShmctl(int, int, struct shmid_ds*) { return errno = ENOSYS, -1; }
 key_t NoFtok(const char*, int) { return errno = ENOSYS, -1; }
 int NoShmOpen(const char*, int, mode_t) { return errno = ENOSYS, -1; }
 int NoShmUnlink(const char*) { return errno = ENOSYS, -1; }
+int NoSemget(key_t, int, int) { return errno = ENOSYS, -1; }
+int NoSemtimedop(int, struct sembuf*, size_t, const struct timespec*) { return errno = ENOSYS, -1; }
+int NoSemctl(int, int, int, ...) { return errno = ENOSYS, -1; }
 
 template <typename F>
 void Resolve(F*& fn, const char* name, F* missing) {
@@ -125,6 +136,9 @@ void Init() {
   Resolve(s->real.ftok, "ftok", NoFtok);
   Resolve(s->real.shm_open, "shm_open", NoShmOpen);
   Resolve(s->real.shm_unlink, "shm_unlink", NoShmUnlink);
+  Resolve(s->real.semget, "semget", NoSemget);
+  Resolve(s->real.semtimedop, "semtimedop", NoSemtimedop);
+  Resolve(s->real.semctl, "semctl", NoSemctl);
   const char* mount = getenv("CSHM_MOUNT");
   if (mount != nullptr && *mount != '\0') {
     char real[PATH_MAX];
@@ -137,6 +151,7 @@ void Init() {
     } else {
       s->mount = real;
       s->segments = std::make_unique<SysvSegments>(s->mount);
+      s->semaphores = std::make_unique<SysvSemaphores>(s->mount);
       if (const char* keys = getenv("CSHM_KEYS"); keys && *keys) {
         auto scope = KeyScope::Parse(keys);
         if (scope) {
@@ -265,6 +280,53 @@ CSHM_EXPORT int shm_unlink(const char* name) {
       return -1;
     }
     return unlink(path.c_str());
+  } catch (...) {
+    errno = ENOMEM;
+    return -1;
+  }
+}
+
+CSHM_EXPORT int semget(key_t key, int nsems, int flags) {
+  try {
+    auto& s = S();
+    if (!s.semaphores || !s.scope.Contains(key)) return s.real.semget(key, nsems, flags);
+    return s.semaphores->Get(key, nsems, flags);
+  } catch (...) {
+    errno = ENOMEM;
+    return -1;
+  }
+}
+
+CSHM_EXPORT int semtimedop(int semid, struct sembuf* sops, size_t nsops, const struct timespec* timeout) {
+  try {
+    auto& s = S();
+    if (!s.semaphores || !s.semaphores->IsOurs(semid)) return s.real.semtimedop(semid, sops, nsops, timeout);
+    return s.semaphores->Op(semid, sops, nsops, timeout);
+  } catch (...) {
+    errno = ENOMEM;
+    return -1;
+  }
+}
+
+CSHM_EXPORT int semop(int semid, struct sembuf* sops, size_t nsops) { return semtimedop(semid, sops, nsops, nullptr); }
+
+CSHM_EXPORT int semctl(int semid, int semnum, int cmd, ...) {
+  try {
+    // The fourth argument, when the command has one, is a union semun
+    // (which the caller defines); read it as one, as glibc does.
+    cshm::ipc::SemArg arg{};
+    if (cmd == SETVAL || cmd == GETALL || cmd == SETALL || cmd == IPC_STAT || cmd == IPC_SET || cmd == SEM_STAT ||
+        cmd == SEM_STAT_ANY || cmd == IPC_INFO || cmd == SEM_INFO) {
+      va_list ap;
+      va_start(ap, cmd);
+      arg = va_arg(ap, cshm::ipc::SemArg);
+      va_end(ap);
+    }
+    auto& s = S();
+    // IPC_INFO and SEM_INFO describe the system: the kernel's answer serves.
+    if (!s.semaphores || cmd == IPC_INFO || cmd == SEM_INFO || !s.semaphores->IsOurs(semid))
+      return s.real.semctl(semid, semnum, cmd, arg);
+    return s.semaphores->Control(semid, semnum, cmd, arg);
   } catch (...) {
     errno = ENOMEM;
     return -1;

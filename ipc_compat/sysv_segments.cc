@@ -1,5 +1,7 @@
 #include "ipc_compat/sysv_segments.h"
 
+#include "ipc_compat/sysv_common.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
@@ -23,71 +25,10 @@ namespace {
 constexpr int kIdBit = 1 << 30;
 constexpr size_t kShmMax = 1ull << 40;
 
-int Fail(int err) {
-  errno = err;
-  return -1;
-}
-
 size_t PageRound(size_t n) {
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   return (n + page - 1) / page * page;
 }
-
-void SetU64(const std::string& path, const char* name, unsigned long long v) {
-  std::string s = std::to_string(v);
-  setxattr(path.c_str(), name, s.data(), s.size(), 0);
-}
-
-unsigned long long GetU64(const std::string& path, const char* name, unsigned long long dflt = 0) {
-  char buf[32];
-  ssize_t n = getxattr(path.c_str(), name, buf, sizeof(buf) - 1);
-  if (n <= 0) return dflt;
-  buf[n] = '\0';
-  return std::strtoull(buf, nullptr, 10);
-}
-
-bool InGroup(gid_t gid) {
-  if (getegid() == gid) return true;
-  int n = getgroups(0, nullptr);
-  if (n <= 0) return false;
-  std::vector<gid_t> groups(static_cast<size_t>(n));
-  n = getgroups(n, groups.data());
-  for (int i = 0; i < n; i++)
-    if (groups[static_cast<size_t>(i)] == gid) return true;
-  return false;
-}
-
-// Linux's ipcperms(): may the caller have `requested` (rwx bits, any class)?
-bool Allowed(const struct stat& st, uid_t cuid, gid_t cgid, int requested) {
-  if (geteuid() == 0) return true;
-  int granted = static_cast<int>(st.st_mode);
-  if (geteuid() == st.st_uid || geteuid() == cuid) granted >>= 6;
-  else if (InGroup(st.st_gid) || InGroup(cgid)) granted >>= 3;
-  const int req = (requested >> 6) | (requested >> 3) | requested;
-  return (req & ~granted & 07) == 0;
-}
-
-// A segment's bookkeeping (its user.cshm.* xattrs) needs read and write
-// permission on its file, which the segment's mode may deny its owner; Linux
-// lets the owner remove or lock a segment whatever its mode. So for those
-// calls the owner lends itself u+rw on the file and gives it back after.
-// (A creator that is no longer the owner, after IPC_SET, cannot: it gets
-// what the mode allows.)
-class OwnerAccess {
- public:
-  OwnerAccess(const std::string& path, const struct stat& st) : path_(path), mode_(st.st_mode & 07777) {
-    if (geteuid() != 0 && geteuid() == st.st_uid && (mode_ & 0600) != 0600)
-      lent_ = chmod(path_.c_str(), mode_ | 0600) == 0;
-  }
-  ~OwnerAccess() {
-    if (lent_) (void)!chmod(path_.c_str(), mode_);  // ENOENT if the call destroyed it
-  }
-
- private:
-  const std::string path_;
-  const mode_t mode_;
-  bool lent_ = false;
-};
 
 }  // namespace
 
@@ -117,11 +58,7 @@ static mode_t AttMode(mode_t segment) {
   return m;
 }
 
-int SysvSegments::EnsureDir() {
-  if (mkdir(Dir().c_str(), 01777) != 0 && errno != EEXIST) return -1;
-  chmod(Dir().c_str(), 01777);  // not filtered by the umask
-  return 0;
-}
+int SysvSegments::EnsureDir() { return EnsureSysvDir(Dir()); }
 
 int SysvSegments::Create(key_t key, size_t size, int flags) {
   if (EnsureDir() != 0) return -1;
@@ -172,18 +109,6 @@ int SysvSegments::Create(key_t key, size_t size, int flags) {
   chmod(att.c_str(), AttMode(flags & 0777));  // not filtered by the umask
   return shmid;
 }
-
-namespace {
-// A limit of this node's kernel (/proc/sys/kernel/shm*, per IPC namespace), or `dflt`.
-unsigned long long KernelLimit(const char* name, unsigned long long dflt) {
-  FILE* f = fopen((std::string("/proc/sys/kernel/") + name).c_str(), "re");
-  if (f == nullptr) return dflt;
-  unsigned long long v = dflt;
-  if (fscanf(f, "%llu", &v) != 1) v = dflt;
-  fclose(f);
-  return v;
-}
-}  // namespace
 
 int SysvSegments::CheckNew(size_t size, int flags) {
   // The kernel's checks for a new segment, with its limits: shmmax per

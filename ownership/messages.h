@@ -25,6 +25,7 @@
 #include "common/status.h"
 #include "ownership/lock_table.h"
 #include "ownership/owned_segments.h"
+#include "ownership/semaphore_table.h"
 
 namespace cshm::ownership {
 
@@ -53,6 +54,8 @@ enum MessageType : uint16_t {
   kMetaRefs = 36,        // metadata node -> node: {} -> meta::ReferenceSnapshot of what its kernel holds
   kHeldOrphans = 37,     // one-way, metadata node -> node: u64 inos it holds that have no name: drop their dentries
   kNodeStatus = 38,      // anyone -> node: {} -> NodeStatus (cshmctl status)
+  kSem = 39,             // accessor -> owner of a semaphore set's file: SemRequest -> SemReply
+  kSemWake = 40,         // owner -> accessor: SemWake -> {}: a queued semop finished
 };
 
 // What a node says of itself for `cshmctl status`.
@@ -161,6 +164,44 @@ struct LockReply {
   Lock conflict;
   std::string Encode() const;
   static Result<LockReply> Decode(std::string_view in);
+};
+
+// SysV semaphores (fs/semaphores.h): served by the owner of the set's file
+// from its SemaphoreTable; never wait there (fast pool). A semop that must
+// wait is queued under the caller's token and answered by a SemWake; kCancel
+// takes it back (a signal, a deadline) or, if it finished meanwhile, says how.
+enum class SemKind : uint8_t { kCreate = 1, kOp = 2, kCtl = 3, kCancel = 4, kExit = 5 };
+struct SemRequest {
+  SemKind kind = SemKind::kOp;
+  uint64_t ino = 0;
+  uint64_t token = 0;  // kOp/kCancel: unique per caller node incarnation
+  int32_t pid = 0;     // the calling process, on its node
+  int32_t cmd = 0;     // kCtl: semctl's cmd
+  uint32_t num = 0;    // kCreate: nsems; kCtl: semnum
+  int32_t value = 0;
+  std::vector<SemOpBuf> ops;
+  std::vector<uint16_t> values;  // SETALL
+  std::string Encode() const;
+  static Result<SemRequest> Decode(std::string_view in);
+};
+// `state`: kDone (err says how), kQueued (a SemWake follows), kUnknown (kCancel
+// of a token the owner has no trace of: its incarnation restarted).
+enum class SemState : uint8_t { kDone = 0, kQueued = 1, kCancelled = 2, kUnknown = 3 };
+struct SemReply {
+  SemState state = SemState::kDone;
+  int32_t err = 0;
+  int32_t result = 0;
+  uint32_t nsems = 0;
+  int64_t otime = 0, ctime = 0;
+  std::vector<uint16_t> values;  // GETALL
+  std::string Encode() const;
+  static Result<SemReply> Decode(std::string_view in);
+};
+struct SemWake {
+  uint64_t ino = 0, token = 0;
+  int32_t err = 0;
+  std::string Encode() const;
+  static Result<SemWake> Decode(std::string_view in);
 };
 
 // No offset on the wire is beyond this (files end at INT64_MAX; offset plus

@@ -1,0 +1,133 @@
+// Semaphores: SysV semaphore sets shared by every node (docs/ipc_compat.md,
+// "Semaphores"). A set is a file in MOUNT/.sysv; the owner of that file serves
+// it from an ownership::SemaphoreTable, keeping its state (values, pids,
+// times, SEM_UNDO adjustments) in <state dir>/semaphores/<ino> so that a
+// daemon restart loses nothing acknowledged. The shim reaches its own node's
+// daemon with an ioctl on the set's file (fs/sem_ioctl.h); Run serves it here
+// or at the owner.
+//
+// A semop that must wait is queued at the owner under a token and answered
+// by a SemWake pushed to the waiting node when another operation lets it
+// proceed: one round trip to queue, one message to wake. The waiting thread
+// also asks the owner once a second whether it is still queued (a wake-up
+// lost with a frame, an owner restarted: kUnknown, EIO), and cancels on a
+// signal (EINTR) or its deadline (EAGAIN); a cancel that finds the operation
+// done returns its result, so an operation is never both applied and failed.
+//
+// SEM_UNDO: the accessor watches every process that asked for it with a
+// pidfd and tells the owners when it exits (also by kill -9); an owner that
+// forgets a node (its lease) applies the adjustments of all its processes.
+// A process whose node lost its lease with an owner gets EIO from its next
+// operation on that owner's sets: its adjustments were applied meanwhile
+// (the lost-lock rule of DESIGN.md "Faults").
+//
+// Thread-safety: all methods are thread-safe.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "common/status.h"
+#include "ownership/messages.h"
+#include "ownership/semaphore_table.h"
+
+namespace cshm::fs {
+
+class Semaphores {
+ public:
+  struct Options {
+    uint32_t self = 0;
+    std::string dir;  // where owned sets are kept
+    // The owner of a set's file (this node's id on one node).
+    std::function<Result<uint32_t>(uint64_t ino)> owner_of;
+    // A request to a peer, with the transport's deadline (unset on one node).
+    std::function<Result<std::string>(uint32_t node, uint16_t type, std::string payload)> call;
+    // One that does not block: `done` may run on the I/O thread.
+    std::function<void(uint32_t node, uint16_t type, std::string payload, std::function<void(bool ok)> done)>
+        call_async;
+  };
+  static Result<std::unique_ptr<Semaphores>> Open(Options options);
+  ~Semaphores();
+  // Stops telling owners of exits (before the cluster goes).
+  void Stop();
+
+  // The shim's ioctl: `io` holds a SemIoctl and its entries, answered in
+  // place. `caller_tid`: the thread (this daemon's pid namespace) that made
+  // it; `writable`: the set's file is open for writing (alter permission).
+  void Run(uint64_t ino, std::string* io, pid_t caller_tid, bool writable, const std::function<bool()>& interrupted);
+
+  // Owner side: a request from node `from` (self for local callers).
+  ownership::SemReply Serve(uint32_t from, const ownership::SemRequest& req);
+  // Accessor side: a queued operation finished at its owner.
+  void Woken(const ownership::SemWake& w);
+  // Owner side: `node` is gone (its lease ran out): its processes' undos
+  // applied, its waiters and answers dropped.
+  void NodeGone(uint32_t node);
+  // Accessor side: our lease with `node` ran out, or it restarted: waiters
+  // there fail with EIO, and so does the next operation of a process that
+  // had adjustments there.
+  void OwnerLost(uint32_t node);
+  // Either side: the set's file was deleted.
+  void Forget(uint64_t ino);
+  // Whether a set is served here (a migration must not take it away).
+  bool Serves(uint64_t ino);
+  size_t sets();  // served here (a gauge)
+
+ private:
+  explicit Semaphores(Options o) : o_(std::move(o)) {}
+  struct Pending {
+    uint32_t owner = 0;
+    bool done = false;
+    bool lost = false;  // the owner's lease ran out
+    int err = 0;
+  };
+  Result<ownership::SemReply> Ask(uint64_t ino, uint32_t owner, const ownership::SemRequest& req);
+  // The owner's answer to a queued operation, waited for here.
+  int Wait(uint64_t ino, uint32_t owner, uint64_t token, int64_t timeout_ns, const std::function<bool()>& interrupted);
+  int Cancel(uint64_t ino, uint32_t owner, uint64_t token, bool give_up, bool* still_queued);
+  void WatchExit(pid_t tgid, uint32_t owner);
+  void ExitLoop();
+  void DeliverExits();
+
+  // Owner side, under mu_.
+  Status Loaded(uint64_t ino);
+  Status Reserve(uint64_t ino, size_t extra);  // room for the state to grow by `extra` bytes, before a change
+  Status Save(uint64_t ino);
+  void Answer(std::vector<ownership::SemCompleted> done);
+
+  const Options o_;
+  std::mutex mu_;                     // the owner side
+  ownership::SemaphoreTable table_;   // GUARDED_BY(mu_)
+  struct File {
+    int fd = -1;
+    uint64_t allocated = 0;  // bytes reserved on disk
+    size_t saved = 0;        // bytes of the last state written
+  };
+  std::map<uint64_t, File> files_;    // the state files of the sets in table_ (GUARDED_BY(mu_))
+  // Answers of queued operations not yet acknowledged by their node.
+  std::map<std::pair<uint32_t, uint64_t>, int> unacked_;  // GUARDED_BY(mu_)
+
+  std::mutex wait_mu_;  // the accessor side
+  std::condition_variable woken_;
+  uint64_t next_token_ = 0;                  // GUARDED_BY(wait_mu_)
+  std::map<uint64_t, Pending> pending_;      // token -> waiter (GUARDED_BY(wait_mu_))
+  std::map<pid_t, std::set<uint32_t>> undo_owners_;  // tgid -> owners holding its adjustments (GUARDED_BY(wait_mu_))
+  std::set<std::pair<pid_t, uint32_t>> undo_lost_;   // GUARDED_BY(wait_mu_)
+  std::map<pid_t, int> pidfds_;                      // GUARDED_BY(wait_mu_)
+  std::vector<std::pair<uint32_t, pid_t>> exits_;    // to tell owners (GUARDED_BY(wait_mu_))
+  int wake_fd_ = -1;  // eventfd: the exit watcher's poll set changed
+  bool stopping_ = false;  // GUARDED_BY(wait_mu_)
+  std::thread watcher_;
+};
+
+}  // namespace cshm::fs

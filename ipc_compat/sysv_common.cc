@@ -1,0 +1,85 @@
+#include "ipc_compat/sysv_common.h"
+
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+namespace cshm::ipc {
+
+int Fail(int err) {
+  errno = err;
+  return -1;
+}
+
+void SetU64(const std::string& path, const char* name, unsigned long long v) {
+  std::string s = std::to_string(v);
+  setxattr(path.c_str(), name, s.data(), s.size(), 0);
+}
+
+unsigned long long GetU64(const std::string& path, const char* name, unsigned long long dflt) {
+  char buf[32];
+  ssize_t n = getxattr(path.c_str(), name, buf, sizeof(buf) - 1);
+  if (n <= 0) return dflt;
+  buf[n] = '\0';
+  return std::strtoull(buf, nullptr, 10);
+}
+
+namespace {
+bool InGroup(gid_t gid) {
+  if (getegid() == gid) return true;
+  int n = getgroups(0, nullptr);
+  if (n <= 0) return false;
+  std::vector<gid_t> groups(static_cast<size_t>(n));
+  n = getgroups(n, groups.data());
+  for (int i = 0; i < n; i++)
+    if (groups[static_cast<size_t>(i)] == gid) return true;
+  return false;
+}
+}  // namespace
+
+bool Allowed(const struct stat& st, uid_t cuid, gid_t cgid, int requested) {
+  if (geteuid() == 0) return true;
+  int granted = static_cast<int>(st.st_mode);
+  if (geteuid() == st.st_uid || geteuid() == cuid) granted >>= 6;
+  else if (InGroup(st.st_gid) || InGroup(cgid)) granted >>= 3;
+  const int req = (requested >> 6) | (requested >> 3) | requested;
+  return (req & ~granted & 07) == 0;
+}
+
+bool OwnerOrCreator(const struct stat& st, uid_t cuid) {
+  return geteuid() == 0 || geteuid() == st.st_uid || geteuid() == cuid;
+}
+
+unsigned long long KernelLimit(const char* name, unsigned long long dflt, int field) {
+  FILE* f = fopen((std::string("/proc/sys/kernel/") + name).c_str(), "re");
+  if (f == nullptr) return dflt;
+  unsigned long long v = dflt;
+  for (int i = 0; i <= field; i++)
+    if (fscanf(f, "%llu", &v) != 1) {
+      v = dflt;
+      break;
+    }
+  fclose(f);
+  return v;
+}
+
+OwnerAccess::OwnerAccess(const std::string& path, const struct stat& st) : path_(path), mode_(st.st_mode & 07777) {
+  if (geteuid() != 0 && geteuid() == st.st_uid && (mode_ & 0600) != 0600)
+    lent_ = chmod(path_.c_str(), mode_ | 0600) == 0;
+}
+
+OwnerAccess::~OwnerAccess() {
+  if (lent_) (void)!chmod(path_.c_str(), mode_);  // ENOENT if the call destroyed it
+}
+
+int EnsureSysvDir(const std::string& dir) {
+  if (mkdir(dir.c_str(), 01777) != 0 && errno != EEXIST) return -1;
+  chmod(dir.c_str(), 01777);  // not filtered by the umask
+  return 0;
+}
+
+}  // namespace cshm::ipc

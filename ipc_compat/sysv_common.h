@@ -1,0 +1,51 @@
+// What the SysV shared memory and semaphore emulations share: errno helpers,
+// the user.cshm.* bookkeeping xattrs, Linux's permission rule for IPC
+// objects, and the kernel's limits.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <string>
+
+namespace cshm::ipc {
+
+// Sets errno, returns -1 (as the libc call would).
+int Fail(int err);
+
+void SetU64(const std::string& path, const char* name, unsigned long long v);
+unsigned long long GetU64(const std::string& path, const char* name, unsigned long long dflt = 0);
+
+// Linux's ipcperms(): may the caller have `requested` (rwx bits, any class)
+// on an object with this file's mode and owner, and this creator?
+bool Allowed(const struct stat& st, uid_t cuid, gid_t cgid, int requested);
+// The caller owns or created the object, or is root (IPC_SET, IPC_RMID).
+bool OwnerOrCreator(const struct stat& st, uid_t cuid);
+
+// A limit of this node's kernel (/proc/sys/kernel/NAME, per IPC namespace),
+// or `dflt`. `field` picks a number of a line that has several (kernel/sem).
+unsigned long long KernelLimit(const char* name, unsigned long long dflt, int field = 0);
+
+// An object's bookkeeping (its user.cshm.* xattrs) needs read and write
+// permission on its file, which the object's mode may deny its owner; Linux
+// lets the owner remove or lock an object whatever its mode. So for those
+// calls the owner lends itself u+rw on the file and gives it back after.
+// (A creator that is no longer the owner, after IPC_SET, cannot: it gets
+// what the mode allows.)
+class OwnerAccess {
+ public:
+  OwnerAccess(const std::string& path, const struct stat& st);
+  ~OwnerAccess();
+  OwnerAccess(const OwnerAccess&) = delete;
+  OwnerAccess& operator=(const OwnerAccess&) = delete;
+
+ private:
+  const std::string path_;
+  const mode_t mode_;
+  bool lent_ = false;
+};
+
+// MOUNT/.sysv, mode 1777 (like /dev/shm), made on first use.
+int EnsureSysvDir(const std::string& dir);
+
+}  // namespace cshm::ipc

@@ -1,0 +1,313 @@
+#include "ipc_compat/sysv_semaphores.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <optional>
+#include <vector>
+
+#include "ipc_compat/sysv_common.h"
+
+namespace cshm::ipc {
+namespace {
+
+constexpr int kIdBit = 1 << 30;
+
+int IdOf(const struct stat& st) { return kIdBit | static_cast<int>(st.st_ino & (kIdBit - 1)); }
+
+}  // namespace
+
+SysvSemaphores::SysvSemaphores(std::string mount) : mount_(std::move(mount)) {
+  struct stat st;
+  if (stat(mount_.c_str(), &st) == 0) {
+    mount_dev_major_ = major(st.st_dev);
+    mount_dev_minor_ = minor(st.st_dev);
+  }
+}
+
+std::string SysvSemaphores::IdPath(int semid) const { return Dir() + "/sem-" + std::to_string(semid); }
+
+std::string SysvSemaphores::KeyPath(key_t key) const {
+  char name[32];
+  snprintf(name, sizeof(name), "/semkey-%08x", static_cast<unsigned>(key));
+  return Dir() + name;
+}
+
+bool SysvSemaphores::IsOurs(int semid) const {
+  if (semid < 0 || !(semid & kIdBit)) return false;
+  {
+    std::lock_guard<std::mutex> lock(const_cast<std::mutex&>(mu_));
+    if (fds_.contains(semid)) return true;
+  }
+  struct stat st;
+  return stat(IdPath(semid).c_str(), &st) == 0;
+}
+
+int SysvSemaphores::Fd(int semid) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = fds_.find(semid);
+    if (it != fds_.end()) return it->second;
+  }
+  // Write access is the kernel's "alter" permission; the daemon refuses an
+  // operation that changes a value through a read-only descriptor.
+  const std::string path = IdPath(semid);
+  int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0 && errno == EACCES) fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Fail(errno == ENOENT ? EINVAL : errno);
+  std::lock_guard<std::mutex> lock(mu_);
+  auto [it, fresh] = fds_.emplace(semid, fd);
+  if (!fresh) close(fd);  // another thread was first
+  return it->second;
+}
+
+void SysvSemaphores::Drop(int semid) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = fds_.find(semid);
+  if (it == fds_.end()) return;
+  close(it->second);
+  fds_.erase(it);
+}
+
+int SysvSemaphores::Call(int fd, fs::SemIoctl* req, void* extra, size_t extra_bytes) {
+  const size_t total = sizeof(fs::SemIoctl) + extra_bytes;
+  if (total > fs::kSemIoctlMax) return Fail(E2BIG);
+  std::vector<char> buf(total);
+  req->pid = getpid();
+  req->err = 0;
+  std::memcpy(buf.data(), req, sizeof(*req));
+  if (extra_bytes) std::memcpy(buf.data() + sizeof(*req), extra, extra_bytes);
+  if (ioctl(fd, fs::SemIoctlCommand(total), buf.data()) != 0) return errno == ENOTTY ? Fail(EINVAL) : -1;
+  std::memcpy(req, buf.data(), sizeof(*req));
+  if (extra_bytes) std::memcpy(extra, buf.data() + sizeof(*req), extra_bytes);
+  if (req->err != 0) return Fail(req->err);
+  return 0;
+}
+
+int SysvSemaphores::Stat(int fd, fs::SemIoctl* out) {
+  *out = fs::SemIoctl{};
+  out->op = fs::kSemCtl;
+  out->cmd = IPC_STAT;
+  return Call(fd, out, nullptr, 0);
+}
+
+void SysvSemaphores::Release() {
+  FILE* f = fopen("/proc/self/maps", "re");
+  if (f == nullptr) return;
+  char* line = nullptr;
+  size_t cap = 0;
+  std::vector<std::pair<uintptr_t, size_t>> ranges;
+  while (getline(&line, &cap, f) > 0) {
+    unsigned long lo = 0, hi = 0, maj = 0, min = 0;
+    char perms[8] = {};
+    if (sscanf(line, "%lx-%lx %7s %*x %lx:%lx", &lo, &hi, perms, &maj, &min) != 5) continue;
+    if (maj != mount_dev_major_ || min != mount_dev_minor_ || perms[1] != 'w' || perms[3] != 's') continue;
+    ranges.emplace_back(lo, hi - lo);
+  }
+  free(line);
+  fclose(f);
+  for (auto [addr, len] : ranges) msync(reinterpret_cast<void*>(addr), len, MS_SYNC);
+}
+
+int SysvSemaphores::Create(key_t key, int nsems, int flags) {
+  if (EnsureSysvDir(Dir()) != 0) return -1;
+  char tmp[64];
+  snprintf(tmp, sizeof(tmp), "/.newsem-%d-%ld", getpid(), static_cast<long>(random()));
+  const std::string tmp_path = Dir() + tmp;
+  int fd = open(tmp_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return -1;
+  auto undo = [&](int err) {
+    close(fd);
+    unlink(tmp_path.c_str());
+    return Fail(err);
+  };
+  struct stat st;
+  if (fstat(fd, &st) != 0) return undo(errno);
+  const int semid = IdOf(st);
+  // The set exists (at this node's daemon) before any name leads to it.
+  fs::SemIoctl req{};
+  req.op = fs::kSemCreate;
+  req.count = static_cast<uint32_t>(nsems);
+  if (Call(fd, &req, nullptr, 0) != 0) return undo(errno);
+  SetU64(tmp_path, "user.cshm.key", static_cast<unsigned>(key));
+  SetU64(tmp_path, "user.cshm.nsems", static_cast<unsigned long long>(nsems));
+  SetU64(tmp_path, "user.cshm.cuid", geteuid());
+  SetU64(tmp_path, "user.cshm.cgid", getegid());
+  if (fchmod(fd, flags & 0777) != 0) return undo(errno);
+  close(fd);
+  fd = -1;
+  const std::string id_path = IdPath(semid);
+  if (link(tmp_path.c_str(), id_path.c_str()) != 0) {
+    int err = errno;
+    unlink(tmp_path.c_str());
+    return Fail(err);
+  }
+  if (key != IPC_PRIVATE && link(tmp_path.c_str(), KeyPath(key).c_str()) != 0) {
+    int err = errno;
+    unlink(tmp_path.c_str());
+    unlink(id_path.c_str());
+    if (err == EEXIST) return -2;  // somebody created the key first
+    return Fail(err);
+  }
+  unlink(tmp_path.c_str());
+  return semid;
+}
+
+int SysvSemaphores::Get(key_t key, int nsems, int flags) {
+  const unsigned long long msl = std::min<unsigned long long>(KernelLimit("sem", 32000, 0), fs::kMaxSemsPerSet);
+  auto check_new = [&]() -> int {
+    if (nsems <= 0 || static_cast<unsigned long long>(nsems) > msl) return Fail(EINVAL);
+    const unsigned long long mni = KernelLimit("sem", 32000, 3);
+    if (DIR* d = opendir(Dir().c_str())) {
+      unsigned long long n = 0;
+      while (dirent* e = readdir(d)) n += strncmp(e->d_name, "sem-", 4) == 0;
+      closedir(d);
+      if (n >= mni) return Fail(ENOSPC);
+    }
+    return 0;
+  };
+  if (nsems < 0) return Fail(EINVAL);
+  if (key == IPC_PRIVATE) {
+    if (check_new() != 0) return -1;
+    return Create(key, nsems, flags);
+  }
+  for (int attempt = 0; attempt < 3; attempt++) {
+    struct stat st;
+    if (stat(KeyPath(key).c_str(), &st) == 0) {
+      if ((flags & IPC_CREAT) && (flags & IPC_EXCL)) return Fail(EEXIST);
+      const int semid = IdOf(st);
+      const std::string id = IdPath(semid);
+      if (!Allowed(st, static_cast<uid_t>(GetU64(id, "user.cshm.cuid", st.st_uid)),
+                   static_cast<gid_t>(GetU64(id, "user.cshm.cgid", st.st_gid)), flags & 0777))
+        return Fail(EACCES);
+      if (static_cast<unsigned long long>(nsems) > GetU64(id, "user.cshm.nsems", 0)) return Fail(EINVAL);
+      return semid;
+    }
+    if (errno != ENOENT) return -1;
+    if (!(flags & IPC_CREAT)) return Fail(ENOENT);
+    if (check_new() != 0) return -1;
+    int r = Create(key, nsems, flags);
+    if (r != -2) return r;
+  }
+  return Fail(EAGAIN);
+}
+
+int SysvSemaphores::Op(int semid, struct sembuf* sops, size_t nsops, const struct timespec* timeout) {
+  if (nsops < 1) return Fail(EINVAL);
+  const unsigned long long opm = std::min<unsigned long long>(KernelLimit("sem", 500, 2), fs::kMaxSemOps);
+  if (nsops > opm) return Fail(E2BIG);
+  if (sops == nullptr) return Fail(EFAULT);
+  if (timeout && (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= 1000000000L))
+    return Fail(EINVAL);
+  const int fd = Fd(semid);
+  if (fd < 0) return -1;
+  bool alters = false;
+  for (size_t i = 0; i < nsops; i++) alters |= sops[i].sem_op != 0;
+  if (alters) Release();
+  fs::SemIoctl req{};
+  req.op = fs::kSemOp;
+  req.count = static_cast<uint32_t>(nsops);
+  req.timeout_ns = timeout ? timeout->tv_sec * 1000000000LL + timeout->tv_nsec : -1;
+  return Call(fd, &req, sops, nsops * sizeof(struct sembuf));
+}
+
+int SysvSemaphores::Control(int semid, int semnum, int cmd, SemArg arg) {
+  const std::string id = IdPath(semid);
+  const int fd = Fd(semid);
+  if (fd < 0) return -1;
+  fs::SemIoctl req{};
+  req.op = fs::kSemCtl;
+  req.cmd = cmd;
+  req.num = static_cast<uint32_t>(semnum);
+  switch (cmd) {
+    case GETVAL:
+    case GETPID:
+    case GETNCNT:
+    case GETZCNT:
+      if (semnum < 0) return Fail(EINVAL);
+      if (Call(fd, &req, nullptr, 0) != 0) return -1;
+      return req.result;
+    case GETALL: {
+      fs::SemIoctl st;
+      if (Stat(fd, &st) != 0) return -1;
+      if (arg.array == nullptr) return Fail(EFAULT);
+      req.count = st.nsems;
+      return Call(fd, &req, arg.array, st.nsems * sizeof(unsigned short));
+    }
+    case SETVAL:
+      if (semnum < 0) return Fail(EINVAL);
+      Release();
+      req.value = arg.val;
+      return Call(fd, &req, nullptr, 0);
+    case SETALL: {
+      fs::SemIoctl st;
+      if (Stat(fd, &st) != 0) return -1;
+      if (arg.array == nullptr) return Fail(EFAULT);
+      Release();
+      req.count = st.nsems;
+      return Call(fd, &req, arg.array, st.nsems * sizeof(unsigned short));
+    }
+    case IPC_STAT:
+    case SEM_STAT:
+    case SEM_STAT_ANY: {
+      if (arg.buf == nullptr) return Fail(EFAULT);
+      struct stat st;
+      if (fstat(fd, &st) != 0) return -1;
+      const uid_t cuid = static_cast<uid_t>(GetU64(id, "user.cshm.cuid", st.st_uid));
+      const gid_t cgid = static_cast<gid_t>(GetU64(id, "user.cshm.cgid", st.st_gid));
+      if (cmd != SEM_STAT_ANY && !Allowed(st, cuid, cgid, 0444)) return Fail(EACCES);
+      fs::SemIoctl s;
+      if (Stat(fd, &s) != 0) return -1;
+      std::memset(arg.buf, 0, sizeof(*arg.buf));
+      arg.buf->sem_perm.__key = static_cast<key_t>(GetU64(id, "user.cshm.key"));
+      arg.buf->sem_perm.uid = st.st_uid;
+      arg.buf->sem_perm.gid = st.st_gid;
+      arg.buf->sem_perm.cuid = cuid;
+      arg.buf->sem_perm.cgid = cgid;
+      arg.buf->sem_perm.mode = static_cast<unsigned short>(st.st_mode & 0777);
+      arg.buf->sem_nsems = s.nsems;
+      arg.buf->sem_otime = static_cast<time_t>(s.otime);
+      arg.buf->sem_ctime = static_cast<time_t>(s.ctime);
+      return cmd == IPC_STAT ? 0 : semid;
+    }
+    case IPC_SET: {
+      if (arg.buf == nullptr) return Fail(EFAULT);
+      struct stat st;
+      if (fstat(fd, &st) != 0) return -1;
+      if (!OwnerOrCreator(st, static_cast<uid_t>(GetU64(id, "user.cshm.cuid", st.st_uid)))) return Fail(EPERM);
+      if ((arg.buf->sem_perm.uid != st.st_uid || arg.buf->sem_perm.gid != st.st_gid) &&
+          fchown(fd, arg.buf->sem_perm.uid, arg.buf->sem_perm.gid) != 0)
+        return -1;
+      if (fchmod(fd, arg.buf->sem_perm.mode & 0777) != 0) return -1;
+      return Call(fd, &req, nullptr, 0);
+    }
+    case IPC_RMID: {
+      struct stat st;
+      if (fstat(fd, &st) != 0) return -1;
+      std::optional<OwnerAccess> lend;
+      lend.emplace(id, st);
+      if (!OwnerOrCreator(st, static_cast<uid_t>(GetU64(id, "user.cshm.cuid", st.st_uid)))) return Fail(EPERM);
+      const key_t key = static_cast<key_t>(GetU64(id, "user.cshm.key"));
+      Release();
+      if (Call(fd, &req, nullptr, 0) != 0) return -1;
+      struct stat kst;
+      if (key != IPC_PRIVATE && stat(KeyPath(key).c_str(), &kst) == 0 && kst.st_ino == st.st_ino)
+        unlink(KeyPath(key).c_str());
+      unlink(id.c_str());
+      lend.reset();
+      Drop(semid);
+      return 0;
+    }
+    default:
+      return Fail(EINVAL);
+  }
+}
+
+}  // namespace cshm::ipc

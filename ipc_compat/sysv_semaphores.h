@@ -1,0 +1,72 @@
+// SysV semaphores on a cshm mount (docs/ipc_compat.md, "Semaphores").
+//
+// Layout under MOUNT/.sysv/:
+//   sem-<semid>       the set: a regular file whose mode, uid and gid are the
+//                     set's permissions (user.cshm.* xattrs: key, nsems,
+//                     creator); its values live with the daemon of the node
+//                     that owns the file, which serves every node's semop
+//   semkey-<8 hex>    a hard link to the set of that key
+// A semid is made from the file's inode number as a shmid is, so it names
+// the same set on every node.
+//
+// Every operation is an ioctl on the set's file (fs/sem_ioctl.h). One that
+// can let another process proceed (an operation that changes a value,
+// SETVAL, SETALL, IPC_RMID) is first a release: every shared, writable
+// mapping of a file of the mount in this process is msync'ed, so that what
+// the process stored before it is visible on every node once the
+// semaphore lets someone in (DESIGN.md, "release").
+//
+// Every function returns -1 and sets errno like its libc namesake.
+#pragma once
+
+#include <sys/ipc.h>
+#include <sys/sem.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "fs/sem_ioctl.h"
+
+namespace cshm::ipc {
+
+union SemArg {
+  int val;
+  struct semid_ds* buf;
+  unsigned short* array;
+  struct seminfo* info;
+};
+
+class SysvSemaphores {
+ public:
+  explicit SysvSemaphores(std::string mount);
+
+  int Get(key_t key, int nsems, int flags);
+  int Op(int semid, struct sembuf* sops, size_t nsops, const struct timespec* timeout);
+  int Control(int semid, int semnum, int cmd, SemArg arg);
+  bool IsOurs(int semid) const;
+  // msync(MS_SYNC) of every shared writable mapping of the mount here.
+  void Release();
+
+ private:
+  std::string Dir() const { return mount_ + "/.sysv"; }
+  std::string IdPath(int semid) const;
+  std::string KeyPath(key_t key) const;
+  int Create(key_t key, int nsems, int flags);
+  // The set's file, opened once per process (O_RDWR if allowed).
+  int Fd(int semid);
+  void Drop(int semid);
+  // The ioctl: `entries` bytes after the header in/out of `extra`.
+  int Call(int fd, fs::SemIoctl* req, void* extra, size_t extra_bytes);
+  // The set's size and times (an IPC_STAT of the daemon).
+  int Stat(int fd, fs::SemIoctl* out);
+
+  const std::string mount_;
+  unsigned long mount_dev_major_ = 0, mount_dev_minor_ = 0;
+  std::mutex mu_;
+  std::map<int, int> fds_;  // semid -> fd (GUARDED_BY(mu_))
+};
+
+}  // namespace cshm::ipc
