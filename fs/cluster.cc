@@ -223,6 +223,10 @@ NodeStatus Cluster::OwnStatus() {
   st.twin_bytes = twins_->count() * kPageSize;
   st.kept_writebacks = pending_->size();
   st.queued_unlocks = QueuedUnlocks();
+  if (semaphores_) {
+    st.semaphore_sets = semaphores_->sets();
+    st.semaphore_ops = semaphores_->ops_served();
+  }
   st.version = CSHM_VERSION;
   if ((st.moving_ino = moving_.ino.load()) != 0) {
     st.moving_target = moving_.target;
@@ -318,7 +322,9 @@ std::string Cluster::StatusJson() {
                             {"capacity_bytes", st->capacity_bytes},
                             {"twin_bytes", st->twin_bytes},
                             {"kept_writebacks", st->kept_writebacks},
-                            {"queued_unlocks", st->queued_unlocks}})
+                            {"queued_unlocks", st->queued_unlocks},
+                            {"semaphore_sets", st->semaphore_sets},
+                            {"semaphore_ops", st->semaphore_ops}})
         out += std::string(", \"") + key + "\": " + std::to_string(v);
       if (st->moving_ino != 0)
         out += ", \"moving\": {\"ino\": " + std::to_string(st->moving_ino) + ", \"target\": " +
@@ -371,6 +377,9 @@ void Cluster::AddGauges() {
              });
   r.AddGauge(this, "cshm_kept_writebacks", "write-backs an unreachable owner did not take, kept in the state dir",
              [this, one] { return one(static_cast<double>(pending_->size())); });
+  r.AddGauge(this, "cshm_semaphore_sets", "SysV semaphore sets this node serves (it made them)", [this] {
+    return std::vector<metrics::Sample>{{{}, semaphores_ ? static_cast<double>(semaphores_->sets()) : 0.0}};
+  });
   r.AddGauge(this, "cshm_queued_unlocks", "unlocks the owner did not answer, to be sent again",
              [this, one] { return one(static_cast<double>(QueuedUnlocks())); });
   r.AddGauge(this, "cshm_twin_bytes", "bytes of the twins this node keeps in its state dir (a copy of each page "

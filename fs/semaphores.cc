@@ -17,6 +17,7 @@
 #include <xxhash.h>
 
 #include "common/bytes.h"
+#include "common/metrics.h"
 #include "common/proc_status.h"
 #include "fs/sem_ioctl.h"
 
@@ -36,6 +37,9 @@ namespace {
 constexpr size_t kHeader = 12;                 // u32 length, u64 XXH3 of the state
 constexpr uint64_t kReserveStep = 64u << 10;  // state files grow by this much
 constexpr auto kCheckEvery = std::chrono::seconds(1);
+
+metrics::Counter kSemOpsServed("cshm_semaphore_operations_total",
+                               "semaphore calls (semop, semctl, exits) this node answered as a set's owner");
 
 int64_t Now() { return static_cast<int64_t>(time(nullptr)); }
 
@@ -415,6 +419,7 @@ Status Semaphores::Save(uint64_t ino) {
 }
 
 SemReply Semaphores::Serve(uint32_t from, const SemRequest& req) {
+  kSemOpsServed.Add();
   SemReply rep;
   std::vector<SemCompleted> done;
   auto fail = [&](const Status& s) {
@@ -613,6 +618,8 @@ bool Semaphores::Serves(uint64_t ino) {
   struct stat st;
   return stat((o_.dir + "/" + std::to_string(ino)).c_str(), &st) == 0;
 }
+
+uint64_t Semaphores::ops_served() const { return kSemOpsServed.value(); }
 
 size_t Semaphores::sets() {
   std::lock_guard<std::mutex> lock(mu_);

@@ -82,6 +82,7 @@ class Semaphores {
   // Whether a set is served here (a migration must not take it away).
   bool Serves(uint64_t ino);
   size_t sets();  // served here (a gauge)
+  uint64_t ops_served() const;  // calls answered here as an owner, since start
 
  private:
   explicit Semaphores(Options o) : o_(std::move(o)) {}

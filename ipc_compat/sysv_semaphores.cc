@@ -99,20 +99,38 @@ int SysvSemaphores::Stat(int fd, fs::SemIoctl* out) {
 }
 
 void SysvSemaphores::Release() {
-  FILE* f = fopen("/proc/self/maps", "re");
-  if (f == nullptr) return;
-  char* line = nullptr;
-  size_t cap = 0;
+  // /proc/PID/maps, opened once per process (a forked child reopens its
+  // own) and read again from the start each time.
   std::vector<std::pair<uintptr_t, size_t>> ranges;
-  while (getline(&line, &cap, f) > 0) {
-    unsigned long lo = 0, hi = 0, maj = 0, min = 0;
-    char perms[8] = {};
-    if (sscanf(line, "%lx-%lx %7s %*x %lx:%lx", &lo, &hi, perms, &maj, &min) != 5) continue;
-    if (maj != mount_dev_major_ || min != mount_dev_minor_ || perms[1] != 'w' || perms[3] != 's') continue;
-    ranges.emplace_back(lo, hi - lo);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const pid_t pid = getpid();
+    if (maps_pid_ != pid) {
+      if (maps_fd_ >= 0) close(maps_fd_);
+      maps_fd_ = open(("/proc/" + std::to_string(pid) + "/maps").c_str(), O_RDONLY | O_CLOEXEC);
+      maps_pid_ = pid;
+    }
+    if (maps_fd_ < 0) return;
+    maps_.clear();
+    char chunk[16384];
+    for (off_t off = 0;;) {
+      const ssize_t n = pread(maps_fd_, chunk, sizeof(chunk), off);
+      if (n <= 0) break;
+      maps_.append(chunk, static_cast<size_t>(n));
+      off += n;
+    }
+    for (size_t pos = 0; pos < maps_.size();) {
+      size_t end = maps_.find('\n', pos);
+      if (end == std::string::npos) end = maps_.size();
+      unsigned long lo = 0, hi = 0, maj = 0, min = 0;
+      char perms[8] = {};
+      const std::string line = maps_.substr(pos, end - pos);
+      pos = end + 1;
+      if (sscanf(line.c_str(), "%lx-%lx %7s %*x %lx:%lx", &lo, &hi, perms, &maj, &min) != 5) continue;
+      if (maj != mount_dev_major_ || min != mount_dev_minor_ || perms[1] != 'w' || perms[3] != 's') continue;
+      ranges.emplace_back(lo, hi - lo);
+    }
   }
-  free(line);
-  fclose(f);
   for (auto [addr, len] : ranges) msync(reinterpret_cast<void*>(addr), len, MS_SYNC);
 }
 
@@ -201,7 +219,8 @@ int SysvSemaphores::Get(key_t key, int nsems, int flags) {
 
 int SysvSemaphores::Op(int semid, struct sembuf* sops, size_t nsops, const struct timespec* timeout) {
   if (nsops < 1) return Fail(EINVAL);
-  const unsigned long long opm = std::min<unsigned long long>(KernelLimit("sem", 500, 2), fs::kMaxSemOps);
+  // SEMOPM, read once per process (it is checked on every call).
+  static const unsigned long long opm = std::min<unsigned long long>(KernelLimit("sem", 500, 2), fs::kMaxSemOps);
   if (nsops > opm) return Fail(E2BIG);
   if (sops == nullptr) return Fail(EFAULT);
   if (timeout && (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= 1000000000L))

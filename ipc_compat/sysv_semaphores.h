@@ -67,6 +67,9 @@ class SysvSemaphores {
   unsigned long mount_dev_major_ = 0, mount_dev_minor_ = 0;
   std::mutex mu_;
   std::map<int, int> fds_;  // semid -> fd (GUARDED_BY(mu_))
+  int maps_fd_ = -1;        // /proc/maps_pid_/maps (GUARDED_BY(mu_))
+  pid_t maps_pid_ = 0;      // GUARDED_BY(mu_)
+  std::string maps_;        // GUARDED_BY(mu_)
 };
 
 }  // namespace cshm::ipc

@@ -257,7 +257,8 @@ std::string NodeStatus::Encode() const {
   ByteWriter w(&out);
   w.PutU32(node);
   for (uint64_t v : {incarnation, uptime_ms, segments_owned, page_bytes, capacity_bytes, twin_bytes, kept_writebacks,
-                     queued_unlocks, moving_ino, moving_target, moving_done, moving_total})
+                     queued_unlocks, moving_ino, moving_target, moving_done, moving_total, semaphore_sets,
+                     semaphore_ops})
     w.PutU64(v);
   w.PutBytes(version);
   return out;
@@ -268,7 +269,7 @@ Result<NodeStatus> NodeStatus::Decode(std::string_view in) {
   r.GetU32(&m.node);
   for (uint64_t* v : {&m.incarnation, &m.uptime_ms, &m.segments_owned, &m.page_bytes, &m.capacity_bytes,
                       &m.twin_bytes, &m.kept_writebacks, &m.queued_unlocks, &m.moving_ino, &m.moving_target,
-                      &m.moving_done, &m.moving_total})
+                      &m.moving_done, &m.moving_total, &m.semaphore_sets, &m.semaphore_ops})
     r.GetU64(v);
   r.GetBytes(&m.version);
   if (!r.AtEnd() || m.version.size() > 64) return Malformed("node status");

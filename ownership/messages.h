@@ -69,6 +69,8 @@ struct NodeStatus {
   uint64_t twin_bytes = 0;
   uint64_t kept_writebacks = 0;
   uint64_t queued_unlocks = 0;
+  uint64_t semaphore_sets = 0;  // SysV semaphore sets served here...
+  uint64_t semaphore_ops = 0;   // ...and calls on them answered since start
   // The move from this node under way (moving_ino 0: none): pages of the
   // segment gone through so far, of its total.
   uint64_t moving_ino = 0, moving_target = 0, moving_done = 0, moving_total = 0;

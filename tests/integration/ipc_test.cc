@@ -7,6 +7,7 @@
 #include <sched.h>
 #include <sys/shm.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -14,8 +15,10 @@
 #include <fstream>
 #include <sys/stat.h>
 #include <string>
+#include <thread>
 
 #include "ipc_compat/sysv_segments.h"
+#include "ipc_compat/sysv_semaphores.h"
 #include "tests/support/test_cluster.h"
 
 namespace cshm::testing {
@@ -35,15 +38,20 @@ CommandResult Check(const std::string& mount, std::vector<std::string> args) {
 // A checker that runs until it gets a line on stdin ("hold ID").
 class Holder {
  public:
-  Holder(const std::string& mount, int id, const char* mode = "hold") {
+  Holder(const std::string& mount, int id, const char* mode = "hold")
+      : Holder(mount, {SHM_CHECK, mode, std::to_string(id)}) {}
+  Holder(const std::string& mount, const std::vector<std::string>& argv) {
     int in[2], out[2];
     if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0) return;
+    std::vector<char*> args;
+    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
     pid_ = fork();
     if (pid_ == 0) {
       dup2(in[0], 0);
       dup2(out[1], 1);
       for (const std::string& e : Env(mount)) putenv(strdup(e.c_str()));
-      execl(SHM_CHECK, SHM_CHECK, mode, std::to_string(id).c_str(), static_cast<char*>(nullptr));
+      execv(args[0], args.data());
       _exit(127);
     }
     close(in[0]);
@@ -51,6 +59,7 @@ class Holder {
     in_ = in[1];
     out_ = out[0];
   }
+  pid_t pid() const { return pid_; }
   ~Holder() {
     if (in_ >= 0) close(in_);
     if (out_ >= 0) close(out_);
@@ -179,6 +188,25 @@ TEST_F(IpcShimTest, stress_ng_shm_sysv_passes_its_own_verification) {
   EXPECT_EQ(r.err.find("fail"), std::string::npos) << r.err;
   // It really used the cluster: segments were made under .sysv.
   EXPECT_TRUE(std::filesystem::exists(M(1) + "/.sysv"));
+}
+
+// On node 1, which holds no metadata: the set's names are node 0's, its values node 1's.
+TEST_F(IpcShimTest, stress_ng_sem_sysv_passes_its_own_verification) {
+  if (RunCommand({"stress-ng", "--version"}, 10s).exit_code != 0) GTEST_SKIP() << "stress-ng is not installed";
+  CommandResult r = RunCommand({"stress-ng", "--sem-sysv", "2", "--sem-sysv-ops", "2000", "--verify", "--timeout",
+                                "60s", "--metrics-brief"},
+                               120s, Env(M(1)));
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(r.err.find("fail"), std::string::npos) << r.err;
+  // Its sets were node 1's, not the kernel's: node 1 answered its calls.
+  char status[8192] = {};
+  ASSERT_GT(getxattr(M(1).c_str(), "user.cshm.cluster", status, sizeof(status) - 1), 0);
+  const std::string s(status);
+  const size_t node1 = s.find("\"id\": 1");
+  ASSERT_NE(node1, std::string::npos) << s;
+  const size_t ops = s.find("\"semaphore_ops\": ", node1);
+  ASSERT_NE(ops, std::string::npos) << s;
+  EXPECT_GE(std::stoull(s.substr(ops + 17)), 4000u) << s;
 }
 
 TEST_F(IpcShimTest, kernel_and_cluster_segments_do_not_mix) {
@@ -317,6 +345,30 @@ TEST_F(IpcShimTest, the_kernels_limits_apply_to_new_segments) {
                                        "without huge pages, 15 SHM_HUGETLB unprivileged";
 }
 
+// semmsl, semopm and semmni from this node's /proc (its own IPC namespace).
+TEST_F(IpcShimTest, the_kernels_limits_apply_to_semaphores) {
+  const std::string mount = M(1);
+  CommandResult r = RunInChild([&]() -> int {
+    if (unshare(CLONE_NEWIPC) != 0) return 2;
+    std::ofstream("/proc/sys/kernel/sem") << "10 32000 4 2";  // semmsl semmns semopm semmni
+    ipc::SysvSemaphores sems(mount);
+    if (sems.Get(IPC_PRIVATE, 11, IPC_CREAT | 0600) != -1 || errno != EINVAL) return 10;
+    int ids[2];
+    for (int& id : ids)
+      if ((id = sems.Get(IPC_PRIVATE, 10, IPC_CREAT | 0600)) < 0) return 11;
+    const bool full = sems.Get(IPC_PRIVATE, 1, IPC_CREAT | 0600) == -1 && errno == ENOSPC;
+    struct sembuf ops[5] = {{0, 1, 0}, {1, 1, 0}, {2, 1, 0}, {3, 1, 0}, {4, 1, 0}};
+    const bool too_many = sems.Op(ids[0], ops, 5, nullptr) == -1 && errno == E2BIG;
+    const bool four = sems.Op(ids[0], ops, 4, nullptr) == 0;
+    for (int id : ids) sems.Control(id, 0, IPC_RMID, ipc::SemArg{});
+    if (!full) return 12;
+    if (!too_many) return 13;
+    if (!four) return 14;
+    return 0;
+  }, 30s);
+  EXPECT_EQ(r.exit_code, 0) << "10 semmsl, 11 create, 12 semmni, 13 semopm, 14 an operation within it";
+}
+
 TEST_F(IpcShimTest, keys_out_of_scope_and_a_missing_mount_fall_through) {
   // CSHM_KEYS: this key is outside, so it is the kernel's (nothing under
   // .sysv). Kernel keys are machine-wide: make them this process's.
@@ -356,6 +408,107 @@ TEST_F(IpcShimTest, keys_out_of_scope_and_a_missing_mount_fall_through) {
                        {"LD_PRELOAD=" SHIM, "CSHM_MOUNT=" + M(0) + "/apps"})
                 .exit_code,
             0);
+}
+
+// ---- SysV semaphores (docs/ipc_compat.md, "Semaphores")
+
+CommandResult Sem(const std::string& mount, std::vector<std::string> args) {
+  args.insert(args.begin(), SEM_CHECK);
+  return RunCommand(args, 120s, Env(mount));
+}
+
+// Node 1 holds no metadata: its sets' names live on node 0, their values here.
+TEST_F(IpcShimTest, semaphores_single_node_rules_errno_by_errno) {
+  CommandResult r = Sem(M(1), {"local", "0x5151"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "ok\n");
+}
+
+// The textbook program: a ring buffer in SysV shm guarded by two semaphores,
+// producer on one node and consumer on the other, no msync anywhere. Each
+// semaphore operation is a release, so every record the consumer is let in
+// to read is the one the producer stored (fails when the shim's release is
+// taken out: the consumer reads the record that was cached on its node).
+TEST_F(IpcShimTest, producer_and_consumer_on_two_nodes_pass_10000_records_without_msync) {
+  ASSERT_EQ(Sem(M(0), {"ring", "0x6001", "16"}).exit_code, 0);
+  CommandResult consumed;
+  std::thread consumer([&] { consumed = Sem(M(1), {"consume", "0x6001", "10000"}); });
+  CommandResult produced = Sem(M(0), {"produce", "0x6001", "10000"});
+  consumer.join();
+  EXPECT_EQ(produced.exit_code, 0) << produced.err;
+  EXPECT_EQ(consumed.exit_code, 0) << consumed.err;
+  EXPECT_EQ(consumed.out, "ok 10000\n");
+  // Every slot was given back: empty = 16, full = 0, seen from both nodes.
+  EXPECT_EQ(Sem(M(1), {"get", "0x6001", "0"}).out, "16\n");
+  EXPECT_EQ(Sem(M(0), {"get", "0x6001", "1"}).out, "0\n");
+}
+
+TEST_F(IpcShimTest, sem_undo_gives_back_what_a_process_killed_on_another_node_held) {
+  ASSERT_EQ(Sem(M(0), {"make", "0x6101", "1", "1"}).exit_code, 0);
+  Holder taker(M(1), {SEM_CHECK, "take", "0x6101"});
+  ASSERT_EQ(taker.Line(), "held");
+  EXPECT_EQ(Sem(M(0), {"get", "0x6101", "0"}).out, "0\n");
+  ASSERT_EQ(kill(taker.pid(), SIGKILL), 0);
+  std::string v;
+  for (auto deadline = std::chrono::steady_clock::now() + 30s; std::chrono::steady_clock::now() < deadline;) {
+    v = Sem(M(0), {"get", "0x6101", "0"}).out;
+    if (v == "1\n") break;
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_EQ(v, "1\n") << "the killed holder's SEM_UNDO was not applied";
+}
+
+// A waiter on node 1, its set owned by node 0: woken by a post there, a
+// signal takes its wait back (the post after it is not consumed by it), and
+// removal fails it with EIDRM.
+TEST_F(IpcShimTest, a_waiter_on_another_node_is_woken_interrupted_and_told_of_removal) {
+  ASSERT_EQ(Sem(M(0), {"make", "0x6201", "1", "0"}).exit_code, 0);
+  {
+    Holder w(M(1), {SEM_CHECK, "wait", "0x6201"});
+    ASSERT_EQ(w.Line(), "waiting");
+    ASSERT_EQ(Sem(M(0), {"post", "0x6201", "0"}).exit_code, 0);
+    EXPECT_EQ(w.Line(), "errno 0");
+  }
+  {
+    Holder w(M(1), {SEM_CHECK, "wait", "0x6201"});
+    ASSERT_EQ(w.Line(), "waiting");
+    std::this_thread::sleep_for(200ms);  // into the semop; a signal before it is only later
+    ASSERT_EQ(kill(w.pid(), SIGUSR1), 0);
+    EXPECT_EQ(w.Line(), "errno 4");
+  }
+  ASSERT_EQ(Sem(M(0), {"post", "0x6201", "0"}).exit_code, 0);
+  EXPECT_EQ(Sem(M(1), {"get", "0x6201", "0"}).out, "1\n") << "the interrupted wait took the post";
+  ASSERT_EQ(Sem(M(1), {"wait", "0x6201"}).out, "waiting\nerrno 0\n");
+  {
+    Holder w(M(1), {SEM_CHECK, "wait", "0x6201"});
+    ASSERT_EQ(w.Line(), "waiting");
+    std::this_thread::sleep_for(200ms);
+    ASSERT_EQ(Sem(M(0), {"rmid", "0x6201"}).exit_code, 0);
+    EXPECT_EQ(w.Line(), "errno 43");  // EIDRM
+  }
+}
+
+// The set lives with the node that made it: its values are kept in that
+// node's state dir, so a restart of its daemon loses no post.
+TEST_F(IpcShimTest, semaphore_values_survive_a_restart_of_their_owner) {
+  ASSERT_EQ(Sem(M(1), {"make", "0x6301", "2", "5"}).exit_code, 0);
+  ASSERT_EQ(Sem(M(0), {"post", "0x6301", "1"}).exit_code, 0);
+  c_.node(1).Stop();
+  ASSERT_EQ(c_.StartNode(1), "");
+  EXPECT_EQ(Sem(M(0), {"get", "0x6301", "0"}).out, "5\n");
+  EXPECT_EQ(Sem(M(0), {"get", "0x6301", "1"}).out, "6\n");
+  EXPECT_EQ(Sem(M(1), {"get", "0x6301", "1"}).out, "6\n");
+}
+
+// A wait must never hang on an owner that is gone: it fails with EIO once
+// this node's lease with the owner has run out.
+TEST_F(IpcShimTest, a_waiter_whose_semaphore_owner_dies_gets_eio_not_a_hang) {
+  ASSERT_EQ(Sem(M(1), {"make", "0x6401", "1", "0"}).exit_code, 0);
+  Holder w(M(0), {SEM_CHECK, "wait", "0x6401"});
+  ASSERT_EQ(w.Line(), "waiting");
+  std::this_thread::sleep_for(200ms);
+  c_.node(1).Kill9();
+  EXPECT_EQ(w.Line(), "errno 5");
 }
 
 }  // namespace

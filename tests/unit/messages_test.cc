@@ -16,6 +16,8 @@ TEST(NodeStatusTest, RoundTripsAndRefusesWhatIsNotOne) {
   st.twin_bytes = 8192;
   st.kept_writebacks = 2;
   st.queued_unlocks = 1;
+  st.semaphore_sets = 4;
+  st.semaphore_ops = 99;
   st.version = "0.1.0";
   auto back = NodeStatus::Decode(st.Encode());
   ASSERT_TRUE(back.ok()) << back.status().message();
@@ -28,6 +30,8 @@ TEST(NodeStatusTest, RoundTripsAndRefusesWhatIsNotOne) {
   EXPECT_EQ(back->twin_bytes, 8192u);
   EXPECT_EQ(back->kept_writebacks, 2u);
   EXPECT_EQ(back->queued_unlocks, 1u);
+  EXPECT_EQ(back->semaphore_sets, 4u);
+  EXPECT_EQ(back->semaphore_ops, 99u);
   EXPECT_EQ(back->version, "0.1.0");
   const std::string bytes = st.Encode();
   EXPECT_FALSE(NodeStatus::Decode(bytes.substr(0, bytes.size() - 1)).ok());
