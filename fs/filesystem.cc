@@ -232,9 +232,9 @@ void FileSystem::Forget(uint64_t ino, uint64_t n, const meta::Caller& caller) {
   if (cluster_) cluster_->KernelForgot(ino);
 }
 
-void FileSystem::Semaphore(uint64_t ino, std::string* io, pid_t caller_tid, bool writable,
-                           const std::function<bool()>& interrupted) {
-  semaphores_->Run(ino, io, caller_tid, writable, interrupted);
+void FileSystem::Semaphore(uint64_t ino, std::string io, pid_t caller_tid, bool writable,
+                           std::function<bool()> interrupted, std::function<void(const std::string& io)> reply) {
+  semaphores_->Run(ino, std::move(io), caller_tid, writable, std::move(interrupted), std::move(reply));
 }
 
 Status FileSystem::Fsync(uint64_t ino) {

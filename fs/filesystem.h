@@ -122,10 +122,11 @@ class FileSystem {
   // close(): a release, and the closing owner's POSIX locks go.
   Status Flush(uint64_t ino, uint64_t lock_owner);
 
-  // SysV semaphores: the shim's ioctl on a set's file (fs/sem_ioctl.h,
-  // answered in `io`); see fs/semaphores.h.
-  void Semaphore(uint64_t ino, std::string* io, pid_t caller_tid, bool writable,
-                 const std::function<bool()>& interrupted);
+  // SysV semaphores: the shim's ioctl on a set's file (fs/sem_ioctl.h),
+  // answered through `reply`, maybe later and from another thread; see
+  // Semaphores::Run.
+  void Semaphore(uint64_t ino, std::string io, pid_t caller_tid, bool writable, std::function<bool()> interrupted,
+                 std::function<void(const std::string& io)> reply);
 
  private:
   FileSystem() = default;

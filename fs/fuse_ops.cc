@@ -245,7 +245,8 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
 
 // Valid replies: fuse_reply_ioctl, fuse_reply_err. The only ioctl is the
 // shim's semaphore call (fs/sem_ioctl.h); a restricted ioctl's buffer comes in
-// and goes out whole. It may wait (a semop): a signal to the caller
+// and goes out whole. A semop that waits is answered later, from another
+// thread (this worker goes back to the loop); a signal to the caller
 // interrupts it (FUSE INTERRUPT).
 void OpIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, void*, fuse_file_info* fi, unsigned flags,
              const void* in_buf, size_t in_bufsz, size_t out_bufsz) {
@@ -253,10 +254,10 @@ void OpIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, void*, fuse_file_info
     const unsigned c = cmd;
     if ((flags & FUSE_IOCTL_COMPAT) || !IsSemIoctl(c) || in_bufsz != _IOC_SIZE(c) || out_bufsz != _IOC_SIZE(c))
       return (void)fuse_reply_err(req, ENOTTY);
-    std::string io(static_cast<const char*>(in_buf), in_bufsz);
-    Fs(req).Semaphore(ino, &io, fuse_req_ctx(req)->pid, (fi->fh & kWritableHandle) != 0,
-                      [req] { return fuse_req_interrupted(req) != 0; });
-    fuse_reply_ioctl(req, 0, io.data(), io.size());
+    Fs(req).Semaphore(
+        ino, std::string(static_cast<const char*>(in_buf), in_bufsz), fuse_req_ctx(req)->pid,
+        (fi->fh & kWritableHandle) != 0, [req] { return fuse_req_interrupted(req) != 0; },
+        [req](const std::string& io) { fuse_reply_ioctl(req, 0, io.data(), io.size()); });
   });
 }
 

@@ -58,6 +58,7 @@ Result<std::unique_ptr<Semaphores>> Semaphores::Open(Options options) {
   s->wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (s->wake_fd_ < 0) return Status::FromErrno(errno, "eventfd for the semaphore exit watcher");
   s->watcher_ = std::thread([p = s.get()] { p->ExitLoop(); });
+  s->waiter_ = std::thread([p = s.get()] { p->WaitLoop(); });
   return s;
 }
 
@@ -68,7 +69,16 @@ void Semaphores::Stop() {
   }
   const uint64_t one = 1;
   if (wake_fd_ >= 0) (void)!write(wake_fd_, &one, sizeof(one));
+  wait_cv_.notify_all();
   if (watcher_.joinable()) watcher_.join();
+  if (waiter_.joinable()) waiter_.join();
+  // Nobody will answer what still waits.
+  std::vector<uint64_t> left;
+  {
+    std::lock_guard<std::mutex> lock(wait_mu_);
+    for (auto& [token, p] : pending_) left.push_back(token);
+  }
+  for (uint64_t token : left) Finish(token, EIO);
 }
 
 Semaphores::~Semaphores() {
@@ -80,15 +90,16 @@ Semaphores::~Semaphores() {
 
 // ---------------------------------------------------------------- accessor side
 
-void Semaphores::Run(uint64_t ino, std::string* io, pid_t caller_tid, bool writable,
-                     const std::function<bool()>& interrupted) {
+void Semaphores::Run(uint64_t ino, std::string io, pid_t caller_tid, bool writable, std::function<bool()> interrupted,
+                     Reply reply) {
   SemIoctl h;
-  std::memcpy(&h, io->data(), sizeof(h));
-  char* entries = io->data() + sizeof(h);
-  const size_t room = io->size() - sizeof(h);
+  std::memcpy(&h, io.data(), sizeof(h));
+  char* entries = io.data() + sizeof(h);
+  const size_t room = io.size() - sizeof(h);
   auto done = [&](int err) {
     h.err = err;
-    std::memcpy(io->data(), &h, sizeof(h));
+    std::memcpy(io.data(), &h, sizeof(h));
+    reply(io);
   };
   auto owner = o_.owner_of(ino);
   if (!owner.ok()) return done(ErrnoOf(owner.status()) == ENOENT ? EIDRM : ErrnoOf(owner.status()));
@@ -129,22 +140,30 @@ void Semaphores::Run(uint64_t ino, std::string* io, pid_t caller_tid, bool writa
                        tgid, *owner);
           return done(EIO);
         }
+        if (stopping_) return done(EIO);
+        // In place before it is sent: a wake-up can come before the answer.
         req.token = ++next_token_;
-        pending_[req.token] = Pending{*owner};
+        Pending& p = pending_[req.token];
+        p.ino = ino;
+        p.owner = *owner;
+        p.io = std::move(io);
+        p.reply = std::move(reply);
+        p.interrupted = std::move(interrupted);
+        if (h.timeout_ns >= 0) p.deadline = Clock::now() + std::chrono::nanoseconds(h.timeout_ns);
+        p.next_check = Clock::now() + kCheckEvery;
       }
-      if (undo) WatchExit(tgid, *owner);
-      auto r = Ask(ino, *owner, req);
-      int err = 0;
-      if (!r.ok()) {
-        err = ErrnoOf(r.status());
-      } else if (r->state == SemState::kQueued) {
-        err = Wait(ino, *owner, req.token, h.timeout_ns, interrupted);
-      } else {
-        err = r->err;
+      // From here the call is pending_'s to answer: nothing may escape.
+      Result<SemReply> r = Status::System(EIO, "");
+      try {
+        if (undo) WatchExit(tgid, *owner);
+        r = Ask(ino, *owner, req);
+      } catch (const std::exception& e) {
+        spdlog::error("semop: internal error: {}", e.what());
       }
-      std::lock_guard<std::mutex> lock(wait_mu_);
-      pending_.erase(req.token);
-      return done(err);
+      if (!r.ok()) return Finish(req.token, ErrnoOf(r.status()));
+      if (r->state != SemState::kQueued) return Finish(req.token, r->err);
+      wait_cv_.notify_all();  // answered by a wake-up, or by the wait loop
+      return;
     }
     case kSemCtl: {
       req.kind = SemKind::kCtl;
@@ -174,6 +193,22 @@ void Semaphores::Run(uint64_t ino, std::string* io, pid_t caller_tid, bool writa
   }
 }
 
+void Semaphores::Finish(uint64_t token, int err) {
+  Pending p;
+  {
+    std::lock_guard<std::mutex> lock(wait_mu_);
+    auto it = pending_.find(token);
+    if (it == pending_.end()) return;  // answered already
+    p = std::move(it->second);
+    pending_.erase(it);
+  }
+  SemIoctl h;
+  std::memcpy(&h, p.io.data(), sizeof(h));
+  h.err = err;
+  std::memcpy(p.io.data(), &h, sizeof(h));
+  p.reply(p.io);
+}
+
 Result<SemReply> Semaphores::Ask(uint64_t ino, uint32_t owner, const SemRequest& req) {
   if (owner == o_.self || !o_.call) return Serve(o_.self, req);
   CSHM_ASSIGN_OR_RETURN(std::string reply, o_.call(owner, ownership::kSem, req.Encode()));
@@ -181,40 +216,57 @@ Result<SemReply> Semaphores::Ask(uint64_t ino, uint32_t owner, const SemRequest&
   return SemReply::Decode(reply);
 }
 
-int Semaphores::Wait(uint64_t ino, uint32_t owner, uint64_t token, int64_t timeout_ns,
-                     const std::function<bool()>& interrupted) {
-  using Clock = std::chrono::steady_clock;
-  const auto deadline = timeout_ns < 0 ? Clock::time_point::max()
-                                       : Clock::now() + std::chrono::nanoseconds(timeout_ns);
-  auto next_check = Clock::now() + kCheckEvery;
+void Semaphores::WaitLoop() {
   std::unique_lock<std::mutex> lock(wait_mu_);
-  while (true) {
-    Pending& p = pending_[token];
-    if (p.done) return p.err;
-    if (p.lost) {
-      spdlog::warn("a semop waiting at node {} failed: this node's lease with it ran out", owner);
-      return EIO;
-    }
+  while (!stopping_) {
     const auto now = Clock::now();
-    if ((interrupted && interrupted()) || now >= deadline) {
-      const int why = now >= deadline ? EAGAIN : EINTR;
-      lock.unlock();
-      bool queued = false;
-      const int err = Cancel(ino, owner, token, /*give_up=*/true, &queued);
-      return err == -1 ? why : err;
+    struct Todo {
+      uint64_t token, ino;
+      uint32_t owner;
+      int why;  // 0: only ask; EINTR/EAGAIN: take it back; EIO: the owner is lost
+    };
+    std::vector<Todo> todo;
+    auto wake_at = now + std::chrono::milliseconds(50);  // signals are looked for this often
+    for (auto& [token, p] : pending_) {
+      if (p.busy) continue;
+      int why = -1;
+      if (p.lost) why = EIO;
+      else if (p.interrupted && p.interrupted()) why = EINTR;
+      else if (now >= p.deadline) why = EAGAIN;
+      else if (now >= p.next_check) why = 0;
+      if (why < 0) {
+        wake_at = std::min(wake_at, p.deadline);
+        continue;
+      }
+      p.busy = true;
+      todo.push_back(Todo{token, p.ino, p.owner, why});
     }
-    if (now >= next_check) {
-      // The wake-up is pushed; this only finds one lost on the way, or an
+    lock.unlock();
+    for (const Todo& t : todo) {
+      if (t.why == EIO) {
+        spdlog::warn("a semop waiting at node {} failed: this node's lease with it ran out", t.owner);
+        Finish(t.token, EIO);
+        continue;
+      }
+      // The wake-up is pushed; asking only finds one lost on the way, or an
       // owner that restarted and forgot the operation.
-      lock.unlock();
       bool queued = false;
-      const int err = Cancel(ino, owner, token, /*give_up=*/false, &queued);
-      lock.lock();
-      if (!queued && err != -2) return err;
-      next_check = Clock::now() + kCheckEvery;
-      continue;
+      const int err = Cancel(t.ino, t.owner, t.token, /*give_up=*/t.why != 0, &queued);
+      if (t.why != 0) {
+        Finish(t.token, err == -1 ? t.why : err);
+      } else if (!queued && err != -2) {
+        Finish(t.token, err);
+      } else {
+        std::lock_guard<std::mutex> again(wait_mu_);
+        auto it = pending_.find(t.token);
+        if (it != pending_.end()) {
+          it->second.busy = false;
+          it->second.next_check = Clock::now() + kCheckEvery;
+        }
+      }
     }
-    woken_.wait_until(lock, std::min({deadline, next_check, now + std::chrono::milliseconds(50)}));
+    lock.lock();
+    if (todo.empty()) wait_cv_.wait_until(lock, wake_at);
   }
 }
 
@@ -230,8 +282,7 @@ int Semaphores::Cancel(uint64_t ino, uint32_t owner, uint64_t token, bool give_u
   auto r = Ask(ino, owner, req);
   auto finished_here = [&]() -> std::optional<int> {
     std::lock_guard<std::mutex> lock(wait_mu_);
-    auto it = pending_.find(token);
-    if (it != pending_.end() && it->second.done) return it->second.err;
+    if (!pending_.contains(token)) return 0;  // a wake-up answered it meanwhile: it was applied
     return std::nullopt;
   };
   if (!r.ok()) {
@@ -260,22 +311,18 @@ int Semaphores::Cancel(uint64_t ino, uint32_t owner, uint64_t token, bool give_u
 }
 
 void Semaphores::Woken(const SemWake& w) {
-  std::lock_guard<std::mutex> lock(wait_mu_);
-  auto it = pending_.find(w.token);
-  if (it == pending_.end()) return;  // it gave up meanwhile: its cancel learnt the outcome
-  it->second.done = true;
-  it->second.err = w.err;
-  woken_.notify_all();
+  // Unknown: it was answered meanwhile (its cancel learnt the outcome).
+  Finish(w.token, w.err);
 }
 
 void Semaphores::OwnerLost(uint32_t node) {
   std::lock_guard<std::mutex> lock(wait_mu_);
   for (auto& [token, p] : pending_)
-    if (p.owner == node && !p.done) p.lost = true;
+    if (p.owner == node) p.lost = true;
   for (auto& [tgid, owners] : undo_owners_)
     if (owners.erase(node) > 0) undo_lost_.insert({tgid, node});
   std::erase_if(exits_, [&](const auto& e) { return e.first == node; });  // it applies them all itself
-  woken_.notify_all();
+  wait_cv_.notify_all();
 }
 
 void Semaphores::WatchExit(pid_t tgid, uint32_t owner) {

@@ -61,10 +61,18 @@ class Semaphores {
   // Stops telling owners of exits (before the cluster goes).
   void Stop();
 
-  // The shim's ioctl: `io` holds a SemIoctl and its entries, answered in
-  // place. `caller_tid`: the thread (this daemon's pid namespace) that made
-  // it; `writable`: the set's file is open for writing (alter permission).
-  void Run(uint64_t ino, std::string* io, pid_t caller_tid, bool writable, const std::function<bool()>& interrupted);
+  // Answers one call, once, with the request's bytes answered in place.
+  using Reply = std::function<void(const std::string& io)>;
+  // The shim's ioctl: `io` holds a SemIoctl and its entries. `caller_tid`:
+  // the thread (this daemon's pid namespace) that made it; `writable`: the
+  // set's file is open for writing (alter permission). `reply` is called
+  // before Run returns, except for a semop that waits: then it is called
+  // later from another thread, and the caller's thread is free (a FUSE
+  // worker must not be held by a wait: a few dozen waiters would take every
+  // worker of the mount, and nobody could post). `interrupted` is asked
+  // until then.
+  void Run(uint64_t ino, std::string io, pid_t caller_tid, bool writable, std::function<bool()> interrupted,
+           Reply reply);
 
   // Owner side: a request from node `from` (self for local callers).
   ownership::SemReply Serve(uint32_t from, const ownership::SemRequest& req);
@@ -86,15 +94,26 @@ class Semaphores {
 
  private:
   explicit Semaphores(Options o) : o_(std::move(o)) {}
+  using Clock = std::chrono::steady_clock;
+  // A semop of this node's process, queued at its owner.
   struct Pending {
+    uint64_t ino = 0;
     uint32_t owner = 0;
-    bool done = false;
+    std::string io;
+    Reply reply;
+    std::function<bool()> interrupted;
+    Clock::time_point deadline = Clock::time_point::max();
+    Clock::time_point next_check;
     bool lost = false;  // the owner's lease ran out
-    int err = 0;
+    bool busy = false;  // the wait loop is asking the owner about it
   };
   Result<ownership::SemReply> Ask(uint64_t ino, uint32_t owner, const ownership::SemRequest& req);
-  // The owner's answer to a queued operation, waited for here.
-  int Wait(uint64_t ino, uint32_t owner, uint64_t token, int64_t timeout_ns, const std::function<bool()>& interrupted);
+  // Answers `token`'s call with `err`, if nobody has (whoever takes it out
+  // of pending_ answers it).
+  void Finish(uint64_t token, int err);
+  // Deadlines, signals, lost owners and the once-a-second check of the
+  // operations queued elsewhere.
+  void WaitLoop();
   int Cancel(uint64_t ino, uint32_t owner, uint64_t token, bool give_up, bool* still_queued);
   void WatchExit(pid_t tgid, uint32_t owner);
   void ExitLoop();
@@ -119,7 +138,7 @@ class Semaphores {
   std::map<std::pair<uint32_t, uint64_t>, int> unacked_;  // GUARDED_BY(mu_)
 
   std::mutex wait_mu_;  // the accessor side
-  std::condition_variable woken_;
+  std::condition_variable wait_cv_;  // the wait loop has something to do
   uint64_t next_token_ = 0;                  // GUARDED_BY(wait_mu_)
   std::map<uint64_t, Pending> pending_;      // token -> waiter (GUARDED_BY(wait_mu_))
   std::map<pid_t, std::set<uint32_t>> undo_owners_;  // tgid -> owners holding its adjustments (GUARDED_BY(wait_mu_))
@@ -129,6 +148,7 @@ class Semaphores {
   int wake_fd_ = -1;  // eventfd: the exit watcher's poll set changed
   bool stopping_ = false;  // GUARDED_BY(wait_mu_)
   std::thread watcher_;
+  std::thread waiter_;
 };
 
 }  // namespace cshm::fs

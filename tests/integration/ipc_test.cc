@@ -500,6 +500,16 @@ TEST_F(IpcShimTest, semaphore_values_survive_a_restart_of_their_owner) {
   EXPECT_EQ(Sem(M(1), {"get", "0x6301", "1"}).out, "6\n");
 }
 
+// More waiters than the mount has FUSE workers (64): a waiting semop must not
+// hold one, or the post that would let them through could not be served
+// (seen: the mount wedged once 64 processes waited).
+TEST_F(IpcShimTest, a_crowd_of_waiters_does_not_take_every_worker_of_the_mount) {
+  ASSERT_EQ(Sem(M(0), {"make", "0x6501", "1", "0"}).exit_code, 0);
+  CommandResult r = RunCommand({SEM_CHECK, "crowd", "0x6501", "100"}, 60s, Env(M(1)));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "ok 100\n");
+}
+
 // A wait must never hang on an owner that is gone: it fails with EIO once
 // this node's lease with the owner has run out.
 TEST_F(IpcShimTest, a_waiter_whose_semaphore_owner_dies_gets_eio_not_a_hang) {

@@ -16,6 +16,9 @@
  *   sem_check get KEY NUM          prints the value
  *   sem_check post KEY NUM         semop(+1)
  *   sem_check rmid KEY             IPC_RMID
+ *   sem_check crowd KEY N          N children wait on semaphore 0 (set to 0) at
+ *                                  once; one post of N lets them all through;
+ *                                  prints "ok N"
  * Exit 0 on success; on a failed check, a message and the line number. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -361,6 +364,27 @@ int main(int argc, char** argv) {
   if (strcmp(cmd, "post") == 0) {
     up.sem_num = (unsigned short)atoi(argv[3]);
     CHECK(semop(id, &up, 1) == 0);
+    return 0;
+  }
+  if (strcmp(cmd, "crowd") == 0) {
+    const int n = atoi(argv[3]);
+    CHECK(setval(id, 0, 0) == 0);
+    pid_t* kids = calloc((size_t)n, sizeof(pid_t));
+    for (int i = 0; i < n; i++) {
+      kids[i] = fork();
+      CHECK(kids[i] >= 0);
+      if (kids[i] == 0) _exit(semop(id, &down, 1) == 0 ? 0 : 1);
+    }
+    CHECK(count_eventually(id, GETNCNT, n) == n);
+    struct sembuf all = {0, (short)n, 0};
+    CHECK(semop(id, &all, 1) == 0);
+    for (int i = 0; i < n; i++) {
+      int st = 0;
+      CHECK(waitpid(kids[i], &st, 0) == kids[i] && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    CHECK(getval(id, 0) == 0);
+    free(kids);
+    printf("ok %d\n", n);
     return 0;
   }
   if (strcmp(cmd, "rmid") == 0) {
