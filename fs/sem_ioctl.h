@@ -45,6 +45,8 @@ constexpr size_t kSemIoctlMax = (1u << 14) - 1;
 constexpr uint32_t kMaxSemsPerSet = (kSemIoctlMax - sizeof(SemIoctl)) / sizeof(uint16_t);
 constexpr uint32_t kMaxSemOps = (kSemIoctlMax - sizeof(SemIoctl)) / 6;  // sizeof(struct sembuf)
 
+constexpr int kSemValueMax = 32767;  // SEMVMX: no value is larger
+
 constexpr unsigned SemIoctlCommand(size_t bytes) {
   return _IOC(_IOC_READ | _IOC_WRITE, 'c', 0x53, bytes);
 }

@@ -11,6 +11,7 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <sys/ipc.h>
 #include <sys/sem.h>
 #include <sys/shm.h>
@@ -26,6 +27,7 @@
 #include <string>
 
 #include "ipc_compat/key_scope.h"
+#include "ipc_compat/posix_semaphores.h"
 #include "ipc_compat/sysv_segments.h"
 #include "ipc_compat/sysv_semaphores.h"
 
@@ -45,12 +47,22 @@ struct Real {
   int (*semget)(key_t, int, int);
   int (*semtimedop)(int, struct sembuf*, size_t, const struct timespec*);
   int (*semctl)(int, int, int, ...);
+  sem_t* (*sem_open)(const char*, int, ...);
+  int (*sem_close)(sem_t*);
+  int (*sem_unlink)(const char*);
+  int (*sem_post)(sem_t*);
+  int (*sem_wait)(sem_t*);
+  int (*sem_trywait)(sem_t*);
+  int (*sem_timedwait)(sem_t*, const struct timespec*);
+  int (*sem_clockwait)(sem_t*, clockid_t, const struct timespec*);
+  int (*sem_getvalue)(sem_t*, int*);
 };
 
 struct State {
   Real real{};
   std::unique_ptr<SysvSegments> segments;  // null: pass everything through
   std::unique_ptr<SysvSemaphores> semaphores;  // with segments
+  std::unique_ptr<PosixSemaphores> named;      // with segments, unless CSHM_POSIX=0
   KeyScope scope = KeyScope::All();
   bool posix = true;
   std::string mount;
@@ -75,6 +87,12 @@ int NoShmUnlink(const char*) { return errno = ENOSYS, -1; }
 int NoSemget(key_t, int, int) { return errno = ENOSYS, -1; }
 int NoSemtimedop(int, struct sembuf*, size_t, const struct timespec*) { return errno = ENOSYS, -1; }
 int NoSemctl(int, int, int, ...) { return errno = ENOSYS, -1; }
+sem_t* NoSemOpen(const char*, int, ...) { return errno = ENOSYS, SEM_FAILED; }
+int NoSemHandle(sem_t*) { return errno = ENOSYS, -1; }
+int NoSemUnlink(const char*) { return errno = ENOSYS, -1; }
+int NoSemTimedwait(sem_t*, const struct timespec*) { return errno = ENOSYS, -1; }
+int NoSemClockwait(sem_t*, clockid_t, const struct timespec*) { return errno = ENOSYS, -1; }
+int NoSemGetvalue(sem_t*, int*) { return errno = ENOSYS, -1; }
 
 template <typename F>
 void Resolve(F*& fn, const char* name, F* missing) {
@@ -139,6 +157,15 @@ void Init() {
   Resolve(s->real.semget, "semget", NoSemget);
   Resolve(s->real.semtimedop, "semtimedop", NoSemtimedop);
   Resolve(s->real.semctl, "semctl", NoSemctl);
+  Resolve(s->real.sem_open, "sem_open", NoSemOpen);
+  Resolve(s->real.sem_close, "sem_close", NoSemHandle);
+  Resolve(s->real.sem_unlink, "sem_unlink", NoSemUnlink);
+  Resolve(s->real.sem_post, "sem_post", NoSemHandle);
+  Resolve(s->real.sem_wait, "sem_wait", NoSemHandle);
+  Resolve(s->real.sem_trywait, "sem_trywait", NoSemHandle);
+  Resolve(s->real.sem_timedwait, "sem_timedwait", NoSemTimedwait);
+  Resolve(s->real.sem_clockwait, "sem_clockwait", NoSemClockwait);
+  Resolve(s->real.sem_getvalue, "sem_getvalue", NoSemGetvalue);
   const char* mount = getenv("CSHM_MOUNT");
   if (mount != nullptr && *mount != '\0') {
     char real[PATH_MAX];
@@ -163,6 +190,7 @@ void Init() {
         }
       }
       if (const char* p = getenv("CSHM_POSIX")) s->posix = std::strcmp(p, "0") != 0;
+      if (s->posix) s->named = std::make_unique<PosixSemaphores>(s->mount, s->semaphores.get());
       pthread_atfork(nullptr, nullptr, AfterForkChild);
     }
   }
@@ -331,4 +359,84 @@ CSHM_EXPORT int semctl(int semid, int semnum, int cmd, ...) {
     errno = ENOMEM;
     return -1;
   }
+}
+
+// POSIX named semaphores: sem_open's are ours, every other sem_t (sem_init's)
+// is the C library's.
+CSHM_EXPORT sem_t* sem_open(const char* name, int oflag, ...) {
+  try {
+    mode_t mode = 0;
+    unsigned value = 0;
+    if (oflag & O_CREAT) {
+      va_list ap;
+      va_start(ap, oflag);
+      mode = static_cast<mode_t>(va_arg(ap, unsigned));
+      value = va_arg(ap, unsigned);
+      va_end(ap);
+    }
+    auto& s = S();
+    if (!s.named) return s.real.sem_open(name, oflag, mode, value);
+    return s.named->Open(name, oflag, mode, value);
+  } catch (...) {
+    errno = ENOMEM;
+    return SEM_FAILED;
+  }
+}
+
+namespace {
+template <typename Ours, typename Theirs>
+int OnSem(sem_t* sem, Ours ours, Theirs theirs) {
+  try {
+    auto& s = S();
+    if (!s.named || !s.named->IsOurs(sem)) return theirs(s.real);
+    return ours(*s.named);
+  } catch (...) {
+    errno = ENOMEM;
+    return -1;
+  }
+}
+}  // namespace
+
+CSHM_EXPORT int sem_close(sem_t* sem) {
+  return OnSem(sem, [&](auto& n) { return n.Close(sem); }, [&](auto& r) { return r.sem_close(sem); });
+}
+
+CSHM_EXPORT int sem_unlink(const char* name) {
+  try {
+    auto& s = S();
+    if (!s.named) return s.real.sem_unlink(name);
+    return s.named->Unlink(name);
+  } catch (...) {
+    errno = ENOMEM;
+    return -1;
+  }
+}
+
+CSHM_EXPORT int sem_post(sem_t* sem) {
+  return OnSem(sem, [&](auto& n) { return n.Post(sem); }, [&](auto& r) { return r.sem_post(sem); });
+}
+
+CSHM_EXPORT int sem_wait(sem_t* sem) {
+  return OnSem(sem, [&](auto& n) { return n.Wait(sem, false, CLOCK_REALTIME, nullptr); },
+               [&](auto& r) { return r.sem_wait(sem); });
+}
+
+CSHM_EXPORT int sem_trywait(sem_t* sem) {
+  return OnSem(sem, [&](auto& n) { return n.Wait(sem, true, CLOCK_REALTIME, nullptr); },
+               [&](auto& r) { return r.sem_trywait(sem); });
+}
+
+CSHM_EXPORT int sem_timedwait(sem_t* sem, const struct timespec* abs) {
+  return OnSem(sem, [&](auto& n) { return n.Wait(sem, false, CLOCK_REALTIME, abs); },
+               [&](auto& r) { return r.sem_timedwait(sem, abs); });
+}
+
+CSHM_EXPORT int sem_clockwait(sem_t* sem, clockid_t clock, const struct timespec* abs) {
+  return OnSem(sem, [&](auto& n) { return n.Wait(sem, false, clock, abs); },
+               [&](auto& r) { return r.sem_clockwait(sem, clock, abs); });
+}
+
+CSHM_EXPORT int sem_getvalue(sem_t* sem, int* value) {
+  return OnSem(sem, [&](auto& n) { return n.GetValue(sem, value); },
+               [&](auto& r) { return r.sem_getvalue(sem, value); });
 }

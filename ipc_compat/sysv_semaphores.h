@@ -49,6 +49,9 @@ class SysvSemaphores {
   bool IsOurs(int semid) const;
   // msync(MS_SYNC) of every shared writable mapping of the mount here.
   void Release();
+  // The daemon's ioctl on a set's file: `extra_bytes` after the header in and
+  // out of `extra`; -1 with errno (the daemon's answer, or the ioctl's).
+  static int Call(int fd, fs::SemIoctl* req, void* extra, size_t extra_bytes);
 
  private:
   std::string Dir() const { return mount_ + "/.sysv"; }
@@ -58,8 +61,6 @@ class SysvSemaphores {
   // The set's file, opened once per process (O_RDWR if allowed).
   int Fd(int semid);
   void Drop(int semid);
-  // The ioctl: `entries` bytes after the header in/out of `extra`.
-  int Call(int fd, fs::SemIoctl* req, void* extra, size_t extra_bytes);
   // The set's size and times (an IPC_STAT of the daemon).
   int Stat(int fd, fs::SemIoctl* out);
 

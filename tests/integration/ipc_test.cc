@@ -521,5 +521,35 @@ TEST_F(IpcShimTest, a_waiter_whose_semaphore_owner_dies_gets_eio_not_a_hang) {
   EXPECT_EQ(w.Line(), "errno 5");
 }
 
+// ---- POSIX named semaphores
+
+CommandResult Psem(const std::string& mount, std::vector<std::string> args) {
+  args.insert(args.begin(), PSEM_CHECK);
+  return RunCommand(args, 120s, Env(mount));
+}
+
+TEST_F(IpcShimTest, posix_named_semaphores_single_node_rules_errno_by_errno) {
+  CommandResult r = Psem(M(1), {"local", "/cshm-psem-local"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "ok\n");
+}
+
+// The ring again, with named semaphores: a Python producer (ctypes) on node 0
+// and a C consumer on node 1, no msync; sem_post is the release.
+TEST_F(IpcShimTest, python_and_c_share_a_ring_through_posix_named_semaphores_across_nodes) {
+  const std::string ring = "psem-ring";
+  CommandResult consumed;
+  std::thread consumer([&] { consumed = Psem(M(1), {"consume", "/cshm-ring", M(1) + "/" + ring, "10000"}); });
+  CommandResult produced = RunCommand({"/usr/bin/python3", TESTS_DIR "/ipc/psem_producer.py", "/cshm-ring",
+                                       M(0) + "/" + ring, "16", "10000"},
+                                      120s, Env(M(0)));
+  consumer.join();
+  EXPECT_EQ(produced.exit_code, 0) << produced.err;
+  EXPECT_EQ(consumed.exit_code, 0) << consumed.err;
+  EXPECT_EQ(consumed.out, "ok 10000\n");
+  EXPECT_EQ(Psem(M(0), {"get", "/cshm-ring-empty"}).out, "16\n");
+  EXPECT_TRUE(std::filesystem::exists(M(1) + "/.posix/sem.cshm-ring-full")) << "not cshm's semaphore";
+}
+
 }  // namespace
 }  // namespace cshm::testing
