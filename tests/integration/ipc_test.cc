@@ -458,6 +458,23 @@ TEST_F(IpcShimTest, sem_undo_gives_back_what_a_process_killed_on_another_node_he
   EXPECT_EQ(v, "1\n") << "the killed holder's SEM_UNDO was not applied";
 }
 
+// A holder's node dies: its daemon cannot tell anyone the process is gone,
+// so the owner gives back what it held once that node's lease has run out.
+TEST_F(IpcShimTest, sem_undo_gives_back_what_a_process_on_a_dead_node_held) {
+  ASSERT_EQ(Sem(M(0), {"make", "0x6102", "1", "1"}).exit_code, 0);
+  Holder taker(M(1), {SEM_CHECK, "take", "0x6102"});
+  ASSERT_EQ(taker.Line(), "held");
+  EXPECT_EQ(Sem(M(0), {"get", "0x6102", "0"}).out, "0\n");
+  c_.node(1).Kill9();
+  std::string v;
+  for (auto deadline = std::chrono::steady_clock::now() + 30s; std::chrono::steady_clock::now() < deadline;) {
+    v = Sem(M(0), {"get", "0x6102", "0"}).out;
+    if (v == "1\n") break;
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(v, "1\n") << "the dead node's SEM_UNDO was not applied";
+}
+
 // A waiter on node 1, its set owned by node 0: woken by a post there, a
 // signal takes its wait back (the post after it is not consumed by it), and
 // removal fails it with EIDRM.
