@@ -1,11 +1,13 @@
 #include "ipc_compat/sysv_common.h"
 
+#include <sys/uio.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <vector>
 
 namespace cshm::ipc {
@@ -75,6 +77,25 @@ OwnerAccess::OwnerAccess(const std::string& path, const struct stat& st) : path_
 OwnerAccess::~OwnerAccess() {
   if (lent_) (void)!chmod(path_.c_str(), mode_);  // ENOENT if the call destroyed it
 }
+
+namespace {
+bool CopyVm(void* dst, const void* src, size_t n, bool from_caller) {
+  if (n == 0) return true;
+  iovec local{from_caller ? dst : const_cast<void*>(src), n};
+  iovec remote{from_caller ? const_cast<void*>(src) : dst, n};
+  const ssize_t r = from_caller ? process_vm_readv(getpid(), &local, 1, &remote, 1, 0)
+                                : process_vm_writev(getpid(), &local, 1, &remote, 1, 0);
+  if (r == static_cast<ssize_t>(n)) return true;
+  if (r < 0 && (errno == ENOSYS || errno == EPERM)) {
+    std::memcpy(dst, src, n);
+    return true;
+  }
+  return false;
+}
+}  // namespace
+
+bool CopyFromCaller(void* dst, const void* src, size_t n) { return CopyVm(dst, src, n, true); }
+bool CopyToCaller(void* dst, const void* src, size_t n) { return CopyVm(dst, src, n, false); }
 
 int EnsureSysvDir(const std::string& dir) {
   if (mkdir(dir.c_str(), 01777) != 0 && errno != EEXIST) return -1;

@@ -36,6 +36,8 @@ class OwnerAccess {
  public:
   OwnerAccess(const std::string& path, const struct stat& st);
   ~OwnerAccess();
+  // The call set the mode itself (IPC_SET): nothing to give back.
+  void Keep() { lent_ = false; }
   OwnerAccess(const OwnerAccess&) = delete;
   OwnerAccess& operator=(const OwnerAccess&) = delete;
 
@@ -44,6 +46,13 @@ class OwnerAccess {
   const mode_t mode_;
   bool lent_ = false;
 };
+
+// Copies between the caller's memory and ours as the kernel does for a
+// system call: a bad address is EFAULT (false), not a crash in the library.
+// (process_vm_readv/writev on ourselves; where a sandbox forbids them, a
+// plain copy, as glibc's own wrappers would crash.)
+bool CopyFromCaller(void* dst, const void* src, size_t n);
+bool CopyToCaller(void* dst, const void* src, size_t n);
 
 // MOUNT/.sysv, mode 1777 (like /dev/shm), made on first use.
 int EnsureSysvDir(const std::string& dir);

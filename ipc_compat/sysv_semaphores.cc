@@ -83,10 +83,10 @@ int SysvSemaphores::Call(int fd, fs::SemIoctl* req, void* extra, size_t extra_by
   req->pid = getpid();
   req->err = 0;
   std::memcpy(buf.data(), req, sizeof(*req));
-  if (extra_bytes) std::memcpy(buf.data() + sizeof(*req), extra, extra_bytes);
+  if (!CopyFromCaller(buf.data() + sizeof(*req), extra, extra_bytes)) return Fail(EFAULT);
   if (ioctl(fd, fs::SemIoctlCommand(total), buf.data()) != 0) return errno == ENOTTY ? Fail(EINVAL) : -1;
   std::memcpy(req, buf.data(), sizeof(*req));
-  if (extra_bytes) std::memcpy(extra, buf.data() + sizeof(*req), extra_bytes);
+  if (req->err == 0 && !CopyToCaller(extra, buf.data() + sizeof(*req), extra_bytes)) return Fail(EFAULT);
   if (req->err != 0) return Fail(req->err);
   return 0;
 }
@@ -222,25 +222,46 @@ int SysvSemaphores::Op(int semid, struct sembuf* sops, size_t nsops, const struc
   // SEMOPM, read once per process (it is checked on every call).
   static const unsigned long long opm = std::min<unsigned long long>(KernelLimit("sem", 500, 2), fs::kMaxSemOps);
   if (nsops > opm) return Fail(E2BIG);
-  if (sops == nullptr) return Fail(EFAULT);
-  if (timeout && (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= 1000000000L))
-    return Fail(EINVAL);
+  // The caller's memory is read as the kernel reads it: EFAULT, not a crash.
+  std::vector<struct sembuf> ops(nsops);
+  if (!CopyFromCaller(ops.data(), sops, nsops * sizeof(struct sembuf))) return Fail(EFAULT);
+  struct timespec to {};
+  if (timeout && !CopyFromCaller(&to, timeout, sizeof(to))) return Fail(EFAULT);
+  if (timeout && (to.tv_sec < 0 || to.tv_nsec < 0 || to.tv_nsec >= 1000000000L)) return Fail(EINVAL);
   const int fd = Fd(semid);
   if (fd < 0) return -1;
   bool alters = false;
-  for (size_t i = 0; i < nsops; i++) alters |= sops[i].sem_op != 0;
+  for (const struct sembuf& b : ops) alters |= b.sem_op != 0;
   if (alters) Release();
   fs::SemIoctl req{};
   req.op = fs::kSemOp;
   req.count = static_cast<uint32_t>(nsops);
-  req.timeout_ns = timeout ? timeout->tv_sec * 1000000000LL + timeout->tv_nsec : -1;
-  return Call(fd, &req, sops, nsops * sizeof(struct sembuf));
+  req.timeout_ns = timeout ? to.tv_sec * 1000000000LL + to.tv_nsec : -1;
+  return Call(fd, &req, ops.data(), nsops * sizeof(struct sembuf));
 }
 
 int SysvSemaphores::Control(int semid, int semnum, int cmd, SemArg arg) {
   const std::string id = IdPath(semid);
-  const int fd = Fd(semid);
+  // Linux lets the owner remove a set or change its permissions whatever its
+  // mode: when the mode refuses the owner its file, it lends itself u+rw
+  // for the call, on a descriptor of the call's own (never cached).
+  std::optional<OwnerAccess> lend;
+  int own_fd = -1;
+  int fd = Fd(semid);
+  if (fd < 0 && errno == EACCES && (cmd == IPC_RMID || cmd == IPC_SET)) {
+    struct stat st;
+    if (stat(id.c_str(), &st) != 0) return Fail(errno == ENOENT ? EINVAL : errno);
+    lend.emplace(id, st);
+    fd = own_fd = open(id.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return Fail(EPERM);
+  }
   if (fd < 0) return -1;
+  struct CloseOwn {
+    int fd;
+    ~CloseOwn() {
+      if (fd >= 0) close(fd);
+    }
+  } close_own{own_fd};
   fs::SemIoctl req{};
   req.op = fs::kSemCtl;
   req.cmd = cmd;
@@ -284,34 +305,37 @@ int SysvSemaphores::Control(int semid, int semnum, int cmd, SemArg arg) {
       if (cmd != SEM_STAT_ANY && !Allowed(st, cuid, cgid, 0444)) return Fail(EACCES);
       fs::SemIoctl s;
       if (Stat(fd, &s) != 0) return -1;
-      std::memset(arg.buf, 0, sizeof(*arg.buf));
-      arg.buf->sem_perm.__key = static_cast<key_t>(GetU64(id, "user.cshm.key"));
-      arg.buf->sem_perm.uid = st.st_uid;
-      arg.buf->sem_perm.gid = st.st_gid;
-      arg.buf->sem_perm.cuid = cuid;
-      arg.buf->sem_perm.cgid = cgid;
-      arg.buf->sem_perm.mode = static_cast<unsigned short>(st.st_mode & 0777);
-      arg.buf->sem_nsems = s.nsems;
-      arg.buf->sem_otime = static_cast<time_t>(s.otime);
-      arg.buf->sem_ctime = static_cast<time_t>(s.ctime);
+      struct semid_ds out;
+      std::memset(&out, 0, sizeof(out));
+      out.sem_perm.__key = static_cast<key_t>(GetU64(id, "user.cshm.key"));
+      out.sem_perm.uid = st.st_uid;
+      out.sem_perm.gid = st.st_gid;
+      out.sem_perm.cuid = cuid;
+      out.sem_perm.cgid = cgid;
+      out.sem_perm.mode = static_cast<unsigned short>(st.st_mode & 0777);
+      out.sem_nsems = s.nsems;
+      out.sem_otime = static_cast<time_t>(s.otime);
+      out.sem_ctime = static_cast<time_t>(s.ctime);
+      if (!CopyToCaller(arg.buf, &out, sizeof(out))) return Fail(EFAULT);
       return cmd == IPC_STAT ? 0 : semid;
     }
     case IPC_SET: {
-      if (arg.buf == nullptr) return Fail(EFAULT);
+      struct semid_ds in;
+      if (arg.buf == nullptr || !CopyFromCaller(&in, arg.buf, sizeof(in))) return Fail(EFAULT);
       struct stat st;
       if (fstat(fd, &st) != 0) return -1;
       if (!OwnerOrCreator(st, static_cast<uid_t>(GetU64(id, "user.cshm.cuid", st.st_uid)))) return Fail(EPERM);
-      if ((arg.buf->sem_perm.uid != st.st_uid || arg.buf->sem_perm.gid != st.st_gid) &&
-          fchown(fd, arg.buf->sem_perm.uid, arg.buf->sem_perm.gid) != 0)
+      if ((in.sem_perm.uid != st.st_uid || in.sem_perm.gid != st.st_gid) &&
+          fchown(fd, in.sem_perm.uid, in.sem_perm.gid) != 0)
         return -1;
-      if (fchmod(fd, arg.buf->sem_perm.mode & 0777) != 0) return -1;
+      if (fchmod(fd, in.sem_perm.mode & 0777) != 0) return -1;
+      if (lend) lend->Keep();
       return Call(fd, &req, nullptr, 0);
     }
     case IPC_RMID: {
       struct stat st;
       if (fstat(fd, &st) != 0) return -1;
-      std::optional<OwnerAccess> lend;
-      lend.emplace(id, st);
+      if (!lend) lend.emplace(id, st);
       if (!OwnerOrCreator(st, static_cast<uid_t>(GetU64(id, "user.cshm.cuid", st.st_uid)))) return Fail(EPERM);
       const key_t key = static_cast<key_t>(GetU64(id, "user.cshm.key"));
       Release();

@@ -128,6 +128,16 @@ static void local_rules(key_t key) {
   CHECK_ERR(semop(id, &up, 0), EINVAL);
   struct sembuf past = {3, 1, 0};
   CHECK_ERR(semop(id, &past, 1), EFBIG);
+  /* a bad address is EFAULT, as from the kernel, not a crash */
+  CHECK_ERR(semop(id, (struct sembuf*)8, 1), EFAULT);
+  CHECK_ERR(semtimedop(id, &up, 1, (struct timespec*)8), EFAULT);
+  union semun badbuf;
+  badbuf.buf = (struct semid_ds*)8;
+  CHECK_ERR(semctl(id, 0, IPC_STAT, badbuf), EFAULT);
+  CHECK_ERR(semctl(id, 0, IPC_SET, badbuf), EFAULT);
+  badbuf.array = (unsigned short*)8;
+  CHECK_ERR(semctl(id, 0, GETALL, badbuf), EFAULT);
+  CHECK_ERR(semctl(id, 0, SETALL, badbuf), EFAULT);
   struct timespec bad = {0, 1000000000L};
   CHECK_ERR(semtimedop(id, &down, 1, &bad), EINVAL);
   /* IPC_NOWAIT, a deadline, ERANGE */
@@ -239,10 +249,28 @@ static void local_rules(key_t key) {
     if (!(semop(ro, &up, 1) == -1 && errno == EACCES)) _exit(92);
     if (!(setval(ro, 0, 1) == -1 && errno == EACCES)) _exit(93);
     if (!(semctl(ro, 0, IPC_RMID) == -1 && errno == EPERM)) _exit(94);
+    /* its own set of mode 0: it may not look, but it may change the mode and remove it */
+    int mine = semget(IPC_PRIVATE, 1, IPC_CREAT | 0);
+    if (mine < 0) _exit(95);
+    struct semid_ds d;
+    union semun u;
+    u.buf = &d;
+    if (!(semctl(mine, 0, IPC_STAT, u) == -1 && errno == EACCES)) _exit(96);
+    memset(&d, 0, sizeof(d));
+    d.sem_perm.uid = geteuid();
+    d.sem_perm.gid = getegid();
+    d.sem_perm.mode = 0400;
+    if (semctl(mine, 0, IPC_SET, u) != 0) _exit(97);
+    if (semctl(mine, 0, IPC_STAT, u) != 0 || (d.sem_perm.mode & 0777) != 0400) _exit(98);
+    if (semctl(mine, 0, IPC_RMID) != 0) _exit(99);
+    if (!(semctl(mine, 0, GETVAL) == -1 && errno == EINVAL)) _exit(100);
     _exit(0);
   }
   CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st));
-  if (geteuid() == 0) CHECK(WEXITSTATUS(st) == 0);
+  if (geteuid() == 0 && WEXITSTATUS(st) != 0) {
+    fprintf(stderr, "as nobody: step %d failed\n", WEXITSTATUS(st));
+    exit(1);
+  }
   CHECK(semctl(ro, 0, IPC_RMID) == 0);
 }
 
