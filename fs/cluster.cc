@@ -1,5 +1,6 @@
 #include "fs/cluster.h"
 
+#include <linux/falloc.h>
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/post.hpp>
@@ -107,7 +108,7 @@ Status Cluster::Start(meta::Namespace* ns) {
     grace_until_ = std::chrono::steady_clock::now() + std::chrono::milliseconds(config_.lease_ms);
   }
   o.is_slow = [](uint16_t type) {
-    return type == kTruncate || type == kInvalidate || type == kControl || type == kSync ||
+    return type == kTruncate || type == kFallocate || type == kInvalidate || type == kControl || type == kSync ||
            type == kMigratePages || type == kMigrateInstall || type == kMigrateCommit || type == kMetaRefs;
   };
   // Requests can arrive before Transport::Start has returned (issue 15,
@@ -765,6 +766,28 @@ Status Cluster::Truncate(uint64_t ino, uint64_t size) {
       .status();
 }
 
+Status Cluster::Fallocate(uint64_t ino, int mode, uint64_t off, uint64_t len) {
+  const FallocateRequest f{ino, static_cast<uint32_t>(mode), off, len};
+  return AtOwner(ino, [&](uint32_t owner) -> Result<uint64_t> {
+           if (owner == self_) return FallocateAsOwner(self_, f);
+           CSHM_ASSIGN_OR_RETURN(std::string r, transport_->Call(owner, kFallocate, f.Encode()));
+           return DecodeU64(r);
+         })
+      .status();
+}
+
+Result<uint64_t> Cluster::FallocateAsOwner(uint32_t from, const FallocateRequest& f) {
+  CSHM_ASSIGN_OR_RETURN(ApplyOutcome out, owned_.Allocate(f.ino, from, static_cast<int>(f.mode), f.off, f.len));
+  if (!out.invalidate.empty()) {
+    StartRound(f.ino, std::move(out.invalidate));
+    CSHM_RETURN_IF_ERROR(WaitRounds(f.ino));
+  }
+  // The size grows at the metadata node; a hole changes the data (mtime).
+  if (out.grew || (f.mode & FALLOC_FL_PUNCH_HOLE))
+    CSHM_RETURN_IF_ERROR(meta().NoteWrite(f.ino, out.grew ? out.size : 0, (f.mode & FALLOC_FL_PUNCH_HOLE) != 0).status());
+  return out.size;
+}
+
 Result<WriteBackReply> Cluster::ApplyAsOwner(uint32_t from, const WriteBackRequest& wb, bool wait) {
   // Without waiting, one that grows the segment (it tells the metadata node) is kBusy.
   CSHM_ASSIGN_OR_RETURN(ApplyOutcome out,
@@ -1128,6 +1151,13 @@ void Cluster::Handle(net::Request r) {
       auto req = TruncateRequest::Decode(r.payload);
       if (!req.ok()) return reply(req.status());
       auto size = TruncateAsOwner(req->ino, r.from, req->size);
+      if (!size.ok()) return reply(size.status());
+      return reply(EncodeU64(*size));
+    }
+    case kFallocate: {
+      auto req = FallocateRequest::Decode(r.payload);
+      if (!req.ok()) return reply(req.status());
+      auto size = FallocateAsOwner(r.from, *req);
       if (!size.ok()) return reply(size.status());
       return reply(EncodeU64(*size));
     }

@@ -109,6 +109,9 @@ class Cluster {
   void ClosedForWrite(uint64_t ino);
   Status Write(uint64_t ino, uint64_t off, const char* data, size_t len, bool writeback);
   Status Truncate(uint64_t ino, uint64_t size);
+  // fallocate(2) at the owner (OwnedSegments::Allocate), with the size cap and
+  // the invalidation rules of truncate.
+  Status Fallocate(uint64_t ino, int mode, uint64_t off, uint64_t len);
   // A release: returns once every invalidation caused by this node's writes of
   // `ino` so far is acknowledged (no-op if it wrote nothing since the last).
   Status Sync(uint64_t ino);
@@ -188,6 +191,7 @@ class Cluster {
     return std::chrono::milliseconds(2 * config_.request_timeout_ms + config_.lease_ms);
   }
   Result<uint64_t> TruncateAsOwner(uint64_t ino, uint32_t from, uint64_t size);
+  Result<uint64_t> FallocateAsOwner(uint32_t from, const ownership::FallocateRequest& f);
   // Accessor side: drop pages from this node's kernel and twins.
   void InvalidateLocal(uint64_t ino, const std::vector<ownership::Range>& ranges);
 

@@ -211,8 +211,8 @@ Result<meta::InodeRecord> FileSystem::SetAttr(uint64_t ino, const meta::SetAttrR
 
 Status FileSystem::Fallocate(uint64_t ino, int mode, uint64_t off, uint64_t len) {
   if (len == 0) return Invalid("fallocate of zero length");
-  if (cluster_) return NotSupported("fallocate is not supported on a cluster mount yet");
   if (off > kMaxFileSize || len > kMaxFileSize - off) return TooBig("fallocate past the largest file size");
+  if (cluster_) return cluster_->Fallocate(ino, mode, off, len);
   CSHM_ASSIGN_OR_RETURN(auto seg, RegularSegment(ino));
   std::lock_guard<std::mutex> lock(seg->mu());
   CSHM_ASSIGN_OR_RETURN(meta::InodeRecord r, ns_->GetAttr(ino));

@@ -145,6 +145,26 @@ Result<TruncateRequest> TruncateRequest::Decode(std::string_view in) {
   return t;
 }
 
+std::string FallocateRequest::Encode() const {
+  std::string out;
+  ByteWriter w(&out);
+  w.PutU64(ino);
+  w.PutU32(mode);
+  w.PutU64(off);
+  w.PutU64(len);
+  return out;
+}
+Result<FallocateRequest> FallocateRequest::Decode(std::string_view in) {
+  FallocateRequest f;
+  ByteReader r(in);
+  r.GetU64(&f.ino);
+  r.GetU32(&f.mode);
+  r.GetU64(&f.off);
+  r.GetU64(&f.len);
+  if (!r.AtEnd() || f.len == 0 || f.off > kMaxWireOffset || f.len > kMaxWireOffset) return Malformed("fallocate");
+  return f;
+}
+
 std::string InvalidateRequest::Encode() const {
   std::string out;
   ByteWriter w(&out);

@@ -8,6 +8,8 @@
 //   Sync        accessor -> owner   {ino}                     -> {} once every
 //               invalidation round started before it is acknowledged
 //   Truncate    accessor -> owner   {ino, size}               -> {size}
+//   Fallocate   accessor -> owner   {ino, mode, off, len}     -> {size}, once
+//               every other copy of a punched hole is dropped
 //   Invalidate  owner -> accessor   {ino, ranges}             -> {}
 //   Drop        metadata -> owner   {ino}  (one-way: the segment was deleted)
 //
@@ -56,6 +58,7 @@ enum MessageType : uint16_t {
   kNodeStatus = 38,      // anyone -> node: {} -> NodeStatus (cshmctl status)
   kSem = 39,             // accessor -> owner of a semaphore set's file: SemRequest -> SemReply
   kSemWake = 40,         // owner -> accessor: SemWake -> {}: a queued semop finished
+  kFallocate = 41,       // accessor -> owner: FallocateRequest -> u64 size, once the caches of a hole are dropped
 };
 
 // What a node says of itself for `cshmctl status`.
@@ -261,6 +264,14 @@ struct TruncateRequest {
   uint64_t ino = 0, size = 0;
   std::string Encode() const;
   static Result<TruncateRequest> Decode(std::string_view in);
+};
+
+struct FallocateRequest {
+  uint64_t ino = 0;
+  uint32_t mode = 0;
+  uint64_t off = 0, len = 0;
+  std::string Encode() const;
+  static Result<FallocateRequest> Decode(std::string_view in);
 };
 
 struct InvalidateRequest {

@@ -1,5 +1,8 @@
 #include "ownership/owned_segments.h"
 
+#include <fcntl.h>
+#include <linux/falloc.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -310,6 +313,35 @@ Result<ApplyOutcome> OwnedSegments::Truncate(uint64_t ino, uint32_t node, uint64
   out.grew = size > s->size;
   s->size = size;
   out.size = size;
+  return out;
+}
+
+Result<ApplyOutcome> OwnedSegments::Allocate(uint64_t ino, uint32_t node, int mode, uint64_t off, uint64_t len) {
+  ApplyOutcome out;
+  CSHM_ASSIGN_OR_RETURN(auto locked, LockServing(ino));
+  CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(ino));  // under the lock, as in Fetch
+  State* s = locked.first.get();
+  std::lock_guard<std::mutex> seg_lock(seg->mu());
+  if (mode & FALLOC_FL_PUNCH_HOLE) {
+    // Nothing to free past the end: the backing file holds nothing there.
+    if (off < s->size) {
+      const uint64_t n = std::min<uint64_t>(len, s->size - off);
+      CSHM_RETURN_IF_ERROR(seg->Allocate(mode, off, n));
+      const uint64_t first = off / kPageSize, last = (off + n - 1) / kPageSize;
+      uint64_t holders = 0;
+      for (uint64_t p = first; p <= last && p < s->copyset.size(); p++) holders |= s->copyset[p];
+      holders &= ~(1ull << node);  // the punching node's kernel drops its own cache of the range
+      for (uint32_t h = 0; holders != 0; h++, holders >>= 1)
+        if (holders & 1) out.invalidate[h].push_back(Range{first * kPageSize, (last - first + 1) * kPageSize});
+    }
+  } else {
+    CSHM_RETURN_IF_ERROR(seg->Allocate(mode, off, len));
+    if (!(mode & FALLOC_FL_KEEP_SIZE) && off + len > s->size) {
+      s->size = off + len;
+      out.grew = true;
+    }
+  }
+  out.size = s->size;
   return out;
 }
 

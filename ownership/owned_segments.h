@@ -158,6 +158,11 @@ class OwnedSegments {
   // node that may cache any of them, with the range from the new end (rounded
   // down to a page) on.
   Result<ApplyOutcome> Truncate(uint64_t ino, uint32_t node, uint64_t size);
+  // fallocate(2) by `node`, in the modes tmpfs has: 0 reserves the range and
+  // grows the size to its end, KEEP_SIZE only reserves (ENOSPC past the cap),
+  // PUNCH_HOLE|KEEP_SIZE frees it, and every other node that may cache a page
+  // of it must then drop the range.
+  Result<ApplyOutcome> Allocate(uint64_t ino, uint32_t node, int mode, uint64_t off, uint64_t len);
   // Forget a node's copies (it died or restarted: its kernel cache is gone).
   void DropNode(uint32_t node);
   // The segment was deleted: drop its state and its pages.

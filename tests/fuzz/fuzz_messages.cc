@@ -71,7 +71,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       RoundTrip<ownership::WriteBackRequest>(in);
       RoundTrip<ownership::WriteBackReply>(in);
       break;
-    case 3: RoundTrip<ownership::TruncateRequest>(in); break;
+    case 3:
+      RoundTrip<ownership::TruncateRequest>(in);
+      RoundTrip<ownership::FallocateRequest>(in);
+      break;
     case 4: RoundTrip<ownership::InvalidateRequest>(in); break;
     case 5: RoundTrip<ownership::LockMessage>(in); break;
     case 6: RoundTrip<ownership::LockReply>(in); break;

@@ -2,6 +2,7 @@
 // cshmfs daemon and mount; a process "on node i" is one that uses node i's
 // mount point. Each test starts its own cluster and tears it down.
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/file.h>
@@ -213,6 +214,56 @@ TEST_F(ClusterTest, a_page_read_before_the_file_was_opened_for_writing_still_mer
   ASSERT_EQ(msync(w, size, MS_SYNC), 0);
   ExpectBothStores(c_, "late", size, 'W', 'R');
   munmap(w, size);
+}
+
+// fallocate on a cluster mount, in every mode tmpfs has, from a node that
+// does not own the file: mode 0 grows the size seen everywhere, KEEP_SIZE
+// only reserves, a punched hole reads as zeros on every node that had the
+// pages cached (the owner's mapping included), and the size cap is ENOSPC.
+TEST_F(ClusterTest, fallocate_works_through_the_owner_in_every_mode_tmpfs_has) {
+  const size_t size = 8 * kPage;
+  char* owner = Map(c_.path(0, "fa"), size, true);
+  ASSERT_NE(owner, nullptr);
+  std::memset(owner, 'x', size);
+  ASSERT_EQ(msync(owner, size, MS_SYNC), 0);
+  char* cached = Map(c_.path(2, "fa"), size, false);
+  ASSERT_NE(cached, nullptr);
+  ASSERT_EQ(cached[3 * kPage], 'x');  // node 2 caches the pages now
+  int fd = open(c_.path(1, "fa").c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 2 * kPage + 100, 2 * kPage), 0)
+      << strerror(errno);
+  for (char* view : {owner, cached}) {
+    EXPECT_EQ(view[2 * kPage + 99], 'x');
+    EXPECT_EQ(std::string(view + 2 * kPage + 100, 2 * kPage), std::string(2 * kPage, '\0'));
+    EXPECT_EQ(view[4 * kPage + 100], 'x');
+  }
+  char b = 1;
+  ASSERT_EQ(pread(fd, &b, 1, 3 * kPage), 1);
+  EXPECT_EQ(b, 0);
+  // KEEP_SIZE reserves and leaves the size; mode 0 grows it, on every node.
+  ASSERT_EQ(fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, 64 * kPage), 0) << strerror(errno);
+  struct stat st;
+  ASSERT_EQ(stat(c_.path(2, "fa").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, static_cast<off_t>(size));
+  ASSERT_EQ(fallocate(fd, 0, 6 * kPage, 10 * kPage), 0) << strerror(errno);
+  for (int n = 0; n < 3; n++) {
+    ASSERT_EQ(stat(c_.path(n, "fa").c_str(), &st), 0);
+    EXPECT_EQ(st.st_size, static_cast<off_t>(16 * kPage)) << "node " << n;
+  }
+  ASSERT_EQ(pread(fd, &b, 1, 15 * kPage), 1);
+  EXPECT_EQ(b, 0);
+  EXPECT_EQ(owner[6 * kPage], 'x');  // what was there stays
+  // Past the owner's cap; other modes are tmpfs's EOPNOTSUPP.
+  errno = 0;
+  EXPECT_EQ(fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, 1ll << 50), -1);
+  EXPECT_EQ(errno, ENOSPC);
+  errno = 0;
+  EXPECT_EQ(fallocate(fd, FALLOC_FL_COLLAPSE_RANGE, 0, kPage), -1);
+  EXPECT_EQ(errno, EOPNOTSUPP);
+  close(fd);
+  munmap(owner, size);
+  munmap(cached, size);
 }
 
 TEST_F(ClusterTest, namespace_changes_are_visible_at_once) {
