@@ -209,6 +209,7 @@ Status Cluster::Start(meta::Namespace* ns) {
                  pending_->size());
   AddGauges();
   migrator_ = std::thread([this] { MigratorLoop(); });
+  lock_waiter_ = std::thread([this] { LockWaitLoop(); });
   return Status::Ok();
 }
 
@@ -463,6 +464,12 @@ void Cluster::Stop() {
   }
   stop_cv_.notify_all();
   if (migrator_.joinable()) migrator_.join();
+  {
+    std::lock_guard<std::mutex> lock(lock_waits_mu_);
+    lock_waits_stopping_ = true;
+  }
+  lock_waits_cv_.notify_all();
+  if (lock_waiter_.joinable()) lock_waiter_.join();
   if (ref_sync_) ref_sync_->Stop();
   // Rounds in flight finish (each wait has its deadline) while the transport
   // they reply through is alive; work posted after this is dropped.
@@ -1404,6 +1411,76 @@ Status Cluster::SetLock(uint64_t ino, const Lock& want, bool wait, const std::fu
     std::this_thread::sleep_for(backoff);
     backoff = std::min<std::chrono::microseconds>(backoff * 2, std::chrono::milliseconds(20));
   }
+}
+
+void Cluster::SetLockLater(uint64_t ino, const Lock& want, std::function<bool()> interrupted,
+                           std::function<void(const Status&)> done) {
+  Status first = Status::Ok();
+  try {
+    first = SetLock(ino, want, /*wait=*/false, nullptr);
+    if (first.code() == Status::Code::kWouldBlock) {
+      std::lock_guard<std::mutex> lock(lock_waits_mu_);
+      if (!lock_waits_stopping_) {
+        const auto backoff = std::chrono::microseconds(200);
+        lock_waits_.push_back(LockWait{ino, want, std::move(interrupted), std::move(done), backoff,
+                                       std::chrono::steady_clock::now() + backoff});
+        lock_waits_cv_.notify_all();
+        return;
+      }
+      first = Unavailable("this node is stopping");
+    }
+  } catch (const std::exception& e) {
+    first = IoError(std::string("internal error: ") + e.what());
+  }
+  done(first);
+}
+
+void Cluster::LockWaitLoop() {
+  using Clock = std::chrono::steady_clock;
+  std::unique_lock<std::mutex> lock(lock_waits_mu_);
+  while (!lock_waits_stopping_) {
+    const auto now = Clock::now();
+    std::vector<LockWait> due;
+    auto wake = now + std::chrono::milliseconds(50);  // signals are looked for this often
+    for (auto it = lock_waits_.begin(); it != lock_waits_.end();) {
+      if (it->next <= now || (it->interrupted && it->interrupted())) {
+        due.push_back(std::move(*it));
+        it = lock_waits_.erase(it);
+      } else {
+        wake = std::min(wake, it->next);
+        ++it;
+      }
+    }
+    lock.unlock();
+    std::vector<LockWait> again;
+    for (LockWait& w : due) {
+      if (w.interrupted && w.interrupted()) {
+        w.done(Interrupted("interrupted while waiting for a lock"));
+        continue;
+      }
+      Status st = Status::Ok();
+      try {
+        st = SetLock(w.ino, w.want, /*wait=*/false, nullptr);
+      } catch (const std::exception& e) {
+        st = IoError(std::string("internal error: ") + e.what());
+      }
+      if (st.code() != Status::Code::kWouldBlock) {
+        w.done(st);
+        continue;
+      }
+      w.backoff = std::min<std::chrono::microseconds>(w.backoff * 2, std::chrono::milliseconds(20));
+      w.next = Clock::now() + w.backoff;
+      again.push_back(std::move(w));
+    }
+    lock.lock();
+    for (LockWait& w : again) lock_waits_.push_back(std::move(w));
+    if (due.empty()) lock_waits_cv_.wait_until(lock, wake);
+  }
+  // Nobody will grant what still waits.
+  std::vector<LockWait> left;
+  left.swap(lock_waits_);
+  lock.unlock();
+  for (LockWait& w : left) w.done(Unavailable("this node is stopping"));
 }
 
 Status Cluster::ReleaseLocks(uint64_t ino, uint64_t owner, bool flock) {

@@ -125,6 +125,15 @@ class Cluster {
   // F_UNLCK: a release: this node's dirty pages of the range are written back
   // (and acknowledged by the owner) before the lock goes.
   Status SetLock(uint64_t ino, const ownership::Lock& want, bool wait, const std::function<bool()>& interrupted);
+  // F_SETLKW/flock without LOCK_NB, without holding the caller's thread: one
+  // try here; a lock held elsewhere is retried (with backoff, each try under
+  // its deadline) by the lock-wait thread, and `done` is called from there
+  // when it is granted, `interrupted()` says the caller got a signal
+  // (kInterrupted), or it fails. A FUSE worker must not sleep in a lock wait:
+  // the mount has 64, and with that many waiters on one node the unlock that
+  // would let them in could not be served (seen: the mount wedged).
+  void SetLockLater(uint64_t ino, const ownership::Lock& want, std::function<bool()> interrupted,
+                    std::function<void(const Status&)> done);
   // Drops every lock of `owner` on `ino` of the kind `flock` (close/release).
   Status ReleaseLocks(uint64_t ino, uint64_t owner, bool flock);
 
@@ -284,6 +293,21 @@ class Cluster {
   void AwaitTransport();
   std::unique_ptr<boost::asio::thread_pool> async_rounds_;
   std::thread migrator_;  // also delivers pending write-backs
+  // Lock requests waiting for a lock held elsewhere (SetLockLater).
+  struct LockWait {
+    uint64_t ino;
+    ownership::Lock want;
+    std::function<bool()> interrupted;
+    std::function<void(const Status&)> done;
+    std::chrono::microseconds backoff;
+    std::chrono::steady_clock::time_point next;
+  };
+  void LockWaitLoop();
+  std::mutex lock_waits_mu_;
+  std::condition_variable lock_waits_cv_;
+  std::vector<LockWait> lock_waits_;  // GUARDED_BY(lock_waits_mu_)
+  bool lock_waits_stopping_ = false;  // GUARDED_BY(lock_waits_mu_)
+  std::thread lock_waiter_;
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;
   bool stopping_ = false;  // GUARDED_BY(stop_mu_)

@@ -237,6 +237,12 @@ void FileSystem::Semaphore(uint64_t ino, std::string io, pid_t caller_tid, bool 
   semaphores_->Run(ino, std::move(io), caller_tid, writable, std::move(interrupted), std::move(reply));
 }
 
+void FileSystem::SetLockLater(uint64_t ino, const ownership::Lock& want, std::function<bool()> interrupted,
+                              std::function<void(const Status&)> done) {
+  if (!cluster_) return done(NotSupported("locks are the kernel's on a one-node mount"));
+  cluster_->SetLockLater(ino, want, std::move(interrupted), std::move(done));
+}
+
 Status FileSystem::Fsync(uint64_t ino) {
   // A release: the other nodes' copies of what this node wrote are gone.
   if (cluster_) return cluster_->Sync(ino);

@@ -119,6 +119,9 @@ class FileSystem {
   Result<ownership::Lock> GetLock(uint64_t ino, const ownership::Lock& want);
   Status SetLock(uint64_t ino, const ownership::Lock& want, bool wait, const std::function<bool()>& interrupted);
   Status ReleaseLocks(uint64_t ino, uint64_t owner, bool flock);
+  // A lock wait that holds no thread (Cluster::SetLockLater).
+  void SetLockLater(uint64_t ino, const ownership::Lock& want, std::function<bool()> interrupted,
+                    std::function<void(const Status&)> done);
   // close(): a release, and the closing owner's POSIX locks go.
   Status Flush(uint64_t ino, uint64_t lock_owner);
 

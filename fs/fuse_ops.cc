@@ -345,26 +345,31 @@ void OpGetlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* l
   });
 }
 
-Status SetLockFor(fuse_req_t req, fuse_ino_t ino, const ownership::Lock& want, bool sleep) {
-  return Fs(req).SetLock(ino, want, sleep, [req] { return fuse_req_interrupted(req) != 0; });
+// Takes or drops a lock and replies. A lock that must be waited for is
+// answered later, from the lock-wait thread: this worker goes back to the loop.
+void SetLockAndReply(fuse_req_t req, fuse_ino_t ino, const ownership::Lock& want, bool sleep, const char* op) {
+  if (sleep && want.type != F_UNLCK) {
+    Fs(req).SetLockLater(ino, want, [req] { return fuse_req_interrupted(req) != 0; }, [req, op](const Status& s) {
+      if (!s.ok()) return ReplyError(req, s, op);
+      fuse_reply_err(req, 0);
+    });
+    return;
+  }
+  Status s = Fs(req).SetLock(ino, want, false, nullptr);
+  if (!s.ok()) return ReplyError(req, s, op);
+  fuse_reply_err(req, 0);
 }
 
 // Valid replies: fuse_reply_err.
 void OpSetlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* lock, int sleep) {
-  Guard(req, "setlk", [&] {
-    Status s = SetLockFor(req, ino, LockOf(req, lock, fi->lock_owner, false), sleep != 0);
-    if (!s.ok()) return ReplyError(req, s, "setlk");
-    fuse_reply_err(req, 0);
-  });
+  Guard(req, "setlk", [&] { SetLockAndReply(req, ino, LockOf(req, lock, fi->lock_owner, false), sleep != 0, "setlk"); });
 }
 
 void OpFlock(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, int op) {
   Guard(req, "flock", [&] {
     struct flock whole {};
     whole.l_type = (op & LOCK_UN) ? F_UNLCK : (op & LOCK_EX) ? F_WRLCK : F_RDLCK;
-    Status s = SetLockFor(req, ino, LockOf(req, &whole, fi->lock_owner, true), !(op & LOCK_NB));
-    if (!s.ok()) return ReplyError(req, s, "flock");
-    fuse_reply_err(req, 0);
+    SetLockAndReply(req, ino, LockOf(req, &whole, fi->lock_owner, true), !(op & LOCK_NB), "flock");
   });
 }
 

@@ -489,6 +489,81 @@ TEST_F(ClusterTest, message_passing_under_locks_never_shows_the_flag_without_the
   close(fd0);
 }
 
+// More lock waiters on one node than the mount has FUSE workers (64): a
+// waiting F_SETLKW must not hold one, or the unlock that lets them in could
+// not be served (seen: with 80 waiters the mount wedged for good).
+TEST_F(ClusterTest, a_crowd_of_lock_waiters_does_not_take_every_worker_of_the_mount) {
+  const std::string path = c_.path(1, "crowd");
+  std::ofstream(c_.path(0, "crowd")) << "x";
+  CommandResult r = RunInChild([&]() -> int {
+    const int n = 100;
+    int fd = open(path.c_str(), O_RDWR);
+    struct flock l {};
+    l.l_type = F_WRLCK;
+    l.l_len = 1;
+    if (fd < 0 || fcntl(fd, F_SETLK, &l) != 0) return 2;
+    int ready[2];
+    if (pipe(ready) != 0) return 3;
+    for (int i = 0; i < n; i++) {
+      if (fork() != 0) continue;
+      int f = open(path.c_str(), O_RDWR);
+      struct flock w {};
+      w.l_type = F_WRLCK;
+      w.l_len = 1;
+      char c = 1;
+      if (f < 0 || write(ready[1], &c, 1) != 1 || fcntl(f, F_SETLKW, &w) != 0) _exit(1);
+      w.l_type = F_UNLCK;
+      _exit(fcntl(f, F_SETLK, &w) == 0 ? 0 : 1);
+    }
+    char c;
+    for (int i = 0; i < n; i++)
+      if (read(ready[0], &c, 1) != 1) return 4;
+    // Each child is about to wait or waiting; the unlock must be served either way.
+    l.l_type = F_UNLCK;
+    if (fcntl(fd, F_SETLK, &l) != 0) return 5;
+    int ok = 0, st = 0;
+    for (int i = 0; i < n; i++)
+      if (wait(&st) > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0) ok++;
+    return ok == n ? 0 : 6;
+  }, 90s);
+  EXPECT_EQ(r.exit_code, 0) << "2 lock, 3 pipe, 4 children, 5 unlock, 6 a child failed";
+}
+
+// A signal ends an F_SETLKW wait with EINTR, and the waiter never gets the
+// lock afterwards.
+TEST_F(ClusterTest, a_signal_ends_a_lock_wait_with_eintr) {
+  std::ofstream(c_.path(0, "sig")) << "x";
+  int holder = open(c_.path(0, "sig").c_str(), O_RDWR);
+  ASSERT_GE(holder, 0);
+  struct flock l {};
+  l.l_type = F_WRLCK;
+  l.l_len = 1;
+  ASSERT_EQ(fcntl(holder, F_SETLK, &l), 0);
+  const std::string path = c_.path(1, "sig");
+  CommandResult r = RunInChild([&]() -> int {
+    struct sigaction sa {};
+    sa.sa_handler = [](int) {};
+    if (sigaction(SIGALRM, &sa, nullptr) != 0) return 2;
+    int fd = open(path.c_str(), O_RDWR);
+    struct flock w {};
+    w.l_type = F_WRLCK;
+    w.l_len = 1;
+    alarm(1);
+    const int rc = fcntl(fd, F_SETLKW, &w);
+    return rc == -1 && errno == EINTR ? 0 : 3;
+  }, 30s);
+  EXPECT_EQ(r.exit_code, 0) << "2 sigaction, 3 not EINTR";
+  l.l_type = F_UNLCK;
+  ASSERT_EQ(fcntl(holder, F_SETLK, &l), 0);
+  int other = open(path.c_str(), O_RDWR);
+  struct flock w {};
+  w.l_type = F_WRLCK;
+  w.l_len = 1;
+  EXPECT_EQ(fcntl(other, F_SETLK, &w), 0) << "the interrupted waiter holds the lock";
+  close(other);
+  close(holder);
+}
+
 TEST_F(ClusterTest, locks_exclude_across_nodes_and_flock_too) {
   std::ofstream(c_.path(0, "lk")) << "x";
   int a = open(c_.path(0, "lk").c_str(), O_RDWR);
