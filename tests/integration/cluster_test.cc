@@ -501,7 +501,7 @@ TEST_F(ClusterTest, a_crowd_of_lock_waiters_does_not_take_every_worker_of_the_mo
     struct flock l {};
     l.l_type = F_WRLCK;
     l.l_len = 1;
-    if (fd < 0 || fcntl(fd, F_SETLK, &l) != 0) return 2;
+    if (fd < 0 || fcntl(fd, F_SETLKW, &l) != 0) return 2;  // F_SETLKW: the owner's start-up grace period
     int ready[2];
     if (pipe(ready) != 0) return 3;
     for (int i = 0; i < n; i++) {
@@ -538,7 +538,7 @@ TEST_F(ClusterTest, a_signal_ends_a_lock_wait_with_eintr) {
   struct flock l {};
   l.l_type = F_WRLCK;
   l.l_len = 1;
-  ASSERT_EQ(fcntl(holder, F_SETLK, &l), 0);
+  ASSERT_EQ(fcntl(holder, F_SETLKW, &l), 0);  // waits out the owner's start-up grace period
   const std::string path = c_.path(1, "sig");
   CommandResult r = RunInChild([&]() -> int {
     struct sigaction sa {};
