@@ -1343,7 +1343,7 @@ Result<Lock> Cluster::GetLock(uint64_t ino, const Lock& want) {
   return r.conflict;
 }
 
-Status Cluster::SetLock(uint64_t ino, const Lock& want, bool wait, const std::function<bool()>& interrupted) {
+Status Cluster::SetLock(uint64_t ino, const Lock& want) {
   const HeldLock key{ino, want.who.owner, want.flock};
   if (want.type == F_UNLCK) {
     bool lost = false;
@@ -1383,41 +1383,33 @@ Status Cluster::SetLock(uint64_t ino, const Lock& want, bool wait, const std::fu
   // An unlock of this inode still queued would, delivered after this grant,
   // free it.
   CSHM_RETURN_IF_ERROR(FlushUnlocks(ino));
-  auto backoff = std::chrono::microseconds(200);
-  while (true) {
-    auto r = LockAtOwner(ino, LockMessage{LockOp::kSet, ino, want});
-    if (!r.ok()) {
-      if (r.status().code() == Status::Code::kTimedOut || r.status().code() == Status::Code::kUnavailable) {
-        // The grant may have been made and only its answer lost: a close
-        // must still release it.
-        std::lock_guard<std::mutex> lock(mu_);
-        held_.insert(key);
-      }
-      return r.status();
-    }
-    if (r->granted) {
+  auto r = LockAtOwner(ino, LockMessage{LockOp::kSet, ino, want});
+  if (!r.ok()) {
+    if (r.status().code() == Status::Code::kTimedOut || r.status().code() == Status::Code::kUnavailable) {
+      // The grant may have been made and only its answer lost: a close
+      // must still release it.
       std::lock_guard<std::mutex> lock(mu_);
       held_.insert(key);
-      lost_locks_.erase(key);  // taken again
-      return Status::Ok();
     }
-    if (!wait) {
-      if (r->grace)
-        return WouldBlock("the owner of inode " + std::to_string(ino) +
-                          " restarted less than a lease ago and grants no lock yet");
-      return WouldBlock("the lock is held by node " + std::to_string(r->conflict.who.node));
-    }
-    if (interrupted && interrupted()) return Interrupted("interrupted while waiting for a lock");
-    std::this_thread::sleep_for(backoff);
-    backoff = std::min<std::chrono::microseconds>(backoff * 2, std::chrono::milliseconds(20));
+    return r.status();
   }
+  if (r->granted) {
+    std::lock_guard<std::mutex> lock(mu_);
+    held_.insert(key);
+    lost_locks_.erase(key);  // taken again
+    return Status::Ok();
+  }
+  if (r->grace)
+    return WouldBlock("the owner of inode " + std::to_string(ino) +
+                      " restarted less than a lease ago and grants no lock yet");
+  return WouldBlock("the lock is held by node " + std::to_string(r->conflict.who.node));
 }
 
 void Cluster::SetLockLater(uint64_t ino, const Lock& want, std::function<bool()> interrupted,
                            std::function<void(const Status&)> done) {
   Status first = Status::Ok();
   try {
-    first = SetLock(ino, want, /*wait=*/false, nullptr);
+    first = SetLock(ino, want);
     if (first.code() == Status::Code::kWouldBlock) {
       std::lock_guard<std::mutex> lock(lock_waits_mu_);
       if (!lock_waits_stopping_) {
@@ -1460,7 +1452,7 @@ void Cluster::LockWaitLoop() {
       }
       Status st = Status::Ok();
       try {
-        st = SetLock(w.ino, w.want, /*wait=*/false, nullptr);
+        st = SetLock(w.ino, w.want);
       } catch (const std::exception& e) {
         st = IoError(std::string("internal error: ") + e.what());
       }

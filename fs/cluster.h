@@ -119,12 +119,10 @@ class Cluster {
   // Cluster-wide locks, granted by the segment's owner (contract 4).
   // The conflicting lock, or one of type F_UNLCK.
   Result<ownership::Lock> GetLock(uint64_t ino, const ownership::Lock& want);
-  // F_RDLCK/F_WRLCK: takes it. Held elsewhere: kWouldBlock (EAGAIN) unless
-  // `wait`, then it retries (with backoff, each try under its deadline) until
-  // granted or `interrupted()` says the caller got a signal (kInterrupted).
+  // F_RDLCK/F_WRLCK: one try to take it; held elsewhere: kWouldBlock (EAGAIN).
   // F_UNLCK: a release: this node's dirty pages of the range are written back
   // (and acknowledged by the owner) before the lock goes.
-  Status SetLock(uint64_t ino, const ownership::Lock& want, bool wait, const std::function<bool()>& interrupted);
+  Status SetLock(uint64_t ino, const ownership::Lock& want);
   // F_SETLKW/flock without LOCK_NB, without holding the caller's thread: one
   // try here; a lock held elsewhere is retried (with backoff, each try under
   // its deadline) by the lock-wait thread, and `done` is called from there

@@ -270,10 +270,9 @@ Result<ownership::Lock> FileSystem::GetLock(uint64_t ino, const ownership::Lock&
   return cluster_->GetLock(ino, want);
 }
 
-Status FileSystem::SetLock(uint64_t ino, const ownership::Lock& want, bool wait,
-                           const std::function<bool()>& interrupted) {
+Status FileSystem::SetLock(uint64_t ino, const ownership::Lock& want) {
   if (!cluster_) return NotSupported("locks are the kernel's on a one-node mount");
-  return cluster_->SetLock(ino, want, wait, interrupted);
+  return cluster_->SetLock(ino, want);
 }
 
 Status FileSystem::ReleaseLocks(uint64_t ino, uint64_t owner, bool flock) {

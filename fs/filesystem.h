@@ -117,7 +117,7 @@ class FileSystem {
   // itself and these are not called; they answer kNotSupported.
   bool cluster_locks() const { return cluster_ != nullptr; }
   Result<ownership::Lock> GetLock(uint64_t ino, const ownership::Lock& want);
-  Status SetLock(uint64_t ino, const ownership::Lock& want, bool wait, const std::function<bool()>& interrupted);
+  Status SetLock(uint64_t ino, const ownership::Lock& want);  // one try (F_SETLK, unlock)
   Status ReleaseLocks(uint64_t ino, uint64_t owner, bool flock);
   // A lock wait that holds no thread (Cluster::SetLockLater).
   void SetLockLater(uint64_t ino, const ownership::Lock& want, std::function<bool()> interrupted,

@@ -355,7 +355,7 @@ void SetLockAndReply(fuse_req_t req, fuse_ino_t ino, const ownership::Lock& want
     });
     return;
   }
-  Status s = Fs(req).SetLock(ino, want, false, nullptr);
+  Status s = Fs(req).SetLock(ino, want);
   if (!s.ok()) return ReplyError(req, s, op);
   fuse_reply_err(req, 0);
 }

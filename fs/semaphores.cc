@@ -117,7 +117,7 @@ void Semaphores::Run(uint64_t ino, std::string io, pid_t caller_tid, bool writab
     case kSemCreate: {
       req.kind = SemKind::kCreate;
       req.num = h.count;
-      auto r = Ask(ino, *owner, req);
+      auto r = Ask(*owner, req);
       return done(r.ok() ? r->err : ErrnoOf(r.status()));
     }
     case kSemOp: {
@@ -156,7 +156,7 @@ void Semaphores::Run(uint64_t ino, std::string io, pid_t caller_tid, bool writab
       Result<SemReply> r = Status::System(EIO, "");
       try {
         if (undo) WatchExit(tgid, *owner);
-        r = Ask(ino, *owner, req);
+        r = Ask(*owner, req);
       } catch (const std::exception& e) {
         spdlog::error("semop: internal error: {}", e.what());
       }
@@ -176,7 +176,7 @@ void Semaphores::Run(uint64_t ino, std::string io, pid_t caller_tid, bool writab
         req.values.resize(h.count);
         std::memcpy(req.values.data(), entries, h.count * sizeof(uint16_t));
       }
-      auto r = Ask(ino, *owner, req);
+      auto r = Ask(*owner, req);
       if (!r.ok()) return done(ErrnoOf(r.status()));
       h.result = r->result;
       h.nsems = r->nsems;
@@ -209,10 +209,9 @@ void Semaphores::Finish(uint64_t token, int err) {
   p.reply(p.io);
 }
 
-Result<SemReply> Semaphores::Ask(uint64_t ino, uint32_t owner, const SemRequest& req) {
+Result<SemReply> Semaphores::Ask(uint32_t owner, const SemRequest& req) {
   if (owner == o_.self || !o_.call) return Serve(o_.self, req);
   CSHM_ASSIGN_OR_RETURN(std::string reply, o_.call(owner, ownership::kSem, req.Encode()));
-  (void)ino;
   return SemReply::Decode(reply);
 }
 
@@ -250,11 +249,10 @@ void Semaphores::WaitLoop() {
       }
       // The wake-up is pushed; asking only finds one lost on the way, or an
       // owner that restarted and forgot the operation.
-      bool queued = false;
-      const int err = Cancel(t.ino, t.owner, t.token, /*give_up=*/t.why != 0, &queued);
+      const int err = Cancel(t.ino, t.owner, t.token, /*give_up=*/t.why != 0);
       if (t.why != 0) {
         Finish(t.token, err == -1 ? t.why : err);
-      } else if (!queued && err != -2) {
+      } else if (err != -2) {
         Finish(t.token, err);
       } else {
         std::lock_guard<std::mutex> again(wait_mu_);
@@ -270,16 +268,13 @@ void Semaphores::WaitLoop() {
   }
 }
 
-// Asks the owner about a queued operation, and with `give_up` takes it back.
-// Returns -1: taken back; -2: still queued, or the owner cannot be reached
-// (asked without give_up); otherwise the operation's errno (0: applied).
-int Semaphores::Cancel(uint64_t ino, uint32_t owner, uint64_t token, bool give_up, bool* still_queued) {
+int Semaphores::Cancel(uint64_t ino, uint32_t owner, uint64_t token, bool give_up) {
   SemRequest req;
   req.kind = SemKind::kCancel;
   req.ino = ino;
   req.token = token;
   req.value = give_up ? 1 : 0;
-  auto r = Ask(ino, owner, req);
+  auto r = Ask(owner, req);
   auto finished_here = [&]() -> std::optional<int> {
     std::lock_guard<std::mutex> lock(wait_mu_);
     if (!pending_.contains(token)) return 0;  // a wake-up answered it meanwhile: it was applied
@@ -296,7 +291,6 @@ int Semaphores::Cancel(uint64_t ino, uint32_t owner, uint64_t token, bool give_u
     case SemState::kCancelled:
       return -1;
     case SemState::kQueued:
-      *still_queued = true;
       return -2;
     case SemState::kDone:
       return r->err;
@@ -387,7 +381,7 @@ void Semaphores::DeliverExits() {
     SemRequest req;
     req.kind = SemKind::kExit;
     req.pid = tgid;
-    auto r = Ask(0, owner, req);
+    auto r = Ask(owner, req);
     if (!r.ok()) again.emplace_back(owner, tgid);  // told when it answers again (or it forgets us)
   }
   std::lock_guard<std::mutex> lock(wait_mu_);

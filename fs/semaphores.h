@@ -107,14 +107,17 @@ class Semaphores {
     bool lost = false;  // the owner's lease ran out
     bool busy = false;  // the wait loop is asking the owner about it
   };
-  Result<ownership::SemReply> Ask(uint64_t ino, uint32_t owner, const ownership::SemRequest& req);
+  Result<ownership::SemReply> Ask(uint32_t owner, const ownership::SemRequest& req);
   // Answers `token`'s call with `err`, if nobody has (whoever takes it out
   // of pending_ answers it).
   void Finish(uint64_t token, int err);
   // Deadlines, signals, lost owners and the once-a-second check of the
   // operations queued elsewhere.
   void WaitLoop();
-  int Cancel(uint64_t ino, uint32_t owner, uint64_t token, bool give_up, bool* still_queued);
+  // Asks the owner about a queued operation, and with `give_up` takes it back.
+  // -1: taken back; -2: still queued, or the owner cannot be reached (asked
+  // without give_up); otherwise the operation's errno (0: applied).
+  int Cancel(uint64_t ino, uint32_t owner, uint64_t token, bool give_up);
   void WatchExit(pid_t tgid, uint32_t owner);
   void ExitLoop();
   void DeliverExits();

@@ -1,5 +1,6 @@
 #include "ipc_compat/sysv_common.h"
 
+#include <dirent.h>
 #include <sys/uio.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -96,6 +97,33 @@ bool CopyVm(void* dst, const void* src, size_t n, bool from_caller) {
 
 bool CopyFromCaller(void* dst, const void* src, size_t n) { return CopyVm(dst, src, n, true); }
 bool CopyToCaller(void* dst, const void* src, size_t n) { return CopyVm(dst, src, n, false); }
+
+int LinkIn(const std::string& tmp, const std::string& id_path, const std::string& key_path) {
+  if (link(tmp.c_str(), id_path.c_str()) != 0) {
+    const int err = errno;
+    unlink(tmp.c_str());
+    return Fail(err);
+  }
+  if (!key_path.empty() && link(tmp.c_str(), key_path.c_str()) != 0) {
+    const int err = errno;
+    unlink(tmp.c_str());
+    unlink(id_path.c_str());
+    if (err == EEXIST) return -2;  // somebody created the key first
+    return Fail(err);
+  }
+  unlink(tmp.c_str());
+  return 0;
+}
+
+unsigned long long CountEntries(const std::string& dir, const char* prefix) {
+  unsigned long long n = 0;
+  const size_t len = std::strlen(prefix);
+  if (DIR* d = opendir(dir.c_str())) {
+    while (dirent* e = readdir(d)) n += std::strncmp(e->d_name, prefix, len) == 0;
+    closedir(d);
+  }
+  return n;
+}
 
 int EnsureSysvDir(const std::string& dir) {
   if (mkdir(dir.c_str(), 01777) != 0 && errno != EEXIST) return -1;

@@ -54,6 +54,14 @@ class OwnerAccess {
 bool CopyFromCaller(void* dst, const void* src, size_t n);
 bool CopyToCaller(void* dst, const void* src, size_t n);
 
+// Puts an object made whole under the hidden name `tmp` in place: linked as
+// `id_path`, then as `key_path` (none for IPC_PRIVATE: ""), then `tmp` goes.
+// 0; -2 if the key was taken meanwhile (nothing is left); -1 with errno.
+int LinkIn(const std::string& tmp, const std::string& id_path, const std::string& key_path);
+// How many entries of `dir` start with `prefix` (the kernel's *mni limits,
+// counted over the mount: cluster-wide).
+unsigned long long CountEntries(const std::string& dir, const char* prefix);
+
 // MOUNT/.sysv, mode 1777 (like /dev/shm), made on first use.
 int EnsureSysvDir(const std::string& dir);
 

@@ -91,19 +91,7 @@ int SysvSegments::Create(key_t key, size_t size, int flags) {
     return Fail(err);
   }
   close(fd);
-  if (link(tmp_path.c_str(), id_path.c_str()) != 0) {
-    int err = errno;
-    unlink(tmp_path.c_str());
-    return Fail(err);
-  }
-  if (key != IPC_PRIVATE && link(tmp_path.c_str(), KeyPath(key).c_str()) != 0) {
-    int err = errno;
-    unlink(tmp_path.c_str());
-    unlink(id_path.c_str());
-    if (err == EEXIST) return -2;  // somebody created the key first
-    return Fail(err);
-  }
-  unlink(tmp_path.c_str());
+  if (const int r = LinkIn(tmp_path, id_path, key != IPC_PRIVATE ? KeyPath(key) : ""); r != 0) return r;
   const std::string att = Dir() + "/att-" + std::to_string(shmid);
   mkdir(att.c_str(), 0700);
   chmod(att.c_str(), AttMode(flags & 0777));  // not filtered by the umask
@@ -120,13 +108,7 @@ int SysvSegments::CheckNew(size_t size, int flags) {
     if (geteuid() != 0) return Fail(EPERM);
     if (KernelLimit("../vm/nr_hugepages", 0) == 0) return Fail(ENOMEM);
   }
-  const unsigned long long mni = KernelLimit("shmmni", 4096);
-  if (DIR* d = opendir(Dir().c_str())) {
-    unsigned long long n = 0;
-    while (dirent* e = readdir(d)) n += strncmp(e->d_name, "id-", 3) == 0;
-    closedir(d);
-    if (n >= mni) return Fail(ENOSPC);
-  }
+  if (CountEntries(Dir(), "id-") >= KernelLimit("shmmni", 4096)) return Fail(ENOSPC);
   return 0;
 }
 

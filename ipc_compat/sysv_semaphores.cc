@@ -161,20 +161,7 @@ int SysvSemaphores::Create(key_t key, int nsems, int flags) {
   if (fchmod(fd, flags & 0777) != 0) return undo(errno);
   close(fd);
   fd = -1;
-  const std::string id_path = IdPath(semid);
-  if (link(tmp_path.c_str(), id_path.c_str()) != 0) {
-    int err = errno;
-    unlink(tmp_path.c_str());
-    return Fail(err);
-  }
-  if (key != IPC_PRIVATE && link(tmp_path.c_str(), KeyPath(key).c_str()) != 0) {
-    int err = errno;
-    unlink(tmp_path.c_str());
-    unlink(id_path.c_str());
-    if (err == EEXIST) return -2;  // somebody created the key first
-    return Fail(err);
-  }
-  unlink(tmp_path.c_str());
+  if (const int r = LinkIn(tmp_path, IdPath(semid), key != IPC_PRIVATE ? KeyPath(key) : ""); r != 0) return r;
   return semid;
 }
 
@@ -182,13 +169,7 @@ int SysvSemaphores::Get(key_t key, int nsems, int flags) {
   const unsigned long long msl = std::min<unsigned long long>(KernelLimit("sem", 32000, 0), fs::kMaxSemsPerSet);
   auto check_new = [&]() -> int {
     if (nsems <= 0 || static_cast<unsigned long long>(nsems) > msl) return Fail(EINVAL);
-    const unsigned long long mni = KernelLimit("sem", 32000, 3);
-    if (DIR* d = opendir(Dir().c_str())) {
-      unsigned long long n = 0;
-      while (dirent* e = readdir(d)) n += strncmp(e->d_name, "sem-", 4) == 0;
-      closedir(d);
-      if (n >= mni) return Fail(ENOSPC);
-    }
+    if (CountEntries(Dir(), "sem-") >= KernelLimit("sem", 32000, 3)) return Fail(ENOSPC);
     return 0;
   };
   if (nsems < 0) return Fail(EINVAL);

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/mman.h>
@@ -530,7 +531,8 @@ TEST_F(ClusterTest, a_crowd_of_lock_waiters_does_not_take_every_worker_of_the_mo
 }
 
 // A signal ends an F_SETLKW wait with EINTR, and the waiter never gets the
-// lock afterwards.
+// lock afterwards: once the holder lets go, another process takes it while
+// the interrupted one is still alive (a wait left queued would hold it).
 TEST_F(ClusterTest, a_signal_ends_a_lock_wait_with_eintr) {
   std::ofstream(c_.path(0, "sig")) << "x";
   int holder = open(c_.path(0, "sig").c_str(), O_RDWR);
@@ -540,19 +542,37 @@ TEST_F(ClusterTest, a_signal_ends_a_lock_wait_with_eintr) {
   l.l_len = 1;
   ASSERT_EQ(fcntl(holder, F_SETLKW, &l), 0);  // waits out the owner's start-up grace period
   const std::string path = c_.path(1, "sig");
-  CommandResult r = RunInChild([&]() -> int {
-    struct sigaction sa {};
-    sa.sa_handler = [](int) {};
-    if (sigaction(SIGALRM, &sa, nullptr) != 0) return 2;
-    int fd = open(path.c_str(), O_RDWR);
-    struct flock w {};
-    w.l_type = F_WRLCK;
-    w.l_len = 1;
-    alarm(1);
-    const int rc = fcntl(fd, F_SETLKW, &w);
-    return rc == -1 && errno == EINTR ? 0 : 3;
-  }, 30s);
-  EXPECT_EQ(r.exit_code, 0) << "2 sigaction, 3 not EINTR";
+  int told[2], go[2];
+  ASSERT_EQ(pipe2(told, O_CLOEXEC), 0);
+  ASSERT_EQ(pipe2(go, O_CLOEXEC), 0);
+  CommandResult r;
+  std::thread waiter([&] {
+    r = RunInChild([&]() -> int {
+      struct sigaction sa {};
+      sa.sa_handler = [](int) {};
+      if (sigaction(SIGALRM, &sa, nullptr) != 0) return 2;
+      int fd = open(path.c_str(), O_RDWR);
+      struct flock w {};
+      w.l_type = F_WRLCK;
+      w.l_len = 1;
+      alarm(1);
+      const int rc = fcntl(fd, F_SETLKW, &w);
+      const char c = rc == -1 && errno == EINTR ? 'i' : 'x';
+      if (write(told[1], &c, 1) != 1) return 4;
+      char g;
+      (void)!read(go[0], &g, 1);  // alive, with its descriptor open, until the parent has looked
+      return c == 'i' ? 0 : 3;
+    }, 30s);
+  });
+  // The pipe ends stay open here until the thread is joined: the child may
+  // be forked after this point.
+  char c = 0;
+  pollfd p{told[0], POLLIN, 0};
+  EXPECT_EQ(poll(&p, 1, 20000), 1) << "the waiter said nothing";
+  if (p.revents & POLLIN) {
+    EXPECT_EQ(read(told[0], &c, 1), 1);
+  }
+  EXPECT_EQ(c, 'i') << "the wait did not end with EINTR";
   l.l_type = F_UNLCK;
   ASSERT_EQ(fcntl(holder, F_SETLK, &l), 0);
   int other = open(path.c_str(), O_RDWR);
@@ -560,6 +580,10 @@ TEST_F(ClusterTest, a_signal_ends_a_lock_wait_with_eintr) {
   w.l_type = F_WRLCK;
   w.l_len = 1;
   EXPECT_EQ(fcntl(other, F_SETLK, &w), 0) << "the interrupted waiter holds the lock";
+  (void)!write(go[1], "g", 1);
+  waiter.join();
+  for (int fd : {told[0], told[1], go[0], go[1]}) close(fd);
+  EXPECT_EQ(r.exit_code, 0) << "2 sigaction, 3 not EINTR, 4 pipe";
   close(other);
   close(holder);
 }

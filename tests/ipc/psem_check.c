@@ -22,15 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CHECK(c)                                                                           \
-  do {                                                                                     \
-    if (!(c)) {                                                                            \
-      fprintf(stderr, "check failed at line %d: %s (errno %d %s)\n", __LINE__, #c, errno, \
-              strerror(errno));                                                            \
-      exit(1);                                                                             \
-    }                                                                                      \
-  } while (0)
-#define CHECK_ERR(call, err) CHECK((call) == -1 && errno == (err))
+#include "check.h"
 
 static int value(sem_t* s) {
   int v = -1;
@@ -90,17 +82,6 @@ static void local_rules(const char* name) {
   CHECK(sem_close(s) == 0 && sem_unlink(name) == 0);
 }
 
-struct record {
-  uint64_t seq;
-  uint64_t sum;
-  char text[64];
-};
-
-static uint64_t checksum(const struct record* r) {
-  uint64_t h = 1469598103934665603ull ^ r->seq;
-  for (size_t i = 0; i < sizeof(r->text); i++) h = (h ^ (unsigned char)r->text[i]) * 1099511628211ull;
-  return h;
-}
 
 static sem_t* open_named(const char* name, const char* suffix) {
   char full[256];

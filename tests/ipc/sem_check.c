@@ -34,15 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CHECK(c)                                                                           \
-  do {                                                                                     \
-    if (!(c)) {                                                                            \
-      fprintf(stderr, "check failed at line %d: %s (errno %d %s)\n", __LINE__, #c, errno, \
-              strerror(errno));                                                            \
-      exit(1);                                                                             \
-    }                                                                                      \
-  } while (0)
-#define CHECK_ERR(call, err) CHECK((call) == -1 && errno == (err))
+#include "check.h"
 
 union semun {
   int val;
@@ -275,18 +267,6 @@ static void local_rules(key_t key) {
 }
 
 /* The ring: a header and SLOTS records in one segment. */
-struct record {
-  uint64_t seq;
-  uint64_t sum;
-  char text[64];
-};
-
-static uint64_t checksum(const struct record* r) {
-  uint64_t h = 1469598103934665603ull ^ r->seq;
-  for (size_t i = 0; i < sizeof(r->text); i++) h = (h ^ (unsigned char)r->text[i]) * 1099511628211ull;
-  return h;
-}
-
 static struct record* attach_ring(key_t key, int* semid, uint32_t* slots) {
   int shm = shmget(key, 0, 0);
   CHECK(shm >= 0);

@@ -26,15 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CHECK(c)                                                                        \
-  do {                                                                                 \
-    if (!(c)) {                                                                        \
-      fprintf(stderr, "check failed at line %d: %s (errno %d %s)\n", __LINE__, #c, errno, \
-              strerror(errno));                                                        \
-      exit(1);                                                                         \
-    }                                                                                  \
-  } while (0)
-#define CHECK_ERR(call, err) CHECK((call) == -1 && errno == (err))
+#include "check.h"
 
 static int nattch(int id) {
   struct shmid_ds ds;
