@@ -73,7 +73,7 @@ uint64_t RandomU64() { return std::random_device{}() | (static_cast<uint64_t>(st
 }  // namespace
 
 Cluster::Cluster(net::ClusterConfig config, uint32_t self, store::PageStore* pages, std::unique_ptr<TwinCache> twins,
-                 std::unique_ptr<PendingWrites> pending)
+                 std::unique_ptr<PendingWrites> pending, net::MessengerFactory messenger)
     : config_(std::move(config)),
       self_(self),
       pages_(pages),
@@ -85,7 +85,8 @@ Cluster::Cluster(net::ClusterConfig config, uint32_t self, store::PageStore* pag
                auto pin = meta().GetXattr(ino, "user.cshm.pin");
                return SegmentInfo{rec.size, rec.owner_node, pin.ok() && *pin == "1"};
              },
-             config_.migrate.half_life_s) {
+             config_.migrate.half_life_s),
+      start_messenger_(std::move(messenger)) {
   owned_.SetOwnerTwins(twins_.get());
 }
 
@@ -97,10 +98,9 @@ Status Cluster::Start(meta::Namespace* ns) {
       [this](std::string p) { return transport_->Call(config_.metadata_node, kMetaRequest, std::move(p)); },
       [this](std::string p) { transport_->Send(config_.metadata_node, kMetaForget, std::move(p)); });
   async_rounds_ = std::make_unique<boost::asio::thread_pool>(4);
-  net::TransportOptions o;
+  net::MessengerOptions o;
   o.config = config_;
   o.self = self_;
-  o.faults = net::FaultSeam::FromEnvironment();
   incarnation_ = RandomU64();
   o.incarnation = incarnation_;
   {
@@ -144,7 +144,7 @@ Status Cluster::Start(meta::Namespace* ns) {
     // to it, so that it arrives after everything we sent under them.
     if (restarted || first) {
       std::lock_guard<std::mutex> lock(net_mu_);
-      if (net::Transport* t = net_.load())
+      if (net::Messenger* t = net_.load())
         t->Send(node, kIncarnationSeen, EncodeU64(incarnation));
       else
         seen_before_start_.emplace_back(node, incarnation);
@@ -193,7 +193,7 @@ Status Cluster::Start(meta::Namespace* ns) {
   }
   if (ns_)
     ns_->SetEntryRemovedHook([this](uint64_t parent, const std::string& name) { BroadcastEntryGone(parent, name); });
-  CSHM_ASSIGN_OR_RETURN(transport_, net::Transport::Start(std::move(o)));
+  CSHM_ASSIGN_OR_RETURN(transport_, start_messenger_(std::move(o)));
   {
     std::lock_guard<std::mutex> lock(net_mu_);
     net_ = transport_.get();
@@ -289,7 +289,7 @@ std::string Cluster::StatusJson() {
     // CallAsync answers by its deadline; the margin covers the I/O thread's delay.
     answers->cv.wait_for(lock, deadline + std::chrono::seconds(1), [&] { return answers->left == 0; });
   }
-  std::map<uint32_t, net::Transport::PeerState> peers;
+  std::map<uint32_t, net::PeerState> peers;
   for (const auto& p : transport_->Peers()) peers[p.node] = p;
   std::string out = "{\"self\": " + std::to_string(self_) + ", \"metadata_node\": " +
                     std::to_string(config_.metadata_node) + ", \"nodes\": [";
@@ -365,15 +365,15 @@ void Cluster::AddGauges() {
   auto one = [](double v) { return std::vector<metrics::Sample>{{{}, v}}; };
   auto per_peer = [this](auto value) {
     std::vector<metrics::Sample> out;
-    for (const net::Transport::PeerState& p : transport_->Peers())
+    for (const net::PeerState& p : transport_->Peers())
       out.push_back({{{"node", std::to_string(p.node)}}, value(p)});
     return out;
   };
   r.AddGauge(this, "cshm_peer_up", "1 while this node's lease with the peer holds (it answered recently)",
-             [per_peer] { return per_peer([](const net::Transport::PeerState& p) { return p.lease_held ? 1.0 : 0.0; }); });
+             [per_peer] { return per_peer([](const net::PeerState& p) { return p.lease_held ? 1.0 : 0.0; }); });
   r.AddGauge(this, "cshm_peer_last_heard_seconds", "seconds since this node last heard from the peer (-1: never)",
              [per_peer] {
-               return per_peer([](const net::Transport::PeerState& p) {
+               return per_peer([](const net::PeerState& p) {
                  return p.heard ? static_cast<double>(p.since_heard.count()) / 1000 : -1.0;
                });
              });
@@ -518,6 +518,7 @@ void Cluster::ForgetInodeState(uint64_t ino) {
     auto o = owner_of_.find(ino);
     if (o != owner_of_.end() && o->second != self_) owner_of_.erase(o);
     fetches_from_.erase(ino);
+    write_errors_.erase(ino);  // no handle is left to report it to
     auto r = rounds_.find(ino);
     if (r != rounds_.end() && r->second.use_count() == 1) {
       std::lock_guard<std::mutex> rl(r->second->mu);
@@ -662,6 +663,17 @@ void Cluster::ClosedForWrite(uint64_t ino) {
 }
 
 Status Cluster::Write(uint64_t ino, uint64_t off, const char* data, size_t len, bool writeback) {
+  Status st = WriteOnce(ino, off, data, len, writeback);
+  if (!st.ok() && writeback) {
+    // The kernel keeps no error of a write-back that the page's invalidation
+    // (an unlock, another node's write) started: the next release reports it.
+    std::lock_guard<std::mutex> lock(mu_);
+    write_errors_.try_emplace(ino, st);
+  }
+  return st;
+}
+
+Status Cluster::WriteOnce(uint64_t ino, uint64_t off, const char* data, size_t len, bool writeback) {
   CSHM_ASSIGN_OR_RETURN(const uint32_t owner, OwnerOf(ino));  // a regular file
   // Written under a lock that is no longer held, these bytes could land on
   // a newer holder's: refused, as Linux's NFS client refuses them.
@@ -986,6 +998,12 @@ Status Cluster::Sync(uint64_t ino) {
   uint64_t upto;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (auto e = write_errors_.find(ino); e != write_errors_.end()) {
+      const std::string why = e->second.message();
+      write_errors_.erase(e);
+      return IoError("a write-back of inode " + std::to_string(ino) + " failed since the last release (" + why +
+                     "); what it carried is kept, and lands later only on pages nobody changed since");
+    }
     auto it = unsynced_.find(ino);
     if (it == unsynced_.end()) {  // nothing here waits for a round since the last release
       kRelease.Observe(std::chrono::nanoseconds(0));
@@ -1349,9 +1367,11 @@ Status Cluster::SetLock(uint64_t ino, const Lock& want) {
     bool lost = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      lost = lost_locks_.erase(key) > 0;
+      lost = lost_locks_.contains(key);
     }
+    const uint64_t len = want.end == kLockEof ? 0 : want.end - want.start + 1;
     if (lost) {
+      DiscardUnderLostLock(key, want.start, len);
       // Still told to the owner: it may not have forgotten this node (the
       // link came back within its lease), and would keep the lock granted to
       // nobody who frees it (locks.pml, LOST_UNLOCK_UNSENT). Another node's
@@ -1367,18 +1387,21 @@ Status Cluster::SetLock(uint64_t ino, const Lock& want) {
       std::lock_guard<std::mutex> lock(mu_);
       notify = notifier_;
     }
-    const uint64_t len = want.end == kLockEof ? 0 : want.end - want.start + 1;
     const uint64_t mark = twins_->Mark();  // as in InvalidateLocal
     if (notify) notify(ino, want.start, len);
     twins_->Drop(ino, Range{want.start, len}, mark);
-    // ... and the other nodes' copies of them are gone.
-    CSHM_RETURN_IF_ERROR(Sync(ino));
+    // ... and the other nodes' copies of them are gone. A release that
+    // failed still unlocks (as NFS's unlock does after its flush): kept
+    // locked, the lock would stay with a process that believes it let go,
+    // and every other node would wait for it; what was not delivered lands
+    // later only on pages nobody changed meanwhile, and the EIO says so.
+    Status synced = Sync(ino);
     Status sent = Unlock(ino, LockMessage{LockOp::kUnlock, ino, want});
     if (want.start == 0 && want.end == kLockEof) {  // delivered, or queued until it is
       std::lock_guard<std::mutex> lock(mu_);
       held_.erase(key);
     }
-    return sent;
+    return synced.ok() ? sent : synced;
   }
   // An unlock of this inode still queued would, delivered after this grant,
   // free it.
@@ -1394,9 +1417,13 @@ Status Cluster::SetLock(uint64_t ino, const Lock& want) {
     return r.status();
   }
   if (r->granted) {
-    std::lock_guard<std::mutex> lock(mu_);
-    held_.insert(key);
-    lost_locks_.erase(key);  // taken again
+    bool lost = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      held_.insert(key);
+      lost = lost_locks_.contains(key);
+    }
+    if (lost) DiscardUnderLostLock(key, 0, 0);  // taken again: what was stored under the lost one goes first
     return Status::Ok();
   }
   if (r->grace)
@@ -1475,13 +1502,29 @@ void Cluster::LockWaitLoop() {
   for (LockWait& w : left) w.done(Unavailable("this node is stopping"));
 }
 
-Status Cluster::ReleaseLocks(uint64_t ino, uint64_t owner, bool flock) {
+void Cluster::DiscardUnderLostLock(const HeldLock& key, uint64_t off, uint64_t len) {
+  Notifier notify;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    const HeldLock key{ino, owner, flock};
-    const bool lost = lost_locks_.erase(key) > 0;  // still released at the owner, as in SetLock
+    notify = notifier_;
+  }
+  const uint64_t mark = twins_->Mark();  // as in InvalidateLocal
+  if (notify) notify(key.ino, off, len);
+  twins_->Drop(key.ino, Range{off, len}, mark);
+  std::lock_guard<std::mutex> lock(mu_);
+  lost_locks_.erase(key);
+  write_errors_.erase(key.ino);  // the refused write-backs: this unlock's EIO reports them
+}
+
+Status Cluster::ReleaseLocks(uint64_t ino, uint64_t owner, bool flock) {
+  const HeldLock key{ino, owner, flock};
+  bool lost = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    lost = lost_locks_.contains(key);  // still released at the owner, as in SetLock
     if (held_.erase(key) == 0 && !lost) return Status::Ok();  // never locked here
   }
+  if (lost) DiscardUnderLostLock(key, 0, 0);
   Lock all;
   all.type = F_UNLCK;
   all.start = 0;

@@ -49,6 +49,7 @@
 #include "meta/meta_rpc.h"
 #include "meta/namespace.h"
 #include "net/cluster_config.h"
+#include "net/messenger.h"
 #include "net/transport.h"
 #include "ownership/lock_table.h"
 #include "ownership/messages.h"
@@ -72,8 +73,10 @@ class Cluster {
   using EntryNotifier = std::function<void(uint64_t parent, const std::string& name)>;
 
   // Creates the node's cluster part; Start() joins the network.
+  // `messenger` starts its network (net::StartTransport unless a test gives
+  // a simulated one).
   Cluster(net::ClusterConfig config, uint32_t self, store::PageStore* pages, std::unique_ptr<TwinCache> twins,
-          std::unique_ptr<PendingWrites> pending);
+          std::unique_ptr<PendingWrites> pending, net::MessengerFactory messenger = net::StartTransport);
   ~Cluster();
 
   // `ns` is the namespace on the metadata node, null elsewhere.
@@ -107,6 +110,10 @@ class Cluster {
   // and its release.
   Status OpenedForWrite(uint64_t ino);
   void ClosedForWrite(uint64_t ino);
+  // A failed write-back (`writeback`: the kernel's, not a write(2), whose
+  // caller gets the error) fails the next release of the inode with EIO,
+  // once, as the kernel's errseq does for fsync: whatever started it (an
+  // unlock's or another node's invalidation) could not report it.
   Status Write(uint64_t ino, uint64_t off, const char* data, size_t len, bool writeback);
   Status Truncate(uint64_t ino, uint64_t size);
   // fallocate(2) at the owner (OwnedSegments::Allocate), with the size cap and
@@ -197,6 +204,7 @@ class Cluster {
   std::chrono::milliseconds RoundDeadline() const {
     return std::chrono::milliseconds(2 * config_.request_timeout_ms + config_.lease_ms);
   }
+  Status WriteOnce(uint64_t ino, uint64_t off, const char* data, size_t len, bool writeback);
   Result<uint64_t> TruncateAsOwner(uint64_t ino, uint32_t from, uint64_t size);
   Result<uint64_t> FallocateAsOwner(uint32_t from, const ownership::FallocateRequest& f);
   // Accessor side: drop pages from this node's kernel and twins.
@@ -278,12 +286,13 @@ class Cluster {
   meta::Namespace* ns_ = nullptr;  // metadata node only
   std::unique_ptr<meta::RemoteMeta> remote_meta_;
   std::unique_ptr<ReferenceSync> ref_sync_;  // metadata node only
-  std::unique_ptr<net::Transport> transport_;
+  const net::MessengerFactory start_messenger_;
+  std::unique_ptr<net::Messenger> transport_;
   Semaphores* semaphores_ = nullptr;
   // The same, for the transport's own callbacks, which may run before
   // Start() has stored transport_ (null until then). Requests wait for it on
   // the pools (AwaitTransport) and are never served inline before it.
-  std::atomic<net::Transport*> net_{nullptr};
+  std::atomic<net::Messenger*> net_{nullptr};
   std::mutex net_mu_;
   std::condition_variable net_cv_;
   // Peers that came up before net_ was stored: told they were seen once it is.
@@ -333,6 +342,8 @@ class Cluster {
   // the latest such write (GUARDED_BY(mu_)).
   std::unordered_map<uint64_t, uint64_t> unsynced_;
   uint64_t writes_ = 0;  // GUARDED_BY(mu_)
+  // The first failed write-back of each inode since its last release (Write).
+  std::unordered_map<uint64_t, Status> write_errors_;  // GUARDED_BY(mu_)
   std::unordered_map<uint64_t, std::shared_ptr<Rounds>> rounds_;  // GUARDED_BY(mu_)
   std::map<uint32_t, uint64_t> incarnations_;             // GUARDED_BY(mu_)
   std::map<uint32_t, bool> lost_;                         // GUARDED_BY(mu_): link went down since last up
@@ -350,6 +361,15 @@ class Cluster {
   };
   std::set<HeldLock> held_;        // GUARDED_BY(mu_)
   std::set<HeldLock> lost_locks_;  // GUARDED_BY(mu_)
+  // A lost lock is unlocked (or its file closed): what this node's kernel
+  // dirtied under it must never reach the owner, where a newer holder's
+  // bytes are. While the lock is still recorded as lost, the range goes from
+  // the kernel, whose write-backs of its dirty pages Write refuses
+  // (CheckLocksHeld), so that the kernel forgets them; only then does the
+  // record go. (Seen in the simulated cluster: a page stored under a lost
+  // lock stayed dirty after the unlock's EIO and was written back later,
+  // unfenced, over the newer holder's increments.)
+  void DiscardUnderLostLock(const HeldLock& key, uint64_t off, uint64_t len);
   // Unlocks whose owner did not answer (a lost frame, a partition shorter
   // than its lease), per inode in order. Dropped, the owner would keep the
   // lock granted to a node that forgot it, and every waiter would wait for

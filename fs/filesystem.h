@@ -21,6 +21,7 @@
 #include "fs/read_scratch.h"
 #include "meta/namespace.h"
 #include "net/cluster_config.h"
+#include "net/messenger.h"
 #include "ownership/lock_table.h"
 #include "store/meta_store.h"
 #include "store/page_store.h"
@@ -34,6 +35,9 @@ struct FileSystemOptions {
   uint64_t capacity_bytes = 0;
   meta::RootOptions root;
   std::optional<net::ClusterConfig> cluster;
+  // With `cluster`: how the node reaches the others (empty: TCP,
+  // net::StartTransport; the component tests give a simulated network).
+  net::MessengerFactory messenger;
 };
 
 class Cluster;

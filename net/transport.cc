@@ -769,6 +769,14 @@ FaultSeam FaultSeam::FromEnvironment() {
   return f;
 }
 
+Result<std::unique_ptr<Messenger>> StartTransport(MessengerOptions options) {
+  TransportOptions t;
+  static_cast<MessengerOptions&>(t) = std::move(options);
+  t.faults = FaultSeam::FromEnvironment();
+  CSHM_ASSIGN_OR_RETURN(std::unique_ptr<Transport> started, Transport::Start(std::move(t)));
+  return std::unique_ptr<Messenger>(std::move(started));
+}
+
 Result<std::unique_ptr<Transport>> Transport::Start(TransportOptions options) {
   if (options.faults.delay_us || options.faults.loss_ppm)
     spdlog::warn("network fault seam on: every frame delayed {} us, {} per million frames dropped",
@@ -882,7 +890,7 @@ bool Transport::LeaseHeld(uint32_t node) const {
   return it != impl_->leases.end() && it->second.have_lease && !it->second.lease_lost;
 }
 
-std::vector<Transport::PeerState> Transport::Peers() const {
+std::vector<PeerState> Transport::Peers() const {
   std::vector<PeerState> out;
   const auto now = Clock::now();
   std::lock_guard<std::mutex> lock(impl_->lease_mu);

@@ -1,0 +1,131 @@
+#include "tests/sim/fake_kernel.h"
+
+#include "fs/read_scratch.h"
+
+namespace cshm::sim {
+
+using store::kPageSize;
+
+std::map<FakeKernel::Key, FakeKernel::Page>::iterator FakeKernel::Settle(std::unique_lock<std::mutex>& lock,
+                                                                         const Key& k) {
+  for (;;) {
+    auto it = pages_.find(k);
+    if (it == pages_.end() || it->second.state == State::kClean || it->second.state == State::kDirty) return it;
+    changed_.wait(lock);
+  }
+}
+
+Result<std::map<FakeKernel::Key, FakeKernel::Page>::iterator> FakeKernel::Fault(std::unique_lock<std::mutex>& lock,
+                                                                                const Key& k) {
+  for (;;) {
+    auto it = Settle(lock, k);
+    if (it != pages_.end()) return it;
+    pages_[k] = Page{};  // locked while its READ is answered
+    lock.unlock();
+    std::string buf(kPageSize, '\0');
+    fs::ReadScratch scratch;
+    auto got = fs_->Read(k.first, k.second * kPageSize, kPageSize, buf.data(), &scratch);
+    std::string data;
+    if (got.ok()) {
+      data.assign(got->data(), got->size());
+      data.resize(kPageSize, '\0');  // past the end of the file: zeros
+    }
+    lock.lock();
+    changed_.notify_all();
+    if (!got.ok()) {
+      pages_.erase(k);
+      return IoError("fault of page " + std::to_string(k.second) + " of inode " + std::to_string(k.first) + ": " +
+                     got.status().message());
+    }
+    Page& p = pages_[k];
+    p.state = State::kClean;
+    p.data = std::move(data);
+  }
+}
+
+Status FakeKernel::WriteBack(std::unique_lock<std::mutex>& lock, const Key& k) {
+  Page& p = pages_[k];
+  p.state = State::kWriteBack;
+  const std::string data = p.data;
+  lock.unlock();
+  Status st = fs_->Write(k.first, k.second * kPageSize, data.data(), data.size(), /*writeback=*/true);
+  lock.lock();
+  // Clean whatever the answer: the kernel forgets the bytes of a failed
+  // write-back (and the daemon drops the page soon after).
+  auto it = pages_.find(k);
+  if (it != pages_.end()) it->second.state = State::kClean;
+  changed_.notify_all();
+  return st;
+}
+
+void FakeKernel::Invalidate(uint64_t ino, uint64_t off, uint64_t len) {
+  std::unique_lock<std::mutex> lock(mu_);
+  const uint64_t first = off / kPageSize;
+  const uint64_t end = len == 0 ? UINT64_MAX : (off + len + kPageSize - 1) / kPageSize;
+  for (;;) {
+    auto it = pages_.lower_bound(Key{ino, first});
+    // The first page of the range not yet dropped (waiting for the busy ones).
+    while (it != pages_.end() && it->first.first == ino && it->first.second < end &&
+           it->second.state == State::kClean) {
+      it = pages_.erase(it);
+    }
+    if (it == pages_.end() || it->first.first != ino || it->first.second >= end) return;
+    const Key k = it->first;
+    if (it->second.state == State::kDirty) {
+      (void)WriteBack(lock, k);  // its outcome is the daemon's to report
+      continue;
+    }
+    changed_.wait(lock);  // loading or under write-back
+  }
+}
+
+Result<std::string> FakeKernel::Load(uint64_t ino, uint64_t off, size_t len) {
+  std::unique_lock<std::mutex> lock(mu_);
+  std::string out;
+  while (out.size() < len) {
+    const uint64_t at = off + out.size();
+    CSHM_ASSIGN_OR_RETURN(auto it, Fault(lock, Key{ino, at / kPageSize}));
+    const size_t in = at % kPageSize, n = std::min<size_t>(len - out.size(), kPageSize - in);
+    out.append(it->second.data, in, n);
+  }
+  return out;
+}
+
+Status FakeKernel::Store(uint64_t ino, uint64_t off, std::string_view bytes) {
+  std::unique_lock<std::mutex> lock(mu_);
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const uint64_t at = off + done;
+    CSHM_ASSIGN_OR_RETURN(auto it, Fault(lock, Key{ino, at / kPageSize}));
+    const size_t in = at % kPageSize, n = std::min<size_t>(bytes.size() - done, kPageSize - in);
+    it->second.data.replace(in, n, bytes.substr(done, n));
+    it->second.state = State::kDirty;
+    done += n;
+  }
+  return Status::Ok();
+}
+
+Status FakeKernel::Msync(uint64_t ino) {
+  Status first;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (auto it = pages_.lower_bound(Key{ino, 0}); it != pages_.end() && it->first.first == ino;) {
+      const Key k = it->first;
+      if (it->second.state == State::kDirty) {
+        Status st = WriteBack(lock, k);
+        if (first.ok()) first = st;
+      }
+      it = pages_.upper_bound(k);
+    }
+  }
+  Status synced = fs_->Fsync(ino);
+  return first.ok() ? synced : first;
+}
+
+void FakeKernel::WriteBackSome(uint64_t ino, uint64_t page) {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto it = Settle(lock, Key{ino, page});
+  if (it != pages_.end() && it->second.state == State::kDirty) (void)WriteBack(lock, Key{ino, page});
+}
+
+}  // namespace cshm::sim
