@@ -409,6 +409,7 @@ void Cluster::LoseGrantsOf(uint32_t node, const std::string& why) {
       auto o = owner_of_.find(it->ino);
       if (o != owner_of_.end() && o->second == node) {
         lost_locks_.insert(*it);
+        held_ranges_.Unlock(it->ino, LockOwner{self_, it->owner}, it->flock, 0, kLockEof);
         it = held_.erase(it);
         lost++;
       } else {
@@ -430,6 +431,8 @@ void Cluster::ForgetNode(uint32_t node, const std::string& why) {
   if (semaphores_) semaphores_->NodeGone(node);
   std::lock_guard<std::mutex> lock(locks_mu_);
   locks_.ReleaseNode(node);
+  // Its lock requests are numbered anew after a restart.
+  std::erase_if(cancelled_, [node](const auto& c) { return std::get<0>(c.first) == node; });
 }
 
 bool Cluster::InGrace() {
@@ -1328,6 +1331,11 @@ Result<LockReply> Cluster::ServeLock(uint32_t from, const LockMessage& m, bool w
       return out;
     }
     case LockOp::kSet:
+      if (auto c = cancelled_.find(CancelKey{from, m.lock.who.owner, m.ino});
+          c != cancelled_.end() && m.seq <= c->second) {
+        kLockRefusals.Add();  // its asker gave up on it and cancelled it; nobody waits for this answer
+        return out;
+      }
       if (InGrace()) {
         kLockRefusals.Add();
         out.grace = true;  // holders of the previous incarnation's locks may still think they hold them
@@ -1341,6 +1349,10 @@ Result<LockReply> Cluster::ServeLock(uint32_t from, const LockMessage& m, bool w
       }
       return out;
     case LockOp::kUnlock:
+      if (m.cancels != 0) {
+        uint64_t& c = cancelled_[CancelKey{from, m.lock.who.owner, m.ino}];
+        c = std::max(c, m.cancels);
+      }
       locks_.Unlock(m.ino, local.lock.who, local.lock.flock, local.lock.start, local.lock.end);
       out.granted = true;
       return out;
@@ -1397,22 +1409,52 @@ Status Cluster::SetLock(uint64_t ino, const Lock& want) {
     // later only on pages nobody changed meanwhile, and the EIO says so.
     Status synced = Sync(ino);
     Status sent = Unlock(ino, LockMessage{LockOp::kUnlock, ino, want});
-    if (want.start == 0 && want.end == kLockEof) {  // delivered, or queued until it is
+    {
+      // Delivered, or queued until it is: held no more once the lock owner
+      // has no range of the file left here.
       std::lock_guard<std::mutex> lock(mu_);
-      held_.erase(key);
+      held_ranges_.Unlock(ino, LockOwner{self_, key.owner}, key.flock, want.start, want.end);
+      if (!HoldsRange(key)) held_.erase(key);
+      lost = lost_locks_.contains(key);
+    }
+    if (lost) {
+      // Lost while this unlock wrote back and waited (its lease ran out
+      // meanwhile): cleared as an unlock of a lost lock clears it, else it
+      // would fence the file here for good (seen in the simulated cluster).
+      DiscardUnderLostLock(key, want.start, len);
+      return IoError("the lock was lost during this unlock (its owner's lease ran out or it restarted); what was "
+                     "written under it after that was refused");
     }
     return synced.ok() ? sent : synced;
   }
   // An unlock of this inode still queued would, delivered after this grant,
   // free it.
   CSHM_RETURN_IF_ERROR(FlushUnlocks(ino));
-  auto r = LockAtOwner(ino, LockMessage{LockOp::kSet, ino, want});
+  LockMessage ask{LockOp::kSet, ino, want};
+  ask.seq = ++lock_seq_;
+  auto r = LockAtOwner(ino, ask);
   if (!r.ok()) {
     if (r.status().code() == Status::Code::kTimedOut || r.status().code() == Status::Code::kUnavailable) {
-      // The grant may have been made and only its answer lost: a close
-      // must still release it.
+      // The grant may have been made and only its answer lost. The caller
+      // is told it failed and will not unlock it, so its unlock is queued
+      // (sent before this node asks for a lock of the file again, and every
+      // migrator tick): kept as held instead, the lock could later be lost
+      // and fence every write of the file here, for a lock the application
+      // never had. Only if the lock owner held locks of the file before
+      // (an upgrade, another range) would that unlock free them too: then
+      // it stays held, for a close to release.
       std::lock_guard<std::mutex> lock(mu_);
-      held_.insert(key);
+      // The unlock cancels this very request: if the owner still holds it
+      // (in a pool, waiting for the segment) it refuses it when it comes.
+      if (held_.contains(key)) {
+        NoteHeldRange(key, want);  // maybe granted: counted as held, for a close to release
+      } else {
+        Lock release = want;
+        release.type = F_UNLCK;
+        LockMessage cancel{LockOp::kUnlock, ino, release};
+        cancel.cancels = ask.seq;
+        unsent_unlocks_[ino].push_back(cancel);
+      }
     }
     return r.status();
   }
@@ -1421,6 +1463,7 @@ Status Cluster::SetLock(uint64_t ino, const Lock& want) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       held_.insert(key);
+      NoteHeldRange(key, want);
       lost = lost_locks_.contains(key);
     }
     if (lost) DiscardUnderLostLock(key, 0, 0);  // taken again: what was stored under the lost one goes first
@@ -1516,12 +1559,28 @@ void Cluster::DiscardUnderLostLock(const HeldLock& key, uint64_t off, uint64_t l
   write_errors_.erase(key.ino);  // the refused write-backs: this unlock's EIO reports them
 }
 
+void Cluster::NoteHeldRange(const HeldLock& key, const Lock& want) {
+  Lock l = want;
+  l.who = LockOwner{self_, key.owner};
+  // The owner granted it, so nothing here conflicts but records it
+  // outdated (another lock owner's range freed at the owner meanwhile).
+  while (auto c = held_ranges_.Conflict(key.ino, l)) held_ranges_.Unlock(key.ino, c->who, c->flock, c->start, c->end);
+  (void)held_ranges_.TrySet(key.ino, l);
+}
+
+bool Cluster::HoldsRange(const HeldLock& key) const {
+  for (const Lock& l : held_ranges_.Locks(key.ino))
+    if (l.who.owner == key.owner && l.flock == key.flock) return true;
+  return false;
+}
+
 Status Cluster::ReleaseLocks(uint64_t ino, uint64_t owner, bool flock) {
   const HeldLock key{ino, owner, flock};
   bool lost = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     lost = lost_locks_.contains(key);  // still released at the owner, as in SetLock
+    held_ranges_.Unlock(ino, LockOwner{self_, owner}, flock, 0, kLockEof);
     if (held_.erase(key) == 0 && !lost) return Status::Ok();  // never locked here
   }
   if (lost) DiscardUnderLostLock(key, 0, 0);

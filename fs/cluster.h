@@ -37,6 +37,7 @@
 #include <condition_variable>
 #include <set>
 #include <thread>
+#include <tuple>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -360,6 +361,12 @@ class Cluster {
     auto operator<=>(const HeldLock&) const = default;
   };
   std::set<HeldLock> held_;        // GUARDED_BY(mu_)
+  // The ranges behind held_ (a lock owner's unlock of one range leaves it
+  // holding the others; held once none is left, it would be "lost" at the
+  // next lease expiry and fence the file for a lock nobody has).
+  ownership::LockTable held_ranges_;  // GUARDED_BY(mu_)
+  void NoteHeldRange(const HeldLock& key, const ownership::Lock& want);  // mu_ held
+  bool HoldsRange(const HeldLock& key) const;                          // mu_ held
   std::set<HeldLock> lost_locks_;  // GUARDED_BY(mu_)
   // A lost lock is unlocked (or its file closed): what this node's kernel
   // dirtied under it must never reach the owner, where a newer holder's
@@ -410,6 +417,14 @@ class Cluster {
   // nothing takes locks_mu_ while holding mu_.
   std::mutex locks_mu_;
   ownership::LockTable locks_;  // GUARDED_BY(locks_mu_): locks of the segments we own
+  // Owner side: per (node, lock owner, inode), the newest lock request its
+  // asker cancelled (LockMessage::cancels); that one and older ones are
+  // refused if they arrive late. Only timed-out requests make entries; a
+  // node's go when it is forgotten or restarts.
+  using CancelKey = std::tuple<uint32_t, uint64_t, uint64_t>;
+  std::map<CancelKey, uint64_t> cancelled_;  // GUARDED_BY(locks_mu_)
+  // Holder side: the number of this node's latest lock request.
+  std::atomic<uint64_t> lock_seq_{0};
 };
 
 }  // namespace cshm::fs

@@ -226,6 +226,8 @@ std::string LockMessage::Encode() const {
   w.PutU8(static_cast<uint8_t>(op));
   w.PutU64(ino);
   PutLock(w, lock);
+  w.PutU64(seq);
+  w.PutU64(cancels);
   return out;
 }
 Result<LockMessage> LockMessage::Decode(std::string_view in) {
@@ -234,7 +236,10 @@ Result<LockMessage> LockMessage::Decode(std::string_view in) {
   uint8_t op = 0;
   r.GetU8(&op);
   r.GetU64(&m.ino);
-  if (!GetLock(r, &m.lock) || !r.AtEnd() || op < 1 || op > 3) return Malformed("lock request");
+  const bool lock_ok = GetLock(r, &m.lock);
+  r.GetU64(&m.seq);
+  r.GetU64(&m.cancels);
+  if (!lock_ok || !r.AtEnd() || op < 1 || op > 3) return Malformed("lock request");
   m.op = static_cast<LockOp>(op);
   return m;
 }

@@ -156,6 +156,13 @@ struct LockMessage {
   LockOp op = LockOp::kGet;
   uint64_t ino = 0;
   Lock lock;  // lock.who.node is filled in by the owner from the connection
+  // kSet: a number the asking node gives each of its lock requests, rising.
+  // kUnlock: with `cancels`, it undoes a kSet whose answer was lost (its
+  // number): the owner frees what it granted, and refuses that request (or
+  // an older one of the same lock owner) if it arrives after this, as a
+  // request held in the owner's pool can.
+  uint64_t seq = 0;
+  uint64_t cancels = 0;
   std::string Encode() const;
   static Result<LockMessage> Decode(std::string_view in);
 };

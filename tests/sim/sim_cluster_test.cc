@@ -208,6 +208,7 @@ void Increment(SimCluster& c, uint32_t node, std::chrono::milliseconds think, Le
     if (locked.code() != Status::Code::kWouldBlock || std::chrono::steady_clock::now() > deadline) break;
     std::this_thread::sleep_for(backoff);
   }
+  if (!locked.ok()) Trace("node {}: lock: {}", node, locked.message());
   if (!locked.ok()) return ledger.failed_ops++, void();
   Trace("node {}: counter locked", node);
   ledger.counter_tried++;
@@ -368,6 +369,10 @@ void RunSeed(uint64_t seed) {
         st = c.On(node, name, [](fs::FileSystem&, FakeKernel& k, uint64_t ino) { return k.Msync(ino); });
         if (!st.ok()) std::this_thread::sleep_for(20ms);
       } while (!st.ok() && std::chrono::steady_clock::now() < settle);
+      // Healed, every node up: a release must work again within the settle time.
+      if (!st.ok())
+        problems.push_back("node " + std::to_string(node) + " cannot release " + name + " after the heal: " +
+                           st.message());
     }
   }
   for (uint32_t node = 0; node < kNodes; node++) {
@@ -417,6 +422,7 @@ std::vector<uint64_t> Seeds() {
 
 TEST(SimClusterTest, acknowledged_writes_and_lock_exclusion_survive_partitions_loss_and_crashes) {
   spdlog::set_level(kTrace ? spdlog::level::info : spdlog::level::off);
+  setvbuf(stdout, nullptr, _IOLBF, 0);  // a seed's line as it ends
   for (uint64_t seed : Seeds()) {
     RunSeed(seed);
     if (::testing::Test::HasFailure()) break;  // the first failing seed is the one to replay

@@ -1,5 +1,6 @@
 #include "ownership/messages.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 
 namespace cshm::ownership {
@@ -133,6 +134,21 @@ TEST(WriteBackRequestTest, ALateWriteBackCarriesItsExpectationsAndANormalOneNone
   auto rb = WriteBackReply::Decode(r.Encode());
   ASSERT_TRUE(rb.ok());
   EXPECT_EQ(rb->dropped, 3u);
+}
+
+TEST(LockMessageTest, TheRequestNumberAndWhatAnUnlockCancelsRoundTrip) {
+  LockMessage m{LockOp::kUnlock, 42, Lock{F_UNLCK, 0, 7, 0, LockOwner{1, 99}, false}, 17, 16};
+  auto back = LockMessage::Decode(m.Encode());
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->op, LockOp::kUnlock);
+  EXPECT_EQ(back->ino, 42u);
+  EXPECT_EQ(back->lock.end, 7u);
+  EXPECT_EQ(back->lock.who.owner, 99u);
+  EXPECT_EQ(back->seq, 17u);
+  EXPECT_EQ(back->cancels, 16u);
+  const std::string wire = m.Encode();
+  EXPECT_FALSE(LockMessage::Decode(wire.substr(0, wire.size() - 1)).ok());
+  EXPECT_FALSE(LockMessage::Decode(wire + "x").ok());
 }
 
 }  // namespace
