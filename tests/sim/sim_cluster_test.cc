@@ -84,6 +84,7 @@ struct Ledger {
   std::mutex mu;
   uint64_t record_acked[kNodes][kRecordPages] = {};  // GUARDED_BY(mu)
   std::atomic<uint64_t> ops{0}, failed_ops{0};
+  std::vector<std::string> problems;  // GUARDED_BY(mu): seen while the workload runs
 };
 
 class SimCluster {
@@ -212,12 +213,16 @@ void Increment(SimCluster& c, uint32_t node, std::chrono::milliseconds think, Le
   if (!locked.ok()) return ledger.failed_ops++, void();
   Trace("node {}: counter locked", node);
   ledger.counter_tried++;
+  // Every increment acknowledged before this grant is visible under it.
+  const uint64_t acked_before = ledger.counter_acked;
+  uint64_t loaded = 0;
   Status st = c.On(node, "counter", [&](fs::FileSystem& fs, FakeKernel& k, uint64_t ino) -> Status {
     auto v = k.Load(ino, 0, 8);
     Status stored = v.ok() ? Status::Ok() : v.status();
     if (v.ok()) {
       uint64_t n;
       std::memcpy(&n, v->data(), 8);
+      loaded = n;
       std::this_thread::sleep_for(think);
       n++;
       stored = k.Store(ino, 0, std::string_view(reinterpret_cast<const char*>(&n), 8));
@@ -227,8 +232,16 @@ void Increment(SimCluster& c, uint32_t node, std::chrono::milliseconds think, Le
     Trace("node {}: unlock: {}", node, unlocked.ok() ? "ok" : unlocked.message());
     return stored.ok() ? unlocked : stored;
   });
-  if (st.ok()) ledger.counter_acked++;
-  else ledger.failed_ops++;
+  if (!st.ok()) return ledger.failed_ops++, void();
+  ledger.counter_acked++;
+  if (loaded < acked_before) {
+    // (Only for an increment that succeeded: under a lock that was lost
+    // meanwhile a stale read is possible, and its unlock fails.)
+    std::lock_guard<std::mutex> lock(ledger.mu);
+    ledger.problems.push_back("node " + std::to_string(node) + " loaded the counter at " + std::to_string(loaded) +
+                              " under the lock, after " + std::to_string(acked_before) +
+                              " acknowledged increments: a stale copy under the lock");
+  }
 }
 
 void WriteRecord(SimCluster& c, uint32_t node, uint32_t page, uint64_t seq, Ledger& ledger) {
@@ -294,7 +307,7 @@ void RunSeed(uint64_t seed) {
       while (!stop) {
         ledger.ops++;
         const uint64_t failed = ledger.failed_ops.load();
-        const uint64_t pick = rng() % 8;
+        const uint64_t pick = rng() % 9;
         if (pick < 3) {
           Increment(c, node, std::chrono::milliseconds(rng() % 16 == 0 ? rng() % 600 : 0), ledger);
         } else if (pick < 6) {
@@ -306,11 +319,19 @@ void RunSeed(uint64_t seed) {
             std::lock_guard<std::mutex> lock(problems_mu);
             problems.push_back(p);
           }
-        } else {
+        } else if (pick < 8 || rng() % 8 != 0) {
           (void)c.On(node, "records", [&](fs::FileSystem&, FakeKernel& k, uint64_t ino) {
             k.WriteBackSome(ino, rng() % kRecordPages);
             return Status::Ok();
           });
+        } else {
+          // A move of a file to another owner (user.cshm.owner), under the workload.
+          const char* name = rng() % 2 ? "records" : "counter";
+          const auto target = static_cast<uint32_t>(rng() % kNodes);
+          Status moved = c.On(node, name, [&](fs::FileSystem& fs, FakeKernel&, uint64_t ino) {
+            return fs.SetXattr(ino, "user.cshm.owner", std::to_string(target), 0);
+          });
+          Trace("node {}: move of {} to node {}: {}", node, name, target, moved.ok() ? "ok" : moved.message());
         }
         // Down, or cut off: a moment before the next try, as an application's retry would.
         if (!c.up(node)) std::this_thread::sleep_for(5ms);
@@ -342,8 +363,8 @@ void RunSeed(uint64_t seed) {
         if (a != b) Trace("nemesis: link {} -> {} lossy", a, b);
         break;
       }
-      case 3: {  // a crash of a segment's owner (never the metadata node here)
-        const auto node = static_cast<uint32_t>(1 + nemesis() % (kNodes - 1));
+      case 3: {  // a crash: of an owner, of the metadata node
+        const auto node = static_cast<uint32_t>(nemesis() % kNodes);
         if (crashed.insert(node).second) c.Down(node);
         Trace("nemesis: node {} crashed", node);
         break;
@@ -408,6 +429,7 @@ void RunSeed(uint64_t seed) {
          static_cast<unsigned long long>(ledger.failed_ops.load()),
          static_cast<unsigned long long>(ledger.counter_acked.load()),
          static_cast<unsigned long long>(ledger.counter_tried.load()));
+  for (const auto& p : ledger.problems) ADD_FAILURE() << p;
   for (const auto& p : problems) ADD_FAILURE() << p;
 }
 
