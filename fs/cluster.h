@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "fs/lock_client.h"
 #include "fs/pending_writes.h"
 #include "fs/read_scratch.h"
 #include "fs/reference_sync.h"
@@ -127,20 +128,11 @@ class Cluster {
   // Cluster-wide locks, granted by the segment's owner (contract 4).
   // The conflicting lock, or one of type F_UNLCK.
   Result<ownership::Lock> GetLock(uint64_t ino, const ownership::Lock& want);
-  // F_RDLCK/F_WRLCK: one try to take it; held elsewhere: kWouldBlock (EAGAIN).
-  // F_UNLCK: a release: this node's dirty pages of the range are written back
-  // (and acknowledged by the owner) before the lock goes.
+  // The holder side, as fs::LockClient (lock_client.h) says: one try; a
+  // wait on the lock-wait thread; a close's release.
   Status SetLock(uint64_t ino, const ownership::Lock& want);
-  // F_SETLKW/flock without LOCK_NB, without holding the caller's thread: one
-  // try here; a lock held elsewhere is retried (with backoff, each try under
-  // its deadline) by the lock-wait thread, and `done` is called from there
-  // when it is granted, `interrupted()` says the caller got a signal
-  // (kInterrupted), or it fails. A FUSE worker must not sleep in a lock wait:
-  // the mount has 64, and with that many waiters on one node the unlock that
-  // would let them in could not be served (seen: the mount wedged).
   void SetLockLater(uint64_t ino, const ownership::Lock& want, std::function<bool()> interrupted,
                     std::function<void(const Status&)> done);
-  // Drops every lock of `owner` on `ino` of the kind `flock` (close/release).
   Status ReleaseLocks(uint64_t ino, uint64_t owner, bool flock);
 
   // Migration and the control surface (xattrs user.cshm.*, see docs/migrator.md).
@@ -231,12 +223,6 @@ class Cluster {
   void BroadcastEntryGone(uint64_t parent, const std::string& name);
   void DropEntryLocal(uint64_t parent, const std::string& name);
   Result<ownership::LockReply> LockAtOwner(uint64_t ino, const ownership::LockMessage& m);
-  // Sends `m` (an unlock) after the unlocks of `ino` not yet delivered; what
-  // the owner does not take stays queued (see unsent_unlocks_).
-  Status Unlock(uint64_t ino, const ownership::LockMessage& m);
-  // Delivers the queued unlocks of `ino`, in order; the first failure stops.
-  Status FlushUnlocks(uint64_t ino);
-  void RetryUnlocks();  // the migrator loop's tick
   // Runs `call(owner)` against the segment's owner, following kMoved answers.
   template <typename F>
   auto AtOwner(uint64_t ino, F call) -> decltype(call(0u));
@@ -290,6 +276,7 @@ class Cluster {
   const net::MessengerFactory start_messenger_;
   std::unique_ptr<net::Messenger> transport_;
   Semaphores* semaphores_ = nullptr;
+  std::unique_ptr<LockClient> locks_held_;  // the holder side of the locks
   // The same, for the transport's own callbacks, which may run before
   // Start() has stored transport_ (null until then). Requests wait for it on
   // the pools (AwaitTransport) and are never served inline before it.
@@ -301,21 +288,6 @@ class Cluster {
   void AwaitTransport();
   std::unique_ptr<boost::asio::thread_pool> async_rounds_;
   std::thread migrator_;  // also delivers pending write-backs
-  // Lock requests waiting for a lock held elsewhere (SetLockLater).
-  struct LockWait {
-    uint64_t ino;
-    ownership::Lock want;
-    std::function<bool()> interrupted;
-    std::function<void(const Status&)> done;
-    std::chrono::microseconds backoff;
-    std::chrono::steady_clock::time_point next;
-  };
-  void LockWaitLoop();
-  std::mutex lock_waits_mu_;
-  std::condition_variable lock_waits_cv_;
-  std::vector<LockWait> lock_waits_;  // GUARDED_BY(lock_waits_mu_)
-  bool lock_waits_stopping_ = false;  // GUARDED_BY(lock_waits_mu_)
-  std::thread lock_waiter_;
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;
   bool stopping_ = false;  // GUARDED_BY(stop_mu_)
@@ -348,46 +320,6 @@ class Cluster {
   std::unordered_map<uint64_t, std::shared_ptr<Rounds>> rounds_;  // GUARDED_BY(mu_)
   std::map<uint32_t, uint64_t> incarnations_;             // GUARDED_BY(mu_)
   std::map<uint32_t, bool> lost_;                         // GUARDED_BY(mu_): link went down since last up
-  // Holder side of the cluster-wide locks (DESIGN.md "Faults"): the locks
-  // taken through this node (or maybe taken: the answer was lost), and those
-  // it lost, because its lease with their owner ran out or the owner
-  // restarted, that the application has not unlocked yet. While a file has
-  // a lost lock here, its writes and releases here fail with EIO, and so does
-  // the lost lock's unlock (what Linux's NFS client does with lost locks).
-  struct HeldLock {
-    uint64_t ino = 0;
-    uint64_t owner = 0;  // the kernel's lock owner (POSIX) or open file (flock)
-    bool flock = false;
-    auto operator<=>(const HeldLock&) const = default;
-  };
-  std::set<HeldLock> held_;        // GUARDED_BY(mu_)
-  // The ranges behind held_ (a lock owner's unlock of one range leaves it
-  // holding the others; held once none is left, it would be "lost" at the
-  // next lease expiry and fence the file for a lock nobody has).
-  ownership::LockTable held_ranges_;  // GUARDED_BY(mu_)
-  void NoteHeldRange(const HeldLock& key, const ownership::Lock& want);  // mu_ held
-  bool HoldsRange(const HeldLock& key) const;                          // mu_ held
-  std::set<HeldLock> lost_locks_;  // GUARDED_BY(mu_)
-  // A lost lock is unlocked (or its file closed): what this node's kernel
-  // dirtied under it must never reach the owner, where a newer holder's
-  // bytes are. While the lock is still recorded as lost, the range goes from
-  // the kernel, whose write-backs of its dirty pages Write refuses
-  // (CheckLocksHeld), so that the kernel forgets them; only then does the
-  // record go. (Seen in the simulated cluster: a page stored under a lost
-  // lock stayed dirty after the unlock's EIO and was written back later,
-  // unfenced, over the newer holder's increments.)
-  void DiscardUnderLostLock(const HeldLock& key, uint64_t off, uint64_t len);
-  // Unlocks whose owner did not answer (a lost frame, a partition shorter
-  // than its lease), per inode in order. Dropped, the owner would keep the
-  // lock granted to a node that forgot it, and every waiter would wait for
-  // ever. Retried every migrator tick and before this node asks for a lock
-  // of the same inode again: delivered after a newer grant, an unlock would
-  // free that grant. One flusher per inode at a time (flushing_unlocks_; each
-  // delivery a Call with a deadline), so that no unlock is still in flight
-  // when a lock request follows it.
-  std::map<uint64_t, std::vector<ownership::LockMessage>> unsent_unlocks_;  // GUARDED_BY(mu_)
-  std::set<uint64_t> flushing_unlocks_;                                     // GUARDED_BY(mu_)
-  std::condition_variable unlocks_flushed_;                                 // with mu_
   // Owner side: a restarted owner grants no lock for a lease after it
   // started, until every other node has said it gave up the locks of the
   // previous incarnation (kIncarnationSeen): NFS's grace period, without
@@ -423,8 +355,6 @@ class Cluster {
   // node's go when it is forgotten or restarts.
   using CancelKey = std::tuple<uint32_t, uint64_t, uint64_t>;
   std::map<CancelKey, uint64_t> cancelled_;  // GUARDED_BY(locks_mu_)
-  // Holder side: the number of this node's latest lock request.
-  std::atomic<uint64_t> lock_seq_{0};
 };
 
 }  // namespace cshm::fs
