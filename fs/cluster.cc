@@ -50,8 +50,6 @@ metrics::Counter kWriteBackBytesSent("cshm_writeback_bytes_sent_total", "changed
 metrics::Counter kWriteBacksApplied("cshm_writebacks_applied_total",
                                     "write-backs this node merged as an owner (its own included)");
 metrics::Counter kWriteBackBytesApplied("cshm_writeback_bytes_applied_total", "changed bytes in them");
-metrics::Counter kRounds("cshm_invalidation_rounds_total",
-                         "invalidation rounds this node started as an owner (other nodes' copies dropped)");
 metrics::Histogram kRelease("cshm_release_seconds",
                             "releases (msync, fsync, close, unlock) by the time they waited for owners' "
                             "invalidation rounds (0 when none was running)");
@@ -99,6 +97,25 @@ Cluster::Cluster(net::ClusterConfig config, uint32_t self, store::PageStore* pag
     write_errors_.erase(ino);
   };
   locks_held_ = std::make_unique<LockClient>(std::move(env));
+  InvalidationRounds::Env re;
+  re.invalidate = [this](uint32_t node, uint64_t ino, std::vector<Range> ranges,
+                         std::function<void(const Status&)> done) {
+    if (node == self_) {
+      // The kernel may write dirty pages back first, to this daemon: not on
+      // the caller's thread, which may be the I/O thread.
+      boost::asio::post(*async_rounds_, [this, ino, ranges = std::move(ranges), done = std::move(done)] {
+        InvalidateLocal(ino, ranges);
+        done(Status::Ok());
+      });
+      return;
+    }
+    InvalidateRemote(node, InvalidateRequest{ino, std::move(ranges)}.Encode(), std::move(done));
+  };
+  re.after = [this](std::chrono::microseconds delay, std::function<void()> fn) {
+    transport_->After(delay, std::move(fn));
+  };
+  re.deadline = RoundDeadline();
+  rounds_ = std::make_unique<InvalidationRounds>(std::move(re));
 }
 
 Cluster::~Cluster() { Stop(); }
@@ -508,14 +525,8 @@ void Cluster::ForgetInodeState(uint64_t ino) {
     if (o != owner_of_.end() && o->second != self_) owner_of_.erase(o);
     fetches_from_.erase(ino);
     write_errors_.erase(ino);  // no handle is left to report it to
-    auto r = rounds_.find(ino);
-    if (r != rounds_.end() && r->second.use_count() == 1) {
-      std::lock_guard<std::mutex> rl(r->second->mu);
-      if (r->second->running.empty() && r->second->failed.empty() && r->second->waiters.empty() &&
-          r->second->answers.empty())
-        rounds_.erase(r);
-    }
   }
+  rounds_->Forget(ino);
   std::lock_guard<std::mutex> lock(writers_mu_);
   auto w = writers_.find(ino);
   if (w != writers_.end() && w->second.idle()) writers_.erase(w);
@@ -787,8 +798,8 @@ Status Cluster::Fallocate(uint64_t ino, int mode, uint64_t off, uint64_t len) {
 Result<uint64_t> Cluster::FallocateAsOwner(uint32_t from, const FallocateRequest& f) {
   CSHM_ASSIGN_OR_RETURN(ApplyOutcome out, owned_.Allocate(f.ino, from, static_cast<int>(f.mode), f.off, f.len));
   if (!out.invalidate.empty()) {
-    StartRound(f.ino, std::move(out.invalidate));
-    CSHM_RETURN_IF_ERROR(WaitRounds(f.ino));
+    rounds_->Start(f.ino, std::move(out.invalidate));
+    CSHM_RETURN_IF_ERROR(rounds_->Wait(f.ino));
   }
   // The size grows at the metadata node; a hole changes the data (mtime).
   if (out.grew || (f.mode & FALLOC_FL_PUNCH_HOLE))
@@ -805,79 +816,12 @@ Result<WriteBackReply> Cluster::ApplyAsOwner(uint32_t from, const WriteBackReque
     spdlog::warn("late write-back of inode {} from node {}: {} page(s) changed since it was made and were not "
                  "written (a late write never lands on newer bytes)", wb.ino, from, out.dropped);
   if (out.grew) CSHM_RETURN_IF_ERROR(meta().NoteWrite(wb.ino, out.size, false).status());
-  if (!out.invalidate.empty()) StartRound(wb.ino, std::move(out.invalidate));
-  return WriteBackReply{out.size, RoundsPending(wb.ino), out.dropped};
+  if (!out.invalidate.empty()) rounds_->Start(wb.ino, std::move(out.invalidate));
+  return WriteBackReply{out.size, rounds_->Pending(wb.ino), out.dropped};
 }
 
-bool Cluster::RoundsPending(uint64_t ino) {
-  auto rounds = RoundsOf(ino);
-  std::lock_guard<std::mutex> lock(rounds->mu);
-  return !rounds->running.empty() || !rounds->failed.empty();
-}
 
-std::shared_ptr<Cluster::Rounds> Cluster::RoundsOf(uint64_t ino) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto& r = rounds_[ino];
-  if (!r) r = std::make_shared<Rounds>();
-  return r;
-}
 
-uint64_t Cluster::StartRound(uint64_t ino, Invalidations inv) {
-  kRounds.Add();
-  auto rounds = RoundsOf(ino);
-  uint64_t seq;
-  {
-    std::lock_guard<std::mutex> lock(rounds->mu);
-    seq = rounds->next++;
-    rounds->running.insert(seq);
-  }
-  // Nothing here waits (a WRITE never waits for a round, see the class
-  // comment): the other nodes are asked without blocking, and the acks are
-  // counted as they arrive, on the transport's I/O thread.
-  struct Progress {
-    std::atomic<size_t> left{0};
-    std::mutex mu;
-    Status first;  // GUARDED_BY(mu)
-  };
-  auto progress = std::make_shared<Progress>();
-  progress->left = inv.size();
-  if (inv.empty()) {
-    FinishRound(ino, rounds, seq, Status::Ok());
-    return seq;
-  }
-  auto ack = [this, ino, rounds, seq, progress](uint32_t node, const Status& s) {
-    if (!s.ok()) {
-      // Its copy may still be readable there: the release cannot promise
-      // otherwise.
-      spdlog::warn("invalidation of inode {} on node {} failed: {}", ino, node, s.message());
-      std::lock_guard<std::mutex> lock(progress->mu);
-      if (progress->first.ok())
-        progress->first =
-            Unavailable("node " + std::to_string(node) + " did not acknowledge an invalidation: " + s.message());
-    }
-    if (--progress->left == 0) {
-      Status first;
-      {
-        std::lock_guard<std::mutex> lock(progress->mu);
-        first = progress->first;
-      }
-      FinishRound(ino, rounds, seq, first);
-    }
-  };
-  for (auto& [node, ranges] : inv) {
-    if (node == self_) {
-      // The kernel may write dirty pages back first, to this daemon: not on
-      // the caller's thread, which may be the I/O thread.
-      boost::asio::post(*async_rounds_, [this, ino, ranges = std::move(ranges), ack] {
-        InvalidateLocal(ino, ranges);
-        ack(self_, Status::Ok());
-      });
-      continue;
-    }
-    InvalidateRemote(node, InvalidateRequest{ino, ranges}.Encode(), [ack, node = node](const Status& s) { ack(node, s); });
-  }
-  return seq;
-}
 
 void Cluster::InvalidateRemote(uint32_t node, std::string payload, std::function<void(const Status&)> done) {
   if (transport_->Forgotten(node)) {
@@ -910,77 +854,13 @@ constexpr auto kWriteBackHold = std::chrono::microseconds(250);
 void Cluster::AnswerAfterRound(uint64_t ino, uint64_t seq, uint64_t size,
                                std::shared_ptr<net::Responder> responder) {
   // Whichever comes first answers; the Responder ignores the second.
-  auto answer = [this, ino, size, responder] {
-    responder->Reply(Status::Ok(), WriteBackReply{size, RoundsPending(ino)}.Encode());
-  };
-  auto rounds = RoundsOf(ino);
-  {
-    std::lock_guard<std::mutex> lock(rounds->mu);
-    if (rounds->RunningBelow(seq + 1)) {
-      rounds->answers.emplace_back(seq + 1, answer);
-      transport_->After(kWriteBackHold, std::move(answer));
-      return;
-    }
-  }
-  answer();
+  rounds_->AnswerAfter(ino, seq, kWriteBackHold, [this, ino, size, responder] {
+    responder->Reply(Status::Ok(), WriteBackReply{size, rounds_->Pending(ino)}.Encode());
+  });
 }
 
-bool Cluster::RoundsDone(uint64_t ino, Rounds& r, uint64_t upto, Status* st) {
-  if (r.RunningBelow(upto)) return false;
-  // A failed round is reported to the next release that waits for it, once.
-  auto end = r.failed.lower_bound(upto);
-  if (r.failed.begin() != end) {
-    r.failed.erase(r.failed.begin(), end);
-    *st = Unavailable("a node did not acknowledge the invalidation of inode " + std::to_string(ino) +
-                      " (see the log); its copy may be stale until it reconnects");
-  }
-  return true;
-}
 
-void Cluster::FinishRound(uint64_t ino, const std::shared_ptr<Rounds>& rounds, uint64_t seq, const Status& st) {
-  std::vector<std::pair<std::shared_ptr<net::Responder>, Status>> ready;
-  std::vector<std::function<void()>> held;
-  {
-    std::lock_guard<std::mutex> lock(rounds->mu);
-    rounds->running.erase(seq);
-    if (!st.ok()) rounds->failed.insert(seq);
-    rounds->done.notify_all();
-    // Held write-back answers: a failed round stays for a Sync to report
-    // (the answer then says a round is pending).
-    auto& answers = rounds->answers;
-    for (size_t i = 0; i < answers.size();) {
-      if (!rounds->RunningBelow(answers[i].first)) {
-        held.push_back(std::move(answers[i].second));
-        answers.erase(answers.begin() + static_cast<long>(i));
-      } else {
-        i++;
-      }
-    }
-    auto& waiters = rounds->waiters;
-    for (size_t i = 0; i < waiters.size();) {
-      Status ws;
-      if (RoundsDone(ino, *rounds, waiters[i].first, &ws)) {
-        ready.emplace_back(std::move(waiters[i].second), ws);
-        waiters.erase(waiters.begin() + static_cast<long>(i));
-      } else {
-        i++;
-      }
-    }
-  }
-  for (auto& [responder, ws] : ready) responder->Reply(ws, std::string());
-  for (auto& answer : held) answer();
-}
 
-Status Cluster::WaitRounds(uint64_t ino) {
-  auto rounds = RoundsOf(ino);
-  std::unique_lock<std::mutex> lock(rounds->mu);
-  const uint64_t target = rounds->next;
-  const auto deadline = std::chrono::steady_clock::now() + RoundDeadline();
-  Status st;
-  if (!rounds->done.wait_until(lock, deadline, [&] { return RoundsDone(ino, *rounds, target, &st); }))
-    return TimedOut("invalidations of inode " + std::to_string(ino) + " are still unacknowledged");
-  return st;
-}
 
 Status Cluster::Sync(uint64_t ino) {
   CSHM_RETURN_IF_ERROR(CheckLocksHeld(ino));
@@ -1003,7 +883,7 @@ Status Cluster::Sync(uint64_t ino) {
   const auto t0 = std::chrono::steady_clock::now();
   Status s = AtOwner(ino, [&](uint32_t owner) -> Result<std::string> {
                if (owner == self_) {
-                 CSHM_RETURN_IF_ERROR(WaitRounds(ino));
+                 CSHM_RETURN_IF_ERROR(rounds_->Wait(ino));
                  return std::string();
                }
                return transport_->Call(owner, kSync, EncodeU64(ino),
@@ -1021,8 +901,8 @@ Status Cluster::Sync(uint64_t ino) {
 
 Result<uint64_t> Cluster::TruncateAsOwner(uint64_t ino, uint32_t from, uint64_t size) {
   CSHM_ASSIGN_OR_RETURN(ApplyOutcome out, owned_.Truncate(ino, from, size));
-  StartRound(ino, std::move(out.invalidate));
-  CSHM_RETURN_IF_ERROR(WaitRounds(ino));
+  rounds_->Start(ino, std::move(out.invalidate));
+  CSHM_RETURN_IF_ERROR(rounds_->Wait(ino));
   return out.size;
 }
 
@@ -1062,17 +942,7 @@ bool Cluster::TryServeInline(net::Request& r) {
     // last round: no thread waits.
     auto ino = DecodeU64(r.payload);
     if (!ino.ok() || !owned_.TryServing(*ino).ok()) return false;
-    auto rounds = RoundsOf(*ino);
-    Status st;
-    {
-      std::lock_guard<std::mutex> lock(rounds->mu);
-      if (!RoundsDone(*ino, *rounds, rounds->next, &st)) {
-        // Answered by the round's last ack (FinishRound); each round has a deadline.
-        rounds->waiters.emplace_back(rounds->next, r.responder);
-        return true;
-      }
-    }
-    r.responder->Reply(st, std::string());
+    rounds_->WhenDone(*ino, [responder = r.responder](const Status& st) { responder->Reply(st, std::string()); });
     return true;
   }
   if (r.type == kLock) {
@@ -1095,9 +965,9 @@ bool Cluster::TryServeInline(net::Request& r) {
     if (!out.ok()) return false;  // busy, growing, moved, an error: a worker does it the slow way
     CountApplied(req->runs);
     if (out->invalidate.empty()) {
-      r.responder->Reply(Status::Ok(), WriteBackReply{out->size, RoundsPending(req->ino)}.Encode());
+      r.responder->Reply(Status::Ok(), WriteBackReply{out->size, rounds_->Pending(req->ino)}.Encode());
     } else {
-      AnswerAfterRound(req->ino, StartRound(req->ino, std::move(out->invalidate)), out->size, r.responder);
+      AnswerAfterRound(req->ino, rounds_->Start(req->ino, std::move(out->invalidate)), out->size, r.responder);
     }
     return true;
   }
@@ -1226,7 +1096,7 @@ void Cluster::Handle(net::Request r) {
       // Rounds live with the owner: a moved segment answers kMoved.
       Status owned = owned_.Pinned(*ino).status();
       if (!owned.ok()) return reply(owned);
-      Status st = WaitRounds(*ino);
+      Status st = rounds_->Wait(*ino);
       return reply(st.ok() ? Result<std::string>(std::string()) : Result<std::string>(st));
     }
     case kMigrateAbort: {
@@ -1450,10 +1320,10 @@ Status Cluster::MoveSegment(uint64_t ino, uint32_t target, const std::string& wh
   // started between the wait and the freeze: unfreeze, wait again.
   SegmentSnapshot snap;
   for (int attempt = 0;; attempt++) {
-    Status rounds_done = WaitRounds(ino);
+    Status rounds_done = rounds_->Wait(ino);
     if (!rounds_done.ok()) spdlog::warn("before migrating inode {}: {}", ino, rounds_done.message());
     CSHM_ASSIGN_OR_RETURN(snap, owned_.Freeze(ino));
-    if (!RoundsPending(ino)) break;
+    if (!rounds_->Pending(ino)) break;
     owned_.Unfreeze(ino, std::nullopt);
     if (attempt == 20)
       return Busy("inode " + std::to_string(ino) + " keeps starting invalidations faster than it can be frozen " +

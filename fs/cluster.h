@@ -53,6 +53,7 @@
 #include "net/cluster_config.h"
 #include "net/messenger.h"
 #include "net/transport.h"
+#include "ownership/invalidation_rounds.h"
 #include "ownership/lock_table.h"
 #include "ownership/messages.h"
 #include "ownership/owned_segments.h"
@@ -161,37 +162,11 @@ class Cluster {
   // Owner side: apply and run (or schedule) the invalidation round.
   Result<ownership::WriteBackReply> ApplyAsOwner(uint32_t from, const ownership::WriteBackRequest& wb,
                                                  bool wait = true);
-  // A round of `ino` is running, or a failed one is not yet reported.
-  bool RoundsPending(uint64_t ino);
-  // Invalidation rounds of one owned segment, numbered as they start.
-  struct Rounds {
-    std::mutex mu;
-    std::condition_variable done;
-    uint64_t next = 0;            // GUARDED_BY(mu)
-    std::set<uint64_t> running;   // GUARDED_BY(mu)
-    std::set<uint64_t> failed;    // GUARDED_BY(mu): not yet reported to a Sync
-    // Syncs of other nodes waiting for every round below a number (GUARDED_BY(mu)).
-    std::vector<std::pair<uint64_t, std::shared_ptr<net::Responder>>> waiters;
-    // Write-back answers held until every round below a number is over (or
-    // their time is up), run outside mu (GUARDED_BY(mu)).
-    std::vector<std::pair<uint64_t, std::function<void()>>> answers;
-    // (mu held) Whether a round numbered below `upto` is still running.
-    bool RunningBelow(uint64_t upto) const { return !running.empty() && *running.begin() < upto; }
-  };
-  std::shared_ptr<Rounds> RoundsOf(uint64_t ino);
   // Drops the per-inode maps' entries of `ino` that nothing uses.
   void ForgetInodeState(uint64_t ino);
-  // Sends a round's invalidations (never blocks); its last ack finishes it.
-  // Returns the round's number.
-  uint64_t StartRound(uint64_t ino, ownership::Invalidations inv);
   // Answers a write-back that started round `seq` once the rounds up to it
   // are over, or after kWriteBackHold at the latest (see the definition).
   void AnswerAfterRound(uint64_t ino, uint64_t seq, uint64_t size, std::shared_ptr<net::Responder> responder);
-  void FinishRound(uint64_t ino, const std::shared_ptr<Rounds>& rounds, uint64_t seq, const Status& st);
-  // (rounds.mu held) Whether every round below `upto` is over; the failures
-  // among them go into *st, once.
-  static bool RoundsDone(uint64_t ino, Rounds& rounds, uint64_t upto, Status* st);
-  Status WaitRounds(uint64_t ino);
   // How long a round may take: a sharer that cannot be reached is asked
   // again until it answers or its lease has run out (InvalidateRemote).
   std::chrono::milliseconds RoundDeadline() const {
@@ -277,6 +252,7 @@ class Cluster {
   std::unique_ptr<net::Messenger> transport_;
   Semaphores* semaphores_ = nullptr;
   std::unique_ptr<LockClient> locks_held_;  // the holder side of the locks
+  std::unique_ptr<ownership::InvalidationRounds> rounds_;  // the owner's rounds
   // The same, for the transport's own callbacks, which may run before
   // Start() has stored transport_ (null until then). Requests wait for it on
   // the pools (AwaitTransport) and are never served inline before it.
@@ -317,7 +293,6 @@ class Cluster {
   uint64_t writes_ = 0;  // GUARDED_BY(mu_)
   // The first failed write-back of each inode since its last release (Write).
   std::unordered_map<uint64_t, Status> write_errors_;  // GUARDED_BY(mu_)
-  std::unordered_map<uint64_t, std::shared_ptr<Rounds>> rounds_;  // GUARDED_BY(mu_)
   std::map<uint32_t, uint64_t> incarnations_;             // GUARDED_BY(mu_)
   std::map<uint32_t, bool> lost_;                         // GUARDED_BY(mu_): link went down since last up
   // Owner side: a restarted owner grants no lock for a lease after it

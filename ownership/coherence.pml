@@ -8,7 +8,7 @@
  *   Owner handlers      fs/cluster.cc Handle(kFetch, kWriteBack, kSync),
  *                       ownership/owned_segments.cc Fetch/Apply
  *   copyset cs[]        OwnedSegments::State::copyset (cleared when a round starts)
- *   rounds              Cluster::StartRound / WaitRounds (pending[r])
+ *   rounds              ownership/invalidation_rounds.h Start / Wait (pending[r])
  *   Invalidate(n)       Cluster::InvalidateLocal: the kernel's notify waits for
  *                       the folio (busy[n]), writes a dirty page back, drops it
  *   busy[n]             the kernel's folio lock / writeback of node n's page,
