@@ -46,6 +46,7 @@
 #include "fs/lock_client.h"
 #include "fs/pending_writes.h"
 #include "fs/read_scratch.h"
+#include "fs/segment_transfer.h"
 #include "fs/reference_sync.h"
 #include "fs/twin_cache.h"
 #include "meta/meta_rpc.h"
@@ -201,27 +202,10 @@ class Cluster {
   // Runs `call(owner)` against the segment's owner, following kMoved answers.
   template <typename F>
   auto AtOwner(uint64_t ino, F call) -> decltype(call(0u));
-  // Old owner: the transfer protocol. `why` is logged.
-  Status MoveSegment(uint64_t ino, uint32_t target, const std::string& why);
   Result<std::string> ServeControl(const ownership::ControlRequest& c);
-  // Migration, old owner, after a failed directory update: which owner the
-  // directory names, asked until it answers (or the node stops).
-  Result<uint32_t> DirectoryOwner(uint64_t ino, const Status& why);
-  // Migration, old owner: stores the twins of this node's own copies (which
-  // were the pages themselves, OwnerTwinStore) before the pages are freed.
-  void KeepOwnTwins(uint64_t ino, const ownership::SegmentSnapshot& snap, const store::Segment& seg);
   // A fetch, a small write-back or a sync served on the transport's I/O
   // thread, if that needs no waiting.
   bool TryServeInline(net::Request& r);
-  // Ok if `ref` is the move being staged here.
-  Status CheckStaged(const ownership::MoveRef& ref);
-  Result<ownership::MigratePagesReply> InstallPages(const ownership::MigratePages& m);
-  Status InstallSegment(const ownership::MigrateInstall& m);
-  // The staged move becomes this node's segment, served from now on.
-  Status CommitStaged(const ownership::MoveRef& ref);
-  void AbortStaged(const ownership::MoveRef& ref, const std::string& why);
-  // Staged moves whose commit never came: the directory decides.
-  void ResolveStaged();
   void MigratorLoop();
   // Sends one write-back to the segment's owner, wherever it is.
   // `*rounds_pending`: the owner had a round of `ino` running (or a failed one
@@ -253,6 +237,7 @@ class Cluster {
   Semaphores* semaphores_ = nullptr;
   std::unique_ptr<LockClient> locks_held_;  // the holder side of the locks
   std::unique_ptr<ownership::InvalidationRounds> rounds_;  // the owner's rounds
+  std::unique_ptr<SegmentTransfer> transfer_;               // both ends of a move
   // The same, for the transport's own callbacks, which may run before
   // Start() has stored transport_ (null until then). Requests wait for it on
   // the pools (AwaitTransport) and are never served inline before it.
@@ -267,21 +252,6 @@ class Cluster {
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;
   bool stopping_ = false;  // GUARDED_BY(stop_mu_)
-  // One migration at a time from this node. A move makes network calls while
-  // holding it, so others wait for it at most a request deadline (then kBusy).
-  std::timed_mutex migrate_mu_;
-  // The move under migrate_mu_, for status (ino 0: none): pages gone through of all.
-  struct MoveProgress {
-    std::atomic<uint64_t> ino{0}, target{0}, done{0}, total{0};
-  } moving_;
-  // Migration, target: the moves being staged here (a query started them),
-  // by inode. Installed ones serve nothing until they commit.
-  struct Staged {
-    uint64_t move_id = 0;
-    std::chrono::steady_clock::time_point since;
-    bool installed = false;
-  };
-  std::map<uint64_t, Staged> staged_;  // GUARDED_BY(mu_)
 
   std::mutex mu_;
   Notifier notifier_;                                     // GUARDED_BY(mu_)

@@ -1,5 +1,5 @@
 /* migration.pml: a Promela model of moving a segment's ownership (docs/migrator.md,
- * fs/cluster.cc Cluster::MoveSegment), checked with spin in the test suite
+ * fs/segment_transfer.cc SegmentTransfer::Move), checked with spin in the test suite
  * (tests/model/check_model.sh; docs/model.md).
  *
  * Node A owns a two-page segment and moves it to node B. A writer on a third
@@ -25,7 +25,7 @@
  *   Writer, WriterB     Cluster::Write -> Deliver / AtOwner: follow kMoved
  *   ReaderB             a fault on B: FUSE READ -> Cluster::Read
  *   InvalidatorB        Cluster::InvalidateLocal -> notify_inval_inode
- *   Migrator            MoveSegment: WaitRounds, Freeze (again if a round
+ *   Migrator            SegmentTransfer::Move: rounds Wait, Freeze (again if a round
  *                       started meanwhile), MigratePages (twins checked by
  *                       hash), MigrateInstall (staged frozen at B), SetOwner,
  *                       MigrateCommit (B serves), Unfreeze; on failure
@@ -248,7 +248,7 @@ lost:
   fi;
 #endif
 commit:
-  atomic { state[B] = SERVING; cacheB = B; staged = 0 };  /* MigrateCommit (or B's ResolveStaged) */
+  atomic { state[B] = SERVING; cacheB = B; staged = 0 };  /* MigrateCommit (or B's Resolve) */
   atomic { fwd[A] = B; state[A] = FORWARD };               /* Unfreeze(target): forward */
   goto done;
 abort:

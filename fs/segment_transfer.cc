@@ -1,0 +1,392 @@
+#include "fs/segment_transfer.h"
+
+#include <spdlog/spdlog.h>
+
+#include <random>
+#include <thread>
+
+#include "common/metrics.h"
+#include "fs/page_diff.h"
+
+namespace cshm::fs {
+
+using namespace ownership;
+using store::kPageSize;
+
+namespace {
+metrics::Counter kMigrations("cshm_migrations_total", "segments this node moved to another node");
+metrics::Counter kMigrationsFailed("cshm_migrations_failed_total", "moves from this node that failed (it kept the segment)");
+metrics::Counter kMigrationBytes("cshm_migration_bytes_total", "page bytes sent by moves from this node");
+metrics::Histogram kMigration("cshm_migration_seconds", "moves from this node, by how long they took");
+
+// A test seam: with CSHM_TEST_SLOW_MIGRATE_CHUNK_MS=N, each chunk of a move
+// waits N ms before it is sent (read once, at start).
+const int kSlowChunkMs = getenv("CSHM_TEST_SLOW_MIGRATE_CHUNK_MS") ? atoi(getenv("CSHM_TEST_SLOW_MIGRATE_CHUNK_MS")) : 0;
+
+uint64_t NewMoveId() { return std::random_device{}() | (static_cast<uint64_t>(std::random_device{}()) << 32); }
+}  // namespace
+
+void SegmentTransfer::Progress(uint64_t* ino, uint64_t* target, uint64_t* done, uint64_t* total) const {
+  *ino = moving_.ino;
+  *target = moving_.target;
+  *done = moving_.done;
+  *total = moving_.total;
+}
+
+Result<std::string> SegmentTransfer::Query(const MoveRef& ref) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = staged_.find(ref.ino);
+    if (it != staged_.end() && it->second.installed)
+      return Busy("an earlier move of inode " + std::to_string(ref.ino) + " is still staged here");
+    staged_[ref.ino] = Staged{ref.move_id, std::chrono::steady_clock::now(), false};
+  }
+  return env_.twins->Bitmap(ref.ino);
+}
+
+Status SegmentTransfer::Move(uint64_t ino, uint32_t target, const std::string& why) {
+  if (env_.stays && env_.stays(ino))
+    return Busy("inode " + std::to_string(ino) + " is a semaphore set: it stays with the node that created it");
+  std::unique_lock<std::timed_mutex> one_at_a_time(migrate_mu_, std::defer_lock);
+  if (!one_at_a_time.try_lock_for(std::chrono::milliseconds(env_.config.request_timeout_ms)))
+    return Busy("another migration from node " + std::to_string(env_.self) + " is under way; try again");
+  const auto t0 = std::chrono::steady_clock::now();
+  // Rounds still running here would be unknown to the new owner, whose Sync
+  // would then not wait for them: finish them first, and before freezing. A
+  // round's invalidation can wait in the other node's kernel for a folio
+  // that a read holds locked until its fetch is answered, and a frozen
+  // segment would hold that fetch until the round timed out (the folio cycle
+  // of DESIGN.md, through the freeze; ownership/migration.pml). A round
+  // started between the wait and the freeze: unfreeze, wait again.
+  SegmentSnapshot snap;
+  for (int attempt = 0;; attempt++) {
+    Status rounds_done = env_.rounds->Wait(ino);
+    if (!rounds_done.ok()) spdlog::warn("before migrating inode {}: {}", ino, rounds_done.message());
+    CSHM_ASSIGN_OR_RETURN(snap, env_.owned->Freeze(ino));
+    if (!env_.rounds->Pending(ino)) break;
+    env_.owned->Unfreeze(ino, std::nullopt);
+    if (attempt == 20)
+      return Busy("inode " + std::to_string(ino) + " keeps starting invalidations faster than it can be frozen " +
+                  "for a move; try again");
+  }
+  const MoveRef ref{ino, NewMoveId()};
+  auto fail = [&](const Status& s) {
+    kMigrationsFailed.Add();
+    env_.owned->Unfreeze(ino, std::nullopt);  // the segment stays here, intact
+    env_.net()->Send(target, kMigrateAbort, ref.Encode());
+    spdlog::warn("migration of inode {} to node {} failed, it stays on node {}: {}", ino, target, env_.self,
+                 s.message());
+    return s;
+  };
+  auto bitmap = env_.net()->Call(target, kMigrateQuery, ref.Encode());
+  if (!bitmap.ok()) return fail(bitmap.status());
+  auto seg = env_.pages->Get(ino);
+  if (!seg.ok()) return fail(seg.status());
+  const uint64_t pages = (snap.size + kPageSize - 1) / kPageSize;
+  const uint64_t target_bit = 1ull << target;
+  moving_.done = 0;
+  moving_.total = pages;
+  moving_.target = target;
+  moving_.ino = ino;
+  struct Done {
+    MoveProgress& m;
+    ~Done() { m.ino = 0; }
+  } done_moving{moving_};
+  uint64_t sent = 0, repaired = 0;
+  constexpr uint64_t kChunkPages = 2048;  // 8 MiB of data per message at most
+  std::string page(kPageSize, '\0');
+  const std::string zero(kPageSize, '\0');
+  uint64_t messages = 0;
+  for (uint64_t first = 0; first < pages || first == 0; first += kChunkPages) {
+    // Holes are zeros at the target too (its file is reset by the first
+    // chunk): a move costs the pages that hold data, not the file's size.
+    if (first > 0) {
+      auto next = (*seg)->NextData(first * kPageSize);
+      if (!next.ok()) return fail(next.status());
+      if (*next == UINT64_MAX || *next / kPageSize >= pages) break;
+      first = std::max(first, *next / kPageSize);
+    }
+    messages++;
+    MigratePages m;
+    m.ino = ino;
+    m.move_id = ref.move_id;
+    m.first_page = first;
+    for (uint64_t p = first; p < std::min(pages, first + kChunkPages); p++) {
+      const bool has_twin = p < bitmap->size() && (*bitmap)[p] != 0;
+      Status st = (*seg)->Read(p * kPageSize, kPageSize, page.data());
+      if (!st.ok()) return fail(st);
+      if (has_twin && p < snap.copyset.size() && (snap.copyset[p] & target_bit)) {
+        m.kinds.push_back(PageKind::kYourTwin);
+        m.twin_hashes.push_back(PageHash(page));
+        continue;
+      }
+      if (page == zero) {
+        m.kinds.push_back(PageKind::kZero);
+      } else {
+        m.kinds.push_back(PageKind::kData);
+        m.data.push_back(page);
+        sent++;
+      }
+    }
+    if (kSlowChunkMs > 0) {
+      spdlog::warn("CSHM_TEST_SLOW_MIGRATE_CHUNK_MS: a chunk of the move of inode {} waits {} ms, as asked", ino,
+                   kSlowChunkMs);
+      std::this_thread::sleep_for(std::chrono::milliseconds(kSlowChunkMs));
+    }
+    auto r = env_.net()->Call(target, kMigratePages, m.Encode());
+    if (!r.ok()) return fail(r.status());
+    moving_.done = std::min(pages, first + kChunkPages);
+    auto reply = MigratePagesReply::Decode(*r);
+    if (!reply.ok()) return fail(reply.status());
+    if (!reply->need.empty()) {
+      // Twins the target does not have after all, or that differ: the pages.
+      MigratePages repair;
+      repair.ino = ino;
+      repair.move_id = ref.move_id;
+      repair.first_page = first;
+      repair.repair = true;
+      repair.kinds.assign(m.kinds.size(), PageKind::kSkip);
+      for (uint64_t p : reply->need) {
+        if (p < first || p - first >= m.kinds.size() || m.kinds[p - first] != PageKind::kYourTwin)
+          return fail(IoError("node " + std::to_string(target) + " asked for page " + std::to_string(p) +
+                              ", which was not offered as its twin"));
+        repair.kinds[p - first] = PageKind::kData;
+      }
+      for (uint64_t i = 0; i < repair.kinds.size(); i++) {
+        if (repair.kinds[i] != PageKind::kData) continue;
+        Status st = (*seg)->Read((first + i) * kPageSize, kPageSize, page.data());
+        if (!st.ok()) return fail(st);
+        repair.data.push_back(page);
+      }
+      sent += repair.data.size();
+      repaired += repair.data.size();
+      auto again = env_.net()->Call(target, kMigratePages, repair.Encode());
+      if (!again.ok()) return fail(again.status());
+    }
+    if (pages == 0) break;
+  }
+  MigrateInstall install;
+  install.ino = ino;
+  install.move_id = ref.move_id;
+  install.snapshot = snap;
+  install.locks = env_.locks_of(ino);
+  auto r = env_.net()->Call(target, kMigrateInstall, install.Encode());
+  if (!r.ok()) return fail(r.status());
+  Status st = env_.meta().SetOwner(ino, target);
+  if (!st.ok()) {
+    // The update may have been made and only its answer lost: then aborting
+    // would leave the directory naming a node whose copy misses every write
+    // taken here from now on (ownership/migration.pml finds that lost
+    // write). Ask the directory which it is, until it answers: meanwhile the
+    // segment stays frozen here (requests wait, then time out) and served at
+    // the target only if the directory names it, so nothing is lost either way.
+    auto named = DirectoryOwner(ino, st);
+    if (!named.ok()) return named.status();  // stopping: both copies stay, the directory decides at restart
+    if (*named != target) return fail(st);
+    spdlog::warn("migration of inode {}: the directory update answered '{}' but was made; committing", ino,
+                 st.message());
+  }
+  // Committed: the directory names the target, which may serve it now. If
+  // this does not reach it, it finds out from the directory (ResolveStaged).
+  Status committed = env_.net()->Call(target, kMigrateCommit, ref.Encode()).status();
+  if (!committed.ok())
+    spdlog::warn("migration of inode {}: node {} did not take the commit ({}); it will find the directory naming it",
+                 ino, target, committed.message());
+  // This node's kernel copies had
+  // the pages here as their twins: store those before the pages go.
+  KeepOwnTwins(ino, snap, **seg);
+  // Forward from now on.
+  env_.set_locks(ino, {});
+  env_.note_owner(ino, target);
+  env_.owned->Unfreeze(ino, target);
+  Status removed = env_.pages->Remove(ino);
+  if (!removed.ok()) spdlog::warn("freeing the pages of migrated inode {}: {}", ino, removed.message());
+  kMigrations.Add();
+  kMigrationBytes.Add(sent * kPageSize);
+  kMigration.Since(t0);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  spdlog::info("migrated inode {} from node {} to node {} ({}): {} of {} pages sent ({} of them for twins that "
+               "differed) in {} chunks, {:.1f} ms",
+               ino, env_.self, target, why, sent, pages, repaired, messages, ms);
+  return Status::Ok();
+}
+
+Result<uint32_t> SegmentTransfer::DirectoryOwner(uint64_t ino, const Status& why) {
+  auto backoff = std::chrono::milliseconds(100);
+  for (int attempt = 0;; attempt++) {
+    auto rec = env_.meta().GetAttr(ino);
+    if (rec.ok()) return rec->owner_node;
+    if (attempt == 0)
+      spdlog::error("migration of inode {}: the directory update failed ({}) and the directory cannot say whether "
+                    "it was made ({}); the segment stays frozen until it can", ino, why.message(),
+                    rec.status().message());
+    if (env_.wait_stop(backoff))
+      return Unavailable("stopping before the directory said who owns inode " + std::to_string(ino));
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+  }
+}
+
+void SegmentTransfer::KeepOwnTwins(uint64_t ino, const SegmentSnapshot& snap, const store::Segment& seg) {
+  const uint64_t self_bit = 1ull << env_.self;
+  const uint64_t pages = std::min<uint64_t>(snap.copyset.size(), (snap.size + kPageSize - 1) / kPageSize);
+  std::string run;
+  for (uint64_t p = 0; p < pages;) {
+    if (!(snap.copyset[p] & self_bit) || env_.twins->Has(ino, p)) {
+      p++;
+      continue;
+    }
+    uint64_t q = p;
+    while (q < pages && q - p < 256 && (snap.copyset[q] & self_bit) && !env_.twins->Has(ino, q)) q++;
+    run.resize((q - p) * kPageSize);
+    Status st = seg.Read(p * kPageSize, run.size(), run.data());
+    if (st.ok()) st = env_.twins->Put(ino, p * kPageSize, run);
+    if (!st.ok()) {
+      // Its pages could only be written back whole now: the kernel drops them.
+      spdlog::warn("cannot keep the twins of migrated inode {} ({}); this node's cached pages of it are dropped", ino,
+                   st.message());
+      env_.drop_local_later(ino, {Range{0, 0}});
+      return;
+    }
+    p = q;
+  }
+}
+
+Result<MigratePagesReply> SegmentTransfer::Pages(const MigratePages& m) {
+  CSHM_RETURN_IF_ERROR(CheckStaged(MoveRef{m.ino, m.move_id}));
+  if (getenv("CSHM_TEST_DIE_IN_MIGRATION") != nullptr) {
+    spdlog::error("CSHM_TEST_DIE_IN_MIGRATION: dying in the middle of a migration, as asked");
+    _exit(3);
+  }
+  CSHM_ASSIGN_OR_RETURN(auto seg, env_.pages->Get(m.ino));
+  std::lock_guard<std::mutex> lock(seg->mu());
+  if (m.first_page == 0 && !m.repair) CSHM_RETURN_IF_ERROR(seg->Truncate(0));
+  // Consecutive pages with content are written with one call: a write per
+  // page costs the page store's space accounting each time.
+  std::string run;
+  uint64_t run_start = 0;
+  auto flush = [&]() -> Status {
+    if (run.empty()) return Status::Ok();
+    Status st = seg->Write(run_start * kPageSize, run.data(), run.size());
+    run.clear();
+    return st;
+  };
+  MigratePagesReply reply;
+  size_t d = 0, h = 0;
+  for (size_t i = 0; i < m.kinds.size(); i++) {
+    const uint64_t p = m.first_page + i;
+    std::optional<std::string> twin;
+    const std::string* content = nullptr;
+    switch (m.kinds[i]) {
+      case PageKind::kZero:
+      case PageKind::kSkip:
+        break;
+      case PageKind::kData:
+        content = &m.data[d++];
+        break;
+      case PageKind::kYourTwin:
+        // Only a twin equal to the owner's page (see messages.h): one this
+        // node's own write-back has changed may not be updated yet.
+        twin = env_.twins->Get(m.ino, p);
+        if (twin && PageHash(*twin) == m.twin_hashes[h]) {
+          content = &*twin;
+        } else {
+          reply.need.push_back(p);
+        }
+        h++;
+        break;
+    }
+    if (content == nullptr) {
+      CSHM_RETURN_IF_ERROR(flush());
+      continue;
+    }
+    if (run.empty()) run_start = p;
+    run.append(*content);
+  }
+  CSHM_RETURN_IF_ERROR(flush());
+  return reply;
+}
+
+Status SegmentTransfer::CheckStaged(const MoveRef& ref) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = staged_.find(ref.ino);
+  if (it == staged_.end() || it->second.move_id != ref.move_id)
+    return Invalid("not the move of inode " + std::to_string(ref.ino) + " being staged here (late or reordered)");
+  return Status::Ok();
+}
+
+Status SegmentTransfer::Install(const MigrateInstall& m) {
+  CSHM_RETURN_IF_ERROR(CheckStaged(MoveRef{m.ino, m.move_id}));
+  CSHM_ASSIGN_OR_RETURN(auto seg, env_.pages->Get(m.ino));
+  {
+    std::lock_guard<std::mutex> lock(seg->mu());
+    CSHM_RETURN_IF_ERROR(seg->Truncate(m.snapshot.size));  // bytes past the end are zero or absent
+  }
+  // Staged: it serves nothing (requests wait) until the move commits.
+  env_.owned->Install(m.ino, m.snapshot);
+  env_.set_locks(m.ino, m.locks);
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = staged_.find(m.ino);
+  if (it != staged_.end() && it->second.move_id == m.move_id) {
+    it->second.installed = true;
+    it->second.since = std::chrono::steady_clock::now();
+  }
+  return Status::Ok();
+}
+
+Status SegmentTransfer::Commit(const MoveRef& ref) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = staged_.find(ref.ino);
+    if (it == staged_.end() || it->second.move_id != ref.move_id || !it->second.installed) {
+      // A commit sent again after its answer was lost finds the segment ours.
+      if (it == staged_.end() && env_.owner_cached(ref.ino) == env_.self) return Status::Ok();
+      return Invalid("no staged move of inode " + std::to_string(ref.ino) + " to commit");
+    }
+    staged_.erase(it);
+  }
+  env_.note_owner(ref.ino, env_.self);
+  env_.owned->Unfreeze(ref.ino, std::nullopt);
+  spdlog::info("inode {} is served here from now on (the directory names this node)", ref.ino);
+  return Status::Ok();
+}
+
+void SegmentTransfer::Abort(const MoveRef& ref, const std::string& why) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = staged_.find(ref.ino);
+    if (it == staged_.end() || it->second.move_id != ref.move_id) return;  // another move's, or done
+    staged_.erase(it);
+  }
+  spdlog::info("dropping the staged move of inode {}: {}", ref.ino, why);
+  (void)env_.owned->Remove(ref.ino);
+  env_.set_locks(ref.ino, {});
+}
+
+void SegmentTransfer::Resolve() {
+  // An installed move normally commits within a request or two; one older
+  // than that lost its commit or its old owner. The directory decides: a
+  // move it names is committed here. One it does not name is dropped only
+  // much later, when no directory update of it can still be in flight.
+  const auto now = std::chrono::steady_clock::now();
+  const auto ask_after = std::chrono::milliseconds(2 * env_.config.request_timeout_ms);
+  const auto drop_after = 10 * std::chrono::milliseconds(env_.config.request_timeout_ms + env_.config.lease_ms);
+  std::vector<std::pair<MoveRef, bool>> check;  // (move, old enough to drop)
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [ino, st] : staged_)
+      if (now - st.since > ask_after) check.emplace_back(MoveRef{ino, st.move_id}, now - st.since > drop_after);
+  }
+  for (auto& [ref, droppable] : check) {
+    auto rec = env_.meta().GetAttr(ref.ino);
+    if (!rec.ok()) continue;  // the directory cannot say yet
+    // CommitStaged and AbortStaged act only on this very move, if still staged.
+    if (rec->owner_node == env_.self) {
+      if (Commit(ref).ok()) spdlog::warn("inode {}: the move's commit never came, the directory names this node",
+                                               ref.ino);
+    } else if (rec->owner_node != env_.self && droppable) {
+      Abort(ref, "the directory names node " + std::to_string(rec->owner_node));
+    }
+  }
+}
+
+}  // namespace cshm::fs
