@@ -677,8 +677,9 @@ Status Cluster::Write(uint64_t ino, uint64_t off, const char* data, size_t len, 
   if (!st.ok() && writeback) {
     // The kernel keeps no error of a write-back that the page's invalidation
     // (an unlock, another node's write) started: the next release reports it.
+    // (One the kernel made for msync or fsync, it reports itself.)
     std::lock_guard<std::mutex> lock(mu_);
-    write_errors_.try_emplace(ino, st);
+    if (notifying_.contains(ino)) write_errors_.try_emplace(ino, st);
   }
   return st;
 }
@@ -921,6 +922,7 @@ void Cluster::InvalidateLocal(uint64_t ino, const std::vector<Range>& ranges) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     notify = notifier_;
+    notifying_[ino]++;  // the write-backs it causes have nobody else to report to
   }
   // The kernel writes dirty pages of the range back first: WRITEs to this
   // daemon on other threads, which the owner applies without waiting for any
@@ -931,6 +933,8 @@ void Cluster::InvalidateLocal(uint64_t ino, const std::vector<Range>& ranges) {
   for (const Range& r : ranges)
     if (notify) notify(ino, r.off, r.len);
   for (const Range& r : ranges) twins_->Drop(ino, r, mark);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (--notifying_[ino] == 0) notifying_.erase(ino);
 }
 
 void Cluster::ForgetOwner(uint32_t owner) {

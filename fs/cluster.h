@@ -115,9 +115,10 @@ class Cluster {
   Status OpenedForWrite(uint64_t ino);
   void ClosedForWrite(uint64_t ino);
   // A failed write-back (`writeback`: the kernel's, not a write(2), whose
-  // caller gets the error) fails the next release of the inode with EIO,
-  // once, as the kernel's errseq does for fsync: whatever started it (an
-  // unlock's or another node's invalidation) could not report it.
+  // caller gets the error) made while this node's kernel drops pages of the
+  // inode fails its next release with EIO, once, as the kernel's errseq does
+  // for fsync: whatever started it (an unlock's or another node's
+  // invalidation) could not report it.
   Status Write(uint64_t ino, uint64_t off, const char* data, size_t len, bool writeback);
   Status Truncate(uint64_t ino, uint64_t size);
   // fallocate(2) at the owner (OwnedSegments::Allocate), with the size cap and
@@ -263,6 +264,9 @@ class Cluster {
   uint64_t writes_ = 0;  // GUARDED_BY(mu_)
   // The first failed write-back of each inode since its last release (Write).
   std::unordered_map<uint64_t, Status> write_errors_;  // GUARDED_BY(mu_)
+  // Inodes whose pages this node's kernel is being told to drop, by how many
+  // InvalidateLocal calls at once (the write-backs that causes).
+  std::unordered_map<uint64_t, int> notifying_;  // GUARDED_BY(mu_)
   std::map<uint32_t, uint64_t> incarnations_;             // GUARDED_BY(mu_)
   std::map<uint32_t, bool> lost_;                         // GUARDED_BY(mu_): link went down since last up
   // Owner side: a restarted owner grants no lock for a lease after it

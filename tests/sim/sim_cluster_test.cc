@@ -24,6 +24,8 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <cstdlib>
 #include <random>
 #include <set>
 #include <shared_mutex>
@@ -288,6 +290,32 @@ std::string CheckRecords(SimCluster& c, uint32_t node, Ledger& ledger, bool fina
 void RunSeed(uint64_t seed) {
   SCOPED_TRACE("seed " + std::to_string(seed) + "; replay: CSHM_SIM_SEED=" + std::to_string(seed) +
                " build/bin/sim_test");
+  // A seed takes seconds; one that has not ended in two minutes hangs:
+  // said with its seed, and the test dies rather than wait for ctest's timeout.
+  std::mutex watch_mu;
+  std::condition_variable watch_cv;
+  bool finished = false;
+  std::thread watchdog([&] {
+    std::unique_lock<std::mutex> lock(watch_mu);
+    if (watch_cv.wait_for(lock, 120s, [&] { return finished; })) return;
+    fprintf(stderr, "sim seed %llu did not finish within 120 s (a hang); replay: CSHM_SIM_SEED=%llu build/bin/sim_test\n",
+            static_cast<unsigned long long>(seed), static_cast<unsigned long long>(seed));
+    std::abort();
+  });
+  struct Finish {
+    std::mutex& mu;
+    std::condition_variable& cv;
+    bool& finished;
+    std::thread& watchdog;
+    ~Finish() {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        finished = true;
+      }
+      cv.notify_all();
+      watchdog.join();
+    }
+  } finish{watch_mu, watch_cv, finished, watchdog};
   cshm::testing::TempDir dir;
   SimCluster c(seed, dir.path());
   for (uint32_t i = 0; i < kNodes; i++) ASSERT_TRUE(c.Up(i).ok()) << "node " << i;
