@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "common/metrics.h"
+#include "common/random_id.h"
 #include "fs/delay_seam.h"
 #include "fs/page_diff.h"
 #include "fs/semaphores.h"
@@ -44,9 +45,6 @@ metrics::Counter kLeaseExpiries("cshm_lease_expiries_total",
                                 "times this node's lease with a peer ran out (its cached pages and locks given up)");
 metrics::Counter kPeersForgotten("cshm_peers_forgotten_total",
                                  "times a peer was silent for a whole lease and this node forgot what it held");
-
-// A fresh 64-bit value: an incarnation, a move's id.
-uint64_t RandomU64() { return std::random_device{}() | (static_cast<uint64_t>(std::random_device{}()) << 32); }
 
 }  // namespace
 
@@ -141,7 +139,7 @@ Status Cluster::Start(meta::Namespace* ns) {
   net::MessengerOptions o;
   o.config = config_;
   o.self = self_;
-  incarnation_ = RandomU64();
+  incarnation_ = RandomId();
   o.incarnation = incarnation_;
   {
     std::lock_guard<std::mutex> lock(mu_);

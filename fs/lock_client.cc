@@ -32,16 +32,8 @@ Status LockClient::CheckHeld(uint64_t ino) {
 size_t LockClient::Lose(const std::set<uint64_t>& inos) {
   size_t lost = 0;
   std::lock_guard<std::mutex> lock(mu_);
-  for (auto it = held_.begin(); it != held_.end();) {
-    if (inos.contains(it->ino)) {
-      lost_locks_.insert(*it);
-      held_ranges_.Unlock(it->ino, LockOwner{env_.self, it->owner}, it->flock, 0, kLockEof);
-      it = held_.erase(it);
-      lost++;
-    } else {
-      ++it;
-    }
-  }
+  for (uint64_t ino : inos)
+    for (const Lock& l : held_ranges_.Take(ino)) lost += lost_locks_.insert(HeldLock{ino, l.who.owner, l.flock}).second;
   return lost;
 }
 
@@ -86,7 +78,6 @@ Status LockClient::SetLock(uint64_t ino, const Lock& want) {
       // has no range of the file left here.
       std::lock_guard<std::mutex> lock(mu_);
       held_ranges_.Unlock(ino, LockOwner{env_.self, key.owner}, key.flock, want.start, want.end);
-      if (!HoldsRange(key)) held_.erase(key);
       lost = lost_locks_.contains(key);
     }
     if (lost) {
@@ -118,7 +109,7 @@ Status LockClient::SetLock(uint64_t ino, const Lock& want) {
       std::lock_guard<std::mutex> lock(mu_);
       // The unlock cancels this very request: if the owner still holds it
       // (in a pool, waiting for the segment) it refuses it when it comes.
-      if (held_.contains(key)) {
+      if (HoldsRange(key)) {
         NoteHeldRange(key, want);  // maybe granted: counted as held, for a close to release
       } else {
         Lock release = want;
@@ -134,7 +125,6 @@ Status LockClient::SetLock(uint64_t ino, const Lock& want) {
     bool lost = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      held_.insert(key);
       NoteHeldRange(key, want);
       lost = lost_locks_.contains(key);
     }
@@ -247,8 +237,9 @@ Status LockClient::ReleaseLocks(uint64_t ino, uint64_t owner, bool flock) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     lost = lost_locks_.contains(key);  // still released at the owner, as in SetLock
+    const bool held = HoldsRange(key);
     held_ranges_.Unlock(ino, LockOwner{env_.self, owner}, flock, 0, kLockEof);
-    if (held_.erase(key) == 0 && !lost) return Status::Ok();  // never locked here
+    if (!held && !lost) return Status::Ok();  // never locked here
   }
   if (lost) DiscardUnderLostLock(key, 0, 0);
   Lock all;

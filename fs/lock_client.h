@@ -114,15 +114,15 @@ class LockClient {
   std::atomic<uint64_t> lock_seq_{0};
 
   std::mutex mu_;
-  // The locks taken through this node (or maybe taken: the answer was lost,
-  // and the lock owner held others of the file), and those it lost that the
-  // application has not unlocked yet.
-  std::set<HeldLock> held_;        // GUARDED_BY(mu_)
-  std::set<HeldLock> lost_locks_;  // GUARDED_BY(mu_)
-  // The ranges behind held_ (a lock owner's unlock of one range leaves it
-  // holding the others; held once none is left, it would be "lost" at the
-  // next lease expiry and fence the file for a lock nobody has).
+  // The ranges of the locks taken through this node (or maybe taken: the
+  // answer was lost, and the lock owner held others of the file). A lock
+  // owner holds a file's lock while it has a range of it here (HoldsRange):
+  // one unlock of one range leaves it holding the others, and one counted as
+  // holding with none left would be "lost" at the next lease expiry and
+  // fence the file for a lock nobody has.
   ownership::LockTable held_ranges_;  // GUARDED_BY(mu_)
+  // The locks lost that the application has not unlocked yet.
+  std::set<HeldLock> lost_locks_;  // GUARDED_BY(mu_)
   // Unlocks whose owner did not answer (a lost frame, a partition shorter
   // than its lease), per inode in order. Dropped, the owner would keep the
   // lock granted to a node that forgot it, and every waiter would wait for

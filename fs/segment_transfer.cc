@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "common/metrics.h"
+#include "common/random_id.h"
 #include "fs/page_diff.h"
 
 namespace cshm::fs {
@@ -23,7 +24,6 @@ metrics::Histogram kMigration("cshm_migration_seconds", "moves from this node, b
 // waits N ms before it is sent (read once, at start).
 const int kSlowChunkMs = getenv("CSHM_TEST_SLOW_MIGRATE_CHUNK_MS") ? atoi(getenv("CSHM_TEST_SLOW_MIGRATE_CHUNK_MS")) : 0;
 
-uint64_t NewMoveId() { return std::random_device{}() | (static_cast<uint64_t>(std::random_device{}()) << 32); }
 }  // namespace
 
 void SegmentTransfer::Progress(uint64_t* ino, uint64_t* target, uint64_t* done, uint64_t* total) const {
@@ -69,7 +69,7 @@ Status SegmentTransfer::Move(uint64_t ino, uint32_t target, const std::string& w
       return Busy("inode " + std::to_string(ino) + " keeps starting invalidations faster than it can be frozen " +
                   "for a move; try again");
   }
-  const MoveRef ref{ino, NewMoveId()};
+  const MoveRef ref{ino, RandomId()};
   auto fail = [&](const Status& s) {
     kMigrationsFailed.Add();
     env_.owned->Unfreeze(ino, std::nullopt);  // the segment stays here, intact
