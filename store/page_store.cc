@@ -2,6 +2,9 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -19,6 +22,46 @@ Result<uint64_t> AllocatedBytes(int fd) {
   struct stat st;
   if (fstat(fd, &st) != 0) return Status::FromErrno(errno, "stat of a backing file");
   return static_cast<uint64_t>(st.st_blocks) * 512;
+}
+
+// The bytes of the whole blocks that [off, off+len) touches: the most a
+// write of it can allocate.
+uint64_t BlocksSpanned(uint64_t off, uint64_t len) {
+  const uint64_t first = off / kPageSize * kPageSize;
+  return (off + len + kPageSize - 1) / kPageSize * kPageSize - first;
+}
+
+// The bytes of [start, end) that the file's extents cover (written,
+// unwritten or delayed), from FS_IOC_FIEMAP; EOPNOTSUPP where the filesystem
+// has none.
+Result<uint64_t> MappedBytesIn(int fd, uint64_t start, uint64_t end) {
+  constexpr unsigned kBatch = 32;
+  alignas(fiemap) char buf[sizeof(fiemap) + kBatch * sizeof(fiemap_extent)];
+  auto* map = reinterpret_cast<fiemap*>(buf);
+  uint64_t mapped = 0;
+  uint64_t pos = start;
+  while (pos < end) {
+    std::memset(buf, 0, sizeof(buf));
+    map->fm_start = pos;
+    map->fm_length = end - pos;
+    map->fm_extent_count = kBatch;
+    if (ioctl(fd, FS_IOC_FIEMAP, map) != 0) {
+      if (errno == EOPNOTSUPP || errno == ENOTTY) return Status::FromErrno(EOPNOTSUPP, "no FIEMAP");
+      return Status::FromErrno(errno, "mapping a backing file's extents");
+    }
+    if (map->fm_mapped_extents == 0) break;
+    bool last = false;
+    for (unsigned i = 0; i < map->fm_mapped_extents; i++) {
+      const fiemap_extent& e = map->fm_extents[i];
+      const uint64_t a = std::max<uint64_t>(e.fe_logical, pos);
+      const uint64_t b = std::min<uint64_t>(e.fe_logical + e.fe_length, end);
+      if (b > a) mapped += b - a;
+      pos = std::max<uint64_t>(pos, e.fe_logical + e.fe_length);
+      if (e.fe_flags & FIEMAP_EXTENT_LAST) last = true;
+    }
+    if (last) break;
+  }
+  return mapped;
 }
 
 }  // namespace
@@ -125,7 +168,14 @@ Result<uint64_t> Segment::NextData(uint64_t off) const {
 Result<uint64_t> Segment::HoleBytesIn(int fd, uint64_t off, uint64_t len) const {
   // Round out to whole blocks: a write into part of a hole block allocates it.
   uint64_t pos = off / kPageSize * kPageSize;
-  const uint64_t end = (off + len + kPageSize - 1) / kPageSize * kPageSize;
+  const uint64_t end = pos + BlocksSpanned(off, len);
+  // FIEMAP first: it lists blocks reserved by fallocate (unwritten extents,
+  // also past the file's end), which SEEK_DATA calls holes on ext4, so that a
+  // write into space fallocate(2) promised never fails with ENOSPC.
+  Result<uint64_t> mapped = MappedBytesIn(fd, pos, end);
+  if (mapped.ok()) return (end - pos) - *mapped;
+  if (mapped.status().ToErrno() != EOPNOTSUPP) return mapped.status();
+  // No FIEMAP (tmpfs): its SEEK_DATA sees every allocated page.
   uint64_t holes = 0;
   while (pos < end) {
     off_t data = lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
@@ -166,8 +216,16 @@ Status Segment::Write(uint64_t off, const char* data, size_t len) {
   const bool accounted = store_->capacity_ != PageStore::kUnlimited;
   uint64_t holes = 0;
   if (accounted) {
-    CSHM_ASSIGN_OR_RETURN(holes, HoleBytesIn(f->fd, off, len));
-    CSHM_RETURN_IF_ERROR(Reserve(holes));
+    // Reserve as if every block written were new, which needs no look at the
+    // file: SEEK_DATA/SEEK_HOLE walks the page cache over preallocated
+    // (unwritten) extents and cost ~900 us per 4 KiB write on ext4 under
+    // fio's preallocation. Only a write that would not fit that way counts
+    // the holes it really fills, so that a rewrite at the cap still succeeds.
+    holes = BlocksSpanned(off, len);
+    if (!Reserve(holes).ok()) {
+      CSHM_ASSIGN_OR_RETURN(holes, HoleBytesIn(f->fd, off, len));
+      CSHM_RETURN_IF_ERROR(Reserve(holes));
+    }
   }
   size_t done = 0;
   Status st;
@@ -213,10 +271,13 @@ Status Segment::Allocate(int mode, uint64_t off, uint64_t len) {
   }
   CSHM_ASSIGN_OR_RETURN(uint64_t holes, HoleBytesIn(fd, off, len));
   CSHM_RETURN_IF_ERROR(Reserve(holes));
-  // The backing file never grows past the segment's size through here: the
-  // segment size is metadata, so KEEP_SIZE always.
+  // Mode 0 grows the segment to off+len (the caller records that size), and
+  // the backing file with it: blocks reserved past the backing file's end are
+  // invisible to SEEK_DATA, so a write into them at the cap would be counted
+  // as new and refused. KEEP_SIZE keeps both sizes (its blocks past the end
+  // stay counted as new at the cap).
   Status st;
-  if (fallocate(fd, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off), static_cast<off_t>(len)) != 0)
+  if (fallocate(fd, mode, static_cast<off_t>(off), static_cast<off_t>(len)) != 0)
     st = Status::FromErrno(errno, "allocating segment pages");
   Status rc = Recount(fd);
   store_->used_ -= holes;

@@ -7,7 +7,11 @@
 //
 // Space is counted in allocated 4 KiB blocks of the backing files, as tmpfs
 // counts pages; sparse holes cost nothing. A write or allocation that would
-// allocate past the cap fails with kNoSpace before touching anything.
+// allocate past the cap fails with kNoSpace before touching anything. A write
+// first reserves every block it touches (no look at the file); only when that
+// does not fit does it count the holes it would really fill, so a write into
+// allocated blocks at the cap succeeds. Near the cap, another segment's write
+// in flight may hold such an over-reservation for the length of its pwrite.
 //
 // Descriptors: a backing file is opened when a segment is used and stays open
 // in a cache of bounded size (FileCache), closed least recently used first, so

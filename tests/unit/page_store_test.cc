@@ -128,6 +128,26 @@ TEST(PageStore, AllocateReservesAndPunchFrees) {
   EXPECT_EQ(seg->Allocate(FALLOC_FL_COLLAPSE_RANGE, 0, kPageSize).code(), Status::Code::kNotSupported);
 }
 
+// fio preallocates its file and then writes it page by page: at the cap every
+// write lands in a block the allocation already holds and needs no space.
+TEST(PageStore, WritesIntoPreallocatedBlocksSucceedAtTheCap) {
+  TempDir dir;
+  auto ps = PageStore::Open(dir / "pages", 4 * kPageSize);
+  ASSERT_TRUE(ps.ok());
+  auto seg = *(*ps)->Get(5);
+  std::lock_guard<std::mutex> lock(seg->mu());
+  ASSERT_TRUE(seg->Allocate(0, 0, 4 * kPageSize).ok());  // posix_fallocate, as fio does
+  ASSERT_EQ((*ps)->used(), 4 * kPageSize);
+  std::string page(kPageSize, 'p');
+  for (int i = 3; i >= 0; i--) ASSERT_TRUE(seg->Write(i * kPageSize, page.data(), page.size()).ok()) << i;
+  EXPECT_EQ((*ps)->used(), 4 * kPageSize);
+  EXPECT_EQ(seg->Write(4 * kPageSize, "x", 1).code(), Status::Code::kNoSpace);
+  // A write straddling an allocated and a new block needs the new one only.
+  ASSERT_TRUE(seg->Allocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 3 * kPageSize, kPageSize).ok());
+  EXPECT_TRUE(seg->Write(3 * kPageSize - 1, "ab", 2).ok());
+  EXPECT_EQ((*ps)->used(), 4 * kPageSize);
+}
+
 size_t OpenDescriptors() {
   size_t n = 0;
   for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator("/proc/self/fd")) n++;
