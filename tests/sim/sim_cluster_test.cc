@@ -267,8 +267,20 @@ std::string CheckRecords(SimCluster& c, uint32_t node, Ledger& ledger, bool fina
       for (uint32_t w = 0; w < kNodes; w++) {
         Record r = Record::Decode(std::string_view(page).substr(w * kSlot, sizeof(Record)));
         if (!r.valid() || (r.seq != 0 && (r.node != w || r.page != p))) {
+          // What it holds, to tell a torn record (bytes of two versions) from
+          // a misplaced one, and which versions they came from.
+          char hex[3 * sizeof(Record) + 1] = {};
+          for (size_t i = 0; i < sizeof(Record); i++)
+            snprintf(hex + 3 * i, 4, "%02x ", static_cast<unsigned char>(page[w * kSlot + i]));
+          uint64_t acked;
+          {
+            std::lock_guard<std::mutex> lock(ledger.mu);
+            acked = ledger.record_acked[w][p];
+          }
           problem = "node " + std::to_string(node) + " sees a torn or misplaced record in node " + std::to_string(w) +
-                    "'s slot of page " + std::to_string(p);
+                    "'s slot of page " + std::to_string(p) + (final_check ? " (final check)" : " (while running)") +
+                    ": node " + std::to_string(r.node) + " page " + std::to_string(r.page) + " seq " +
+                    std::to_string(r.seq) + ", record " + std::to_string(acked) + " acknowledged; bytes " + hex;
           return Status::Ok();
         }
         if (!final_check) continue;
