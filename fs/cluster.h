@@ -180,7 +180,7 @@ class Cluster {
   // Accessor side: drop pages from this node's kernel and twins.
   void InvalidateLocal(uint64_t ino, const std::vector<ownership::Range>& ranges);
 
-  void ForgetOwner(uint32_t owner);  // its copysets are gone: drop our copies
+  void ForgetOwner(uint32_t owner);  // its copysets are gone: drop our copies of every segment served elsewhere
   // Holder side: what `node` granted us is gone (our lease with it ran out,
   // or it restarted): the locks held at it are lost, our copies of its
   // segments are dropped.
