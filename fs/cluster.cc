@@ -190,7 +190,7 @@ Status Cluster::Start(meta::Namespace* ns) {
     if (!forget) return;
     spdlog::info("node {} is back: dropping its copysets here and our copies of segments served elsewhere", node);
     owned_.DropNode(node);
-    boost::asio::post(*async_rounds_, [this, node] { ForgetOwner(node); });
+    boost::asio::post(*async_rounds_, [this] { DropRemoteCopies(); });
   };
   // A connection closing forgets nothing by itself: the leases decide.
   o.on_peer_down = [this](uint32_t node) {
@@ -445,7 +445,7 @@ void Cluster::LoseGrantsOf(uint32_t node, const std::string& why) {
                   "here, and the locks' unlock, fail with EIO until they are unlocked or closed", lost, node, why);
   spdlog::warn("dropping this node's cached pages of segments served elsewhere (node {}: {})", node, why);
   if (semaphores_) semaphores_->OwnerLost(node);
-  boost::asio::post(*async_rounds_, [this, node] { ForgetOwner(node); });
+  boost::asio::post(*async_rounds_, [this] { DropRemoteCopies(); });
 }
 
 void Cluster::ForgetNode(uint32_t node, const std::string& why) {
@@ -935,11 +935,11 @@ void Cluster::InvalidateLocal(uint64_t ino, const std::vector<Range>& ranges) {
   if (--notifying_[ino] == 0) notifying_.erase(ino);
 }
 
-void Cluster::ForgetOwner([[maybe_unused]] uint32_t owner) {
+void Cluster::DropRemoteCopies() {
   // Every segment cached here and served elsewhere, not only those this node
-  // believes `owner` serves: a segment may have moved to `owner` without this
-  // node hearing of it, and its copyset, with this node in it, went along —
-  // which `owner` has now forgotten (found by the simulation, seed 1544: a
+  // believes the forgetting peer serves: a segment may have moved to it
+  // without this node hearing of it, and its copyset, with this node in it,
+  // went along — which the peer has now forgotten (found by the simulation, seed 1544: a
   // node kept a stale page for good, read it after becoming the owner itself).
   // A lease or a restart is rare; fetching again is the price.
   std::vector<uint64_t> inos;

@@ -180,10 +180,12 @@ class Cluster {
   // Accessor side: drop pages from this node's kernel and twins.
   void InvalidateLocal(uint64_t ino, const std::vector<ownership::Range>& ranges);
 
-  void ForgetOwner(uint32_t owner);  // its copysets are gone: drop our copies of every segment served elsewhere
+  // A peer's copysets are gone (its lease ran out, it restarted): drop our
+  // copies of every segment served elsewhere.
+  void DropRemoteCopies();
   // Holder side: what `node` granted us is gone (our lease with it ran out,
-  // or it restarted): the locks held at it are lost, our copies of its
-  // segments are dropped.
+  // or it restarted): the locks held at it are lost, our copies of every
+  // segment served elsewhere are dropped.
   void LoseGrantsOf(uint32_t node, const std::string& why);
   // Owner side: what `node` held here is gone (it was silent for a lease, or
   // restarted): its locks and its place in the copysets.

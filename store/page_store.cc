@@ -175,7 +175,8 @@ Result<uint64_t> Segment::HoleBytesIn(int fd, uint64_t off, uint64_t len) const 
   Result<uint64_t> mapped = MappedBytesIn(fd, pos, end);
   if (mapped.ok()) return (end - pos) - *mapped;
   if (mapped.status().ToErrno() != EOPNOTSUPP) return mapped.status();
-  // No FIEMAP (tmpfs): its SEEK_DATA sees every allocated page.
+  // No FIEMAP (tmpfs): SEEK_DATA, which sees written pages only, so there a
+  // write into fallocated space at the cap is refused.
   uint64_t holes = 0;
   while (pos < end) {
     off_t data = lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
@@ -271,13 +272,11 @@ Status Segment::Allocate(int mode, uint64_t off, uint64_t len) {
   }
   CSHM_ASSIGN_OR_RETURN(uint64_t holes, HoleBytesIn(fd, off, len));
   CSHM_RETURN_IF_ERROR(Reserve(holes));
-  // Mode 0 grows the segment to off+len (the caller records that size), and
-  // the backing file with it: blocks reserved past the backing file's end are
-  // invisible to SEEK_DATA, so a write into them at the cap would be counted
-  // as new and refused. KEEP_SIZE keeps both sizes (its blocks past the end
-  // stay counted as new at the cap).
+  // The backing file never grows past the segment's size through here: the
+  // segment size is metadata, so KEEP_SIZE always (FIEMAP sees its blocks
+  // past the file's end).
   Status st;
-  if (fallocate(fd, mode, static_cast<off_t>(off), static_cast<off_t>(len)) != 0)
+  if (fallocate(fd, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off), static_cast<off_t>(len)) != 0)
     st = Status::FromErrno(errno, "allocating segment pages");
   Status rc = Recount(fd);
   store_->used_ -= holes;
