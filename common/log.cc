@@ -23,6 +23,18 @@ Status InitLogging(const std::string& level, const std::string& log_file, bool t
   return Status::Ok();
 }
 
+NamedLog::NamedLog(std::string name) : state_(std::make_shared<State>()) { state_->name = std::move(name); }
+
+std::shared_ptr<spdlog::logger> NamedLog::operator->() const {
+  auto base = spdlog::default_logger();
+  std::lock_guard<std::mutex> lock(state_->mu);
+  if (base != state_->base || !state_->named || state_->named->level() != base->level()) {
+    state_->base = base;
+    state_->named = base->clone(state_->name);
+  }
+  return state_->named;
+}
+
 bool RateLimit::Allow(uint64_t* suppressed) {
   std::lock_guard<std::mutex> lock(mu_);
   const auto now = std::chrono::steady_clock::now();

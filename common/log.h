@@ -2,8 +2,11 @@
 // file when running in the background. Code logs with spdlog::info(...) etc.
 #pragma once
 
+#include <spdlog/logger.h>
+
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 
@@ -17,6 +20,26 @@ namespace cshm {
 // than (files + 1) * max_bytes.
 Status InitLogging(const std::string& level, const std::string& log_file, bool to_stderr,
                    uint64_t max_bytes = 64ull << 20, size_t files = 4);
+
+// The default logger as it is now (InitLogging may replace it after this was
+// made, and the level may change), its messages named `name`: what a part
+// of a node logs through when one process holds several nodes (the
+// simulated cluster prints the name; the daemon's pattern leaves it out).
+//   NamedLog log("node 2");  log->warn("...", ...);
+// Copies share one cache. Thread-safe.
+class NamedLog {
+ public:
+  explicit NamedLog(std::string name);
+  std::shared_ptr<spdlog::logger> operator->() const;
+
+ private:
+  struct State {
+    std::string name;
+    std::mutex mu;
+    std::shared_ptr<spdlog::logger> base, named;  // GUARDED_BY(mu)
+  };
+  std::shared_ptr<State> state_;
+};
 
 // One repeated warning at most once per interval, with how many were
 // dropped since (a flood of bad connections must not fill the disk):

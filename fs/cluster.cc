@@ -52,6 +52,7 @@ Cluster::Cluster(net::ClusterConfig config, uint32_t self, store::PageStore* pag
                  std::unique_ptr<PendingWrites> pending, net::MessengerFactory messenger)
     : config_(std::move(config)),
       self_(self),
+      log_("node " + std::to_string(self)),
       pages_(pages),
       twins_(std::move(twins)),
       pending_(std::move(pending)),
@@ -97,6 +98,7 @@ Cluster::Cluster(net::ClusterConfig config, uint32_t self, store::PageStore* pag
   SegmentTransfer::Env te;
   te.self = self_;
   te.config = config_;
+  te.log = log_;
   te.owned = &owned_;
   te.pages = pages_;
   te.twins = twins_.get();
@@ -188,7 +190,7 @@ Status Cluster::Start(meta::Namespace* ns) {
         seen_before_start_.emplace_back(node, incarnation);
     }
     if (!forget) return;
-    spdlog::info("node {} is back: dropping its copysets here and our copies of segments served elsewhere", node);
+    log_->info("node {} is back: dropping its copysets here and our copies of segments served elsewhere", node);
     owned_.DropNode(node);
     boost::asio::post(*async_rounds_, [this] { DropRemoteCopies(); });
   };
@@ -243,8 +245,8 @@ Status Cluster::Start(meta::Namespace* ns) {
   for (const net::NodeConfig& n : config_.nodes)
     if (n.id != self_) transport_->Send(n.id, kPing, "");
   if (pending_->size() > 0)
-    spdlog::warn("{} write-backs that no owner took before are kept; delivering them when owners answer",
-                 pending_->size());
+    log_->warn("{} write-backs that no owner took before are kept; delivering them when owners answer",
+               pending_->size());
   AddGauges();
   migrator_ = std::thread([this] { MigratorLoop(); });
   locks_held_->Start();
@@ -374,6 +376,20 @@ std::string Cluster::StatusJson() {
   return out + "\n]}\n";
 }
 
+std::string Cluster::DescribePage(uint64_t ino, uint64_t page) {
+  std::string out = "node " + std::to_string(self_) + ": owner ";
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = owner_of_.find(ino);
+    out += it == owner_of_.end() ? std::string("unknown") : "node " + std::to_string(it->second);
+  }
+  Status serving = owned_.TryServing(ino);
+  out += ", serving here: " + (serving.ok() ? std::string("yes") : serving.message());
+  char mask[32];
+  snprintf(mask, sizeof mask, "%#llx", static_cast<unsigned long long>(owned_.CopysetOf(ino, page)));
+  return out + ", copyset of page " + std::to_string(page) + " here " + mask;
+}
+
 size_t Cluster::QueuedUnlocks() { return locks_held_->QueuedUnlocks(); }
 
 namespace {
@@ -441,15 +457,15 @@ void Cluster::LoseGrantsOf(uint32_t node, const std::string& why) {
   }
   const size_t lost = locks_held_->Lose(inos);
   if (lost > 0)
-    spdlog::error("{} lock(s) taken through this node at node {} are lost ({}): writes and releases of those files "
-                  "here, and the locks' unlock, fail with EIO until they are unlocked or closed", lost, node, why);
-  spdlog::warn("dropping this node's cached pages of segments served elsewhere (node {}: {})", node, why);
+    log_->error("{} lock(s) taken through this node at node {} are lost ({}): writes and releases of those files "
+                "here, and the locks' unlock, fail with EIO until they are unlocked or closed", lost, node, why);
+  log_->warn("dropping this node's cached pages of segments served elsewhere (node {}: {})", node, why);
   if (semaphores_) semaphores_->OwnerLost(node);
   boost::asio::post(*async_rounds_, [this] { DropRemoteCopies(); });
 }
 
 void Cluster::ForgetNode(uint32_t node, const std::string& why) {
-  spdlog::warn("node {}'s locks here are released and its cached copies forgotten ({})", node, why);
+  log_->warn("node {}'s locks here are released and its cached copies forgotten ({})", node, why);
   owned_.DropNode(node);
   if (semaphores_) semaphores_->NodeGone(node);
   std::lock_guard<std::mutex> lock(locks_mu_);
@@ -469,8 +485,8 @@ bool Cluster::InGrace() {
   }
   if (seen < others && std::chrono::steady_clock::now() < grace_until_) return true;
   grace_over_ = true;
-  spdlog::info("lock grace period over ({}): new locks are granted", seen == others ? "every node gave up the locks "
-               "of this node's previous incarnation" : "a lease has passed since the start");
+  log_->info("lock grace period over ({}): new locks are granted", seen == others ? "every node gave up the locks "
+             "of this node's previous incarnation" : "a lease has passed since the start");
   return false;
 }
 
@@ -590,6 +606,12 @@ auto Cluster::AtOwner(uint64_t ino, F call) -> decltype(call(0u)) {
 }
 
 Result<std::string_view> Cluster::Read(uint64_t ino, uint64_t off, size_t len, char* buf, ReadScratch* scratch) {
+  // Write-backs of this segment that no owner took go first: landing late,
+  // they change the owner's pages, and a copy fetched before they land would
+  // be the twin of the next write-back here, which would then leave out
+  // bytes this node wrote where the late ones put older bytes of its own
+  // (found by the simulation, seed 31: a torn record).
+  if (pending_->Has(ino)) CSHM_RETURN_IF_ERROR(DrainPending(ino));
   bool local = false;
   std::string* frame = scratch != nullptr ? &scratch->frame : nullptr;
   auto got = AtOwner(ino, [&](uint32_t owner) -> Result<std::string_view> {
@@ -688,6 +710,11 @@ Status Cluster::WriteOnce(uint64_t ino, uint64_t off, const char* data, size_t l
   // a newer holder's: refused, as Linux's NFS client refuses them.
   CSHM_RETURN_IF_ERROR(CheckLocksHeld(ino));
   std::string_view now(data, len);
+  // Earlier write-backs of this segment that no owner took go first, and
+  // before this one is diffed: a page they change at the owner loses its
+  // twin here (DrainPending), and this write-back of it is refused rather
+  // than diffed against bytes the owner no longer has.
+  const Status drained = pending_->Has(ino) ? DrainPending(ino) : Status::Ok();
   WriteBackRequest wb{ino, {}};
   // On the owner, the twins are mostly its own pages (OwnerTwinStore).
   std::optional<std::string> owner_twins;
@@ -714,17 +741,18 @@ Status Cluster::WriteOnce(uint64_t ino, uint64_t off, const char* data, size_t l
         // be told from other nodes' bytes it merely holds: sending the whole
         // page would overwrite their newer bytes at the owner (a twin that
         // could not be stored, or one dropped after a failed write-back).
-        spdlog::error("write-back of page {} of inode {} refused: this node holds no twin of it, so what changed "
-                      "here is unknown; the page is dropped from this node's cache", p, ino);
+        log_->error("write-back of page {} of inode {} refused: this node holds no twin of it, so what changed "
+                    "here is unknown; the page is dropped from this node's cache", p, ino);
         DropLocalLater(ino, {Range{first * kPageSize, (last - first + 1) * kPageSize}});
         return IoError("no twin of page " + std::to_string(p) + " of inode " + std::to_string(ino));
       }
       DiffInto(ps, twin->substr(ps - p * kPageSize, pe - ps), now.substr(ps - off, pe - ps), &wb.runs);
     }
     if (wb.runs.empty()) return Status::Ok();  // written back unchanged
+    std::lock_guard<std::mutex> lock(mu_);
+    wb.keeps_copy = !Dropping(ino, off, len);
   }
-  // Earlier write-backs of this segment that no owner took go first.
-  Status st = pending_->Has(ino) ? DrainPending(ino) : Status::Ok();
+  Status st = drained;
   bool rounds_pending = true;
   if (st.ok()) st = Deliver(wb, &rounds_pending);
   if (!st.ok()) {
@@ -760,11 +788,11 @@ Status Cluster::WriteOnce(uint64_t ino, uint64_t off, const char* data, size_t l
       wb.late = true;
       Status kept = pending_->Add(ino, wb.Encode());
       if (kept.ok())
-        spdlog::warn("write-back of inode {} not delivered ({}); kept in the state dir until its owner answers", ino,
-                     st.message());
+        log_->warn("write-back of inode {} not delivered ({}); kept in the state dir until its owner answers", ino,
+                   st.message());
       else
-        spdlog::error("write-back of inode {} not delivered ({}) and could not be kept: {}", ino, st.message(),
-                      kept.message());
+        log_->error("write-back of inode {} not delivered ({}) and could not be kept: {}", ino, st.message(),
+                    kept.message());
     }
     return st;
   }
@@ -819,11 +847,11 @@ Result<uint64_t> Cluster::FallocateAsOwner(uint32_t from, const FallocateRequest
 Result<WriteBackReply> Cluster::ApplyAsOwner(uint32_t from, const WriteBackRequest& wb, bool wait) {
   // Without waiting, one that grows the segment (it tells the metadata node) is kBusy.
   CSHM_ASSIGN_OR_RETURN(ApplyOutcome out,
-                        owned_.Apply(wb.ino, from, wb.runs, wait, wb.late ? &wb.expect : nullptr));
+                        owned_.Apply(wb.ino, from, wb.runs, wait, wb.late ? &wb.expect : nullptr, wb.keeps_copy));
   CountApplied(wb.runs);
   if (out.dropped > 0)
-    spdlog::warn("late write-back of inode {} from node {}: {} page(s) changed since it was made and were not "
-                 "written (a late write never lands on newer bytes)", wb.ino, from, out.dropped);
+    log_->warn("late write-back of inode {} from node {}: {} page(s) changed since it was made and were not "
+               "written (a late write never lands on newer bytes)", wb.ino, from, out.dropped);
   if (out.grew) CSHM_RETURN_IF_ERROR(meta().NoteWrite(wb.ino, out.size, false).status());
   if (!out.invalidate.empty()) rounds_->Start(wb.ino, std::move(out.invalidate));
   return WriteBackReply{out.size, rounds_->Pending(wb.ino), out.dropped};
@@ -835,7 +863,7 @@ Result<WriteBackReply> Cluster::ApplyAsOwner(uint32_t from, const WriteBackReque
 void Cluster::InvalidateRemote(uint32_t node, std::string payload, std::function<void(const Status&)> done) {
   if (transport_->Forgotten(node)) {
     // Silent for a whole lease: it gave up its copies of our pages before.
-    spdlog::info("node {} could not be asked to drop pages, but its lease has run out: its copy is gone", node);
+    log_->info("node {} could not be asked to drop pages, but its lease has run out: its copy is gone", node);
     return done(Status::Ok());
   }
   transport_->CallAsync(node, kInvalidate, payload,
@@ -921,6 +949,7 @@ void Cluster::InvalidateLocal(uint64_t ino, const std::vector<Range>& ranges) {
     std::lock_guard<std::mutex> lock(mu_);
     notify = notifier_;
     notifying_[ino]++;  // the write-backs it causes have nobody else to report to
+    for (const Range& r : ranges) dropping_.emplace(ino, r);
   }
   // The kernel writes dirty pages of the range back first: WRITEs to this
   // daemon on other threads, which the owner applies without waiting for any
@@ -933,6 +962,23 @@ void Cluster::InvalidateLocal(uint64_t ino, const std::vector<Range>& ranges) {
   for (const Range& r : ranges) twins_->Drop(ino, r, mark);
   std::lock_guard<std::mutex> lock(mu_);
   if (--notifying_[ino] == 0) notifying_.erase(ino);
+  for (const Range& r : ranges) {
+    auto [b, e] = dropping_.equal_range(ino);
+    for (auto it = b; it != e; ++it)
+      if (it->second == r) {
+        dropping_.erase(it);
+        break;
+      }
+  }
+}
+
+bool Cluster::Dropping(uint64_t ino, uint64_t off, uint64_t len) {
+  auto [b, e] = dropping_.equal_range(ino);
+  for (auto it = b; it != e; ++it) {
+    const Range& r = it->second;
+    if (off >= r.off && (r.len == 0 || off + len <= r.off + r.len)) return true;
+  }
+  return false;
 }
 
 void Cluster::DropRemoteCopies() {
@@ -941,14 +987,19 @@ void Cluster::DropRemoteCopies() {
   // without this node hearing of it, and its copyset, with this node in it,
   // went along — which the peer has now forgotten (found by the simulation, seed 1544: a
   // node kept a stale page for good, read it after becoming the owner itself).
+  // And of the segments served here, the pages whose copysets leave this
+  // node out: a copy fetched while another node served the segment, which
+  // that node (or one the segment moved to before it came here) counted as
+  // gone when it could not reach this node, came here without this node in
+  // its copyset, and no write would ever drop it (seed 1544 again).
   // A lease or a restart is rare; fetching again is the price.
-  std::vector<uint64_t> inos;
+  std::vector<std::pair<uint64_t, bool>> inos;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (auto& [ino, o] : owner_of_)
-      if (o != self_) inos.push_back(ino);
+    for (auto& [ino, o] : owner_of_) inos.emplace_back(ino, o == self_);
   }
-  for (uint64_t ino : inos) InvalidateLocal(ino, {Range{0, 0}});
+  for (auto [ino, here] : inos)
+    InvalidateLocal(ino, here ? owned_.PagesNotCachedBy(ino, self_) : std::vector<Range>{Range{0, 0}});
 }
 
 constexpr size_t kInlineWriteBack = 256 << 10;
@@ -979,7 +1030,7 @@ bool Cluster::TryServeInline(net::Request& r) {
     if (r.payload.size() > kInlineWriteBack) return false;
     auto req = WriteBackRequest::Decode(r.payload);
     if (!req.ok() || req->late) return false;  // Handle answers it; a late one is logged there
-    auto out = owned_.Apply(req->ino, r.from, req->runs, /*wait=*/false);
+    auto out = owned_.Apply(req->ino, r.from, req->runs, /*wait=*/false, nullptr, req->keeps_copy);
     if (!out.ok()) return false;  // busy, growing, moved, an error: a worker does it the slow way
     CountApplied(req->runs);
     if (out->invalidate.empty()) {
@@ -1077,7 +1128,7 @@ void Cluster::Handle(net::Request r) {
         twins_->DropInode(*ino);
         ForgetInodeState(*ino);
         Status s = owned_.Remove(*ino);
-        if (!s.ok()) spdlog::warn("freeing the pages of deleted inode {}: {}", *ino, s.message());
+        if (!s.ok()) log_->warn("freeing the pages of deleted inode {}: {}", *ino, s.message());
         if (semaphores_) semaphores_->Forget(*ino);
       }
       return;
@@ -1172,7 +1223,7 @@ void Cluster::Handle(net::Request r) {
       return reply(std::string());
     }
     default:
-      spdlog::warn("node {} sent unknown message type {}", r.from, r.type);
+      log_->warn("node {} sent unknown message type {}", r.from, r.type);
       return reply(NotSupported("unknown message type " + std::to_string(r.type)));
   }
 }
@@ -1340,14 +1391,28 @@ Status Cluster::DrainPending(uint64_t ino) {
     Status st = Deliver(*wb, nullptr, &dropped);
     if (!st.ok()) return st;
     if (dropped > 0)
-      spdlog::warn("a kept write-back of inode {} was delivered late: {} page(s) had changed since and kept the "
-                   "newer bytes", ino, dropped);
+      log_->warn("a kept write-back of inode {} was delivered late: {} page(s) had changed since and kept the "
+                 "newer bytes", ino, dropped);
     // Whatever landed, this node's kernel may hold other bytes of these
-    // pages than the owner now has: it drops them and fetches again.
+    // pages than the owner now has: it drops them and fetches again. Their
+    // twins go at once: a write-back of them before the kernel has dropped
+    // them is refused, not diffed against bytes the owner no longer has
+    // (which would leave out bytes equal there: a torn record, seed 31).
+    // (Not where the segment is served: the owner's twins are its pages.)
     std::vector<Range> ranges;
     for (const WriteRun& r : wb->runs)
       for (uint64_t p = r.off / kPageSize; !r.bytes.empty() && p <= (r.off + r.bytes.size() - 1) / kPageSize; p++)
         AddPageRange(&ranges, p);
+    bool served_here;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = owner_of_.find(ino);
+      served_here = it != owner_of_.end() && it->second == self_;
+    }
+    if (!served_here) {
+      const uint64_t mark = twins_->Mark();
+      for (const Range& r : ranges) twins_->Drop(ino, r, mark);
+    }
     DropLocalLater(ino, std::move(ranges));
     return st;
   });
@@ -1356,7 +1421,7 @@ Status Cluster::DrainPending(uint64_t ino) {
 void Cluster::DeliverPending() {
   for (uint64_t ino : pending_->Inodes()) {
     Status st = DrainPending(ino);
-    if (st.ok()) spdlog::info("delivered the kept write-backs of inode {}", ino);
+    if (st.ok()) log_->info("delivered the kept write-backs of inode {}", ino);
   }
 }
 

@@ -42,6 +42,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/log.h"
 #include "common/status.h"
 #include "fs/lock_client.h"
 #include "fs/pending_writes.h"
@@ -148,6 +149,9 @@ class Cluster {
   std::string StatusJson();
   Result<uint32_t> CurrentOwner(uint64_t ino);  // from the directory, not the cache
   uint64_t remote_fetches(uint64_t ino);
+  // For a failing test's message: who this node thinks serves `ino`, and if
+  // it does, the copyset of `page`.
+  std::string DescribePage(uint64_t ino, uint64_t page);
 
   // SysV semaphores (fs/semaphores.h): this node serves the sets whose files
   // it owns, and its waiters are woken through here. Set before Start; it
@@ -226,6 +230,9 @@ class Cluster {
 
   const net::ClusterConfig config_;
   const uint32_t self_;
+  // The process's log, its messages named "node <self>" (which the daemon's
+  // pattern leaves out: a process is one node; the simulation prints it).
+  const NamedLog log_;
   store::PageStore* const pages_;
   void AddGauges();  // metrics read from this object; removed by Stop
   void CountApplied(const std::vector<ownership::WriteRun>& runs);
@@ -269,6 +276,10 @@ class Cluster {
   // Inodes whose pages this node's kernel is being told to drop, by how many
   // InvalidateLocal calls at once (the write-backs that causes).
   std::unordered_map<uint64_t, int> notifying_;  // GUARDED_BY(mu_)
+  // The ranges those calls drop (one entry per call and range): a kernel
+  // write-back inside one is forced by the drop, the page does not stay.
+  std::unordered_multimap<uint64_t, ownership::Range> dropping_;  // GUARDED_BY(mu_)
+  bool Dropping(uint64_t ino, uint64_t off, uint64_t len);  // (mu_ held)
   std::map<uint32_t, uint64_t> incarnations_;             // GUARDED_BY(mu_)
   std::map<uint32_t, bool> lost_;                         // GUARDED_BY(mu_): link went down since last up
   // Owner side: a restarted owner grants no lock for a lease after it

@@ -61,7 +61,7 @@ Status SegmentTransfer::Move(uint64_t ino, uint32_t target, const std::string& w
   SegmentSnapshot snap;
   for (int attempt = 0;; attempt++) {
     Status rounds_done = env_.rounds->Wait(ino);
-    if (!rounds_done.ok()) spdlog::warn("before migrating inode {}: {}", ino, rounds_done.message());
+    if (!rounds_done.ok()) env_.log->warn("before migrating inode {}: {}", ino, rounds_done.message());
     CSHM_ASSIGN_OR_RETURN(snap, env_.owned->Freeze(ino));
     if (!env_.rounds->Pending(ino)) break;
     env_.owned->Unfreeze(ino, std::nullopt);
@@ -74,8 +74,8 @@ Status SegmentTransfer::Move(uint64_t ino, uint32_t target, const std::string& w
     kMigrationsFailed.Add();
     env_.owned->Unfreeze(ino, std::nullopt);  // the segment stays here, intact
     env_.net()->Send(target, kMigrateAbort, ref.Encode());
-    spdlog::warn("migration of inode {} to node {} failed, it stays on node {}: {}", ino, target, env_.self,
-                 s.message());
+    env_.log->warn("migration of inode {} to node {} failed, it stays on node {}: {}", ino, target, env_.self,
+                   s.message());
     return s;
   };
   auto bitmap = env_.net()->Call(target, kMigrateQuery, ref.Encode());
@@ -129,8 +129,8 @@ Status SegmentTransfer::Move(uint64_t ino, uint32_t target, const std::string& w
       }
     }
     if (kSlowChunkMs > 0) {
-      spdlog::warn("CSHM_TEST_SLOW_MIGRATE_CHUNK_MS: a chunk of the move of inode {} waits {} ms, as asked", ino,
-                   kSlowChunkMs);
+      env_.log->warn("CSHM_TEST_SLOW_MIGRATE_CHUNK_MS: a chunk of the move of inode {} waits {} ms, as asked", ino,
+                     kSlowChunkMs);
       std::this_thread::sleep_for(std::chrono::milliseconds(kSlowChunkMs));
     }
     auto r = env_.net()->Call(target, kMigratePages, m.Encode());
@@ -183,15 +183,15 @@ Status SegmentTransfer::Move(uint64_t ino, uint32_t target, const std::string& w
     auto named = DirectoryOwner(ino, st);
     if (!named.ok()) return named.status();  // stopping: both copies stay, the directory decides at restart
     if (*named != target) return fail(st);
-    spdlog::warn("migration of inode {}: the directory update answered '{}' but was made; committing", ino,
-                 st.message());
+    env_.log->warn("migration of inode {}: the directory update answered '{}' but was made; committing", ino,
+                   st.message());
   }
   // Committed: the directory names the target, which may serve it now. If
   // this does not reach it, it finds out from the directory (ResolveStaged).
   Status committed = env_.net()->Call(target, kMigrateCommit, ref.Encode()).status();
   if (!committed.ok())
-    spdlog::warn("migration of inode {}: node {} did not take the commit ({}); it will find the directory naming it",
-                 ino, target, committed.message());
+    env_.log->warn("migration of inode {}: node {} did not take the commit ({}); it will find the directory naming it",
+                   ino, target, committed.message());
   // This node's kernel copies had
   // the pages here as their twins: store those before the pages go.
   KeepOwnTwins(ino, snap, **seg);
@@ -200,14 +200,14 @@ Status SegmentTransfer::Move(uint64_t ino, uint32_t target, const std::string& w
   env_.note_owner(ino, target);
   env_.owned->Unfreeze(ino, target);
   Status removed = env_.pages->Remove(ino);
-  if (!removed.ok()) spdlog::warn("freeing the pages of migrated inode {}: {}", ino, removed.message());
+  if (!removed.ok()) env_.log->warn("freeing the pages of migrated inode {}: {}", ino, removed.message());
   kMigrations.Add();
   kMigrationBytes.Add(sent * kPageSize);
   kMigration.Since(t0);
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  spdlog::info("migrated inode {} from node {} to node {} ({}): {} of {} pages sent ({} of them for twins that "
-               "differed) in {} chunks, {:.1f} ms",
-               ino, env_.self, target, why, sent, pages, repaired, messages, ms);
+  env_.log->info("migrated inode {} from node {} to node {} ({}): {} of {} pages sent ({} of them for twins that "
+                 "differed) in {} chunks, {:.1f} ms",
+                 ino, env_.self, target, why, sent, pages, repaired, messages, ms);
   return Status::Ok();
 }
 
@@ -217,9 +217,9 @@ Result<uint32_t> SegmentTransfer::DirectoryOwner(uint64_t ino, const Status& why
     auto rec = env_.meta().GetAttr(ino);
     if (rec.ok()) return rec->owner_node;
     if (attempt == 0)
-      spdlog::error("migration of inode {}: the directory update failed ({}) and the directory cannot say whether "
-                    "it was made ({}); the segment stays frozen until it can", ino, why.message(),
-                    rec.status().message());
+      env_.log->error("migration of inode {}: the directory update failed ({}) and the directory cannot say whether "
+                      "it was made ({}); the segment stays frozen until it can", ino, why.message(),
+                      rec.status().message());
     if (env_.wait_stop(backoff))
       return Unavailable("stopping before the directory said who owns inode " + std::to_string(ino));
     backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
@@ -242,8 +242,8 @@ void SegmentTransfer::KeepOwnTwins(uint64_t ino, const SegmentSnapshot& snap, co
     if (st.ok()) st = env_.twins->Put(ino, p * kPageSize, run);
     if (!st.ok()) {
       // Its pages could only be written back whole now: the kernel drops them.
-      spdlog::warn("cannot keep the twins of migrated inode {} ({}); this node's cached pages of it are dropped", ino,
-                   st.message());
+      env_.log->warn("cannot keep the twins of migrated inode {} ({}); this node's cached pages of it are dropped", ino,
+                     st.message());
       env_.drop_local_later(ino, {Range{0, 0}});
       return;
     }
@@ -254,7 +254,7 @@ void SegmentTransfer::KeepOwnTwins(uint64_t ino, const SegmentSnapshot& snap, co
 Result<MigratePagesReply> SegmentTransfer::Pages(const MigratePages& m) {
   CSHM_RETURN_IF_ERROR(CheckStaged(MoveRef{m.ino, m.move_id}));
   if (getenv("CSHM_TEST_DIE_IN_MIGRATION") != nullptr) {
-    spdlog::error("CSHM_TEST_DIE_IN_MIGRATION: dying in the middle of a migration, as asked");
+    env_.log->error("CSHM_TEST_DIE_IN_MIGRATION: dying in the middle of a migration, as asked");
     _exit(3);
   }
   CSHM_ASSIGN_OR_RETURN(auto seg, env_.pages->Get(m.ino));
@@ -346,7 +346,7 @@ Status SegmentTransfer::Commit(const MoveRef& ref) {
   }
   env_.note_owner(ref.ino, env_.self);
   env_.owned->Unfreeze(ref.ino, std::nullopt);
-  spdlog::info("inode {} is served here from now on (the directory names this node)", ref.ino);
+  env_.log->info("inode {} is served here from now on (the directory names this node)", ref.ino);
   return Status::Ok();
 }
 
@@ -357,7 +357,7 @@ void SegmentTransfer::Abort(const MoveRef& ref, const std::string& why) {
     if (it == staged_.end() || it->second.move_id != ref.move_id) return;  // another move's, or done
     staged_.erase(it);
   }
-  spdlog::info("dropping the staged move of inode {}: {}", ref.ino, why);
+  env_.log->info("dropping the staged move of inode {}: {}", ref.ino, why);
   (void)env_.owned->Remove(ref.ino);
   env_.set_locks(ref.ino, {});
 }
@@ -381,8 +381,8 @@ void SegmentTransfer::Resolve() {
     if (!rec.ok()) continue;  // the directory cannot say yet
     // CommitStaged and AbortStaged act only on this very move, if still staged.
     if (rec->owner_node == env_.self) {
-      if (Commit(ref).ok()) spdlog::warn("inode {}: the move's commit never came, the directory names this node",
-                                               ref.ino);
+      if (Commit(ref).ok()) env_.log->warn("inode {}: the move's commit never came, the directory names this node",
+                                                 ref.ino);
     } else if (rec->owner_node != env_.self && droppable) {
       Abort(ref, "the directory names node " + std::to_string(rec->owner_node));
     }

@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "common/log.h"
 #include "common/status.h"
 #include "fs/twin_cache.h"
 #include "meta/meta_service.h"
@@ -44,6 +45,7 @@ class SegmentTransfer {
  public:
   struct Env {
     uint32_t self = 0;
+    NamedLog log{"node"};  // the node's (Cluster::log_)
     net::ClusterConfig config;
     ownership::OwnedSegments* owned = nullptr;
     store::PageStore* pages = nullptr;

@@ -92,7 +92,7 @@ std::string WriteBackRequest::Encode() const {
     w.PutBytes(run.bytes);
   }
   // Expectations mean something only for a late write-back.
-  w.PutU8(late ? 1 : 0);
+  w.PutU8((late ? 1 : 0) | (keeps_copy ? 2 : 0));
   w.PutU32(late ? static_cast<uint32_t>(expect.size()) : 0);
   for (const PageExpect& e : late ? expect : std::vector<PageExpect>()) {
     w.PutU64(e.page);
@@ -114,11 +114,12 @@ Result<WriteBackRequest> WriteBackRequest::Decode(std::string_view in) {
     if (run.off > kMaxWireOffset) return Malformed("write-back offset");
     wb.runs.push_back(std::move(run));
   }
-  uint8_t late = 0;
-  r.GetU8(&late);
+  uint8_t flags = 0;
+  r.GetU8(&flags);
   r.GetU32(&n);
-  if (!r.ok() || late > 1 || n > kMaxItems || (late == 0 && n != 0)) return Malformed("write-back");
-  wb.late = late == 1;
+  if (!r.ok() || flags > 3 || n > kMaxItems || ((flags & 1) == 0 && n != 0)) return Malformed("write-back");
+  wb.late = (flags & 1) != 0;
+  wb.keeps_copy = (flags & 2) != 0;
   for (uint32_t i = 0; i < n && r.ok(); i++) {
     PageExpect e;
     r.GetU64(&e.page);

@@ -255,6 +255,13 @@ struct WriteBackRequest {
   // not land. A normal write-back (not late) has no expectations.
   bool late = false;
   std::vector<PageExpect> expect;
+  // The writer's kernel keeps its copy of the pages (a write-back it made of
+  // its own accord, diffed against a twin; not one forced by dropping the
+  // pages, nor a write(2)). If the owner does not count that copy (the
+  // writer is not in the page's copyset: its copy was declared gone while
+  // the writer could not be reached), the copy may miss other nodes' bytes:
+  // the writer drops it too, instead of entering the copyset with it.
+  bool keeps_copy = false;
   std::string Encode() const;
   static Result<WriteBackRequest> Decode(std::string_view in);
 };

@@ -169,7 +169,7 @@ std::vector<WriteRun> ClipToPages(const std::vector<WriteRun>& runs, const std::
 }  // namespace
 
 Result<ApplyOutcome> OwnedSegments::Apply(uint64_t ino, uint32_t node, const std::vector<WriteRun>& all_runs,
-                                          bool wait, const std::vector<PageExpect>* expect) {
+                                          bool wait, const std::vector<PageExpect>* expect, bool writer_keeps) {
   ApplyOutcome out;
   CSHM_ASSIGN_OR_RETURN(auto locked, wait ? LockServing(ino) : TryLockServing(ino));
   CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(ino));  // under the lock, as in Fetch
@@ -281,8 +281,13 @@ Result<ApplyOutcome> OwnedSegments::Apply(uint64_t ino, uint32_t node, const std
   }
   if (!touched.empty() && s->copyset.size() <= touched.back()) s->copyset.resize(touched.back() + 1, 0);
   for (uint64_t p : touched) {
-    uint64_t others = s->copyset[p] & ~keep;
-    s->copyset[p] = keep;
+    // A copy the writer keeps but this copyset does not count was declared
+    // gone (its node could not be reached): it may miss bytes that others
+    // wrote since, so it goes rather than being counted with them.
+    const uint64_t mine = writer_keeps && !(s->copyset[p] & keep) ? 0 : keep;
+    uint64_t others = s->copyset[p] & ~mine;
+    if (mine != keep) others |= keep;
+    s->copyset[p] = mine;
     for (uint32_t n = 0; others != 0; n++, others >>= 1)
       if (others & 1) AddPageRange(&out.invalidate[n], p);
   }
@@ -376,6 +381,33 @@ uint64_t OwnedSegments::CopysetOf(uint64_t ino, uint64_t page) {
   }
   std::lock_guard<std::mutex> lock(s->mu);
   return page < s->copyset.size() ? s->copyset[page] : 0;
+}
+
+std::vector<Range> OwnedSegments::PagesNotCachedBy(uint64_t ino, uint32_t node) {
+  std::shared_ptr<State> s;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = segments_.find(ino);
+    if (it == segments_.end()) return {Range{0, 0}};
+    s = it->second;
+  }
+  std::lock_guard<std::mutex> lock(s->mu);
+  if (!s->loaded || s->moved_to >= 0) return {Range{0, 0}};
+  std::vector<Range> out;
+  const uint64_t bit = 1ull << node;
+  for (uint64_t p = 0; p < s->copyset.size(); p++) {
+    if (s->copyset[p] & bit) continue;
+    if (!out.empty() && out.back().off + out.back().len == p * store::kPageSize)
+      out.back().len += store::kPageSize;
+    else
+      out.push_back(Range{p * store::kPageSize, store::kPageSize});
+  }
+  const uint64_t end = s->copyset.size() * store::kPageSize;
+  if (!out.empty() && out.back().off + out.back().len == end)
+    out.back().len = 0;  // to the end
+  else
+    out.push_back(Range{end, 0});
+  return out;
 }
 
 Result<SegmentSnapshot> OwnedSegments::Freeze(uint64_t ino) {

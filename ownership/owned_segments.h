@@ -152,8 +152,10 @@ class OwnedSegments {
   // no expectation is not written), checked under the segment's lock before
   // anything is written; every node caching a touched page, `node` too,
   // must then drop it.
+  // With `writer_keeps` (WriteBackRequest::keeps_copy), a page whose
+  // copyset leaves `node` out is dropped by `node` too.
   Result<ApplyOutcome> Apply(uint64_t ino, uint32_t node, const std::vector<WriteRun>& runs, bool wait = true,
-                             const std::vector<PageExpect>* expect = nullptr);
+                             const std::vector<PageExpect>* expect = nullptr, bool writer_keeps = false);
   // Sets the size. Shrinking drops the pages past it and returns every other
   // node that may cache any of them, with the range from the new end (rounded
   // down to a page) on.
@@ -168,6 +170,10 @@ class OwnedSegments {
   // The segment was deleted: drop its state and its pages.
   Status Remove(uint64_t ino);
 
+  // The pages of `ino` whose copysets here leave `node` out, as ranges (the
+  // last one open to the end): where a kernel copy on `node` would be one
+  // nobody invalidates. All of it if the segment is not served here.
+  std::vector<Range> PagesNotCachedBy(uint64_t ino, uint32_t node);
   // For tests and stats: the copyset of one page as a bit mask.
   uint64_t CopysetOf(uint64_t ino, uint64_t page);
 

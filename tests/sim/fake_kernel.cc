@@ -6,6 +6,40 @@ namespace cshm::sim {
 
 using store::kPageSize;
 
+
+void KernelLog::Add(std::string what, uint64_t ino, uint64_t page, std::string_view data, std::string status) {
+  Event e;
+  e.at = std::chrono::system_clock::now();
+  e.what = std::move(what);
+  e.ino = ino;
+  e.page = page;
+  e.head = std::string(data.substr(0, kHead));
+  e.status = std::move(status);
+  std::lock_guard<std::mutex> lock(mu_);
+  events_.push_back(std::move(e));
+  if (events_.size() > kKeep) events_.pop_front();
+}
+
+std::string KernelLog::Of(uint64_t ino, uint64_t page, const std::function<std::string(std::string_view)>& describe) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string out;
+  for (const Event& e : events_) {
+    if (e.ino != ino || e.page != page) continue;
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(e.at.time_since_epoch()).count();
+    const time_t secs = static_cast<time_t>(us / 1000000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    char t[40];
+    snprintf(t, sizeof t, "%02d:%02d:%02d.%06lld ", tm.tm_hour, tm.tm_min, tm.tm_sec,
+             static_cast<long long>(us % 1000000));
+    out += t + e.what;
+    if (!e.head.empty()) out += " [" + describe(e.head) + "]";
+    if (!e.status.empty()) out += " " + e.status;
+    out += "\n";
+  }
+  return out;
+}
+
 std::map<FakeKernel::Key, FakeKernel::Page>::iterator FakeKernel::Settle(std::unique_lock<std::mutex>& lock,
                                                                          const Key& k) {
   for (;;) {
@@ -21,6 +55,7 @@ Result<std::map<FakeKernel::Key, FakeKernel::Page>::iterator> FakeKernel::Fault(
     auto it = Settle(lock, k);
     if (it != pages_.end()) return it;
     pages_[k] = Page{};  // locked while its READ is answered
+    Note("fault", k);
     lock.unlock();
     std::string buf(kPageSize, '\0');
     fs::ReadScratch scratch;
@@ -32,6 +67,7 @@ Result<std::map<FakeKernel::Key, FakeKernel::Page>::iterator> FakeKernel::Fault(
     }
     lock.lock();
     changed_.notify_all();
+    Note("faulted", k, data, got.ok() ? std::string() : got.status().message());
     if (!got.ok()) {
       pages_.erase(k);
       return IoError("fault of page " + std::to_string(k.second) + " of inode " + std::to_string(k.first) + ": " +
@@ -47,9 +83,11 @@ Status FakeKernel::WriteBack(std::unique_lock<std::mutex>& lock, const Key& k) {
   Page& p = pages_[k];
   p.state = State::kWriteBack;
   const std::string data = p.data;
+  Note("write-back", k, data);
   lock.unlock();
   Status st = fs_->Write(k.first, k.second * kPageSize, data.data(), data.size(), /*writeback=*/true);
   lock.lock();
+  Note("written back", k, {}, st.ok() ? "ok" : st.message());
   // Clean whatever the answer: the kernel forgets the bytes of a failed
   // write-back (and the daemon drops the page soon after).
   auto it = pages_.find(k);
@@ -62,11 +100,13 @@ void FakeKernel::Invalidate(uint64_t ino, uint64_t off, uint64_t len) {
   std::unique_lock<std::mutex> lock(mu_);
   const uint64_t first = off / kPageSize;
   const uint64_t end = len == 0 ? UINT64_MAX : (off + len + kPageSize - 1) / kPageSize;
+  for (uint64_t p = first; p < std::min(end, first + 16); p++) Note("invalidate", Key{ino, p});
   for (;;) {
     auto it = pages_.lower_bound(Key{ino, first});
     // The first page of the range not yet dropped (waiting for the busy ones).
     while (it != pages_.end() && it->first.first == ino && it->first.second < end &&
            it->second.state == State::kClean) {
+      Note("dropped", it->first, it->second.data);
       it = pages_.erase(it);
     }
     if (it == pages_.end() || it->first.first != ino || it->first.second >= end) return;
@@ -100,6 +140,7 @@ Status FakeKernel::Store(uint64_t ino, uint64_t off, std::string_view bytes) {
     const size_t in = at % kPageSize, n = std::min<size_t>(bytes.size() - done, kPageSize - in);
     it->second.data.replace(in, n, bytes.substr(done, n));
     it->second.state = State::kDirty;
+    Note("store", it->first, it->second.data);
     done += n;
   }
   return Status::Ok();
@@ -119,6 +160,7 @@ Status FakeKernel::Msync(uint64_t ino) {
     }
   }
   Status synced = fs_->Fsync(ino);
+  Note("fsync", Key{ino, 0}, {}, synced.ok() ? "ok" : synced.message());
   return first.ok() ? synced : first;
 }
 

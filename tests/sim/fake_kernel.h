@@ -16,8 +16,11 @@
 // Thread-safety: every method is thread-safe.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -27,9 +30,33 @@
 
 namespace cshm::sim {
 
+// What one node's kernel did to each page, the newest few thousand events,
+// kept across the node's crashes: what a failure of the simulation prints
+// for the page it is about (a trace would change the timing it depends on).
+class KernelLog {
+ public:
+  struct Event {
+    std::chrono::system_clock::time_point at;  // as the daemons' log says it
+    std::string what;    // "fault", "faulted", "store", "write-back", ...
+    uint64_t ino = 0, page = 0;
+    std::string head;    // the page's first bytes then, if it had any
+    std::string status;  // an outcome, if the event has one
+  };
+  void Add(std::string what, uint64_t ino, uint64_t page, std::string_view data = {}, std::string status = {});
+  // The events of one page, oldest first, one per line; `describe` renders a
+  // page's first bytes.
+  std::string Of(uint64_t ino, uint64_t page, const std::function<std::string(std::string_view)>& describe);
+
+ private:
+  static constexpr size_t kKeep = 20000;
+  static constexpr size_t kHead = 256;
+  std::mutex mu_;
+  std::deque<Event> events_;  // GUARDED_BY(mu_)
+};
+
 class FakeKernel {
  public:
-  explicit FakeKernel(fs::FileSystem* fs) : fs_(fs) {}
+  FakeKernel(fs::FileSystem* fs, KernelLog* log = nullptr) : fs_(fs), log_(log) {}
 
   // The notifier the node's FileSystem is given (FileSystem::SetNotifier).
   void Invalidate(uint64_t ino, uint64_t off, uint64_t len);
@@ -58,7 +85,12 @@ class FakeKernel {
   // (lock held, page dirty) Writes it back, dropping the lock meanwhile.
   Status WriteBack(std::unique_lock<std::mutex>& lock, const Key& k);
 
+  void Note(std::string what, const Key& k, std::string_view data = {}, std::string status = {}) {
+    if (log_) log_->Add(std::move(what), k.first, k.second, data, std::move(status));
+  }
+
   fs::FileSystem* const fs_;
+  KernelLog* const log_;
   std::mutex mu_;
   std::condition_variable changed_;
   std::map<Key, Page> pages_;  // GUARDED_BY(mu_)

@@ -20,6 +20,7 @@
 // CSHM_SIM_SEEDS=K runs K seeds from CSHM_SIM_FIRST (default 1).
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ringbuffer_sink.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
@@ -31,9 +32,9 @@
 #include <shared_mutex>
 #include <thread>
 
+#include "fs/cluster.h"
 #include "fs/filesystem.h"
-#include "tests/sim/fake_kernel.h"
-#include "tests/sim/sim_network.h"
+#include "tests/sim/sim_cluster.h"
 #include "tests/support/temp_dir.h"
 
 namespace cshm::sim {
@@ -42,7 +43,6 @@ namespace {
 using namespace std::chrono_literals;
 using store::kPageSize;
 
-constexpr uint32_t kNodes = 3;
 constexpr uint64_t kRecordPages = 4;
 constexpr uint64_t kSlot = 64;  // each node's slot in each record page
 
@@ -62,6 +62,19 @@ void Trace(fmt::format_string<Args...> f, Args&&... args) {
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - kStart).count();
   fprintf(stderr, "%9.2f %s\n", ms, fmt::format(f, std::forward<Args>(args)...).c_str());
 }
+
+// The daemons' newest log lines (unless tracing, when they go to stderr),
+// for the message of a failure or a hang.
+std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> daemon_log;
+void PrintDaemonLog() {
+  if (!daemon_log) return;
+  std::string lines;
+  for (const std::string& l : daemon_log->last_formatted()) lines += l;
+  fprintf(stderr, "the daemons' last log lines:\n%s", lines.c_str());
+}
+
+// What each node's worker is doing (for the message of a hang).
+std::atomic<const char*> doing[kNodes];
 
 struct Record {
   uint32_t node = 0, page = 0;
@@ -87,106 +100,6 @@ struct Ledger {
   uint64_t record_acked[kNodes][kRecordPages] = {};  // GUARDED_BY(mu)
   std::atomic<uint64_t> ops{0}, failed_ops{0};
   std::vector<std::string> problems;  // GUARDED_BY(mu): seen while the workload runs
-};
-
-class SimCluster {
- public:
-  SimCluster(uint64_t seed, const std::string& dir) : seed_(seed), dir_(dir), net_(seed) {
-    for (uint32_t i = 0; i < kNodes; i++) {
-      config_.nodes.push_back(net::NodeConfig{i, "sim", static_cast<uint16_t>(7000 + i), ""});
-      all_.insert(i);
-    }
-    config_.metadata_node = 0;
-    config_.request_timeout_ms = 300;
-    config_.heartbeat_ms = 40;
-    config_.lease_ms = 400;
-    config_.migrate.enabled = false;
-    config_.migrate.check_s = 0.1;  // the kept write-backs' and queued unlocks' retries
-  }
-  ~SimCluster() {
-    for (uint32_t i = 0; i < kNodes; i++) Down(i);
-  }
-
-  const std::set<uint32_t>& all() const { return all_; }
-  SimNetwork& net() { return net_; }
-
-  Status Up(uint32_t i) {
-    Node& n = nodes_[i];
-    std::unique_lock<std::shared_mutex> lock(n.mu);
-    fs::FileSystemOptions o;
-    o.state_dir = dir_ + "/node" + std::to_string(i);
-    o.node_id = i;
-    o.capacity_bytes = 64 << 20;
-    o.cluster = config_;
-    o.messenger = net_.Factory();
-    CSHM_ASSIGN_OR_RETURN(n.fs, fs::FileSystem::Open(o));
-    n.kernel = std::make_unique<FakeKernel>(n.fs.get());
-    FakeKernel* k = n.kernel.get();
-    n.fs->SetNotifier([k](uint64_t ino, uint64_t off, uint64_t len) { k->Invalidate(ino, off, len); });
-    n.fs->SetEntryNotifier([](uint64_t, const std::string&) {});
-    n.inos.clear();
-    return Status::Ok();
-  }
-
-  // A crash, as kill -9 would: the network first (nothing more leaves the
-  // node), then what was in its memory, its kernel's cache included.
-  void Down(uint32_t i) {
-    net_.Crash(i);
-    Node& n = nodes_[i];
-    std::unique_lock<std::shared_mutex> lock(n.mu);
-    n.fs.reset();
-    n.kernel.reset();
-  }
-  bool up(uint32_t i) {
-    std::shared_lock<std::shared_mutex> lock(nodes_[i].mu);
-    return nodes_[i].fs != nullptr;
-  }
-
-  // Runs `fn(fs, kernel, ino of name)` on node `i` if it is up.
-  template <typename F>
-  Status On(uint32_t i, const std::string& name, F fn) {
-    Node& n = nodes_[i];
-    std::shared_lock<std::shared_mutex> lock(n.mu);
-    if (!n.fs) return Unavailable("node " + std::to_string(i) + " is down");
-    uint64_t ino = 0;
-    {
-      std::lock_guard<std::mutex> l(n.inos_mu);
-      auto it = n.inos.find(name);
-      if (it != n.inos.end()) ino = it->second;
-    }
-    if (ino == 0) {
-      CSHM_ASSIGN_OR_RETURN(auto rec, n.fs->ns().Lookup(1, name, meta::Caller{0, 0, i}));
-      CSHM_RETURN_IF_ERROR(n.fs->OpenedForWrite(rec.ino));  // mapped writable from now on
-      std::lock_guard<std::mutex> l(n.inos_mu);
-      ino = n.inos[name] = rec.ino;
-    }
-    return fn(*n.fs, *n.kernel, ino);
-  }
-
-  Status Create(uint32_t creator, const std::string& name, uint64_t size) {
-    Node& n = nodes_[creator];
-    std::shared_lock<std::shared_mutex> lock(n.mu);
-    CSHM_ASSIGN_OR_RETURN(auto rec, n.fs->CreateOrOpen(1, name, S_IFREG | 0600, O_CREAT | O_RDWR,
-                                                       meta::Caller{0, 0, creator}));
-    meta::SetAttrRequest req;
-    req.size = size;
-    return n.fs->SetAttr(rec.ino, req).status();
-  }
-
- private:
-  struct Node {
-    std::shared_mutex mu;  // exclusive: starting or crashing it
-    std::unique_ptr<fs::FileSystem> fs;
-    std::unique_ptr<FakeKernel> kernel;
-    std::mutex inos_mu;
-    std::map<std::string, uint64_t> inos;
-  };
-  const uint64_t seed_;
-  const std::string dir_;
-  SimNetwork net_;
-  net::ClusterConfig config_;
-  std::set<uint32_t> all_;
-  Node nodes_[kNodes];
 };
 
 ownership::Lock CounterLock(uint32_t node, int type) {
@@ -259,8 +172,19 @@ void WriteRecord(SimCluster& c, uint32_t node, uint32_t page, uint64_t seq, Ledg
 
 // Every slot of every record page as node `node` sees it now; a failure
 // message, or empty.
+// The slots of a record page, as the kernel logs render them.
+std::string DescribeSlots(std::string_view head) {
+  std::string out;
+  for (uint32_t w = 0; w < kNodes && (w + 1) * kSlot <= head.size(); w++) {
+    Record r = Record::Decode(head.substr(w * kSlot, sizeof(Record)));
+    out += (w ? " " : "") + std::to_string(w) + ":" + (r.valid() ? std::to_string(r.seq) : std::string("torn"));
+  }
+  return out;
+}
+
 std::string CheckRecords(SimCluster& c, uint32_t node, Ledger& ledger, bool final_check) {
   std::string problem;
+  uint32_t bad_page = 0;
   Status st = c.On(node, "records", [&](fs::FileSystem&, FakeKernel& k, uint64_t ino) -> Status {
     for (uint32_t p = 0; p < kRecordPages; p++) {
       CSHM_ASSIGN_OR_RETURN(std::string page, k.Load(ino, p * kPageSize, kPageSize));
@@ -277,6 +201,7 @@ std::string CheckRecords(SimCluster& c, uint32_t node, Ledger& ledger, bool fina
             std::lock_guard<std::mutex> lock(ledger.mu);
             acked = ledger.record_acked[w][p];
           }
+          bad_page = p;
           problem = "node " + std::to_string(node) + " sees a torn or misplaced record in node " + std::to_string(w) +
                     "'s slot of page " + std::to_string(p) + (final_check ? " (final check)" : " (while running)") +
                     ": node " + std::to_string(r.node) + " page " + std::to_string(r.page) + " seq " +
@@ -286,6 +211,7 @@ std::string CheckRecords(SimCluster& c, uint32_t node, Ledger& ledger, bool fina
         if (!final_check) continue;
         std::lock_guard<std::mutex> lock(ledger.mu);
         if (r.seq < ledger.record_acked[w][p]) {
+          bad_page = p;
           problem = "node " + std::to_string(node) + " sees record " + std::to_string(r.seq) + " in node " +
                     std::to_string(w) + "'s slot of page " + std::to_string(p) + ", but record " +
                     std::to_string(ledger.record_acked[w][p]) + " was acknowledged: an acknowledged write is lost";
@@ -296,6 +222,9 @@ std::string CheckRecords(SimCluster& c, uint32_t node, Ledger& ledger, bool fina
     return Status::Ok();
   });
   if (!st.ok() && problem.empty() && final_check) problem = "node " + std::to_string(node) + " cannot read the records: " + st.message();
+  if (!problem.empty() && problem.find("cannot read") == std::string::npos)
+    problem += "\npage " + std::to_string(bad_page) + " as each node knows it, and its kernel's events:\n" +
+               c.Explain("records", bad_page, DescribeSlots);
   return problem;
 }
 
@@ -310,6 +239,11 @@ void RunSeed(uint64_t seed) {
   std::thread watchdog([&] {
     std::unique_lock<std::mutex> lock(watch_mu);
     if (watch_cv.wait_for(lock, 120s, [&] { return finished; })) return;
+    PrintDaemonLog();
+    for (uint32_t i = 0; i < kNodes; i++) {
+      const char* what = doing[i].load();
+      fprintf(stderr, "node %u's worker: %s\n", i, what ? what : "-");
+    }
     fprintf(stderr, "sim seed %llu did not finish within 120 s (a hang); replay: CSHM_SIM_SEED=%llu build/bin/sim_test\n",
             static_cast<unsigned long long>(seed), static_cast<unsigned long long>(seed));
     std::abort();
@@ -349,17 +283,21 @@ void RunSeed(uint64_t seed) {
         const uint64_t failed = ledger.failed_ops.load();
         const uint64_t pick = rng() % 9;
         if (pick < 3) {
+          doing[node] = "an increment";
           Increment(c, node, std::chrono::milliseconds(rng() % 16 == 0 ? rng() % 600 : 0), ledger);
         } else if (pick < 6) {
           const auto page = static_cast<uint32_t>(rng() % kRecordPages);
+          doing[node] = "a record write";
           WriteRecord(c, node, page, ++seq[page], ledger);
         } else if (pick < 7) {
+          doing[node] = "a check of the records";
           std::string p = CheckRecords(c, node, ledger, /*final_check=*/false);
           if (!p.empty()) {
             std::lock_guard<std::mutex> lock(problems_mu);
             problems.push_back(p);
           }
         } else if (pick < 8 || rng() % 8 != 0) {
+          doing[node] = "a kernel write-back";
           (void)c.On(node, "records", [&](fs::FileSystem&, FakeKernel& k, uint64_t ino) {
             k.WriteBackSome(ino, rng() % kRecordPages);
             return Status::Ok();
@@ -368,6 +306,7 @@ void RunSeed(uint64_t seed) {
           // A move of a file to another owner (user.cshm.owner), under the workload.
           const char* name = rng() % 2 ? "records" : "counter";
           const auto target = static_cast<uint32_t>(rng() % kNodes);
+          doing[node] = "a move";
           Status moved = c.On(node, name, [&](fs::FileSystem& fs, FakeKernel&, uint64_t ino) {
             return fs.SetXattr(ino, "user.cshm.owner", std::to_string(target), 0);
           });
@@ -420,6 +359,7 @@ void RunSeed(uint64_t seed) {
   for (uint32_t node : crashed) ASSERT_TRUE(c.Up(node).ok()) << "restart of node " << node;
   stop = true;
   for (auto& w : workers) w.join();
+  for (auto& d : doing) d = "the settling and the final checks";
 
   // Settled: every node's dirty pages released, then each node's own view.
   const auto settle = std::chrono::steady_clock::now() + 10s;
@@ -483,11 +423,21 @@ std::vector<uint64_t> Seeds() {
 }
 
 TEST(SimClusterTest, acknowledged_writes_and_lock_exclusion_survive_partitions_loss_and_crashes) {
-  spdlog::set_level(kTrace ? spdlog::level::info : spdlog::level::off);
+  // The daemons' log: to stderr when tracing, else its newest lines are kept
+  // for a failure's message.
+  if (!kTrace) {
+    daemon_log = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(3000);
+    spdlog::set_default_logger(std::make_shared<spdlog::logger>("sim", daemon_log));
+  }
+  spdlog::set_pattern("%H:%M:%S.%f [%n] %l: %v", spdlog::pattern_time_type::utc);
+  spdlog::set_level(spdlog::level::info);
   setvbuf(stdout, nullptr, _IOLBF, 0);  // a seed's line as it ends
   for (uint64_t seed : Seeds()) {
     RunSeed(seed);
-    if (::testing::Test::HasFailure()) break;  // the first failing seed is the one to replay
+    if (::testing::Test::HasFailure()) {
+      PrintDaemonLog();
+      break;  // the first failing seed is the one to replay
+    }
   }
 }
 

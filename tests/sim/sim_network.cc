@@ -427,6 +427,17 @@ void SimNetwork::Crash(uint32_t node) {
   n->Stop(/*join=*/false);  // its threads go on in this process, but nothing they send leaves
 }
 
+std::vector<net::PeerState> SimNetwork::PeersOf(uint32_t node) {
+  std::shared_ptr<SimNode> n;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = nodes_.find(node);
+    if (it == nodes_.end()) return {};
+    n = it->second;
+  }
+  return n->Peers();
+}
+
 void SimNetwork::Register(std::shared_ptr<SimNode> n) {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -491,11 +502,15 @@ bool SimNetwork::Connect(uint32_t a, uint32_t b, std::vector<std::function<void(
   const auto key = std::minmax(a, b);
   auto it = connections_.find({key.first, key.second});
   const uint64_t inc_low = nodes_[key.first]->incarnation(), inc_high = nodes_[key.second]->incarnation();
+  // A cut link carries nothing, also on a connection that was up before the
+  // cut (which closes only once it has been silent for a lease, as TCP's
+  // does across a partition).
+  const bool cut = Link(a, b).cut || Link(b, a).cut;
   if (it != connections_.end()) {
-    if (it->second.incarnation[0] == inc_low && it->second.incarnation[1] == inc_high) return true;
+    if (it->second.incarnation[0] == inc_low && it->second.incarnation[1] == inc_high) return !cut;
     connections_.erase(it);  // a restarted end: that connection died with it
   }
-  if (Link(a, b).cut || Link(b, a).cut) return false;
+  if (cut) return false;
   Connection c;
   c.incarnation[0] = inc_low;
   c.incarnation[1] = inc_high;

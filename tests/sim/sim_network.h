@@ -73,6 +73,10 @@ class SimNetwork {
   // node starts a fresh one (a restart).
   void Crash(uint32_t node);
 
+  // What the running node `node` knows of its peers (empty if it is down):
+  // for scenarios that wait for a lease to run out.
+  std::vector<net::PeerState> PeersOf(uint32_t node);
+
   // The network's own random numbers, from the seed.
   uint64_t Random();
 

@@ -3,6 +3,7 @@
 #include "common/log.h"
 
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ringbuffer_sink.h>
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
@@ -31,6 +32,30 @@ TEST(LogTest, TheLogFileRotatesBySizeAndKeepsAFewOlderOnes) {
   EXPECT_LE(total, 3u * (64u << 10));
   EXPECT_TRUE(std::filesystem::exists(dir / "cshmfs.1.log"));  // spdlog keeps the extension
   spdlog::set_default_logger(std::make_shared<spdlog::logger>("null"));
+}
+
+// A NamedLog made before the daemon sets up its log (the cluster part is made
+// before InitLogging) still writes where the log goes now, at its level.
+// Seen: a clone made at construction wrote to the start-up logger for ever.
+TEST(LogTest, ANamedLogFollowsTheDefaultLoggerItWasNotMadeWith) {
+  auto old = spdlog::default_logger();
+  NamedLog log("node 7");
+  auto first = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(10);
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>("a", first));
+  spdlog::default_logger()->set_pattern("[%n] %v");
+  log->info("one");
+  auto second = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(10);
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>("b", second));
+  spdlog::default_logger()->set_pattern("[%n] %v");
+  spdlog::set_level(spdlog::level::warn);
+  log->info("two");  // below the level now
+  log->warn("three");
+  spdlog::set_default_logger(old);
+  spdlog::set_level(spdlog::level::info);
+  ASSERT_EQ(first->last_formatted().size(), 1u);
+  EXPECT_NE(first->last_formatted()[0].find("[node 7] one"), std::string::npos);
+  ASSERT_EQ(second->last_formatted().size(), 1u);
+  EXPECT_NE(second->last_formatted()[0].find("[node 7] three"), std::string::npos);
 }
 
 TEST(LogTest, ARateLimitLetsOneThroughPerIntervalAndCountsTheRest) {

@@ -130,6 +130,15 @@ TEST(WriteBackRequestTest, ALateWriteBackCarriesItsExpectationsAndANormalOneNone
   std::string bad = normal.Encode();
   bad.replace(bad.size() - 4, 4, std::string("\x01\0\0\0", 4));
   EXPECT_FALSE(WriteBackRequest::Decode(bad + std::string(16, '\0')).ok());
+  // Whether the writer keeps its copy travels too; an unknown flag is malformed.
+  normal.keeps_copy = true;
+  back = WriteBackRequest::Decode(normal.Encode());
+  ASSERT_TRUE(back.ok());
+  EXPECT_TRUE(back->keeps_copy);
+  EXPECT_FALSE(back->late);
+  bad = normal.Encode();
+  bad[bad.size() - 5] = 4;
+  EXPECT_FALSE(WriteBackRequest::Decode(bad).ok());
   WriteBackReply r{100, true, 3};
   auto rb = WriteBackReply::Decode(r.Encode());
   ASSERT_TRUE(rb.ok());

@@ -211,6 +211,41 @@ TEST_F(OwnedSegmentsTest, ADroppedNodeIsNeverInvalidated) {
   EXPECT_TRUE(out->invalidate.empty());
 }
 
+
+// A write-back whose writer keeps its copy (WriteBackRequest::keeps_copy)
+// but is not in the page's copyset any more (its copy was counted gone)
+// drops that copy: it may miss bytes others wrote. Counted, it would stay.
+// One the writer is counted in, or a write(2), keeps the writer's copy.
+TEST_F(OwnedSegmentsTest, AnUncountedCopyThatIsWrittenBackIsDropped) {
+  ASSERT_TRUE(owned_->Apply(7, 0, {WriteRun{0, std::string(2 * kPageSize, '.')}}).ok());
+  Fetch(1, 0, 2 * kPageSize);
+  owned_->DropNode(1);  // node 1's copies counted gone; its kernel still holds them
+  auto out = owned_->Apply(7, 1, {WriteRun{3, "x"}}, true, nullptr, /*writer_keeps=*/true);
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ(out->invalidate.at(1), (std::vector<Range>{Range{0, kPageSize}}));
+  EXPECT_EQ(owned_->CopysetOf(7, 0), 0u);  // node 0 dropped it too, as for any write
+  EXPECT_EQ(Fetch(2, 0, 4), "...x");       // the bytes landed
+  // Node 2 is counted now: its write-back keeps its copy.
+  out = owned_->Apply(7, 2, {WriteRun{4, "y"}}, true, nullptr, /*writer_keeps=*/true);
+  ASSERT_TRUE(out.ok());
+  EXPECT_FALSE(out->invalidate.contains(2));
+  EXPECT_EQ(owned_->CopysetOf(7, 0), 0b100u);
+  // A write(2) (writer_keeps false) of page 1 by uncounted node 1 enters it.
+  out = owned_->Apply(7, 1, {WriteRun{kPageSize, "z"}});
+  ASSERT_TRUE(out.ok());
+  EXPECT_FALSE(out->invalidate.contains(1));
+  EXPECT_EQ(owned_->CopysetOf(7, 1), 0b010u);
+}
+
+// The pages a node's copies are not counted on, as ranges (the last open).
+TEST_F(OwnedSegmentsTest, PagesNotCachedByANodeAreTheRangesItsBitIsClearIn) {
+  ASSERT_TRUE(owned_->Apply(7, 0, {WriteRun{0, std::string(4 * kPageSize, '.')}}).ok());
+  Fetch(1, kPageSize, 2 * kPageSize);  // pages 1 and 2
+  EXPECT_EQ(owned_->PagesNotCachedBy(7, 1), (std::vector<Range>{Range{0, kPageSize}, Range{3 * kPageSize, 0}}));
+  EXPECT_EQ(owned_->PagesNotCachedBy(7, 0), (std::vector<Range>{Range{4 * kPageSize, 0}}));
+  EXPECT_EQ(owned_->PagesNotCachedBy(7, 2), (std::vector<Range>{Range{0, 0}}));
+  EXPECT_EQ(owned_->PagesNotCachedBy(99, 0), (std::vector<Range>{Range{0, 0}}));  // not served here
+}
 // Requests for segments owned elsewhere leave forwarding entries. Seen
 // before: one for every segment ever asked about, for ever. They are bounded,
 // and a dropped one answers kMoved again (the metadata node names the owner).

@@ -1,0 +1,158 @@
+// SimCluster: the nodes of a simulated cluster (the real core, each node's
+// fs::FileSystem with its Cluster, page store and twins) in this process,
+// on one SimNetwork, each under a FakeKernel page cache; the simulation's
+// workload and its scripted scenarios drive them (STYLE.md, "Simulate the
+// cluster"; docs/testing.md).
+//
+// Thread-safety: every method is thread-safe; a node's Up and Down wait for
+// the calls running on it (On) to end.
+#pragma once
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+
+#include "fs/cluster.h"
+#include "fs/filesystem.h"
+#include "tests/sim/fake_kernel.h"
+#include "tests/sim/sim_network.h"
+
+namespace cshm::sim {
+
+constexpr uint32_t kNodes = 3;
+
+class SimCluster {
+ public:
+  SimCluster(uint64_t seed, const std::string& dir) : dir_(dir), net_(seed) {
+    for (uint32_t i = 0; i < kNodes; i++) {
+      config_.nodes.push_back(net::NodeConfig{i, "sim", static_cast<uint16_t>(7000 + i), ""});
+      all_.insert(i);
+    }
+    config_.metadata_node = 0;
+    config_.request_timeout_ms = 300;
+    config_.heartbeat_ms = 40;
+    config_.lease_ms = 400;
+    config_.migrate.enabled = false;
+    config_.migrate.check_s = 0.1;  // the kept write-backs' and queued unlocks' retries
+  }
+  ~SimCluster() {
+    for (uint32_t i = 0; i < kNodes; i++) Down(i);
+  }
+
+  const std::set<uint32_t>& all() const { return all_; }
+  SimNetwork& net() { return net_; }
+  // The nodes' configuration, which Up() gives the next start of each.
+  net::ClusterConfig& config() { return config_; }
+
+  Status Up(uint32_t i) {
+    Node& n = nodes_[i];
+    std::unique_lock<std::shared_mutex> lock(n.mu);
+    fs::FileSystemOptions o;
+    o.state_dir = dir_ + "/node" + std::to_string(i);
+    o.node_id = i;
+    o.capacity_bytes = 64 << 20;
+    o.cluster = config_;
+    o.messenger = net_.Factory();
+    CSHM_ASSIGN_OR_RETURN(n.fs, fs::FileSystem::Open(o));
+    n.kernel = std::make_unique<FakeKernel>(n.fs.get(), &n.log);
+    FakeKernel* k = n.kernel.get();
+    n.fs->SetNotifier([k](uint64_t ino, uint64_t off, uint64_t len) { k->Invalidate(ino, off, len); });
+    n.fs->SetEntryNotifier([](uint64_t, const std::string&) {});
+    n.inos.clear();
+    return Status::Ok();
+  }
+
+  // A crash, as kill -9 would: the network first (nothing more leaves the
+  // node), then what was in its memory, its kernel's cache included.
+  void Down(uint32_t i) {
+    net_.Crash(i);
+    Node& n = nodes_[i];
+    std::unique_lock<std::shared_mutex> lock(n.mu);
+    n.fs.reset();
+    n.kernel.reset();
+  }
+  bool up(uint32_t i) {
+    std::shared_lock<std::shared_mutex> lock(nodes_[i].mu);
+    return nodes_[i].fs != nullptr;
+  }
+
+  // Runs `fn(fs, kernel, ino of name)` on node `i` if it is up.
+  template <typename F>
+  Status On(uint32_t i, const std::string& name, F fn) {
+    Node& n = nodes_[i];
+    std::shared_lock<std::shared_mutex> lock(n.mu);
+    if (!n.fs) return Unavailable("node " + std::to_string(i) + " is down");
+    uint64_t ino = 0;
+    {
+      std::lock_guard<std::mutex> l(n.inos_mu);
+      auto it = n.inos.find(name);
+      if (it != n.inos.end()) ino = it->second;
+    }
+    if (ino == 0) {
+      CSHM_ASSIGN_OR_RETURN(auto rec, n.fs->ns().Lookup(1, name, meta::Caller{0, 0, i}));
+      CSHM_RETURN_IF_ERROR(n.fs->OpenedForWrite(rec.ino));  // mapped writable from now on
+      std::lock_guard<std::mutex> l(n.inos_mu);
+      ino = n.inos[name] = rec.ino;
+    }
+    return fn(*n.fs, *n.kernel, ino);
+  }
+
+  // What every node knows of page `page` of `name` and what each one's
+  // kernel did with it: for the message of a failure about that page.
+  std::string Explain(const std::string& name, uint64_t page,
+                      const std::function<std::string(std::string_view)>& describe) {
+    std::string out;
+    for (uint32_t i = 0; i < kNodes; i++) {
+      Node& n = nodes_[i];
+      uint64_t ino = 0;
+      {
+        std::lock_guard<std::mutex> l(n.inos_mu);
+        auto it = n.inos.find(name);
+        if (it != n.inos.end()) ino = it->second;
+      }
+      {
+        std::shared_lock<std::shared_mutex> lock(n.mu);
+        out += n.fs && n.fs->cluster() && ino != 0 ? n.fs->cluster()->DescribePage(ino, page)
+                                                   : "node " + std::to_string(i) + ": down or never opened it";
+      }
+      out += "\n" + n.log.Of(ino, page, describe);
+    }
+    return out;
+  }
+
+  Status Create(uint32_t creator, const std::string& name, uint64_t size) {
+    Node& n = nodes_[creator];
+    std::shared_lock<std::shared_mutex> lock(n.mu);
+    CSHM_ASSIGN_OR_RETURN(auto rec, n.fs->CreateOrOpen(1, name, S_IFREG | 0600, O_CREAT | O_RDWR,
+                                                       meta::Caller{0, 0, creator}));
+    meta::SetAttrRequest req;
+    req.size = size;
+    return n.fs->SetAttr(rec.ino, req).status();
+  }
+
+ private:
+  struct Node {
+    std::shared_mutex mu;  // exclusive: starting or crashing it
+    std::unique_ptr<fs::FileSystem> fs;
+    std::unique_ptr<FakeKernel> kernel;
+    KernelLog log;  // kept across crashes
+    std::mutex inos_mu;
+    std::map<std::string, uint64_t> inos;
+  };
+  const std::string dir_;
+  SimNetwork net_;
+  net::ClusterConfig config_;
+  std::set<uint32_t> all_;
+  Node nodes_[kNodes];
+};
+
+}  // namespace cshm::sim
