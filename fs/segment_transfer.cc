@@ -316,6 +316,24 @@ Status SegmentTransfer::CheckStaged(const MoveRef& ref) {
 
 Status SegmentTransfer::Install(const MigrateInstall& m) {
   CSHM_RETURN_IF_ERROR(CheckStaged(MoveRef{m.ino, m.move_id}));
+  // Every node the copysets name must be one this node could tell to drop
+  // its copy, or count it gone by the lease rule: one that holds a lease
+  // with this node now gives its copies up when that lease runs out. A node
+  // this one cannot reach (or has never heard from: it restarted) may hold
+  // its copy with no lease here at all; counted gone after the move, it
+  // would read that copy, stale, for as long as the two stay apart (found by
+  // the simulated cluster, seed 1544). The move is refused; the old owner,
+  // which granted those copies, keeps serving.
+  uint64_t sharers = 0;
+  for (uint64_t c : m.snapshot.copyset) sharers |= c;
+  for (uint32_t n = 0; sharers >> n != 0; n++) {
+    if (n == env_.self || !((sharers >> n) & 1)) continue;
+    net::Messenger* net = env_.net();
+    if (net->Forgotten(n) || !net->LeaseHeld(n))
+      return Unavailable("node " + std::to_string(n) + " caches pages of inode " + std::to_string(m.ino) +
+                         " and node " + std::to_string(env_.self) +
+                         " holds no lease with it: the move waits until it does (or the old owner forgets it)");
+  }
   CSHM_ASSIGN_OR_RETURN(auto seg, env_.pages->Get(m.ino));
   {
     std::lock_guard<std::mutex> lock(seg->mu());

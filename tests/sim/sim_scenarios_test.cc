@@ -60,42 +60,43 @@ bool LeaseHeld(SimCluster& c, uint32_t node, uint32_t peer) {
   return false;
 }
 
+bool Forgotten(SimCluster& c, uint32_t node, uint32_t peer) {
+  for (const net::PeerState& p : c.net().PeersOf(node))
+    if (p.node == peer) return p.forgotten;
+  return false;
+}
+
 class StaleCopyTest : public ::testing::Test {
  protected:
   void SetUp() override {
     spdlog::set_level(spdlog::level::off);
+    // Long enough for the steps below: no lease runs out while they run.
+    c_.config().lease_ms = 3000;
     for (uint32_t i = 0; i < kNodes; i++) ASSERT_TRUE(c_.Up(i).ok()) << "node " << i;
-    ASSERT_TRUE(c_.Create(0, "f", kPageSize).ok());  // served by node 0
+    ASSERT_TRUE(c_.Create(2, "f", kPageSize).ok());  // served by node 2
   }
 
   // Node 1 ends up serving "f" while its kernel holds a copy of page 0 made
   // before node 0's acknowledged store of "fresh" there, a copy that no
-  // copyset counts: node 2, restarted and never able to reach node 1, was
-  // serving the file when that store came and counted node 1's copy gone
-  // (seed 1544 of sim_cluster_test did this among its other faults).
+  // copyset counts: node 2, which granted it, restarted (its copysets went
+  // with its memory) while node 1 could not hear of it, and the file moved
+  // on to node 1 (seed 1544 of sim_cluster_test did this among its faults).
   void MakeUncountedCopy() {
-    // Node 1 and node 2 cannot reach each other; node 2 restarts, so it
-    // has never heard from node 1.
     ASSERT_TRUE(WaitFor([&] { return LeaseHeld(c_, 1, 2) && LeaseHeld(c_, 2, 1); })) << "no leases to begin with";
-    c_.net().Partition({1}, {1, 2});
-    ASSERT_TRUE(WaitFor([&] { return !LeaseHeld(c_, 1, 2); })) << "node 1's lease with node 2 never ran out";
-    c_.Down(2);
-    ASSERT_TRUE(c_.Up(2).ok());
-    // Node 1's kernel gets page 0 from node 0.
     auto before = Load(c_, 1, 0, 5);
     ASSERT_TRUE(before.ok()) << before.status().message();
     ASSERT_EQ(*before, std::string(5, '\0'));
-    // The file moves to node 2, with node 1 in page 0's copyset; node 0's
-    // store there makes node 2 drop node 1 from it: it cannot reach node 1
-    // and has never heard from it.
-    ASSERT_TRUE(Move(c_, 0, 2).ok());
+    c_.net().Partition({1}, {1, 2});
+    c_.Down(2);
+    ASSERT_TRUE(c_.Up(2).ok());
+    ASSERT_TRUE(WaitFor([&] { return LeaseHeld(c_, 0, 2) && LeaseHeld(c_, 2, 0); })) << "node 2 did not come back";
     Status stored = StoreAndSync(c_, 0, 0, "fresh");
     ASSERT_TRUE(stored.ok()) << stored.message();
-    // Then on to node 1 (through node 0, which both can reach).
     Status moved = Move(c_, 0, 0);
     ASSERT_TRUE(moved.ok()) << moved.message();
     moved = Move(c_, 0, 1);
     ASSERT_TRUE(moved.ok()) << moved.message();
+    ASSERT_TRUE(LeaseHeld(c_, 1, 2)) << "node 1 gave its copies up meanwhile: the scenario did not happen";
   }
 
   cshm::testing::TempDir dir_;
@@ -128,6 +129,33 @@ TEST_F(StaleCopyTest, a_copy_counted_as_gone_goes_when_its_node_hears_of_the_res
     if (got.ok()) last = *got;
     return got.ok() && *got == "fresh";
   })) << "node 1 still reads its old copy (\"" << last << "\") after the acknowledged store and the heal";
+}
+
+// A segment does not move to a node that holds no lease with a node caching
+// its pages: counted gone there by the lease rule, that copy would not be
+// gone (it was granted by the old owner, and its node gives up its copies
+// only when a lease of its own runs out). Seen (seed 1544): node 2, cut off
+// from node 1, took the file with node 1 in its copysets and counted node
+// 1's copy gone at the next write; node 1 read its stale copy meanwhile.
+TEST(MoveTest, a_segment_does_not_move_to_a_node_that_cannot_reach_one_of_its_sharers) {
+  spdlog::set_level(spdlog::level::off);
+  cshm::testing::TempDir dir;
+  SimCluster c(1, dir.path());
+  for (uint32_t i = 0; i < kNodes; i++) ASSERT_TRUE(c.Up(i).ok()) << "node " << i;
+  ASSERT_TRUE(c.Create(0, "f", kPageSize).ok());  // served by node 0
+  ASSERT_TRUE(WaitFor([&] { return LeaseHeld(c, 1, 2) && LeaseHeld(c, 2, 1); })) << "no leases to begin with";
+  c.net().Partition({1}, {1, 2});
+  // Node 1 has given up what node 2 granted, and node 2 has forgotten it...
+  ASSERT_TRUE(WaitFor([&] { return !LeaseHeld(c, 1, 2) && Forgotten(c, 2, 1); }));
+  // ... when node 1 caches page 0, from node 0.
+  auto before = Load(c, 1, 0, 5);
+  ASSERT_TRUE(before.ok()) << before.status().message();
+  EXPECT_FALSE(Move(c, 0, 2).ok()) << "the file moved to a node that cannot reach one of its sharers";
+  Status stored = StoreAndSync(c, 0, 0, "fresh");
+  ASSERT_TRUE(stored.ok()) << stored.message();
+  auto got = Load(c, 1, 0, 5);
+  ASSERT_TRUE(got.ok()) << got.status().message();
+  EXPECT_EQ(*got, "fresh") << "node 1 reads its old copy after the acknowledged store";
 }
 
 // A write-back kept while its owner was down lands before this node fetches
