@@ -24,13 +24,22 @@
 //                              start, each under an fcntl write lock: ops
 //   migrate FILE NODE          moves FILE's segment to NODE (user.cshm.owner): ms
 //   reread FILE ROUNDS         re-reads FILE ROUNDS times, cache dropped each time: gbs
+//   pwrite FILE BS COUNT       COUNT pwrite(2)s of BS bytes, one after the other,
+//                              into a new FILE, then fsync: us (median per call),
+//                              gbs (the calls' bytes over their time), fsync_ms
+//   shm KEY N                  shmget(KEY, 0, 0) + shmat + shmdt of an existing
+//                              SysV segment N times (made first if absent, 4 KiB;
+//                              under the shim, a cluster segment): us (median)
+//   shm-rm KEY                 removes that segment (IPC_RMID)
 #include <arpa/inet.h>
 #include <pthread.h>
 #include <sched.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/ipc.h>
 #include <sys/mman.h>
+#include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
@@ -413,6 +422,48 @@ void Reread(const std::string& path, size_t rounds) {
   printf("{\"gbs\": %.3f}\n", size * static_cast<double>(rounds) / s / 1e9);
 }
 
+void Pwrite(const std::string& path, size_t bs, size_t count) {
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600);
+  if (fd < 0) Die(path);
+  std::string buf(bs, 'w');
+  std::vector<double> each;
+  each.reserve(count);
+  const auto t0 = Clock::now();
+  for (size_t i = 0; i < count; i++) {
+    const auto a = Clock::now();
+    if (pwrite(fd, buf.data(), bs, static_cast<off_t>(i * bs)) != static_cast<ssize_t>(bs)) Die("pwrite " + path);
+    each.push_back(Us(a, Clock::now()));
+  }
+  const auto t1 = Clock::now();
+  if (fsync(fd) != 0) Die("fsync " + path);
+  const auto t2 = Clock::now();
+  close(fd);
+  printf("{\"us\": %.3f, \"gbs\": %.4f, \"fsync_ms\": %.3f}\n", Median(each),
+         static_cast<double>(bs * count) / (Us(t0, t1) / 1e6) / 1e9, Us(t1, t2) / 1e3);
+}
+
+void Shm(key_t key, size_t n) {
+  if (shmget(key, kPage, IPC_CREAT | 0600) < 0) Die("shmget IPC_CREAT");
+  std::vector<double> each;
+  each.reserve(n);
+  for (size_t i = 0; i < n; i++) {
+    const auto a = Clock::now();
+    int id = shmget(key, 0, 0);
+    if (id < 0) Die("shmget");
+    void* p = shmat(id, nullptr, 0);
+    if (p == reinterpret_cast<void*>(-1)) Die("shmat");
+    if (shmdt(p) != 0) Die("shmdt");
+    each.push_back(Us(a, Clock::now()));
+  }
+  printf("{\"us\": %.3f}\n", Median(each));
+}
+
+void ShmRm(key_t key) {
+  int id = shmget(key, 0, 0);
+  if (id < 0 || shmctl(id, IPC_RMID, nullptr) != 0) Die("shm-rm");
+  printf("{}\n");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -448,6 +499,12 @@ int main(int argc, char** argv) {
     need(2), Migrate(argv[2], argv[3]);
   } else if (c == "reread") {
     need(2), Reread(argv[2], Number(argv[3]));
+  } else if (c == "pwrite") {
+    need(3), Pwrite(argv[2], Number(argv[3]), Number(argv[4]));
+  } else if (c == "shm") {
+    need(2), Shm(static_cast<key_t>(Number(argv[2])), Number(argv[3]));
+  } else if (c == "shm-rm") {
+    need(1), ShmRm(static_cast<key_t>(Number(argv[2])));
   } else {
     Usage();
   }

@@ -138,8 +138,9 @@ class Runner:
     def argv(self, *args):
         return [self.exe] + [str(a) for a in args]
 
-    def run(self, *args, timeout=300):
-        p = subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=timeout)
+    def run(self, *args, timeout=300, env=None):
+        p = subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=timeout,
+                           env=None if env is None else dict(os.environ, **env))
         if p.returncode != 0:
             raise BenchError("cshm_bench %s failed: %s" % (" ".join(map(str, args)), p.stderr.strip()))
         return json.loads(p.stdout.strip().splitlines()[-1])
@@ -163,6 +164,50 @@ class Runner:
                     p.kill()
                     p.wait()
         return out
+
+
+def fio_mibs(target, sizes, filename=None):
+    """fio's mmap random read/write of 4 KiB blocks, as a user would run it
+    (fio's default preallocation): read + write MiB/s. `target` is the
+    directory fio makes its file in, or with `filename` the file itself."""
+    where = ["--filename=" + filename] if filename else ["--directory=" + target]
+    cmd = ["fio", "--name=bench", "--ioengine=mmap", "--rw=randrw", "--bs=4k", "--size=%dm" % sizes["fio_mib"],
+           "--runtime=%d" % sizes["client_s"], "--time_based", "--unlink=%d" % (0 if filename else 1),
+           "--output-format=json"] + where
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=sizes["client_s"] * 10 + 120)
+    if p.returncode != 0:
+        raise BenchError("%s failed: %s" % (" ".join(cmd), (p.stderr or p.stdout).strip()[-400:]))
+    job = json.loads(p.stdout[p.stdout.index("{"):])["jobs"][0]
+    if job["error"] != 0:
+        raise BenchError("fio on %s: error %d" % (target, job["error"]))
+    return (job["read"]["bw"] + job["write"]["bw"]) / 1024
+
+
+def stress_ng_ops(target, sizes):
+    """stress-ng's file-backed mmap stressor in directory `target`: bogo ops/s
+    (real time), from its --metrics-brief table."""
+    cmd = ["stress-ng", "--mmap", "2", "--mmap-file", "--mmap-bytes", "%dM" % sizes["stress_mib"],
+           "-t", str(sizes["client_s"]), "--temp-path", target, "--metrics-brief"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=sizes["client_s"] * 10 + 120)
+    if p.returncode != 0:
+        raise BenchError("%s failed: %s" % (" ".join(cmd), (p.stderr or p.stdout).strip()[-400:]))
+    for line in (p.stdout + p.stderr).splitlines():
+        f = line.split()
+        if len(f) >= 9 and f[3] == "mmap" and f[4].isdigit():
+            return float(f[8])
+    raise BenchError("stress-ng printed no mmap metrics: %s" % (p.stdout + p.stderr).strip()[-400:])
+
+
+def dd_s(path, mib):
+    """dd bs=4k of `mib` MiB into a new file, fsynced (conv=fsync): seconds."""
+    t0 = time.monotonic()
+    p = subprocess.run(["dd", "if=/dev/zero", "of=" + path, "bs=4k", "count=%d" % (mib * 256), "conv=fsync",
+                        "status=none"], capture_output=True, text=True, timeout=600)
+    if p.returncode != 0:
+        raise BenchError("dd to %s failed: %s" % (path, p.stderr.strip()))
+    t = time.monotonic() - t0
+    os.unlink(path)
+    return t
 
 
 def aggregate(results, amount):
@@ -239,6 +284,35 @@ def one_round(r, s, sizes, samples):
         res = r.together([("read", m[i] + "/bench-data") for i in range(1, nodes)])
         add("scaling_gbs.%d" % nodes, aggregate(res, "bytes") / 1e9)
 
+    # 8. Real clients nobody here wrote, and write(2), as a user runs them:
+    #    /dev/shm, the FUSE floor, cshm on one node (node 0's own files), and
+    #    a remote node (fio on node 1 of a file node 0 serves; stress-ng and
+    #    the writes make their files on node 1, which then serves them, with
+    #    the namespace on node 0).
+    r.run("make", m[0] + "/bench-fio", sizes["fio_mib"])
+    for name, d in (("shm", s.shm), ("floor", s.floor), ("owner", m[0])):
+        add("fio_mibs." + name, fio_mibs(d, sizes))
+    add("fio_mibs.remote", fio_mibs(m[1], sizes, filename=m[1] + "/bench-fio"))
+    os.unlink(m[0] + "/bench-fio")
+    for name, d in (("shm", s.shm), ("floor", s.floor), ("owner", m[0]), ("node1", m[1])):
+        add("stress_mmap_ops." + name, stress_ng_ops(d, sizes))
+        add("dd_s." + name, dd_s(d + "/bench-dd", sizes["dd_mib"]))
+        small = r.run("pwrite", d + "/bench-pwrite", KIB4, sizes["pwrite_small"])
+        add("pwrite_4k_us." + name, small["us"])
+        big = r.run("pwrite", d + "/bench-pwrite", 1 << 20, sizes["pwrite_big"])
+        add("pwrite_1m_gbs." + name, big["gbs"])
+        os.unlink(d + "/bench-pwrite")
+    # shmget + shmat + shmdt of an existing key: native, the shim on the
+    # creating node, the shim on another node.
+    key = 0x5eed0000 + os.getpid() % 0xffff
+    shim = os.path.join(os.path.dirname(r.exe), "..", "lib", "libcshm_ipc.so")
+    add("shm_attach_us.native", r.run("shm", key, sizes["shm_ops"])["us"])
+    r.run("shm-rm", key)
+    add("shm_attach_us.shim", r.run("shm", key, sizes["shm_ops"], env={"LD_PRELOAD": shim, "CSHM_MOUNT": m[0]})["us"])
+    add("shm_attach_us.shim_remote",
+        r.run("shm", key, sizes["shm_ops"], env={"LD_PRELOAD": shim, "CSHM_MOUNT": m[1]})["us"])
+    r.run("shm-rm", key, env={"LD_PRELOAD": shim, "CSHM_MOUNT": m[0]})
+
     for f in ("/bench-data", "/bench-msync", "/bench-range", "/bench-counter", "/bench-work"):
         os.unlink(m[0] + f)
 
@@ -259,9 +333,25 @@ TARGETS = [
      lambda v: v["seq_gbs.remote"] / v["tcp_stream_gbs"], ">=", 0.5),
     ("msync_2_sharers", "msync 1 page, 2 sharers / TCP round trip",
      lambda v: v["msync_us.sharers_2"] / v["tcp_rtt_us"], "<=", 3.0),
+    ("fio_shm", "fio mmap randrw 4k, one node / /dev/shm",
+     lambda v: v["fio_mibs.owner"] / v["fio_mibs.shm"], ">=", 0.5),
+    ("fio_floor", "fio mmap randrw 4k, one node / FUSE floor",
+     lambda v: v["fio_mibs.owner"] / v["fio_mibs.floor"], ">=", 0.9),
+    ("fio_remote", "fio mmap randrw 4k, remote node / /dev/shm",
+     lambda v: v["fio_mibs.remote"] / v["fio_mibs.shm"], ">=", 0.25),
+    ("stress_mmap", "stress-ng --mmap bogo ops, one node / FUSE floor",
+     lambda v: v["stress_mmap_ops.owner"] / v["stress_mmap_ops.floor"], ">=", 0.8),
+    ("pwrite_4k", "4 KiB pwrite latency, one node / FUSE floor",
+     lambda v: v["pwrite_4k_us.owner"] / v["pwrite_4k_us.floor"], "<=", 1.5),
+    ("pwrite_1m", "1 MiB pwrite throughput, one node / FUSE floor",
+     lambda v: v["pwrite_1m_gbs.owner"] / v["pwrite_1m_gbs.floor"], ">=", 0.8),
+    ("shm_attach", "shmget+shmat+shmdt under the shim / native",
+     lambda v: v["shm_attach_us.shim"] / v["shm_attach_us.native"], "<=", 20.0),
+    ("shm_attach_remote", "the same on another node, in ms (at most 1 ms)",
+     lambda v: v["shm_attach_us.shim_remote"] / 1000, "<=", 1.0),
 ]
 
-UNITS = {"gbs": "GB/s", "us": "us", "ms": "ms", "mops": "M/s", "ops": "ops/s"}
+UNITS = {"gbs": "GB/s", "us": "us", "ms": "ms", "mops": "M/s", "ops": "ops/s", "mibs": "MiB/s", "_s": "s"}
 
 
 def unit_of(name):
@@ -343,11 +433,14 @@ def main():
             return 2
     if a.short:
         sizes = dict(data_mib=8, cached_mib=16, fault_pages=256, stream_mib=64, range_mib=4, counter_ops=100,
-                     migrate_mib=[1, 4], work_mib=4, reread_rounds=2, scaling_nodes=[2, 4], nodes=4)
+                     migrate_mib=[1, 4], work_mib=4, reread_rounds=2, scaling_nodes=[2, 4], nodes=4,
+                     fio_mib=8, stress_mib=2, client_s=1, dd_mib=4, pwrite_small=200, pwrite_big=4, shm_ops=20)
     else:
         sizes = dict(data_mib=64, cached_mib=256, fault_pages=2048, stream_mib=1024, range_mib=16,
                      counter_ops=1000, migrate_mib=[1, 16, 256], work_mib=16, reread_rounds=8,
-                     scaling_nodes=[2, 4, 8], nodes=8)
+                     scaling_nodes=[2, 4, 8], nodes=8,
+                     fio_mib=256, stress_mib=16, client_s=10, dd_mib=256, pwrite_small=5000, pwrite_big=256,
+                     shm_ops=500)
     work = tempfile.mkdtemp(prefix="cshm-bench.")
     os.chmod(work, 0o755)
     setup = Setup(build, work, sizes["nodes"], sizes["data_mib"])

@@ -9,7 +9,7 @@ packages=(
   librocksdb-dev libboost-dev libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev libssl-dev libxxhash-dev
   libgtest-dev libgmock-dev
   python3 gnuplot-nox
-  python3-sysv-ipc stress-ng
+  python3-sysv-ipc stress-ng fio
   spin clang libclang-rt-14-dev
   go-md2man lintian nlohmann-json3-dev python3-prometheus-client
 )
