@@ -392,7 +392,12 @@ std::vector<Range> OwnedSegments::PagesNotCachedBy(uint64_t ino, uint32_t node) 
     s = it->second;
   }
   std::lock_guard<std::mutex> lock(s->mu);
-  if (!s->loaded || s->moved_to >= 0) return {Range{0, 0}};
+  // Frozen: moving away (or staged here), and the target's copysets, not
+  // these, may be the ones that count: a node that has forgotten this one
+  // drops its bits there while this one still believes it serves the
+  // segment (seed 249: the old owner, frozen while the directory could not
+  // say whether the move was made, kept its kernel's copy for good).
+  if (!s->loaded || s->moved_to >= 0 || s->frozen) return {Range{0, 0}};
   std::vector<Range> out;
   const uint64_t bit = 1ull << node;
   for (uint64_t p = 0; p < s->copyset.size(); p++) {

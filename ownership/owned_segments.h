@@ -172,7 +172,8 @@ class OwnedSegments {
 
   // The pages of `ino` whose copysets here leave `node` out, as ranges (the
   // last one open to the end): where a kernel copy on `node` would be one
-  // nobody invalidates. All of it if the segment is not served here.
+  // nobody invalidates. All of it if the segment is not served here, or is
+  // frozen (a move: these copysets may not be the ones that count).
   std::vector<Range> PagesNotCachedBy(uint64_t ino, uint32_t node);
   // For tests and stats: the copyset of one page as a bit mask.
   uint64_t CopysetOf(uint64_t ino, uint64_t page);

@@ -245,6 +245,11 @@ TEST_F(OwnedSegmentsTest, PagesNotCachedByANodeAreTheRangesItsBitIsClearIn) {
   EXPECT_EQ(owned_->PagesNotCachedBy(7, 0), (std::vector<Range>{Range{4 * kPageSize, 0}}));
   EXPECT_EQ(owned_->PagesNotCachedBy(7, 2), (std::vector<Range>{Range{0, 0}}));
   EXPECT_EQ(owned_->PagesNotCachedBy(99, 0), (std::vector<Range>{Range{0, 0}}));  // not served here
+  // Frozen for a move: the target's copysets may be the ones that count.
+  ASSERT_TRUE(owned_->Freeze(7).ok());
+  EXPECT_EQ(owned_->PagesNotCachedBy(7, 1), (std::vector<Range>{Range{0, 0}}));
+  owned_->Unfreeze(7, std::nullopt);
+  EXPECT_EQ(owned_->PagesNotCachedBy(7, 0), (std::vector<Range>{Range{4 * kPageSize, 0}}));
 }
 // Requests for segments owned elsewhere leave forwarding entries. Seen
 // before: one for every segment ever asked about, for ever. They are bounded,
