@@ -52,6 +52,12 @@ class SimCluster {
   SimNetwork& net() { return net_; }
   // The nodes' configuration, which Up() gives the next start of each.
   net::ClusterConfig& config() { return config_; }
+  // Called with the node's id once its messenger is on the network, inside
+  // its Cluster::Start (which waits for it): requests may arrive meanwhile.
+  void SetStartedHook(std::function<void(uint32_t node)> hook) {
+    std::lock_guard<std::mutex> l(hook_mu_);
+    started_hook_ = std::move(hook);
+  }
 
   Status Up(uint32_t i) {
     Node& n = nodes_[i];
@@ -61,7 +67,16 @@ class SimCluster {
     o.node_id = i;
     o.capacity_bytes = 64 << 20;
     o.cluster = config_;
-    o.messenger = net_.Factory();
+    o.messenger = [this, i, start = net_.Factory()](net::MessengerOptions mo) {
+      auto m = start(std::move(mo));
+      std::function<void(uint32_t)> hook;
+      {
+        std::lock_guard<std::mutex> l(hook_mu_);
+        hook = started_hook_;
+      }
+      if (m.ok() && hook) hook(i);  // the node is on the network; its Cluster::Start has not returned
+      return m;
+    };
     CSHM_ASSIGN_OR_RETURN(n.fs, fs::FileSystem::Open(o));
     n.kernel = std::make_unique<FakeKernel>(n.fs.get(), &n.log);
     FakeKernel* k = n.kernel.get();
@@ -152,6 +167,8 @@ class SimCluster {
   SimNetwork net_;
   net::ClusterConfig config_;
   std::set<uint32_t> all_;
+  std::mutex hook_mu_;
+  std::function<void(uint32_t)> started_hook_;  // GUARDED_BY(hook_mu_)
   Node nodes_[kNodes];
 };
 

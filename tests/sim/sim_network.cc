@@ -427,6 +427,11 @@ void SimNetwork::Crash(uint32_t node) {
   n->Stop(/*join=*/false);  // its threads go on in this process, but nothing they send leaves
 }
 
+uint64_t SimNetwork::RequestsTo(uint32_t node) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return requests_to_[node];
+}
+
 std::vector<net::PeerState> SimNetwork::PeersOf(uint32_t node) {
   std::shared_ptr<SimNode> n;
   {
@@ -620,6 +625,10 @@ void SimNetwork::Deliver(Frame f) {
       return;
     case Frame::kRequest:
     case Frame::kOneWay: {
+      if (f.kind == Frame::kRequest) {
+        std::lock_guard<std::mutex> lock(mu_);
+        requests_to_[f.to]++;
+      }
       net::Request r;
       r.from = f.from;
       r.type = f.type;

@@ -76,6 +76,8 @@ class SimNetwork {
   // What the running node `node` knows of its peers (empty if it is down):
   // for scenarios that wait for a lease to run out.
   std::vector<net::PeerState> PeersOf(uint32_t node);
+  // Requests delivered to `node` so far (to any of its incarnations).
+  uint64_t RequestsTo(uint32_t node);
 
   // The network's own random numbers, from the seed.
   uint64_t Random();
@@ -127,6 +129,7 @@ class SimNetwork {
   std::mt19937_64 rng_;                               // GUARDED_BY(mu_)
   std::map<uint32_t, std::shared_ptr<SimNode>> nodes_;  // GUARDED_BY(mu_): the running ones
   std::map<std::pair<uint32_t, uint32_t>, LinkFaults> links_;        // GUARDED_BY(mu_)
+  std::map<uint32_t, uint64_t> requests_to_;                         // GUARDED_BY(mu_)
   std::map<std::pair<uint32_t, uint32_t>, Connection> connections_;  // GUARDED_BY(mu_): (low, high) ids
   std::vector<Event> events_;                         // GUARDED_BY(mu_): a heap
   uint64_t next_seq_ = 0;                             // GUARDED_BY(mu_)

@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <string>
 #include <thread>
@@ -189,6 +190,61 @@ TEST(LateWriteBackTest, a_page_fetched_after_a_kept_write_back_sees_it_and_the_n
     ASSERT_TRUE(got.ok()) << got.status().message();
     EXPECT_EQ(*got, "ABAB") << "node " << node << " sees a torn write";
   }
+}
+
+// Requests that reach a node while its Cluster::Start is still setting up
+// (its messenger is on the network, the transport not yet stored) wait for
+// it and are then served (issue 15, item 11: a restarted node crashed on a
+// null transport, serving a request that came too early).
+TEST(StartTest, requests_that_arrive_while_a_node_starts_wait_for_it_and_are_served) {
+  spdlog::set_level(spdlog::level::off);
+  cshm::testing::TempDir dir;
+  SimCluster c(1, dir.path());
+  for (uint32_t i = 0; i < kNodes; i++) ASSERT_TRUE(c.Up(i).ok()) << "node " << i;
+  ASSERT_TRUE(c.Create(1, "f", kPageSize).ok());  // served by node 1
+  ASSERT_TRUE(StoreAndSync(c, 0, 0, "one").ok());
+  c.Down(1);
+  std::mutex mu;
+  std::condition_variable cv;
+  bool starting = false, go = false;
+  c.SetStartedHook([&](uint32_t node) {
+    if (node != 1) return;
+    std::unique_lock<std::mutex> l(mu);
+    starting = true;
+    cv.notify_all();
+    cv.wait_for(l, 2s, [&] { return go; });
+  });
+  Status up;
+  std::thread restart([&] { up = c.Up(1); });
+  {
+    std::unique_lock<std::mutex> l(mu);
+    ASSERT_TRUE(cv.wait_for(l, 5s, [&] { return starting; })) << "node 1 never started";
+  }
+  // Node 0 writes to node 1 and node 2 reads from it, while node 1 starts.
+  Status stored;
+  Result<std::string> loaded = std::string();
+  const uint64_t before = c.net().RequestsTo(1);
+  std::thread writer([&] { stored = StoreAndSync(c, 0, 0, "two"); });
+  std::thread reader([&] { loaded = Load(c, 2, 0, 3); });
+  // Both have reached node 1 (their deadline is 300 ms).
+  EXPECT_TRUE(WaitFor([&] { return c.net().RequestsTo(1) >= before + 2; }, 250ms))
+      << "the requests did not reach node 1 while it started";
+  {
+    std::lock_guard<std::mutex> l(mu);
+    go = true;
+  }
+  cv.notify_all();
+  restart.join();
+  writer.join();
+  reader.join();
+  c.SetStartedHook(nullptr);
+  ASSERT_TRUE(up.ok()) << up.message();
+  EXPECT_TRUE(stored.ok()) << stored.message();
+  ASSERT_TRUE(loaded.ok()) << loaded.status().message();
+  EXPECT_TRUE(*loaded == "one" || *loaded == "two") << *loaded;
+  auto after = Load(c, 2, 0, 3);
+  ASSERT_TRUE(after.ok()) << after.status().message();
+  EXPECT_EQ(*after, "two");
 }
 
 }  // namespace
