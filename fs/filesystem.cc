@@ -248,6 +248,7 @@ Status FileSystem::Fsync(uint64_t ino) {
   // A release: the other nodes' copies of what this node wrote are gone.
   if (cluster_) return cluster_->Sync(ino);
   CSHM_RETURN_IF_ERROR(ns_->GetAttr(ino).status());
+  CSHM_RETURN_IF_ERROR(ns_->CommitWrites(ino));  // the writes' times, kept in memory until now
   return meta_store_->Sync();
 }
 
@@ -282,7 +283,7 @@ Status FileSystem::ReleaseLocks(uint64_t ino, uint64_t owner, bool flock) {
 }
 
 Status FileSystem::Flush(uint64_t ino, uint64_t lock_owner) {
-  if (!cluster_) return Status::Ok();
+  if (!cluster_) return ns_->CommitWrites(ino);  // close stores the times its writes changed
   // close() is a release (the kernel wrote the dirty pages back before FLUSH).
   Status synced = cluster_->Sync(ino);
   Status unlocked = cluster_->ReleaseLocks(ino, lock_owner, /*flock=*/false);

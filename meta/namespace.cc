@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 #include <sys/xattr.h>
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <climits>
 
@@ -101,8 +103,15 @@ Status Namespace::CommitLocked(store::MetaStore::Batch& b, std::vector<InodeReco
                                std::vector<uint64_t> deleted) {
   for (const InodeRecord& r : updated) b.PutInode(r);
   CSHM_RETURN_IF_ERROR(store_->Commit(b));
-  for (InodeRecord& r : updated) cache_[r.ino] = std::move(r);
-  for (uint64_t ino : deleted) cache_.erase(ino);
+  for (InodeRecord& r : updated) {
+    kept_.erase(r.ino);  // committed with whatever times the cache held
+    cache_[r.ino] = std::move(r);
+  }
+  for (uint64_t ino : deleted) {
+    kept_.erase(ino);
+    cache_.erase(ino);
+  }
+  if (kept_.empty()) kept_since_ = {};
   return Status::Ok();
 }
 
@@ -127,7 +136,8 @@ void Namespace::Forget(uint64_t ino, uint64_t n, const Caller& caller) {
       purge = PurgeOrphansLocked();
     } else {
       auto c = cache_.find(ino);
-      if (c != cache_.end() && !c->second.IsDir()) cache_.erase(c);  // keep dirs: cheap, hot
+      // Kept: dirs (cheap, hot), and a record whose times are not stored yet.
+      if (c != cache_.end() && !c->second.IsDir() && !kept_.contains(ino)) cache_.erase(c);
     }
   }
   (void)Purge(purge);
@@ -273,12 +283,43 @@ Result<InodeRecord> Namespace::NoteWrite(uint64_t ino, uint64_t end, bool touch_
   }
   if (touch_mtime || changed) {
     r.mtime = r.ctime = Timestamp::Now();
-    changed = true;
   }
+  if (!changed && touch_mtime) return KeepLocked(r);  // the times alone
   if (!changed) return r;
   store::MetaStore::Batch b;
   CSHM_RETURN_IF_ERROR(CommitLocked(b, {r}, {}));
   return r;
+}
+
+Result<InodeRecord> Namespace::KeepLocked(const InodeRecord& r) {
+  const auto now = std::chrono::steady_clock::now();
+  if (kept_.empty()) kept_since_ = now;
+  cache_[r.ino] = r;
+  kept_.insert(r.ino);
+  if (now - kept_since_ >= std::chrono::seconds(1)) CSHM_RETURN_IF_ERROR(CommitWritesLocked(0));
+  return r;
+}
+
+Status Namespace::CommitWrites(uint64_t ino) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return CommitWritesLocked(ino);
+}
+
+Status Namespace::CommitWritesLocked(uint64_t ino) {
+  std::vector<InodeRecord> records;
+  for (uint64_t i : kept_) {
+    if (ino != 0 && i != ino) continue;
+    auto it = cache_.find(i);
+    if (it != cache_.end()) records.push_back(it->second);
+  }
+  if (records.empty()) return Status::Ok();
+  store::MetaStore::Batch b;
+  return CommitLocked(b, std::move(records), {});  // clears their entries in kept_
+}
+
+Namespace::~Namespace() {
+  Status st = CommitWrites();
+  if (!st.ok()) spdlog::warn("the sizes and times of the last writes were not stored: {}", st.message());
 }
 
 Result<InodeRecord> Namespace::CreateLocked(uint64_t parent, std::string_view name, uint32_t mode,

@@ -30,6 +30,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "common/status.h"
@@ -67,7 +68,17 @@ class Namespace : public MetaService {
   // change; see fs::FileSystem::SetAttr). ctime is set to now.
   Result<InodeRecord> SetAttr(uint64_t ino, const SetAttrRequest& req) override;
   // Grows the size to at least `end` and sets mtime/ctime (a write or fallocate).
+  // A change of the times alone (a write inside the file) is kept in the
+  // record cache, where every reader sees it, and reaches the store with the
+  // inode's next commit, at CommitWrites (fsync and close of the file on a
+  // node of its own, unmount), before the record leaves the cache, or with
+  // the first such change a second or more after the oldest kept one: a
+  // commit per write cost an eighth of fio's mmap random writes (issue 17).
+  // A kill -9 may leave the stored times that old; sizes are stored at once.
   Result<InodeRecord> NoteWrite(uint64_t ino, uint64_t end, bool touch_mtime) override;
+  // Commits the times writes kept in the cache (of `ino` only, if not 0).
+  Status CommitWrites(uint64_t ino = 0);
+  ~Namespace();
 
   // Create ops: +1 ref on the new inode.
   Result<InodeRecord> Mknod(uint64_t parent, std::string_view name, uint32_t mode, uint64_t rdev,
@@ -139,6 +150,9 @@ class Namespace : public MetaService {
   bool DropLinkLocked(InodeRecord& victim, store::MetaStore::Batch& b, const Timestamp& now);
   Status CommitLocked(store::MetaStore::Batch& b, std::vector<InodeRecord> updated,
                       std::vector<uint64_t> deleted);
+  Status CommitWritesLocked(uint64_t ino);
+  // Keeps `r` (its times changed by a write) in the cache, uncommitted.
+  Result<InodeRecord> KeepLocked(const InodeRecord& r);
   using PurgeList = std::vector<std::pair<uint64_t, uint32_t>>;  // ino, owner
   // Deletes every orphan no node holds, if the references are settled.
   PurgeList PurgeOrphansLocked();
@@ -154,7 +168,11 @@ class Namespace : public MetaService {
 
   std::mutex mu_;
   uint64_t next_counter_ = 0;                              // GUARDED_BY(mu_)
-  std::unordered_map<uint64_t, InodeRecord> cache_;        // GUARDED_BY(mu_): write-through
+  std::unordered_map<uint64_t, InodeRecord> cache_;        // GUARDED_BY(mu_): write-through, but for
+  // the inodes in kept_, whose writes' times are kept (NoteWrite),
+  // the oldest since kept_since_.
+  std::unordered_set<uint64_t> kept_;                      // GUARDED_BY(mu_)
+  std::chrono::steady_clock::time_point kept_since_;       // GUARDED_BY(mu_)
   NodeReferences refs_;                                    // GUARDED_BY(mu_)
   struct Orphan {
     uint32_t owner;

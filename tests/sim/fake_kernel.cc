@@ -152,7 +152,12 @@ Status FakeKernel::Msync(uint64_t ino) {
     std::unique_lock<std::mutex> lock(mu_);
     for (auto it = pages_.lower_bound(Key{ino, 0}); it != pages_.end() && it->first.first == ino;) {
       const Key k = it->first;
-      if (it->second.state == State::kDirty) {
+      // A page under write-back (an invalidation's) is waited for, as
+      // msync's filemap_write_and_wait_range waits for it; then written back
+      // if it is dirty again. (Skipped, msync returned before the bytes it
+      // covers had reached the owner.)
+      it = Settle(lock, k);
+      if (it != pages_.end() && it->second.state == State::kDirty) {
         Status st = WriteBack(lock, k);
         if (first.ok()) first = st;
       }

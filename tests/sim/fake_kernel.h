@@ -9,7 +9,8 @@
 //   (fuse_page_mkwrite -> folio_wait_writeback);
 // - an invalidation (the daemon's notify, fs::Cluster::Notifier) writes the
 //   dirty pages of the range back first (WRITE with writeback = true), then
-//   drops them; so does msync, which then asks for a release (FSYNC);
+//   drops them; msync writes the dirty pages back, waiting for those already
+//   under write-back, and then asks for a release (FSYNC);
 // - a failed write-back marks the page clean anyway, as the kernel does.
 // No readahead: each fault is one page.
 //

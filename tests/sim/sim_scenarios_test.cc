@@ -244,7 +244,7 @@ TEST(StartTest, requests_that_arrive_while_a_node_starts_wait_for_it_and_are_ser
   EXPECT_TRUE(*loaded == "one" || *loaded == "two") << *loaded;
   auto after = Load(c, 2, 0, 3);
   ASSERT_TRUE(after.ok()) << after.status().message();
-  EXPECT_EQ(*after, "two");
+  EXPECT_EQ(*after, "two") << c.Explain("f", 0, [](std::string_view b) { return std::string(b.substr(0, 3)); });
 }
 
 }  // namespace

@@ -261,6 +261,43 @@ TEST_F(NamespaceTest, XattrsFollowLinuxRules) {
   EXPECT_EQ(Code(ns_->SetXattr(l->ino, "user.a", "1", 0)), Status::Code::kNotPermitted);
 }
 
+// A write inside the file changes only the times: every reader sees them at
+// once, the store gets them at the next commit of the inode, CommitWrites
+// (fsync, close), or when the namespace closes; the record does not leave
+// the cache before. A write that grows the file is stored at once.
+TEST_F(NamespaceTest, AWritesTimesAreSeenAtOnceAndStoredAtTheNextCommitOrCommitWrites) {
+  uint64_t f = File(kRootIno, "t");
+  ASSERT_TRUE(ns_->NoteWrite(f, 10, true).ok());  // grows: stored
+  auto stored = [&] { return (*store_->GetInode(f))->mtime; };
+  const Timestamp grown = ns_->GetAttr(f)->mtime;
+  EXPECT_EQ(stored(), grown);
+  auto later = [](const Timestamp& a, const Timestamp& b) { return a.sec > b.sec || (a.sec == b.sec && a.nsec > b.nsec); };
+  while (!later(Timestamp::Now(), grown)) {
+  }
+  ASSERT_TRUE(ns_->NoteWrite(f, 5, true).ok());  // inside: kept
+  const Timestamp kept = ns_->GetAttr(f)->mtime;
+  EXPECT_TRUE(later(kept, grown));
+  EXPECT_EQ(stored(), grown);
+  ns_->Forget(f, 1, caller_);  // the kernel forgot it: a kept record stays
+  EXPECT_EQ(ns_->GetAttr(f)->mtime, kept);
+  ASSERT_TRUE(ns_->CommitWrites(f).ok());
+  EXPECT_EQ(stored(), kept);
+  // Kept again, then another change of the inode commits them with it.
+  while (!later(Timestamp::Now(), kept)) {
+  }
+  ASSERT_TRUE(ns_->NoteWrite(f, 5, true).ok());
+  const Timestamp again = ns_->GetAttr(f)->mtime;
+  ASSERT_TRUE(ns_->SetXattr(f, "user.k", "v", 0).ok());
+  EXPECT_TRUE(later(stored(), kept));
+  // And closing the namespace stores what is kept.
+  while (!later(Timestamp::Now(), again)) {
+  }
+  ASSERT_TRUE(ns_->NoteWrite(f, 5, true).ok());
+  const Timestamp last = ns_->GetAttr(f)->mtime;
+  Reopen();
+  EXPECT_EQ(ns_->GetAttr(f)->mtime, last);
+}
+
 TEST_F(NamespaceTest, EverythingSurvivesReopen) {
   uint64_t d = Dir(kRootIno, "d");
   uint64_t f = File(d, "f");
