@@ -998,8 +998,12 @@ void Cluster::DropRemoteCopies() {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& [ino, o] : owner_of_) inos.emplace_back(ino, o == self_);
   }
-  for (auto [ino, here] : inos)
-    InvalidateLocal(ino, here ? owned_.PagesNotCachedBy(ino, self_) : std::vector<Range>{Range{0, 0}});
+  for (auto [ino, here] : inos) {
+    std::vector<Range> ranges{Range{0, 0}};
+    if (here) ranges = owned_.PagesNotCachedBy(ino, self_);
+    if (ranges.size() > 64) ranges = {Range{0, 0}};  // one notify rather than thousands
+    InvalidateLocal(ino, ranges);
+  }
 }
 
 constexpr size_t kInlineWriteBack = 256 << 10;
