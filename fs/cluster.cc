@@ -175,19 +175,17 @@ Status Cluster::Start(meta::Namespace* ns) {
       incarnations_[node] = incarnation;
       lost_[node] = false;
     }
+    // kIncarnationSeen goes after giving up what its old incarnation granted
+    // (its locks, and our copies of its pages: once they are dropped, DATA
+    // grace), on our own connection to it, so that it arrives after
+    // everything we sent under them. Seen first: we hold nothing of an
+    // older incarnation.
     if (restarted) {
       ForgetNode(node, "it restarted");
-      LoseGrantsOf(node, "it restarted");
+      LoseGrantsOf(node, "it restarted", [this, node, incarnation] { SendIncarnationSeen(node, incarnation); });
       if (ref_sync_) ref_sync_->Restarted(node);
-    }
-    // After giving up its old incarnation's locks, and on our own connection
-    // to it, so that it arrives after everything we sent under them.
-    if (restarted || first) {
-      std::lock_guard<std::mutex> lock(net_mu_);
-      if (net::Messenger* t = net_.load())
-        t->Send(node, kIncarnationSeen, EncodeU64(incarnation));
-      else
-        seen_before_start_.emplace_back(node, incarnation);
+    } else if (first) {
+      SendIncarnationSeen(node, incarnation);
     }
     if (!forget) return;
     log_->info("node {} is back: dropping its copysets here and our copies of segments served elsewhere", node);
@@ -448,7 +446,15 @@ void Cluster::AwaitTransport() {
   net_cv_.wait(lock, [&] { return net_.load() != nullptr; });
 }
 
-void Cluster::LoseGrantsOf(uint32_t node, const std::string& why) {
+void Cluster::SendIncarnationSeen(uint32_t node, uint64_t incarnation) {
+  std::lock_guard<std::mutex> lock(net_mu_);
+  if (net::Messenger* t = net_.load())
+    t->Send(node, kIncarnationSeen, EncodeU64(incarnation));
+  else
+    seen_before_start_.emplace_back(node, incarnation);
+}
+
+void Cluster::LoseGrantsOf(uint32_t node, const std::string& why, std::function<void()> then) {
   std::set<uint64_t> inos;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -461,7 +467,10 @@ void Cluster::LoseGrantsOf(uint32_t node, const std::string& why) {
                 "here, and the locks' unlock, fail with EIO until they are unlocked or closed", lost, node, why);
   log_->warn("dropping this node's cached pages of segments served elsewhere (node {}: {})", node, why);
   if (semaphores_) semaphores_->OwnerLost(node);
-  boost::asio::post(*async_rounds_, [this] { DropRemoteCopies(); });
+  boost::asio::post(*async_rounds_, [this, then = std::move(then)] {
+    DropRemoteCopies();
+    if (then) then();
+  });
 }
 
 void Cluster::ForgetNode(uint32_t node, const std::string& why) {
@@ -853,14 +862,56 @@ Result<WriteBackReply> Cluster::ApplyAsOwner(uint32_t from, const WriteBackReque
     log_->warn("late write-back of inode {} from node {}: {} page(s) changed since it was made and were not "
                "written (a late write never lands on newer bytes)", wb.ino, from, out.dropped);
   if (out.grew) CSHM_RETURN_IF_ERROR(meta().NoteWrite(wb.ino, out.size, false).status());
+  AddGraceTargets(from, wb.runs, &out.invalidate);
   if (!out.invalidate.empty()) rounds_->Start(wb.ino, std::move(out.invalidate));
   return WriteBackReply{out.size, rounds_->Pending(wb.ino), out.dropped};
+}
+
+void Cluster::AddGraceTargets(uint32_t writer, const std::vector<WriteRun>& runs, Invalidations* invalidate) {
+  if (!InDataGrace()) return;
+  // Exempt: nodes that said they dropped what our old incarnation granted,
+  // and nodes heard from since our start (they connected to this
+  // incarnation, and dropped those copies on seeing it: on_peer_up).
+  std::set<uint32_t> confirmed;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    confirmed = grace_seen_;
+  }
+  for (const net::PeerState& p : transport_->Peers())
+    if (p.heard) confirmed.insert(p.node);
+  std::vector<Range> touched;
+  for (const WriteRun& r : runs)
+    for (uint64_t p = r.off / kPageSize; !r.bytes.empty() && p <= (r.off + r.bytes.size() - 1) / kPageSize; p++)
+      AddPageRange(&touched, p);
+  if (touched.empty()) return;
+  for (const net::NodeConfig& n : config_.nodes) {
+    if (n.id == self_ || n.id == writer || confirmed.contains(n.id)) continue;
+    std::vector<Range>& to = (*invalidate)[n.id];
+    to.insert(to.end(), touched.begin(), touched.end());
+  }
 }
 
 
 
 
 void Cluster::InvalidateRemote(uint32_t node, std::string payload, std::function<void(const Status&)> done) {
+  bool heard = false;
+  for (const net::PeerState& p : transport_->Peers())
+    if (p.node == node) heard = p.heard;
+  bool confirmed;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    confirmed = grace_seen_.contains(node);
+  }
+  if (!heard && !confirmed && InDataGrace()) {
+    // Not heard from since this node started: it may hold a copy our
+    // previous incarnation granted, until its lease with us runs out.
+    transport_->After(std::chrono::milliseconds(100), [this, node, payload = std::move(payload),
+                                                       done = std::move(done)]() mutable {
+      InvalidateRemote(node, std::move(payload), std::move(done));
+    });
+    return;
+  }
   if (transport_->Forgotten(node)) {
     // Silent for a whole lease: it gave up its copies of our pages before.
     log_->info("node {} could not be asked to drop pages, but its lease has run out: its copy is gone", node);
@@ -1037,6 +1088,7 @@ bool Cluster::TryServeInline(net::Request& r) {
     auto out = owned_.Apply(req->ino, r.from, req->runs, /*wait=*/false, nullptr, req->keeps_copy);
     if (!out.ok()) return false;  // busy, growing, moved, an error: a worker does it the slow way
     CountApplied(req->runs);
+    AddGraceTargets(r.from, req->runs, &out->invalidate);
     if (out->invalidate.empty()) {
       r.responder->Reply(Status::Ok(), WriteBackReply{out->size, rounds_->Pending(req->ino)}.Encode());
     } else {

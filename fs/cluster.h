@@ -190,11 +190,29 @@ class Cluster {
   // Holder side: what `node` granted us is gone (our lease with it ran out,
   // or it restarted): the locks held at it are lost, our copies of every
   // segment served elsewhere are dropped.
-  void LoseGrantsOf(uint32_t node, const std::string& why);
+  // `then` runs once the copies are dropped (on a worker thread).
+  void LoseGrantsOf(uint32_t node, const std::string& why, std::function<void()> then = {});
+  // Tells a peer we gave up what its previous incarnation granted us (or
+  // never saw one); queued until the transport is stored.
+  void SendIncarnationSeen(uint32_t node, uint64_t incarnation);
   // Owner side: what `node` held here is gone (it was silent for a lease, or
   // restarted): its locks and its place in the copysets.
   void ForgetNode(uint32_t node, const std::string& why);
   bool InGrace();
+  // The data side of the grace period: for a lease after this node started,
+  // its previous incarnation may have granted copies of its pages that it
+  // has no record of, to nodes that cannot hear of the restart (they give
+  // them up when their lease with it runs out). Meanwhile a write also
+  // invalidates the pages it touched on every other node, and a node not
+  // heard from since the start counts as having dropped its copy only once
+  // that lease has passed (InvalidateRemote). Nodes heard from since the
+  // start (they connected to this incarnation, and drop what the previous
+  // one granted on seeing it) or that said so (kIncarnationSeen) are exempt.
+  bool InDataGrace() const {
+    return std::chrono::steady_clock::now() < started_ + std::chrono::milliseconds(config_.lease_ms);
+  }
+  void AddGraceTargets(uint32_t writer, const std::vector<ownership::WriteRun>& runs,
+                       ownership::Invalidations* invalidate);
   // kIoError if this node lost a lock of `ino` that is not yet unlocked.
   Status CheckLocksHeld(uint64_t ino);
   // Sends an invalidation to `node`, again and again while it cannot be
