@@ -114,12 +114,7 @@ Cluster::Cluster(net::ClusterConfig config, uint32_t self, store::PageStore* pag
     locks_.Take(ino);
     if (!locks.empty()) locks_.Put(ino, std::move(locks));
   };
-  te.owner_cached = [this](uint64_t ino) -> std::optional<uint32_t> {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = owner_of_.find(ino);
-    if (it == owner_of_.end()) return std::nullopt;
-    return it->second;
-  };
+  te.owner_cached = [this](uint64_t ino) { return CachedOwner(ino); };
   te.note_owner = [this](uint64_t ino, uint32_t owner) { NoteOwner(ino, owner); };
   te.drop_local_later = [this](uint64_t ino, std::vector<Range> ranges) { DropLocalLater(ino, std::move(ranges)); };
   te.stays = [this](uint64_t ino) { return semaphores_ != nullptr && semaphores_->Serves(ino); };
@@ -375,12 +370,9 @@ std::string Cluster::StatusJson() {
 }
 
 std::string Cluster::DescribePage(uint64_t ino, uint64_t page) {
-  std::string out = "node " + std::to_string(self_) + ": owner ";
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = owner_of_.find(ino);
-    out += it == owner_of_.end() ? std::string("unknown") : "node " + std::to_string(it->second);
-  }
+  const std::optional<uint32_t> owner = CachedOwner(ino);
+  std::string out = "node " + std::to_string(self_) + ": owner " +
+                    (owner ? "node " + std::to_string(*owner) : std::string("unknown"));
   Status serving = owned_.TryServing(ino);
   out += ", serving here: " + (serving.ok() ? std::string("yes") : serving.message());
   char mask[32];
@@ -444,6 +436,23 @@ void Cluster::AwaitTransport() {
   // Start() stores it right after Transport::Start returns; the pools that
   // call this are only joined once it has.
   net_cv_.wait(lock, [&] { return net_.load() != nullptr; });
+}
+
+std::optional<uint32_t> Cluster::CachedOwner(uint64_t ino) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = owner_of_.find(ino);
+  if (it == owner_of_.end()) return std::nullopt;
+  return it->second;
+}
+
+bool Cluster::HeardSinceStart(uint32_t node) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (grace_seen_.contains(node)) return true;
+  }
+  for (const net::PeerState& p : transport_->Peers())
+    if (p.node == node) return p.heard;
+  return false;
 }
 
 void Cluster::SendIncarnationSeen(uint32_t node, uint64_t incarnation) {
@@ -869,23 +878,10 @@ Result<WriteBackReply> Cluster::ApplyAsOwner(uint32_t from, const WriteBackReque
 
 void Cluster::AddGraceTargets(uint32_t writer, const std::vector<WriteRun>& runs, Invalidations* invalidate) {
   if (!InDataGrace()) return;
-  // Exempt: nodes that said they dropped what our old incarnation granted,
-  // and nodes heard from since our start (they connected to this
-  // incarnation, and dropped those copies on seeing it: on_peer_up).
-  std::set<uint32_t> confirmed;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    confirmed = grace_seen_;
-  }
-  for (const net::PeerState& p : transport_->Peers())
-    if (p.heard) confirmed.insert(p.node);
-  std::vector<Range> touched;
-  for (const WriteRun& r : runs)
-    for (uint64_t p = r.off / kPageSize; !r.bytes.empty() && p <= (r.off + r.bytes.size() - 1) / kPageSize; p++)
-      AddPageRange(&touched, p);
+  const std::vector<Range> touched = PagesTouched(runs);
   if (touched.empty()) return;
   for (const net::NodeConfig& n : config_.nodes) {
-    if (n.id == self_ || n.id == writer || confirmed.contains(n.id)) continue;
+    if (n.id == self_ || n.id == writer || HeardSinceStart(n.id)) continue;
     std::vector<Range>& to = (*invalidate)[n.id];
     to.insert(to.end(), touched.begin(), touched.end());
   }
@@ -895,15 +891,7 @@ void Cluster::AddGraceTargets(uint32_t writer, const std::vector<WriteRun>& runs
 
 
 void Cluster::InvalidateRemote(uint32_t node, std::string payload, std::function<void(const Status&)> done) {
-  bool heard = false;
-  for (const net::PeerState& p : transport_->Peers())
-    if (p.node == node) heard = p.heard;
-  bool confirmed;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    confirmed = grace_seen_.contains(node);
-  }
-  if (!heard && !confirmed && InDataGrace()) {
+  if (InDataGrace() && !HeardSinceStart(node)) {
     // Not heard from since this node started: it may hold a copy our
     // previous incarnation granted, until its lease with us runs out.
     transport_->After(std::chrono::milliseconds(100), [this, node, payload = std::move(payload),
@@ -1455,17 +1443,8 @@ Status Cluster::DrainPending(uint64_t ino) {
     // them is refused, not diffed against bytes the owner no longer has
     // (which would leave out bytes equal there: a torn record, seed 31).
     // (Not where the segment is served: the owner's twins are its pages.)
-    std::vector<Range> ranges;
-    for (const WriteRun& r : wb->runs)
-      for (uint64_t p = r.off / kPageSize; !r.bytes.empty() && p <= (r.off + r.bytes.size() - 1) / kPageSize; p++)
-        AddPageRange(&ranges, p);
-    bool served_here;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto it = owner_of_.find(ino);
-      served_here = it != owner_of_.end() && it->second == self_;
-    }
-    if (!served_here) {
+    std::vector<Range> ranges = PagesTouched(wb->runs);
+    if (CachedOwner(ino) != self_) {
       const uint64_t mark = twins_->Mark();
       for (const Range& r : ranges) twins_->Drop(ino, r, mark);
     }

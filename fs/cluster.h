@@ -34,6 +34,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <condition_variable>
 #include <set>
 #include <thread>
@@ -213,6 +214,11 @@ class Cluster {
   }
   void AddGraceTargets(uint32_t writer, const std::vector<ownership::WriteRun>& runs,
                        ownership::Invalidations* invalidate);
+  // Heard from since this node started, or it said it gave up what our
+  // previous incarnation granted (kIncarnationSeen): exempt from the above.
+  bool HeardSinceStart(uint32_t node);
+  // This node's idea of the segment's owner (owner_of_), if it has one.
+  std::optional<uint32_t> CachedOwner(uint64_t ino);
   // kIoError if this node lost a lock of `ino` that is not yet unlocked.
   Status CheckLocksHeld(uint64_t ino);
   // Sends an invalidation to `node`, again and again while it cannot be

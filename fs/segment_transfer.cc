@@ -326,9 +326,9 @@ Status SegmentTransfer::Install(const MigrateInstall& m) {
   // which granted those copies, keeps serving.
   uint64_t sharers = 0;
   for (uint64_t c : m.snapshot.copyset) sharers |= c;
+  net::Messenger* net = env_.net();
   for (uint32_t n = 0; sharers >> n != 0; n++) {
     if (n == env_.self || !((sharers >> n) & 1)) continue;
-    net::Messenger* net = env_.net();
     if (net->Forgotten(n) || !net->LeaseHeld(n))
       return Unavailable("node " + std::to_string(n) + " caches pages of inode " + std::to_string(m.ino) +
                          " and node " + std::to_string(env_.self) +

@@ -21,6 +21,14 @@ void AddPageRange(std::vector<Range>* ranges, uint64_t page) {
   }
 }
 
+std::vector<Range> PagesTouched(const std::vector<WriteRun>& runs) {
+  std::vector<Range> out;
+  for (const WriteRun& r : runs)
+    for (uint64_t p = r.off / kPageSize; !r.bytes.empty() && p <= (r.off + r.bytes.size() - 1) / kPageSize; p++)
+      AddPageRange(&out, p);
+  return out;
+}
+
 namespace {
 constexpr auto kFreezeWait = std::chrono::seconds(10);
 }  // namespace
@@ -285,8 +293,7 @@ Result<ApplyOutcome> OwnedSegments::Apply(uint64_t ino, uint32_t node, const std
     // gone (its node could not be reached): it may miss bytes that others
     // wrote since, so it goes rather than being counted with them.
     const uint64_t mine = writer_keeps && !(s->copyset[p] & keep) ? 0 : keep;
-    uint64_t others = s->copyset[p] & ~mine;
-    if (mine != keep) others |= keep;
+    uint64_t others = (s->copyset[p] | keep) & ~mine;
     s->copyset[p] = mine;
     for (uint32_t n = 0; others != 0; n++, others >>= 1)
       if (others & 1) AddPageRange(&out.invalidate[n], p);
@@ -400,13 +407,8 @@ std::vector<Range> OwnedSegments::PagesNotCachedBy(uint64_t ino, uint32_t node) 
   if (!s->loaded || s->moved_to >= 0 || s->frozen) return {Range{0, 0}};
   std::vector<Range> out;
   const uint64_t bit = 1ull << node;
-  for (uint64_t p = 0; p < s->copyset.size(); p++) {
-    if (s->copyset[p] & bit) continue;
-    if (!out.empty() && out.back().off + out.back().len == p * store::kPageSize)
-      out.back().len += store::kPageSize;
-    else
-      out.push_back(Range{p * store::kPageSize, store::kPageSize});
-  }
+  for (uint64_t p = 0; p < s->copyset.size(); p++)
+    if (!(s->copyset[p] & bit)) AddPageRange(&out, p);
   const uint64_t end = s->copyset.size() * store::kPageSize;
   if (!out.empty() && out.back().off + out.back().len == end)
     out.back().len = 0;  // to the end

@@ -232,5 +232,7 @@ class OwnedSegments {
 
 // Merges per-page ranges into runs of consecutive pages.
 void AddPageRange(std::vector<Range>* ranges, uint64_t page);
+// The pages `runs` touch, as ranges (AddPageRange).
+std::vector<Range> PagesTouched(const std::vector<WriteRun>& runs);
 
 }  // namespace cshm::ownership

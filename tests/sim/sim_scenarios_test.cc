@@ -67,6 +67,23 @@ bool Forgotten(SimCluster& c, uint32_t node, uint32_t peer) {
   return false;
 }
 
+// The three nodes of a scenario; Start() brings them up (with config() as
+// the test set it) and makes "f", one page, served by `owner`.
+class Scenario : public ::testing::Test {
+ protected:
+  void SetUp() override { spdlog::set_level(spdlog::level::off); }
+  void Start(uint32_t owner) {
+    for (uint32_t i = 0; i < kNodes; i++) ASSERT_TRUE(c.Up(i).ok()) << "node " << i;
+    ASSERT_TRUE(c.Create(owner, "f", kPageSize).ok());
+  }
+  cshm::testing::TempDir dir_;
+  SimCluster c{1, dir_.path()};
+};
+using MoveTest = Scenario;
+using RestartTest = Scenario;
+using LateWriteBackTest = Scenario;
+using StartTest = Scenario;
+
 // A copy that no copyset counts (seed 1544) has no construction left that
 // these steps can make: a move to a node that cannot reach a sharer is
 // refused (MoveTest), and a restarted owner waits out its first lease
@@ -80,12 +97,8 @@ bool Forgotten(SimCluster& c, uint32_t node, uint32_t peer) {
 // only when a lease of its own runs out). Seen (seed 1544): node 2, cut off
 // from node 1, took the file with node 1 in its copysets and counted node
 // 1's copy gone at the next write; node 1 read its stale copy meanwhile.
-TEST(MoveTest, a_segment_does_not_move_to_a_node_that_cannot_reach_one_of_its_sharers) {
-  spdlog::set_level(spdlog::level::off);
-  cshm::testing::TempDir dir;
-  SimCluster c(1, dir.path());
-  for (uint32_t i = 0; i < kNodes; i++) ASSERT_TRUE(c.Up(i).ok()) << "node " << i;
-  ASSERT_TRUE(c.Create(0, "f", kPageSize).ok());  // served by node 0
+TEST_F(MoveTest, a_segment_does_not_move_to_a_node_that_cannot_reach_one_of_its_sharers) {
+  ASSERT_NO_FATAL_FAILURE(Start(0));  // served by node 0
   ASSERT_TRUE(WaitFor([&] { return LeaseHeld(c, 1, 2) && LeaseHeld(c, 2, 1); })) << "no leases to begin with";
   c.net().Partition({1}, {1, 2});
   // Node 1 has given up what node 2 granted, and node 2 has forgotten it...
@@ -107,13 +120,9 @@ TEST(MoveTest, a_segment_does_not_move_to_a_node_that_cannot_reach_one_of_its_sh
 // leave that copy readable afterwards: the owner's first lease invalidates
 // every node, and counts one it has not heard from gone only once that
 // lease has passed.
-TEST(RestartTest, a_write_acknowledged_after_an_owner_restart_is_read_by_a_node_that_cannot_hear_of_it) {
-  spdlog::set_level(spdlog::level::off);
-  cshm::testing::TempDir dir;
-  SimCluster c(1, dir.path());
+TEST_F(RestartTest, a_write_acknowledged_after_an_owner_restart_is_read_by_a_node_that_cannot_hear_of_it) {
   c.config().lease_ms = 1000;
-  for (uint32_t i = 0; i < kNodes; i++) ASSERT_TRUE(c.Up(i).ok()) << "node " << i;
-  ASSERT_TRUE(c.Create(2, "f", kPageSize).ok());  // served by node 2
+  ASSERT_NO_FATAL_FAILURE(Start(2));  // served by node 2
   ASSERT_TRUE(WaitFor([&] { return LeaseHeld(c, 1, 2); })) << "no lease to begin with";
   auto before = Load(c, 1, 0, 5);
   ASSERT_TRUE(before.ok()) << before.status().message();
@@ -143,13 +152,9 @@ TEST(RestartTest, a_write_acknowledged_after_an_owner_restart_is_read_by_a_node_
 // (seed 31): the copy was fetched first, the late write-back landed under
 // it, and the next write-back, diffed against that copy, skipped the bytes
 // that happened to equal it: a torn record.
-TEST(LateWriteBackTest, a_page_fetched_after_a_kept_write_back_sees_it_and_the_next_write_back_is_whole) {
-  spdlog::set_level(spdlog::level::off);
-  cshm::testing::TempDir dir;
-  SimCluster c(1, dir.path());
+TEST_F(LateWriteBackTest, a_page_fetched_after_a_kept_write_back_sees_it_and_the_next_write_back_is_whole) {
   c.config().migrate.check_s = 3600;  // no delivery of kept write-backs in the background
-  for (uint32_t i = 0; i < kNodes; i++) ASSERT_TRUE(c.Up(i).ok()) << "node " << i;
-  ASSERT_TRUE(c.Create(2, "f", kPageSize).ok());  // served by node 2
+  ASSERT_NO_FATAL_FAILURE(Start(2));  // served by node 2
   ASSERT_TRUE(StoreAndSync(c, 2, 0, "AAAA").ok());
   auto got = Load(c, 1, 0, 4);
   ASSERT_TRUE(got.ok()) << got.status().message();
@@ -174,12 +179,8 @@ TEST(LateWriteBackTest, a_page_fetched_after_a_kept_write_back_sees_it_and_the_n
 // (its messenger is on the network, the transport not yet stored) wait for
 // it and are then served (issue 15, item 11: a restarted node crashed on a
 // null transport, serving a request that came too early).
-TEST(StartTest, requests_that_arrive_while_a_node_starts_wait_for_it_and_are_served) {
-  spdlog::set_level(spdlog::level::off);
-  cshm::testing::TempDir dir;
-  SimCluster c(1, dir.path());
-  for (uint32_t i = 0; i < kNodes; i++) ASSERT_TRUE(c.Up(i).ok()) << "node " << i;
-  ASSERT_TRUE(c.Create(1, "f", kPageSize).ok());  // served by node 1
+TEST_F(StartTest, requests_that_arrive_while_a_node_starts_wait_for_it_and_are_served) {
+  ASSERT_NO_FATAL_FAILURE(Start(1));  // served by node 1
   ASSERT_TRUE(StoreAndSync(c, 0, 0, "one").ok());
   c.Down(1);
   std::mutex mu;
