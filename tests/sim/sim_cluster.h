@@ -59,6 +59,13 @@ class SimCluster {
     started_hook_ = std::move(hook);
   }
 
+  // Called with the node's id and the inode before the daemon tells a
+  // node's kernel to drop pages (its notify), on the thread that tells it.
+  void SetInvalidateHook(std::function<void(uint32_t node, uint64_t ino)> hook) {
+    std::lock_guard<std::mutex> l(hook_mu_);
+    invalidate_hook_ = std::move(hook);
+  }
+
   Status Up(uint32_t i) {
     Node& n = nodes_[i];
     std::unique_lock<std::shared_mutex> lock(n.mu);
@@ -80,7 +87,15 @@ class SimCluster {
     CSHM_ASSIGN_OR_RETURN(n.fs, fs::FileSystem::Open(o));
     n.kernel = std::make_unique<FakeKernel>(n.fs.get(), &n.log);
     FakeKernel* k = n.kernel.get();
-    n.fs->SetNotifier([k](uint64_t ino, uint64_t off, uint64_t len) { k->Invalidate(ino, off, len); });
+    n.fs->SetNotifier([this, i, k](uint64_t ino, uint64_t off, uint64_t len) {
+      std::function<void(uint32_t, uint64_t)> hook;
+      {
+        std::lock_guard<std::mutex> l(hook_mu_);
+        hook = invalidate_hook_;
+      }
+      if (hook) hook(i, ino);
+      k->Invalidate(ino, off, len);
+    });
     n.fs->SetEntryNotifier([](uint64_t, const std::string&) {});
     n.inos.clear();
     return Status::Ok();
@@ -90,6 +105,14 @@ class SimCluster {
   // node), then what was in its memory, its kernel's cache included.
   void Down(uint32_t i) {
     net_.Crash(i);
+    Node& n = nodes_[i];
+    std::unique_lock<std::shared_mutex> lock(n.mu);
+    n.fs.reset();
+    n.kernel.reset();
+  }
+  // A clean stop, as an unmount: the node's FileSystem stops with its
+  // network up, and the network goes with it.
+  void Unmount(uint32_t i) {
     Node& n = nodes_[i];
     std::unique_lock<std::shared_mutex> lock(n.mu);
     n.fs.reset();
@@ -169,6 +192,7 @@ class SimCluster {
   std::set<uint32_t> all_;
   std::mutex hook_mu_;
   std::function<void(uint32_t)> started_hook_;  // GUARDED_BY(hook_mu_)
+  std::function<void(uint32_t, uint64_t)> invalidate_hook_;  // GUARDED_BY(hook_mu_)
   Node nodes_[kNodes];
 };
 

@@ -275,6 +275,7 @@ class SimMessenger : public net::Messenger {
   ~SimMessenger() override {
     net_->Unregister(node_.get());
     node_->Stop(/*join=*/true);
+    net_->NoteDestroyed(node_->id());
   }
 
   using Messenger::Call;
@@ -432,6 +433,22 @@ uint64_t SimNetwork::RequestsTo(uint32_t node) {
   return requests_to_[node];
 }
 
+uint64_t SimNetwork::Sent(uint32_t from, uint32_t to, uint16_t type) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = sent_.find({from, to, type});
+  return it == sent_.end() ? 0 : it->second;
+}
+
+uint64_t SimNetwork::MessengersDestroyed(uint32_t node) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return destroyed_[node];
+}
+
+void SimNetwork::NoteDestroyed(uint32_t node) {
+  std::lock_guard<std::mutex> lock(mu_);
+  destroyed_[node]++;
+}
+
 std::vector<net::PeerState> SimNetwork::PeersOf(uint32_t node) {
   std::shared_ptr<SimNode> n;
   {
@@ -543,6 +560,7 @@ void SimNetwork::Transmit(Frame f) {
     if (from == nodes_.end() || from->second->dead()) return;
     if (f.from_incarnation != 0 && f.from_incarnation != from->second->incarnation()) return;
     f.from_incarnation = from->second->incarnation();
+    if (f.kind == Frame::kRequest || f.kind == Frame::kOneWay) sent_[{f.from, f.to, f.type}]++;
     const LinkFaults link = Link(f.from, f.to);
     std::uniform_int_distribution<uint32_t> delay_us(link.min_delay_us, std::max(link.min_delay_us, link.max_delay_us));
     const auto delay = std::chrono::microseconds(delay_us(rng_));

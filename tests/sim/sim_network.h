@@ -38,6 +38,7 @@
 #include <random>
 #include <set>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "net/messenger.h"
@@ -78,6 +79,12 @@ class SimNetwork {
   std::vector<net::PeerState> PeersOf(uint32_t node);
   // Requests delivered to `node` so far (to any of its incarnations).
   uint64_t RequestsTo(uint32_t node);
+  // Requests and one-way messages of `type` that `from` sent to `to` while
+  // it ran (what its messenger put on the network, lost on the way or not).
+  uint64_t Sent(uint32_t from, uint32_t to, uint16_t type);
+  // How many of `node`'s messengers were destroyed (the Cluster let go of
+  // its network: a stop, or what follows a crash).
+  uint64_t MessengersDestroyed(uint32_t node);
 
   // The network's own random numbers, from the seed.
   uint64_t Random();
@@ -102,6 +109,8 @@ class SimNetwork {
   void Unregister(const SimNode* n);
   // Closes the connection between the two (silent for a lease).
   void Close(uint32_t a, uint32_t b);
+  // A messenger of `node` is destroyed (MessengersDestroyed).
+  void NoteDestroyed(uint32_t node);
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -130,6 +139,8 @@ class SimNetwork {
   std::map<uint32_t, std::shared_ptr<SimNode>> nodes_;  // GUARDED_BY(mu_): the running ones
   std::map<std::pair<uint32_t, uint32_t>, LinkFaults> links_;        // GUARDED_BY(mu_)
   std::map<uint32_t, uint64_t> requests_to_;                         // GUARDED_BY(mu_)
+  std::map<std::tuple<uint32_t, uint32_t, uint16_t>, uint64_t> sent_;  // GUARDED_BY(mu_)
+  std::map<uint32_t, uint64_t> destroyed_;                           // GUARDED_BY(mu_)
   std::map<std::pair<uint32_t, uint32_t>, Connection> connections_;  // GUARDED_BY(mu_): (low, high) ids
   std::vector<Event> events_;                         // GUARDED_BY(mu_): a heap
   uint64_t next_seq_ = 0;                             // GUARDED_BY(mu_)

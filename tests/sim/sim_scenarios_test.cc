@@ -83,6 +83,7 @@ using MoveTest = Scenario;
 using RestartTest = Scenario;
 using LateWriteBackTest = Scenario;
 using StartTest = Scenario;
+using StopTest = Scenario;
 
 // A copy that no copyset counts (seed 1544) has no construction left that
 // these steps can make: a move to a node that cannot reach a sharer is
@@ -224,6 +225,43 @@ TEST_F(StartTest, requests_that_arrive_while_a_node_starts_wait_for_it_and_are_s
   auto after = Load(c, 2, 0, 3);
   ASSERT_TRUE(after.ok()) << after.status().message();
   EXPECT_EQ(*after, "two") << c.Explain("f", 0, [](std::string_view b) { return std::string(b.substr(0, 3)); });
+}
+
+// Work a node posted before it stops ends with the node's network still up
+// (issue 15, item 7: the transport was destroyed before the rounds pool was
+// joined, and work posted there sent through a dead messenger). Node 0 sees
+// node 1 restart: on its rounds pool it drops its copies of node 1's pages
+// and then tells node 1 that it saw the restart (kIncarnationSeen). Node 0
+// is unmounted while that drop is under way.
+TEST_F(StopTest, work_posted_before_a_stop_ends_with_the_network_up) {
+  ASSERT_NO_FATAL_FAILURE(Start(1));  // served by node 1
+  ASSERT_TRUE(Load(c, 0, 0, 3).ok());  // and cached by node 0
+  std::mutex mu;
+  std::condition_variable cv;
+  bool dropping = false;
+  const uint64_t destroyed = c.net().MessengersDestroyed(0);
+  c.SetInvalidateHook([&](uint32_t node, uint64_t) {
+    if (node != 0) return;
+    {
+      std::lock_guard<std::mutex> l(mu);
+      dropping = true;
+    }
+    cv.notify_all();
+    // The drop goes on once node 0's messenger is gone, or after a second:
+    // it is gone by then only if the stop did not wait for the drop.
+    WaitFor([&] { return c.net().MessengersDestroyed(0) > destroyed; }, 1s);
+  });
+  c.Down(1);
+  const uint64_t seen = c.net().Sent(0, 1, ownership::kIncarnationSeen);
+  ASSERT_TRUE(c.Up(1).ok());
+  {
+    std::unique_lock<std::mutex> l(mu);
+    ASSERT_TRUE(cv.wait_for(l, 5s, [&] { return dropping; })) << "node 0 never dropped its copies of node 1's pages";
+  }
+  c.Unmount(0);
+  c.SetInvalidateHook(nullptr);
+  EXPECT_EQ(c.net().Sent(0, 1, ownership::kIncarnationSeen), seen + 1)
+      << "node 0 did not tell node 1 it saw its restart: the work its stop waited for ran without a network";
 }
 
 }  // namespace
