@@ -1,6 +1,6 @@
 // The FUSE low-level adapter: each callback decodes the request, calls
 // FileSystem / Namespace, and sends exactly one reply. Exceptions never cross
-// into libfuse: Guard() turns one into EIO, logged once.
+// into libfuse: Guard() (fs/fuse_guard.h) turns one into EIO, logged once.
 #include "fs/fuse_ops.h"
 
 #include <errno.h>
@@ -10,9 +10,11 @@
 #include <sys/xattr.h>
 
 #include <cstring>
+#include <utility>
 #include <memory>
 #include <vector>
 
+#include "fs/fuse_guard.h"
 #include "fs/sem_ioctl.h"
 
 namespace cshm::fs {
@@ -40,19 +42,8 @@ void ReplyError(fuse_req_t req, const Status& s, const char* op) {
 }
 
 template <typename F>
-// `replied`: for a body that may go on after replying (a READ answered
-// spliced from a file inside FileSystem::Read); once it is true a request
-// must not be answered again, which libfuse would do on a freed request.
 void Guard(fuse_req_t req, const char* op, F&& body, const bool* replied = nullptr) {
-  try {
-    body();
-  } catch (const std::exception& e) {
-    spdlog::error("{}: internal error: {}", op, e.what());
-    if (replied == nullptr || !*replied) fuse_reply_err(req, EIO);
-  } catch (...) {
-    spdlog::error("{}: internal error", op);
-    if (replied == nullptr || !*replied) fuse_reply_err(req, EIO);
-  }
+  GuardRequest(op, std::forward<F>(body), [req](int err) { fuse_reply_err(req, err); }, replied);
 }
 
 // Entries and attributes: on one node every change goes through this daemon,
