@@ -561,9 +561,12 @@ void SimNetwork::Transmit(Frame f) {
     if (f.from_incarnation != 0 && f.from_incarnation != from->second->incarnation()) return;
     f.from_incarnation = from->second->incarnation();
     if (f.kind == Frame::kRequest || f.kind == Frame::kOneWay) sent_[{f.from, f.to, f.type}]++;
-    const LinkFaults link = Link(f.from, f.to);
+    const LinkFaults& link = Link(f.from, f.to);
     std::uniform_int_distribution<uint32_t> delay_us(link.min_delay_us, std::max(link.min_delay_us, link.max_delay_us));
-    const auto delay = std::chrono::microseconds(delay_us(rng_));
+    auto delay = std::chrono::microseconds(delay_us(rng_));
+    if (auto slow = link.slow_types.find(f.type);
+        slow != link.slow_types.end() && (f.kind == Frame::kRequest || f.kind == Frame::kOneWay))
+      delay = slow->second;
     auto to = nodes_.find(f.to);
     if (to == nodes_.end()) {
       // Nobody listens there: refused, after a delay, unless the link is cut.

@@ -50,6 +50,9 @@ struct LinkFaults {
   uint32_t max_delay_us = 400;
   double loss = 0;   // the chance that a frame is dropped
   bool cut = false;  // nothing passes (one direction of a partition)
+  // Requests and one-way messages of these types take this long instead
+  // (what comes after them on the connection waits, frames stay in order).
+  std::map<uint16_t, std::chrono::microseconds> slow_types;
 };
 
 class SimNode;

@@ -84,6 +84,7 @@ using RestartTest = Scenario;
 using LateWriteBackTest = Scenario;
 using StartTest = Scenario;
 using StopTest = Scenario;
+using FastPoolTest = Scenario;
 
 // A copy that no copyset counts (seed 1544) has no construction left that
 // these steps can make: a move to a node that cannot reach a sharer is
@@ -262,6 +263,80 @@ TEST_F(StopTest, work_posted_before_a_stop_ends_with_the_network_up) {
   c.SetInvalidateHook(nullptr);
   EXPECT_EQ(c.net().Sent(0, 1, ownership::kIncarnationSeen), seen + 1)
       << "node 0 did not tell node 1 it saw its restart: the work its stop waited for ran without a network";
+}
+
+// The fast pool never waits (issue 15, item 14): a request that would wait
+// for a frozen segment goes on on the slow pool, and the fast pool's threads
+// stay free for those that wait for nothing — here node 1's namespace calls
+// to node 0, while node 0 moves a segment whose pages node 1 faults in.
+TEST_F(FastPoolTest, requests_for_a_frozen_segment_leave_the_fast_pool_free) {
+  c.config().request_timeout_ms = 600;
+  c.config().lease_ms = 2000;
+  ASSERT_NO_FATAL_FAILURE(Start(0));
+  constexpr uint64_t kPages = 9;  // page 0 cached first; more faults than node 0 has fast threads
+  ASSERT_TRUE(c.Create(0, "g", kPages * kPageSize).ok());
+  auto on_g = [&](uint32_t node, auto fn) {
+    return c.On(node, "g", [&](fs::FileSystem&, FakeKernel& k, uint64_t ino) { return fn(k, ino); });
+  };
+  for (uint64_t p = 0; p < kPages; p++)
+    ASSERT_TRUE(on_g(0, [&](FakeKernel& k, uint64_t ino) {
+                  CSHM_RETURN_IF_ERROR(k.Store(ino, p * kPageSize, "page " + std::to_string(p)));
+                  return k.Msync(ino);
+                }).ok());
+  // Node 1 knows g and its owner, and f's inode.
+  ASSERT_TRUE(on_g(1, [](FakeKernel& k, uint64_t ino) { return k.Load(ino, 0, 6).status(); }).ok());
+  ASSERT_TRUE(Load(c, 1, 0, 1).ok());
+  // Every step of g's move from node 0 to node 2 takes 300 ms on the way:
+  // g stays frozen on node 0 for a second or more.
+  LinkFaults slow;
+  for (uint16_t t : {ownership::kMigrateQuery, ownership::kMigratePages, ownership::kMigrateInstall,
+                     ownership::kMigrateCommit})
+    slow.slow_types[t] = 300ms;
+  c.net().SetLink(0, 2, slow);
+  const uint64_t queried = c.net().Sent(0, 2, ownership::kMigrateQuery);
+  Status moved;
+  std::thread mover([&] {
+    moved = c.On(0, "g", [](fs::FileSystem& fs, FakeKernel&, uint64_t ino) {
+      return fs.SetXattr(ino, "user.cshm.owner", "2", 0);
+    });
+  });
+  ASSERT_TRUE(WaitFor([&] { return c.net().Sent(0, 2, ownership::kMigrateQuery) > queried; }))
+      << "node 0 never began to move g";
+  const uint64_t before = c.net().RequestsTo(0);
+  std::vector<Result<std::string>> got(kPages, std::string());
+  std::vector<std::thread> faults;
+  for (uint64_t p = 1; p < kPages; p++)
+    faults.emplace_back([&, p] {
+      Status st = on_g(1, [&](FakeKernel& k, uint64_t ino) {
+        got[p] = k.Load(ino, p * kPageSize, 6);
+        return got[p].status();
+      });
+      if (!st.ok()) got[p] = st;
+    });
+  EXPECT_TRUE(WaitFor([&] { return c.net().RequestsTo(0) >= before + kPages - 1; }, 500ms))
+      << "node 1's faults did not reach node 0";
+  // Served at once, within its deadline (600 ms), while g stays frozen.
+  Status looked = c.On(1, "f", [](fs::FileSystem& fs, FakeKernel&, uint64_t ino) {
+    return fs.ns().GetAttr(ino).status();
+  });
+  EXPECT_TRUE(looked.ok()) << "a namespace call waited behind faults of a frozen segment: " << looked.message();
+  mover.join();
+  for (auto& t : faults) t.join();
+  c.net().SetLink(0, 2, LinkFaults{});
+  EXPECT_TRUE(moved.ok()) << moved.message();
+  // Those faults waited for the move (they may have outlived their deadline
+  // in it: SIGBUS); a fault now gets every page from g's new owner.
+  for (uint64_t p = 1; p < kPages; p++) {
+    if (got[p].ok()) {
+      EXPECT_EQ(*got[p], "page " + std::to_string(p));
+    }
+    Result<std::string> again = std::string();
+    ASSERT_TRUE(on_g(1, [&](FakeKernel& k, uint64_t ino) {
+                  again = k.Load(ino, p * kPageSize, 6);
+                  return again.status();
+                }).ok()) << "page " << p << ": " << again.status().message();
+    EXPECT_EQ(*again, "page " + std::to_string(p));
+  }
 }
 
 }  // namespace
