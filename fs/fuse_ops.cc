@@ -10,8 +10,8 @@
 #include <sys/xattr.h>
 
 #include <cstring>
-#include <utility>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "fs/fuse_guard.h"

@@ -105,13 +105,10 @@ class SimCluster {
   // node), then what was in its memory, its kernel's cache included.
   void Down(uint32_t i) {
     net_.Crash(i);
-    Node& n = nodes_[i];
-    std::unique_lock<std::shared_mutex> lock(n.mu);
-    n.fs.reset();
-    n.kernel.reset();
+    Unmount(i);
   }
   // A clean stop, as an unmount: the node's FileSystem stops with its
-  // network up, and the network goes with it.
+  // network up (unless it crashed first: Down), and the network goes with it.
   void Unmount(uint32_t i) {
     Node& n = nodes_[i];
     std::unique_lock<std::shared_mutex> lock(n.mu);

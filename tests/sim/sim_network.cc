@@ -560,13 +560,12 @@ void SimNetwork::Transmit(Frame f) {
     if (from == nodes_.end() || from->second->dead()) return;
     if (f.from_incarnation != 0 && f.from_incarnation != from->second->incarnation()) return;
     f.from_incarnation = from->second->incarnation();
-    if (f.kind == Frame::kRequest || f.kind == Frame::kOneWay) sent_[{f.from, f.to, f.type}]++;
+    const bool message = f.kind == Frame::kRequest || f.kind == Frame::kOneWay;
+    if (message) sent_[{f.from, f.to, f.type}]++;
     const LinkFaults& link = Link(f.from, f.to);
     std::uniform_int_distribution<uint32_t> delay_us(link.min_delay_us, std::max(link.min_delay_us, link.max_delay_us));
     auto delay = std::chrono::microseconds(delay_us(rng_));
-    if (auto slow = link.slow_types.find(f.type);
-        slow != link.slow_types.end() && (f.kind == Frame::kRequest || f.kind == Frame::kOneWay))
-      delay = slow->second;
+    if (auto slow = link.slow_types.find(f.type); message && slow != link.slow_types.end()) delay = slow->second;
     auto to = nodes_.find(f.to);
     if (to == nodes_.end()) {
       // Nobody listens there: refused, after a delay, unless the link is cut.
