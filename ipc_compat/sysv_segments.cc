@@ -155,7 +155,9 @@ int SysvSegments::Register(int shmid, Attachment* a) {
   a->reg_path = dir + name;
   a->reg_fd = open(hidden.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
   if (a->reg_fd < 0) return -1;
-  if (flock(a->reg_fd, LOCK_EX) != 0 || rename(hidden.c_str(), a->reg_path.c_str()) != 0) {
+  const bool locked = flock(a->reg_fd, LOCK_EX) == 0;
+  if (locked && hooks_.entry_hidden) hooks_.entry_hidden();
+  if (!locked || rename(hidden.c_str(), a->reg_path.c_str()) != 0) {
     int err = errno;
     close(a->reg_fd);
     unlink(hidden.c_str());

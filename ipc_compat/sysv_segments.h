@@ -25,6 +25,7 @@
 #include <sys/shm.h>
 #include <sys/types.h>
 
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -33,7 +34,14 @@ namespace cshm::ipc {
 
 class SysvSegments {
  public:
-  explicit SysvSegments(std::string mount) : mount_(std::move(mount)) {}
+  // Points between two steps of the protocol where a test runs another
+  // process's steps, to replay an interleaving of processes that share the
+  // files (empty in the shim).
+  struct Hooks {
+    // Register: the new entry is locked under its hidden name, not yet shown.
+    std::function<void()> entry_hidden;
+  };
+  explicit SysvSegments(std::string mount, Hooks hooks = {}) : mount_(std::move(mount)), hooks_(std::move(hooks)) {}
 
   int Get(key_t key, size_t size, int flags);
   void* Attach(int shmid, const void* addr, int flags);
@@ -70,6 +78,7 @@ class SysvSegments {
   void MaybeDestroy(int shmid);
 
   const std::string mount_;
+  const Hooks hooks_;
   std::mutex mu_;
   std::map<const void*, Attachment> attachments_;  // GUARDED_BY(mu_)
   unsigned seq_ = 0;                               // GUARDED_BY(mu_)

@@ -325,6 +325,35 @@ TEST_F(IpcShimTest, a_segment_removed_while_its_processes_detach_leaves_nothing_
   }
 }
 
+// The race that left an empty att-<shmid> directory for good, replayed step
+// by step: a process attaching locks its entry under a hidden name; before it
+// shows it, the last detacher's destroy finds no attachment (hidden entries
+// are not counted), removes the segment and cannot remove the directory,
+// which still holds the entry. The attacher's detach, finding the segment
+// gone, is the last one there and removes the directory (issue 15, item 13).
+TEST_F(IpcShimTest, an_attach_that_races_the_last_detach_leaves_nothing_behind_when_it_detaches) {
+  ipc::SysvSegments destroyer(M(0));
+  const int id = destroyer.Get(IPC_PRIVATE, 4096, IPC_CREAT | 0600);
+  ASSERT_GE(id, 0) << strerror(errno);
+  const std::string sysv = M(0) + "/.sysv/";
+  int rmid = -1;
+  bool destroyed_meanwhile = false;
+  ipc::SysvSegments::Hooks hooks;
+  hooks.entry_hidden = [&] {
+    rmid = destroyer.Control(id, IPC_RMID, nullptr);
+    destroyed_meanwhile = !std::filesystem::exists(sysv + "id-" + std::to_string(id));
+  };
+  ipc::SysvSegments attacher(M(0), hooks);
+  void* p = attacher.Attach(id, nullptr, 0);
+  ASSERT_NE(p, reinterpret_cast<void*>(-1)) << strerror(errno);
+  EXPECT_EQ(rmid, 0);
+  ASSERT_TRUE(destroyed_meanwhile) << "the interleaving did not happen: the destroy saw the hidden entry";
+  EXPECT_TRUE(std::filesystem::exists(sysv + "att-" + std::to_string(id))) << "the entry keeps the directory";
+  ASSERT_EQ(attacher.Detach(p), 0) << strerror(errno);
+  EXPECT_FALSE(std::filesystem::exists(sysv + "att-" + std::to_string(id)))
+      << "the attachment directory outlived its segment";
+}
+
 // The owner removes and locks its segment whatever the segment's mode, as on
 // Linux. Seen before (LTP shmctl02, shmget04): with mode 0, 0200 or 0400 the
 // shim could not write its bookkeeping xattrs, IPC_RMID returned 0 and did
