@@ -1,5 +1,7 @@
 #include "fs/lock_client.h"
 
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <spdlog/spdlog.h>
 
 namespace cshm::fs {
@@ -10,7 +12,10 @@ LockClient::LockClient(Env env) : env_(std::move(env)) {}
 
 LockClient::~LockClient() { Stop(); }
 
-void LockClient::Start() { lock_waiter_ = std::thread([this] { LockWaitLoop(); }); }
+void LockClient::Start() {
+  tries_ = std::make_unique<boost::asio::thread_pool>(kTryThreads);
+  lock_waiter_ = std::thread([this] { LockWaitLoop(); });
+}
 
 void LockClient::Stop() {
   {
@@ -19,6 +24,14 @@ void LockClient::Stop() {
   }
   lock_waits_cv_.notify_all();
   if (lock_waiter_.joinable()) lock_waiter_.join();
+  if (tries_) tries_->join();  // the tries under way end (each has its deadline) and wait no more
+  // Nobody will grant what still waits.
+  std::vector<LockWait> left;
+  {
+    std::lock_guard<std::mutex> lock(lock_waits_mu_);
+    left.swap(lock_waits_);
+  }
+  for (LockWait& w : left) w.done(Unavailable("this node is stopping"));
 }
 
 Status LockClient::CheckHeld(uint64_t ino) {
@@ -175,36 +188,47 @@ void LockClient::LockWaitLoop() {
         ++it;
       }
     }
-    lock.unlock();
-    std::vector<LockWait> again;
-    for (LockWait& w : due) {
-      if (w.interrupted && w.interrupted()) {
-        w.done(Interrupted("interrupted while waiting for a lock"));
-        continue;
-      }
-      Status st = Status::Ok();
-      try {
-        st = SetLock(w.ino, w.want);
-      } catch (const std::exception& e) {
-        st = IoError(std::string("internal error: ") + e.what());
-      }
-      if (st.code() != Status::Code::kWouldBlock) {
-        w.done(st);
-        continue;
-      }
-      w.backoff = std::min<std::chrono::microseconds>(w.backoff * 2, std::chrono::milliseconds(20));
-      w.next = Clock::now() + w.backoff;
-      again.push_back(std::move(w));
-    }
-    lock.lock();
-    for (LockWait& w : again) lock_waits_.push_back(std::move(w));
-    if (due.empty()) lock_waits_cv_.wait_until(lock, wake);
+    // Out of lock_waits_ until its try puts it back: one try per wait.
+    for (LockWait& w : due) boost::asio::post(*tries_, [this, w = std::move(w)]() mutable { TryAgain(std::move(w)); });
+    lock_waits_cv_.wait_until(lock, wake);
   }
-  // Nobody will grant what still waits.
-  std::vector<LockWait> left;
-  left.swap(lock_waits_);
-  lock.unlock();
-  for (LockWait& w : left) w.done(Unavailable("this node is stopping"));
+}
+
+void LockClient::TryAgain(LockWait w) {
+  bool stopping = false;
+  {
+    std::lock_guard<std::mutex> lock(lock_waits_mu_);
+    stopping = lock_waits_stopping_;
+  }
+  if (stopping) {
+    w.done(Unavailable("this node is stopping"));
+    return;
+  }
+  if (w.interrupted && w.interrupted()) {
+    w.done(Interrupted("interrupted while waiting for a lock"));
+    return;
+  }
+  Status st = Status::Ok();
+  try {
+    st = SetLock(w.ino, w.want);
+  } catch (const std::exception& e) {
+    st = IoError(std::string("internal error: ") + e.what());
+  }
+  if (st.code() != Status::Code::kWouldBlock) {
+    w.done(st);
+    return;
+  }
+  w.backoff = std::min<std::chrono::microseconds>(w.backoff * 2, std::chrono::milliseconds(20));
+  w.next = std::chrono::steady_clock::now() + w.backoff;
+  {
+    std::lock_guard<std::mutex> lock(lock_waits_mu_);
+    if (!lock_waits_stopping_) {
+      lock_waits_.push_back(std::move(w));
+      lock_waits_cv_.notify_all();
+      return;
+    }
+  }
+  w.done(Unavailable("this node is stopping"));
 }
 
 void LockClient::DiscardUnderLostLock(const HeldLock& key, uint64_t off, uint64_t len) {

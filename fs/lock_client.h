@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <string>
@@ -34,6 +35,10 @@
 #include "common/status.h"
 #include "ownership/lock_table.h"
 #include "ownership/messages.h"
+
+namespace boost::asio {
+class thread_pool;
+}
 
 namespace cshm::fs {
 
@@ -67,9 +72,11 @@ class LockClient {
   Status SetLock(uint64_t ino, const ownership::Lock& want);
   // F_SETLKW/flock without LOCK_NB, without holding the caller's thread: one
   // try here; a lock held elsewhere is retried (with backoff, each try under
-  // its deadline) by the lock-wait thread, and `done` is called from there
+  // its deadline) on the lock-wait pool, and `done` is called from there
   // when it is granted, `interrupted()` says the caller got a signal
-  // (kInterrupted), or it fails. A FUSE worker must not sleep in a lock wait:
+  // (kInterrupted), or it fails. Tries run side by side (kTryThreads): a
+  // try that waits out its deadline at a silent owner does not hold back
+  // the waits for other owners, nor the noticing of their signals. A FUSE worker must not sleep in a lock wait:
   // the mount has 64, and with that many waiters on one node the unlock that
   // would let them in could not be served (seen: the mount wedged).
   void SetLockLater(uint64_t ino, const ownership::Lock& want, std::function<bool()> interrupted,
@@ -107,7 +114,12 @@ class LockClient {
   void DiscardUnderLostLock(const HeldLock& key, uint64_t off, uint64_t len);
   void NoteHeldRange(const HeldLock& key, const ownership::Lock& want);  // mu_ held
   bool HoldsRange(const HeldLock& key) const;                          // mu_ held
+  struct LockWait;
+  // The lock-wait thread: hands every wait that is due (or interrupted) to
+  // the pool, one try of it at a time.
   void LockWaitLoop();
+  // One try of `w` on the pool; still blocked, it waits again.
+  void TryAgain(LockWait w);
 
   const Env env_;
   // The number of this node's latest lock request (LockMessage::seq).
@@ -149,6 +161,8 @@ class LockClient {
   std::vector<LockWait> lock_waits_;  // GUARDED_BY(lock_waits_mu_)
   bool lock_waits_stopping_ = false;  // GUARDED_BY(lock_waits_mu_)
   std::thread lock_waiter_;
+  static constexpr int kTryThreads = 4;
+  std::unique_ptr<boost::asio::thread_pool> tries_;  // made by Start, joined by Stop
 };
 
 }  // namespace cshm::fs
