@@ -14,6 +14,7 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 #include <unordered_map>
@@ -46,8 +47,6 @@ constexpr size_t kMaxUnauthenticatedPerSource = 8;
 // accept() out of descriptors: wait this long before the next try, instead
 // of spinning on the error.
 constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);
-constexpr auto kMinBackoff = std::chrono::milliseconds(50);
-constexpr auto kMaxBackoff = std::chrono::milliseconds(2000);
 
 // One request awaiting its response: a blocked Call's promise, or a
 // CallAsync's callback (then every Finish runs on the I/O thread, and the
@@ -111,6 +110,11 @@ class Transport::Impl {
   void RunOnPool(Request r);  // on the pool r.slow names
   std::shared_ptr<Connection> ClientFor(uint32_t node);  // I/O thread only
   void ClientFailed(uint32_t node, const std::shared_ptr<Connection>& c);
+  // I/O thread: `node` connected to us, so it is up: our own connection to
+  // it, if it waits out a backoff, is made now, and the backoff starts over.
+  // (Seen: one-way messages queued for a restarted peer waited up to the
+  // whole backoff, 2 s, after it was back; the lock grace with them.)
+  void PeerIsUp(uint32_t node);
 
   TransportOptions opts;
   asio::io_context io;
@@ -188,12 +192,20 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Connects at `when` (after a failed attempt's backoff); calls queue meanwhile.
   void StartClient(const tcp::endpoint& ep, Clock::time_point when) {
     if (when <= Clock::now()) return StartClient(ep);
+    waiting_for_ = ep;
     timer_.expires_at(when);
     auto self = shared_from_this();
-    timer_.async_wait([this, self, ep](const boost::system::error_code& ec) {
+    timer_.async_wait([this, self](const boost::system::error_code& ec) {
       if (ec || closed_) return;
-      StartClient(ep);
+      ConnectNow();
     });
+  }
+  // A connection waiting out its backoff connects at once.
+  void ConnectNow() {
+    if (!waiting_for_ || closed_) return;
+    const tcp::endpoint ep = *waiting_for_;
+    waiting_for_.reset();
+    StartClient(ep);  // re-arms timer_ for the handshake: the backoff's wait is cancelled
   }
 
   void StartClient(const tcp::endpoint& ep) {
@@ -441,6 +453,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     peer_ = a->node;
     ready_ = true;
     timer_.cancel();
+    t_->PeerIsUp(peer_);
     Write(FrameHeader{Kind::kResponse, kWelcome, 0, 0, 0},
           ServerProof(cfg.secret, server_nonce_, a->nonce, peer_, t_->opts.self));
     spdlog::info("node {} connected (incarnation {:x})", peer_, a->incarnation);
@@ -504,6 +517,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool ready_ = false;
   bool closed_ = false;
   bool silent_ = false;  // closed because the peer said nothing for a lease
+  std::optional<tcp::endpoint> waiting_for_;  // client: connects there when its backoff ends
   std::string server_nonce_, client_nonce_;
   uint64_t peer_incarnation_ = 0;
   Clock::time_point started_ = Clock::now();  // before this side sent anything
@@ -729,8 +743,16 @@ void Transport::Impl::ClientFailed(uint32_t node, const std::shared_ptr<Connecti
   auto it = clients.find(node);
   if (it != clients.end() && it->second == c) clients.erase(it);
   auto& b = backoff[node];
-  b = b == Clock::duration::zero() ? kMinBackoff : std::min<Clock::duration>(b * 2, kMaxBackoff);
+  b = b == Clock::duration::zero() ? Clock::duration(opts.reconnect_min)
+                                   : std::min<Clock::duration>(b * 2, opts.reconnect_max);
   retry_after[node] = Clock::now() + b;
+}
+
+void Transport::Impl::PeerIsUp(uint32_t node) {
+  backoff.erase(node);
+  retry_after.erase(node);
+  auto it = clients.find(node);
+  if (it != clients.end()) it->second->ConnectNow();
 }
 
 void Transport::Impl::Stop() {

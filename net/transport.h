@@ -3,8 +3,8 @@
 //
 // Each node listens on its configured address. For its own requests a node
 // keeps one outgoing connection per peer, made on first use and remade (with
-// backoff) after a failure; requests from a peer arrive on the connection that
-// peer made. Every connection completes the handshake of net/auth.h before any
+// backoff, which ends when the peer connects to us) after a failure; requests
+// from a peer arrive on the connection that peer made. Every connection completes the handshake of net/auth.h before any
 // other frame is accepted; a malformed or oversized frame, or a failed
 // handshake, closes the connection and is logged.
 //
@@ -50,9 +50,12 @@ struct FaultSeam {
   static FaultSeam FromEnvironment();
 };
 
-// The Asio transport's options: a messenger's, and the delay/loss seam.
+// The Asio transport's options: a messenger's, the delay/loss seam, and
+// the backoff between attempts to connect to a peer (doubling from min to
+// max after each failed one; a peer that connects to us ends it).
 struct TransportOptions : MessengerOptions {
   FaultSeam faults;
+  std::chrono::milliseconds reconnect_min{50}, reconnect_max{2000};
 };
 
 // The messenger factory for the real network, its fault seam read from the

@@ -42,10 +42,12 @@ struct Node {
   std::atomic<int> ups{0}, downs{0};
 };
 
-std::unique_ptr<Node> StartNode(const ClusterConfig& c, uint32_t self, FaultSeam faults = {}) {
+std::unique_ptr<Node> StartNode(const ClusterConfig& c, uint32_t self, FaultSeam faults = {},
+                                std::chrono::milliseconds backoff = 0ms) {
   auto node = std::make_unique<Node>();
   TransportOptions o;
   o.faults = faults;
+  if (backoff.count() != 0) o.reconnect_min = o.reconnect_max = backoff;
   o.config = c;
   o.self = self;
   o.incarnation = 1000 + self;
@@ -208,6 +210,22 @@ TEST(Transport, DeadPeerIsUnavailableAndComesBack) {
   EXPECT_TRUE(WaitFor([&] { return a->t->Call(1, kEcho, "x", 500ms).ok(); }));
   b.reset();
   EXPECT_FALSE(a->t->Call(1, kEcho, "x", 500ms).ok());
+}
+
+// A peer that connects to us is up: what we queued for it while our
+// connection waited out its backoff goes at once, not when the backoff ends
+// (issue 14: a restarted owner's lock grace and a restarted node's
+// kIncarnationSeen waited up to the 2 s backoff). The backoff here is a
+// minute, so only the peer's connection can let the message go in time.
+TEST(Transport, WhatWaitsOutABackoffGoesAsSoonAsThePeerConnects) {
+  ClusterConfig c = Config(2);
+  auto a = StartNode(c, 0, {}, 60s);
+  ASSERT_EQ(a->t->Call(1, kEcho, "x", 1000ms).status().code(), Status::Code::kUnavailable);  // refused: backoff
+  a->t->Send(1, kNote, "");  // queued on the connection that waits a minute
+  auto b = StartNode(c, 1);
+  ASSERT_TRUE(b->t->Call(0, kEcho, "x").ok());  // node 1 connects to node 0
+  EXPECT_TRUE(WaitFor([&] { return b->notes == 1; })) << "the queued message waited for the backoff";
+  EXPECT_TRUE(a->t->Call(1, kEcho, "x", 1000ms).ok());
 }
 
 TEST(Transport, PeerDownIsReported) {
