@@ -445,11 +445,13 @@ std::optional<uint32_t> Cluster::CachedOwner(uint64_t ino) {
   return it->second;
 }
 
+bool Cluster::ConfirmedSinceStart(uint32_t node) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return grace_seen_.contains(node);
+}
+
 bool Cluster::HeardSinceStart(uint32_t node) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (grace_seen_.contains(node)) return true;
-  }
+  if (ConfirmedSinceStart(node)) return true;
   for (const net::PeerState& p : transport_->Peers())
     if (p.node == node) return p.heard;
   return false;
@@ -881,7 +883,10 @@ void Cluster::AddGraceTargets(uint32_t writer, const std::vector<WriteRun>& runs
   const std::vector<Range> touched = PagesTouched(runs);
   if (touched.empty()) return;
   for (const net::NodeConfig& n : config_.nodes) {
-    if (n.id == self_ || n.id == writer || HeardSinceStart(n.id)) continue;
+    // Heard from is not enough: a restarted peer's drop runs on its pool
+    // after it connected, and until then it still has what our previous
+    // incarnation granted (a reachable node answers at once).
+    if (n.id == self_ || n.id == writer || ConfirmedSinceStart(n.id)) continue;
     std::vector<Range>& to = (*invalidate)[n.id];
     to.insert(to.end(), touched.begin(), touched.end());
   }

@@ -206,16 +206,21 @@ class Cluster {
   // them up when their lease with it runs out). Meanwhile a write also
   // invalidates the pages it touched on every other node, and a node not
   // heard from since the start counts as having dropped its copy only once
-  // that lease has passed (InvalidateRemote). Nodes heard from since the
-  // start (they connected to this incarnation, and drop what the previous
-  // one granted on seeing it) or that said so (kIncarnationSeen) are exempt.
+  // that lease has passed (InvalidateRemote). Nodes that said they gave up
+  // what the previous incarnation granted (kIncarnationSeen) are exempt;
+  // one heard from but not yet saying so is invalidated like the others,
+  // and answers at once (it drops on seeing this incarnation, on a pool,
+  // a moment after it connected).
   bool InDataGrace() const {
     return std::chrono::steady_clock::now() < started_ + std::chrono::milliseconds(config_.lease_ms);
   }
   void AddGraceTargets(uint32_t writer, const std::vector<ownership::WriteRun>& runs,
                        ownership::Invalidations* invalidate);
-  // Heard from since this node started, or it said it gave up what our
-  // previous incarnation granted (kIncarnationSeen): exempt from the above.
+  // It said it gave up what our previous incarnation granted
+  // (kIncarnationSeen): exempt from the above.
+  bool ConfirmedSinceStart(uint32_t node);
+  // Confirmed, or heard from since this node started: reachable, so an
+  // invalidation need not wait for it to be heard (InvalidateRemote).
   bool HeardSinceStart(uint32_t node);
   // This node's idea of the segment's owner (owner_of_), if it has one.
   std::optional<uint32_t> CachedOwner(uint64_t ino);

@@ -59,9 +59,10 @@ class SimCluster {
     started_hook_ = std::move(hook);
   }
 
-  // Called with the node's id and the inode before the daemon tells a
-  // node's kernel to drop pages (its notify), on the thread that tells it.
-  void SetInvalidateHook(std::function<void(uint32_t node, uint64_t ino)> hook) {
+  // Called with the node's id, the inode and the range (len 0: to the end)
+  // before the daemon tells a node's kernel to drop pages (its notify), on
+  // the thread that tells it.
+  void SetInvalidateHook(std::function<void(uint32_t node, uint64_t ino, uint64_t off, uint64_t len)> hook) {
     std::lock_guard<std::mutex> l(hook_mu_);
     invalidate_hook_ = std::move(hook);
   }
@@ -88,12 +89,12 @@ class SimCluster {
     n.kernel = std::make_unique<FakeKernel>(n.fs.get(), &n.log);
     FakeKernel* k = n.kernel.get();
     n.fs->SetNotifier([this, i, k](uint64_t ino, uint64_t off, uint64_t len) {
-      std::function<void(uint32_t, uint64_t)> hook;
+      std::function<void(uint32_t, uint64_t, uint64_t, uint64_t)> hook;
       {
         std::lock_guard<std::mutex> l(hook_mu_);
         hook = invalidate_hook_;
       }
-      if (hook) hook(i, ino);
+      if (hook) hook(i, ino, off, len);
       k->Invalidate(ino, off, len);
     });
     n.fs->SetEntryNotifier([](uint64_t, const std::string&) {});
@@ -189,7 +190,7 @@ class SimCluster {
   std::set<uint32_t> all_;
   std::mutex hook_mu_;
   std::function<void(uint32_t)> started_hook_;  // GUARDED_BY(hook_mu_)
-  std::function<void(uint32_t, uint64_t)> invalidate_hook_;  // GUARDED_BY(hook_mu_)
+  std::function<void(uint32_t, uint64_t, uint64_t, uint64_t)> invalidate_hook_;  // GUARDED_BY(hook_mu_)
   Node nodes_[kNodes];
 };
 
