@@ -197,6 +197,7 @@ Status Cluster::Start(meta::Namespace* ns) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       lost_[node] = true;
+      lease_lost_.insert(node);
     }
     LoseGrantsOf(node, "our lease with it ran out");
   };
@@ -443,6 +444,17 @@ std::optional<uint32_t> Cluster::CachedOwner(uint64_t ino) {
   auto it = owner_of_.find(ino);
   if (it == owner_of_.end()) return std::nullopt;
   return it->second;
+}
+
+bool Cluster::LeaseLostWith(uint32_t node) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!lease_lost_.contains(node)) return false;
+  }
+  if (!transport_->LeaseHeld(node)) return true;  // (asked without mu_: the messenger calls us under its own lock)
+  std::lock_guard<std::mutex> lock(mu_);
+  lease_lost_.erase(node);
+  return false;
 }
 
 bool Cluster::ConfirmedSinceStart(uint32_t node) {
@@ -1420,6 +1432,12 @@ Status Cluster::Deliver(const WriteBackRequest& wb, bool* rounds_pending, uint32
   std::string payload;
   auto reply = AtOwner(wb.ino, [&](uint32_t at) -> Result<WriteBackReply> {
     if (at == self_) return ApplyAsOwner(self_, wb);
+    if (LeaseLostWith(at)) {
+      transport_->Send(at, kPing, "");  // a connection, if one can be made, renews the lease
+      return Unavailable("our lease with node " + std::to_string(at) + ", which serves inode " +
+                         std::to_string(wb.ino) + ", ran out: write-backs to it are kept here and delivered once it "
+                         "is heard again");
+    }
     if (payload.empty()) payload = wb.Encode();
     kWriteBacksSent.Add();
     kWriteBackBytesSent.Add(RunBytes(wb.runs));

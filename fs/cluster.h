@@ -311,6 +311,13 @@ class Cluster {
   bool Dropping(uint64_t ino, uint64_t off, uint64_t len);  // (mu_ held)
   std::map<uint32_t, uint64_t> incarnations_;             // GUARDED_BY(mu_)
   std::map<uint32_t, bool> lost_;                         // GUARDED_BY(mu_): link went down since last up
+  // Peers our lease with ran out, until it holds again (LeaseLostWith).
+  std::set<uint32_t> lease_lost_;  // GUARDED_BY(mu_)
+  // Our lease with `node` ran out and has not held since: a write-back to it
+  // fails at once instead of waiting out its deadline (the kernel writes
+  // dirty pages back while it drops the others, which must be quick: the
+  // owner may forget this node a margin later).
+  bool LeaseLostWith(uint32_t node);
   // Owner side: a restarted owner grants no lock for a lease after it
   // started, until every other node has said it gave up the locks of the
   // previous incarnation (kIncarnationSeen): NFS's grace period, without

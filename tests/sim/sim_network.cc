@@ -485,6 +485,7 @@ void SimNetwork::Unregister(const SimNode* n) {
     if (it == nodes_.end() || it->second.get() != n) return;
     for (auto& [id, other] : nodes_)
       if (id != n->id()) Disconnect(n->id(), id, &down);
+    std::erase_if(unaware_, [&](const auto& u) { return u.first == n->id(); });
     nodes_.erase(it);
   }
   for (auto& fn : down) Schedule(std::chrono::microseconds(0), std::move(fn));
@@ -494,28 +495,37 @@ void SimNetwork::Close(uint32_t a, uint32_t b) {
   std::vector<std::function<void()>> down;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    Disconnect(a, b, &down);
+    const auto key = std::minmax(a, b);
+    if (!connections_.contains({key.first, key.second}) && unaware_.erase({a, b}) > 0) {
+      Down(a, b, &down);  // closed by the peer long ago: now this end knows too
+    } else {
+      // Across a cut link the close does not reach the other end.
+      Disconnect(a, b, &down, /*only_a=*/Link(a, b).cut);
+    }
   }
   for (auto& fn : down) Schedule(std::chrono::microseconds(0), std::move(fn));
 }
 
-void SimNetwork::Disconnect(uint32_t a, uint32_t b, std::vector<std::function<void()>>* down) {
+void SimNetwork::Disconnect(uint32_t a, uint32_t b, std::vector<std::function<void()>>* down, bool only_a) {
   auto key = std::minmax(a, b);
   auto it = connections_.find({key.first, key.second});
   if (it == connections_.end()) return;
   connections_.erase(it);
-  for (uint32_t side : {a, b}) {
-    auto n = nodes_.find(side);
-    if (n == nodes_.end()) continue;
-    const uint32_t peer = side == a ? b : a;
-    std::shared_ptr<SimNode> node = n->second;
-    down->push_back([node, peer] {
-      node->FailCalls(peer, "the connection to node " + std::to_string(peer) + " closed");
-      node->Guarded([&] {
-        if (node->opts().on_peer_down) node->opts().on_peer_down(peer);
-      });
+  Down(a, b, down);
+  if (only_a) unaware_.insert({b, a});
+  else Down(b, a, down);
+}
+
+void SimNetwork::Down(uint32_t side, uint32_t peer, std::vector<std::function<void()>>* down) {
+  auto n = nodes_.find(side);
+  if (n == nodes_.end()) return;
+  std::shared_ptr<SimNode> node = n->second;
+  down->push_back([node, peer] {
+    node->FailCalls(peer, "the connection to node " + std::to_string(peer) + " closed");
+    node->Guarded([&] {
+      if (node->opts().on_peer_down) node->opts().on_peer_down(peer);
     });
-  }
+  });
 }
 
 bool SimNetwork::Connect(uint32_t a, uint32_t b, std::vector<std::function<void()>>* up) {
@@ -524,19 +534,23 @@ bool SimNetwork::Connect(uint32_t a, uint32_t b, std::vector<std::function<void(
   const auto key = std::minmax(a, b);
   auto it = connections_.find({key.first, key.second});
   const uint64_t inc_low = nodes_[key.first]->incarnation(), inc_high = nodes_[key.second]->incarnation();
-  // A cut link carries nothing, also on a connection that was up before the
-  // cut (which closes only once it has been silent for a lease, as TCP's
-  // does across a partition).
-  const bool cut = Link(a, b).cut || Link(b, a).cut;
+  // A cut link carries nothing from a to b, also on a connection that was
+  // up before the cut (which closes only once it has been silent for a
+  // lease, as TCP's does across a partition); what goes the other way on it
+  // still arrives. A new connection needs both ways (its handshake).
   if (it != connections_.end()) {
-    if (it->second.incarnation[0] == inc_low && it->second.incarnation[1] == inc_high) return !cut;
+    if (it->second.incarnation[0] == inc_low && it->second.incarnation[1] == inc_high) return !Link(a, b).cut;
     connections_.erase(it);  // a restarted end: that connection died with it
   }
-  if (cut) return false;
+  if (Link(a, b).cut || Link(b, a).cut) return false;
   Connection c;
   c.incarnation[0] = inc_low;
   c.incarnation[1] = inc_high;
   connections_[{key.first, key.second}] = c;
+  // An end that missed the old connection's close learns of it first (its
+  // next frame on it would have met a reset).
+  for (auto [side, peer] : {std::pair{a, b}, std::pair{b, a}})
+    if (unaware_.erase({side, peer}) > 0) Down(side, peer, up);
   for (auto [side, peer] : {std::pair{a, b}, std::pair{b, a}}) {
     std::shared_ptr<SimNode> node = nodes_[side];
     const uint64_t peer_incarnation = nodes_[peer]->incarnation();
