@@ -884,7 +884,11 @@ Result<WriteBackReply> Cluster::ApplyAsOwner(uint32_t from, const WriteBackReque
   if (out.dropped > 0)
     log_->warn("late write-back of inode {} from node {}: {} page(s) changed since it was made and were not "
                "written (a late write never lands on newer bytes)", wb.ino, from, out.dropped);
-  if (out.grew) CSHM_RETURN_IF_ERROR(meta().NoteWrite(wb.ino, out.size, false).status());
+  if (out.grew) {
+    CSHM_RETURN_IF_ERROR(meta().NoteWrite(wb.ino, out.size, false).status());  // the times with it
+  } else {
+    TimesDue(wb.ino, wb.runs);
+  }
   AddGraceTargets(from, wb.runs, &out.invalidate);
   if (!out.invalidate.empty()) rounds_->Start(wb.ino, std::move(out.invalidate));
   return WriteBackReply{out.size, rounds_->Pending(wb.ino), out.dropped};
@@ -1093,6 +1097,7 @@ bool Cluster::TryServeInline(net::Request& r) {
     auto out = owned_.Apply(req->ino, r.from, req->runs, /*wait=*/false, nullptr, req->keeps_copy);
     if (!out.ok()) return false;  // busy, growing, moved, an error: a worker does it the slow way
     CountApplied(req->runs);
+    TimesDue(req->ino, req->runs);  // (one that grows is not served here)
     AddGraceTargets(r.from, req->runs, &out->invalidate);
     if (out->invalidate.empty()) {
       r.responder->Reply(Status::Ok(), WriteBackReply{out->size, rounds_->Pending(req->ino)}.Encode());
@@ -1483,6 +1488,30 @@ void Cluster::DeliverPending() {
   }
 }
 
+void Cluster::TimesDue(uint64_t ino, const std::vector<WriteRun>& runs) {
+  if (runs.empty()) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  times_due_.insert(ino);
+}
+
+void Cluster::CommitTimes() {
+  // Not while the metadata node is unreachable: the tick also delivers
+  // kept write-backs and unlocks, and must not wait a deadline per inode.
+  if (config_.metadata_node != self_ && !transport_->LeaseHeld(config_.metadata_node)) return;
+  std::set<uint64_t> due;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    due.swap(times_due_);
+  }
+  for (auto it = due.begin(); it != due.end(); ++it) {
+    const Status st = meta().NoteWrite(*it, 0, /*touch_mtime=*/true).status();
+    if (st.code() != Status::Code::kUnavailable && st.code() != Status::Code::kTimedOut) continue;  // done, or gone
+    std::lock_guard<std::mutex> lock(mu_);
+    times_due_.insert(it, due.end());  // at the next tick
+    return;
+  }
+}
+
 void Cluster::MigratorLoop() {
   migrator::PolicyConfig policy;
   policy.half_life_s = config_.migrate.half_life_s;
@@ -1493,6 +1522,7 @@ void Cluster::MigratorLoop() {
   std::unique_lock<std::mutex> lock(stop_mu_);
   while (!stop_cv_.wait_for(lock, interval, [this] { return stopping_; })) {
     lock.unlock();
+    CommitTimes();
     DeliverPending();
     locks_held_->RetryUnlocks();
     transfer_->Resolve();

@@ -311,6 +311,16 @@ class Cluster {
   bool Dropping(uint64_t ino, uint64_t off, uint64_t len);  // (mu_ held)
   std::map<uint32_t, uint64_t> incarnations_;             // GUARDED_BY(mu_)
   std::map<uint32_t, bool> lost_;                         // GUARDED_BY(mu_): link went down since last up
+  // Owner side: the inodes whose data changed here without growing since
+  // their times were last told to the metadata node (a write that grows one
+  // tells it at once, with the size).
+  std::set<uint64_t> times_due_;  // GUARDED_BY(mu_)
+  // A write-back of `ino` was applied here without growing it.
+  void TimesDue(uint64_t ino, const std::vector<ownership::WriteRun>& runs);
+  // Every migrator tick: the metadata node sets the mtime and ctime of each
+  // inode in times_due_ (as of then: within check_s of the write); one it
+  // cannot reach stays due.
+  void CommitTimes();
   // Peers our lease with ran out, until it holds again (LeaseLostWith).
   std::set<uint32_t> lease_lost_;  // GUARDED_BY(mu_)
   // Our lease with `node` ran out and has not held since: a write-back to it

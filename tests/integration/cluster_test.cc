@@ -288,6 +288,32 @@ TEST_F(ClusterTest, namespace_changes_are_visible_at_once) {
   EXPECT_EQ(errno, ENOENT);
 }
 
+// A write changes the file's mtime and ctime, as every node sees them, also
+// one that does not grow it, from a node that does not serve the file.
+// (Seen before: on a cluster only a write that grew a file did; overwrites
+// left its times as they were, and make, rsync and tail -f saw nothing.)
+TEST_F(ClusterTest, an_overwrite_from_another_node_changes_the_files_times_everywhere) {
+  std::ofstream(c_.path(2, "timed")) << std::string(8192, 'a');  // served by node 2
+  struct stat before;
+  ASSERT_EQ(stat(c_.path(0, "timed").c_str(), &before), 0);
+  const auto newer = [&](const struct stat& st) {
+    return st.st_mtim.tv_sec > before.st_mtim.tv_sec ||
+           (st.st_mtim.tv_sec == before.st_mtim.tv_sec && st.st_mtim.tv_nsec > before.st_mtim.tv_nsec);
+  };
+  int fd = open(c_.path(1, "timed").c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(pwrite(fd, "bbbb", 4, 4096), 4);
+  ASSERT_EQ(fsync(fd), 0);
+  close(fd);
+  for (int n = 0; n < 3; n++) {
+    struct stat st {};
+    EXPECT_TRUE(WaitFor([&] { return stat(c_.path(n, "timed").c_str(), &st) == 0 && newer(st); }, 10s))
+        << "node " << n << " still shows the mtime from before the write";
+    EXPECT_EQ(st.st_size, 8192) << "node " << n;
+    EXPECT_GE(st.st_ctim.tv_sec, st.st_mtim.tv_sec) << "node " << n;
+  }
+}
+
 TEST_F(ClusterTest, concurrent_o_creat_on_two_nodes_opens_instead_of_failing) {
   // Both nodes open(O_CREAT) the same names at once: the kernel of the slower
   // one sends CREATE for a name the other just made; that must open it, as
