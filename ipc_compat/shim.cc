@@ -259,9 +259,11 @@ CSHM_EXPORT int shmdt(const void* addr) {
 CSHM_EXPORT int shmctl(int shmid, int cmd, struct shmid_ds* buf) {
   try {
     auto& s = S();
-    // IPC_INFO and SHM_INFO describe the system: the kernel's answer serves.
-    if (!s.segments || cmd == IPC_INFO || cmd == SHM_INFO || !s.segments->IsOurs(shmid))
-      return s.real.shmctl(shmid, cmd, buf);
+    if (!s.segments) return s.real.shmctl(shmid, cmd, buf);
+    // The system's view: the kernel's segments, then the mount's.
+    if (cmd == IPC_INFO || cmd == SHM_INFO) return s.segments->Info(cmd, buf, s.real.shmctl);
+    if (cmd == SHM_STAT || cmd == SHM_STAT_ANY) return s.segments->IndexStat(shmid, cmd, buf, s.real.shmctl);
+    if (!s.segments->IsOurs(shmid)) return s.real.shmctl(shmid, cmd, buf);
     return s.segments->Control(shmid, cmd, buf);
   } catch (...) {
     errno = ENOMEM;
@@ -351,9 +353,11 @@ CSHM_EXPORT int semctl(int semid, int semnum, int cmd, ...) {
       va_end(ap);
     }
     auto& s = S();
-    // IPC_INFO and SEM_INFO describe the system: the kernel's answer serves.
-    if (!s.semaphores || cmd == IPC_INFO || cmd == SEM_INFO || !s.semaphores->IsOurs(semid))
-      return s.real.semctl(semid, semnum, cmd, arg);
+    if (!s.semaphores) return s.real.semctl(semid, semnum, cmd, arg);
+    // The system's view: the kernel's sets, then the mount's.
+    if (cmd == IPC_INFO || cmd == SEM_INFO) return s.semaphores->Info(cmd, arg, s.real.semctl);
+    if (cmd == SEM_STAT || cmd == SEM_STAT_ANY) return s.semaphores->IndexStat(semid, cmd, arg, s.real.semctl);
+    if (!s.semaphores->IsOurs(semid)) return s.real.semctl(semid, semnum, cmd, arg);
     return s.semaphores->Control(semid, semnum, cmd, arg);
   } catch (...) {
     errno = ENOMEM;

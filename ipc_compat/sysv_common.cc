@@ -5,7 +5,9 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -123,6 +125,22 @@ unsigned long long CountEntries(const std::string& dir, const char* prefix) {
     closedir(d);
   }
   return n;
+}
+
+std::vector<int> ListIds(const std::string& dir, const char* prefix) {
+  std::vector<int> ids;
+  const size_t len = std::strlen(prefix);
+  if (DIR* d = opendir(dir.c_str())) {
+    while (dirent* e = readdir(d)) {
+      if (std::strncmp(e->d_name, prefix, len) != 0) continue;
+      char* end = nullptr;
+      const long id = std::strtol(e->d_name + len, &end, 10);
+      if (end != e->d_name + len && *end == '\0' && id > 0 && id <= INT_MAX) ids.push_back(static_cast<int>(id));
+    }
+    closedir(d);
+  }
+  std::sort(ids.begin(), ids.end());
+  return ids;
 }
 
 int EnsureSysvDir(const std::string& dir) {

@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <string>
+#include <vector>
 
 namespace cshm::ipc {
 
@@ -61,6 +62,14 @@ int LinkIn(const std::string& tmp, const std::string& id_path, const std::string
 // How many entries of `dir` start with `prefix` (the kernel's *mni limits,
 // counted over the mount: cluster-wide).
 unsigned long long CountEntries(const std::string& dir, const char* prefix);
+
+// The ids of the entries of `dir` named `prefix` and a number, ascending:
+// the order in which SHM_STAT and SEM_STAT index the mount's objects.
+std::vector<int> ListIds(const std::string& dir, const char* prefix);
+// Where the mount's objects start in the kernel's index space (SHM_STAT,
+// SEM_STAT): after the kernel's highest used index, or at 0 if the kernel
+// has none of its own (`kernel_used`).
+inline int FirstClusterIndex(int kernel_used, int kernel_max) { return kernel_used > 0 ? kernel_max + 1 : 0; }
 
 // MOUNT/.sysv, mode 1777 (like /dev/shm), made on first use.
 int EnsureSysvDir(const std::string& dir);

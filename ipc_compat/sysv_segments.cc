@@ -30,6 +30,14 @@ size_t PageRound(size_t n) {
   return (n + page - 1) / page * page;
 }
 
+// The kernel's own segments: how many, and its highest index (SHM_INFO).
+void KernelIndex(SysvSegments::RealShmctl real, int* used, int* max) {
+  struct shm_info info {};
+  const int r = real(0, SHM_INFO, reinterpret_cast<struct shmid_ds*>(&info));
+  *used = r < 0 ? 0 : info.used_ids;
+  *max = r < 0 ? -1 : r;
+}
+
 }  // namespace
 
 std::string SysvSegments::IdPath(int shmid) const { return Dir() + "/id-" + std::to_string(shmid); }
@@ -370,6 +378,42 @@ int SysvSegments::Control(int shmid, int cmd, struct shmid_ds* buf) {
     default:
       return Fail(EINVAL);
   }
+}
+
+int SysvSegments::Info(int cmd, struct shmid_ds* buf, RealShmctl real) {
+  const int r = real(0, cmd, buf);
+  if (r < 0) return r;
+  const std::vector<int> ids = ListIds(Dir(), "id-");
+  if (ids.empty()) return r;
+  int used = 0, max = r;
+  if (cmd == SHM_INFO) {
+    // The kernel wrote it, so it is the caller's memory and writable.
+    auto* info = reinterpret_cast<struct shm_info*>(buf);
+    used = info->used_ids;
+    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    unsigned long pages = 0;
+    for (int id : ids) {
+      struct stat st;
+      if (stat(IdPath(id).c_str(), &st) == 0) pages += (static_cast<size_t>(st.st_size) + page - 1) / page;
+    }
+    info->used_ids += static_cast<int>(ids.size());
+    info->shm_tot += pages;
+    info->shm_rss += pages;  // files of the state dirs: never swapped
+  } else {
+    KernelIndex(real, &used, &max);
+  }
+  return FirstClusterIndex(used, max) + static_cast<int>(ids.size()) - 1;
+}
+
+int SysvSegments::IndexStat(int index, int cmd, struct shmid_ds* buf, RealShmctl real) {
+  int used = 0, max = -1;
+  KernelIndex(real, &used, &max);
+  const int first = FirstClusterIndex(used, max);
+  if (index < first) return real(index, cmd, buf);
+  const std::vector<int> ids = ListIds(Dir(), "id-");
+  const size_t at = static_cast<size_t>(index - first);
+  if (at >= ids.size()) return real(index, cmd, buf);  // the kernel's EINVAL
+  return Control(ids[at], cmd, buf);
 }
 
 bool SysvSegments::Ftok(const char* path, int id, key_t* out) {

@@ -47,6 +47,15 @@ class SysvSegments {
   void* Attach(int shmid, const void* addr, int flags);
   int Detach(const void* addr);
   int Control(int shmid, int cmd, struct shmid_ds* buf);
+  // The kernel's shmctl (the shim's, found with dlsym).
+  using RealShmctl = int (*)(int, int, struct shmid_ds*);
+  // IPC_INFO and SHM_INFO: the kernel's answer with this mount's segments
+  // counted in (SHM_INFO's used_ids, shm_tot and shm_rss; the highest index
+  // both return counts them after the kernel's own, as IndexStat does).
+  int Info(int cmd, struct shmid_ds* buf, RealShmctl real);
+  // SHM_STAT and SHM_STAT_ANY of the kernel's index `index`: the kernel's
+  // segment up to its highest index, then this mount's segments by shmid.
+  int IndexStat(int index, int cmd, struct shmid_ds* buf, RealShmctl real);
   // The key of `path` if it lies inside the mount, from cluster-stable ids.
   bool Ftok(const char* path, int id, key_t* out);
 

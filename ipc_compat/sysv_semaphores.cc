@@ -221,6 +221,50 @@ int SysvSemaphores::Op(int semid, struct sembuf* sops, size_t nsops, const struc
   return Call(fd, &req, ops.data(), nsops * sizeof(struct sembuf));
 }
 
+namespace {
+
+// The kernel's own sets: how many, and its highest index (SEM_INFO).
+void KernelIndex(SysvSemaphores::RealSemctl real, int* used, int* max) {
+  struct seminfo info {};
+  SemArg a;
+  a.info = &info;
+  const int r = real(0, 0, SEM_INFO, a);
+  *used = r < 0 ? 0 : info.semusz;
+  *max = r < 0 ? -1 : r;
+}
+
+}  // namespace
+
+int SysvSemaphores::Info(int cmd, SemArg arg, RealSemctl real) {
+  const int r = real(0, 0, cmd, arg);
+  if (r < 0) return r;
+  const std::vector<int> ids = ListIds(Dir(), "sem-");
+  if (ids.empty()) return r;
+  int used = 0, max = r;
+  if (cmd == SEM_INFO) {
+    // The kernel wrote it, so it is the caller's memory and writable.
+    used = arg.info->semusz;
+    int sems = 0;
+    for (int id : ids) sems += static_cast<int>(GetU64(IdPath(id), "user.cshm.nsems", 0));
+    arg.info->semusz += static_cast<int>(ids.size());
+    arg.info->semaem += sems;
+  } else {
+    KernelIndex(real, &used, &max);
+  }
+  return FirstClusterIndex(used, max) + static_cast<int>(ids.size()) - 1;
+}
+
+int SysvSemaphores::IndexStat(int index, int cmd, SemArg arg, RealSemctl real) {
+  int used = 0, max = -1;
+  KernelIndex(real, &used, &max);
+  const int first = FirstClusterIndex(used, max);
+  if (index < first) return real(index, 0, cmd, arg);
+  const std::vector<int> ids = ListIds(Dir(), "sem-");
+  const size_t at = static_cast<size_t>(index - first);
+  if (at >= ids.size()) return real(index, 0, cmd, arg);  // the kernel's EINVAL
+  return Control(ids[at], 0, cmd, arg);
+}
+
 int SysvSemaphores::Control(int semid, int semnum, int cmd, SemArg arg) {
   const std::string id = IdPath(semid);
   // Linux lets the owner remove a set or change its permissions whatever its

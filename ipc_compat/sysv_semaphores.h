@@ -46,6 +46,15 @@ class SysvSemaphores {
   int Get(key_t key, int nsems, int flags);
   int Op(int semid, struct sembuf* sops, size_t nsops, const struct timespec* timeout);
   int Control(int semid, int semnum, int cmd, SemArg arg);
+  // The kernel's semctl (the shim's, found with dlsym).
+  using RealSemctl = int (*)(int, int, int, ...);
+  // IPC_INFO and SEM_INFO: the kernel's answer with this mount's sets
+  // counted in (SEM_INFO's semusz and semaem; the highest index both return
+  // counts them after the kernel's own, as IndexStat does).
+  int Info(int cmd, SemArg arg, RealSemctl real);
+  // SEM_STAT and SEM_STAT_ANY of the kernel's index `index`: the kernel's
+  // set up to its highest index, then this mount's sets by semid.
+  int IndexStat(int index, int cmd, SemArg arg, RealSemctl real);
   bool IsOurs(int semid) const;
   // msync(MS_SYNC) of every shared writable mapping of the mount here.
   void Release();

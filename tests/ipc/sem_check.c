@@ -30,6 +30,7 @@
 #include <sys/ipc.h>
 #include <sys/sem.h>
 #include <sys/shm.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,6 +41,7 @@ union semun {
   int val;
   struct semid_ds* buf;
   unsigned short* array;
+  struct seminfo* __buf;
 };
 
 static int getval(int id, int num) { return semctl(id, num, GETVAL); }
@@ -103,6 +105,30 @@ static void local_rules(key_t key) {
   a.buf = &ds;
   CHECK(semctl(id, 0, IPC_STAT, a) == 0);
   CHECK(ds.sem_nsems == 3);
+  /* SEM_INFO and SEM_STAT: the mount's sets follow the kernel's in its
+   * index space; one of the kernel's own is made behind the shim's back. */
+  int kernel_id = (int)syscall(SYS_semget, IPC_PRIVATE, 2, IPC_CREAT | 0600);
+  CHECK(kernel_id >= 0);
+  struct seminfo si;
+  union semun ia;
+  ia.__buf = &si;
+  int max = semctl(0, 0, SEM_INFO, ia);
+  CHECK(max >= 3 && si.semusz >= 4 && si.semaem >= 3 + 1 + 1 + 2);
+  CHECK(semctl(0, 0, IPC_INFO, ia) == max);
+  int seen_ours = 0, seen_kernels = 0;
+  for (int i = 0; i <= max; i++) {
+    struct semid_ds d;
+    union semun da;
+    da.buf = &d;
+    int got = semctl(i, 0, SEM_STAT, da);
+    CHECK(got >= 0 || errno == EINVAL || errno == EACCES);
+    if (got == id) seen_ours = d.sem_nsems == 3;
+    if (got == kernel_id) seen_kernels = d.sem_nsems == 2;
+    if (got >= 0) CHECK(semctl(i, 0, SEM_STAT_ANY, da) == got);
+  }
+  CHECK(seen_ours && seen_kernels);
+  CHECK_ERR(semctl(max + 1, 0, SEM_STAT, a), EINVAL);
+  CHECK(syscall(SYS_semctl, kernel_id, 0, IPC_RMID, 0) == 0);
   CHECK((ds.sem_perm.mode & 0777) == 0600);
   CHECK(ds.sem_perm.__key == key);
   CHECK(ds.sem_perm.uid == geteuid() && ds.sem_perm.cuid == geteuid());

@@ -22,6 +22,7 @@
 #include <sys/mman.h>
 #include <sys/shm.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -166,6 +167,27 @@ static void local_rules(key_t key) {
   CHECK(shmctl(id, SHM_LOCK, NULL) == 0 && shmctl(id, SHM_UNLOCK, NULL) == 0);
   struct shminfo info;
   CHECK(shmctl(0, IPC_INFO, (struct shmid_ds*)&info) >= 0);
+  /* SHM_INFO and SHM_STAT: the mount's segments follow the kernel's in its
+   * index space, walked as LTP's shmctl01 and shmctl04 walk it; one of the
+   * kernel's own is made behind the shim's back. */
+  int kernel_id = (int)syscall(SYS_shmget, IPC_PRIVATE, 4096, IPC_CREAT | 0600);
+  CHECK(kernel_id >= 0);
+  struct shm_info si;
+  int max = shmctl(0, SHM_INFO, (struct shmid_ds*)&si);
+  CHECK(max >= 1 && si.used_ids >= 2);
+  CHECK(shmctl(0, IPC_INFO, (struct shmid_ds*)&info) == max);
+  int seen_ours = 0, seen_kernels = 0;
+  for (int i = 0; i <= max; i++) {
+    struct shmid_ds d;
+    int got = shmctl(i, SHM_STAT, &d);
+    CHECK(got >= 0 || errno == EINVAL || errno == EACCES);
+    if (got == id) seen_ours = d.shm_segsz == 1000;
+    if (got == kernel_id) seen_kernels = 1;
+    if (got >= 0) CHECK(shmctl(i, SHM_STAT_ANY, &d) == got);
+  }
+  CHECK(seen_ours && seen_kernels);
+  CHECK_ERR(shmctl(max + 1, SHM_STAT, &ds), EINVAL);
+  CHECK(syscall(SYS_shmctl, kernel_id, IPC_RMID, NULL) == 0);
   /* IPC_RMID while attached: the key is free at once, the memory lives. */
   CHECK(shmctl(id, IPC_RMID, NULL) == 0);
   CHECK(shmctl(id, IPC_STAT, &ds) == 0);
