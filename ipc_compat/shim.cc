@@ -262,8 +262,10 @@ CSHM_EXPORT int shmctl(int shmid, int cmd, struct shmid_ds* buf) {
     if (!s.segments) return s.real.shmctl(shmid, cmd, buf);
     // The system's view: the kernel's segments, then the mount's.
     if (cmd == IPC_INFO || cmd == SHM_INFO) return s.segments->Info(cmd, buf, s.real.shmctl);
-    if (cmd == SHM_STAT || cmd == SHM_STAT_ANY) return s.segments->IndexStat(shmid, cmd, buf, s.real.shmctl);
-    if (!s.segments->IsOurs(shmid)) return s.real.shmctl(shmid, cmd, buf);
+    // An index, or (as the kernel takes an id there for its index) one of ours.
+    const bool ours = s.segments->IsOurs(shmid);
+    if ((cmd == SHM_STAT || cmd == SHM_STAT_ANY) && !ours) return s.segments->IndexStat(shmid, cmd, buf, s.real.shmctl);
+    if (!ours) return s.real.shmctl(shmid, cmd, buf);
     return s.segments->Control(shmid, cmd, buf);
   } catch (...) {
     errno = ENOMEM;
@@ -356,8 +358,10 @@ CSHM_EXPORT int semctl(int semid, int semnum, int cmd, ...) {
     if (!s.semaphores) return s.real.semctl(semid, semnum, cmd, arg);
     // The system's view: the kernel's sets, then the mount's.
     if (cmd == IPC_INFO || cmd == SEM_INFO) return s.semaphores->Info(cmd, arg, s.real.semctl);
-    if (cmd == SEM_STAT || cmd == SEM_STAT_ANY) return s.semaphores->IndexStat(semid, cmd, arg, s.real.semctl);
-    if (!s.semaphores->IsOurs(semid)) return s.real.semctl(semid, semnum, cmd, arg);
+    // An index, or (as the kernel takes an id there for its index) one of ours.
+    const bool ours = s.semaphores->IsOurs(semid);
+    if ((cmd == SEM_STAT || cmd == SEM_STAT_ANY) && !ours) return s.semaphores->IndexStat(semid, cmd, arg, s.real.semctl);
+    if (!ours) return s.real.semctl(semid, semnum, cmd, arg);
     return s.semaphores->Control(semid, semnum, cmd, arg);
   } catch (...) {
     errno = ENOMEM;
