@@ -127,6 +127,7 @@ static void local_rules(key_t key) {
     if (got >= 0) CHECK(semctl(i, 0, SEM_STAT_ANY, da) == got);
   }
   CHECK(seen_ours && seen_kernels);
+  CHECK(semctl(id, 0, SEM_STAT_ANY, a) == id); /* an id for an index, as the kernel takes one */
   CHECK_ERR(semctl(max + 1, 0, SEM_STAT, a), EINVAL);
   CHECK(syscall(SYS_semctl, kernel_id, 0, IPC_RMID, 0) == 0);
   CHECK((ds.sem_perm.mode & 0777) == 0600);

@@ -186,6 +186,7 @@ static void local_rules(key_t key) {
     if (got >= 0) CHECK(shmctl(i, SHM_STAT_ANY, &d) == got);
   }
   CHECK(seen_ours && seen_kernels);
+  CHECK(shmctl(id, SHM_STAT_ANY, &ds) == id); /* an id for an index, as the kernel takes one */
   CHECK_ERR(shmctl(max + 1, SHM_STAT, &ds), EINVAL);
   CHECK(syscall(SYS_shmctl, kernel_id, IPC_RMID, NULL) == 0);
   /* IPC_RMID while attached: the key is free at once, the memory lives. */
