@@ -197,7 +197,7 @@ Status Cluster::Start(meta::Namespace* ns) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       lost_[node] = true;
-      lease_lost_.insert(node);
+      lease_lost_.emplace(node, std::chrono::steady_clock::time_point{});
     }
     LoseGrantsOf(node, "our lease with it ran out");
   };
@@ -451,10 +451,22 @@ bool Cluster::LeaseLostWith(uint32_t node) {
     std::lock_guard<std::mutex> lock(mu_);
     if (!lease_lost_.contains(node)) return false;
   }
-  if (!transport_->LeaseHeld(node)) return true;  // (asked without mu_: the messenger calls us under its own lock)
-  std::lock_guard<std::mutex> lock(mu_);
-  lease_lost_.erase(node);
-  return false;
+  const bool held = transport_->LeaseHeld(node);  // (asked without mu_: the messenger calls us under its own lock)
+  const auto now = std::chrono::steady_clock::now();
+  bool ping = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = lease_lost_.find(node);
+    if (it == lease_lost_.end()) return false;
+    if (held) {
+      lease_lost_.erase(it);
+      return false;
+    }
+    ping = now - it->second >= std::chrono::milliseconds(config_.heartbeat_ms);
+    if (ping) it->second = now;
+  }
+  if (ping) transport_->Send(node, kPing, "");
+  return true;
 }
 
 bool Cluster::ConfirmedSinceStart(uint32_t node) {
@@ -1438,7 +1450,6 @@ Status Cluster::Deliver(const WriteBackRequest& wb, bool* rounds_pending, uint32
   auto reply = AtOwner(wb.ino, [&](uint32_t at) -> Result<WriteBackReply> {
     if (at == self_) return ApplyAsOwner(self_, wb);
     if (LeaseLostWith(at)) {
-      transport_->Send(at, kPing, "");  // a connection, if one can be made, renews the lease
       return Unavailable("our lease with node " + std::to_string(at) + ", which serves inode " +
                          std::to_string(wb.ino) + ", ran out: write-backs to it are kept here and delivered once it "
                          "is heard again");

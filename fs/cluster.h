@@ -321,12 +321,15 @@ class Cluster {
   // inode in times_due_ (as of then: within check_s of the write); one it
   // cannot reach stays due.
   void CommitTimes();
-  // Peers our lease with ran out, until it holds again (LeaseLostWith).
-  std::set<uint32_t> lease_lost_;  // GUARDED_BY(mu_)
+  // Peers our lease with ran out, until it holds again (LeaseLostWith),
+  // with when a ping last went to each.
+  std::map<uint32_t, std::chrono::steady_clock::time_point> lease_lost_;  // GUARDED_BY(mu_)
   // Our lease with `node` ran out and has not held since: a write-back to it
   // fails at once instead of waiting out its deadline (the kernel writes
   // dirty pages back while it drops the others, which must be quick: the
-  // owner may forget this node a margin later).
+  // owner may forget this node a margin later). Meanwhile a ping goes to it
+  // once a heartbeat, so that a connection is made again when it can be
+  // (nothing else may be sent to it) and the lease renewed.
   bool LeaseLostWith(uint32_t node);
   // Owner side: a restarted owner grants no lock for a lease after it
   // started, until every other node has said it gave up the locks of the

@@ -117,16 +117,6 @@ int LinkIn(const std::string& tmp, const std::string& id_path, const std::string
   return 0;
 }
 
-unsigned long long CountEntries(const std::string& dir, const char* prefix) {
-  unsigned long long n = 0;
-  const size_t len = std::strlen(prefix);
-  if (DIR* d = opendir(dir.c_str())) {
-    while (dirent* e = readdir(d)) n += std::strncmp(e->d_name, prefix, len) == 0;
-    closedir(d);
-  }
-  return n;
-}
-
 std::vector<int> ListIds(const std::string& dir, const char* prefix) {
   std::vector<int> ids;
   const size_t len = std::strlen(prefix);

@@ -59,12 +59,10 @@ bool CopyToCaller(void* dst, const void* src, size_t n);
 // `id_path`, then as `key_path` (none for IPC_PRIVATE: ""), then `tmp` goes.
 // 0; -2 if the key was taken meanwhile (nothing is left); -1 with errno.
 int LinkIn(const std::string& tmp, const std::string& id_path, const std::string& key_path);
-// How many entries of `dir` start with `prefix` (the kernel's *mni limits,
-// counted over the mount: cluster-wide).
-unsigned long long CountEntries(const std::string& dir, const char* prefix);
-
 // The ids of the entries of `dir` named `prefix` and a number, ascending:
-// the order in which SHM_STAT and SEM_STAT index the mount's objects.
+// the order in which SHM_STAT and SEM_STAT index the mount's objects; their
+// count is what the kernel's *mni limits are checked against (over the
+// mount: cluster-wide).
 std::vector<int> ListIds(const std::string& dir, const char* prefix);
 // Where the mount's objects start in the kernel's index space (SHM_STAT,
 // SEM_STAT): after the kernel's highest used index, or at 0 if the kernel

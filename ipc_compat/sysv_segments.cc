@@ -125,7 +125,7 @@ int SysvSegments::CheckNew(size_t size, int flags) {
   constexpr unsigned long long kMargin = 64;
   struct stat dir;
   const bool far = stat(Dir().c_str(), &dir) == 0 && dir.st_nlink >= 2 && dir.st_nlink - 2 + kMargin < mni;
-  if (!far && CountEntries(Dir(), "id-") >= mni) return Fail(ENOSPC);
+  if (!far && ListIds(Dir(), "id-").size() >= mni) return Fail(ENOSPC);
   return 0;
 }
 

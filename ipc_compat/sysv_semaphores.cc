@@ -169,7 +169,7 @@ int SysvSemaphores::Get(key_t key, int nsems, int flags) {
   const unsigned long long msl = std::min<unsigned long long>(KernelLimit("sem", 32000, 0), fs::kMaxSemsPerSet);
   auto check_new = [&]() -> int {
     if (nsems <= 0 || static_cast<unsigned long long>(nsems) > msl) return Fail(EINVAL);
-    if (CountEntries(Dir(), "sem-") >= KernelLimit("sem", 32000, 3)) return Fail(ENOSPC);
+    if (ListIds(Dir(), "sem-").size() >= KernelLimit("sem", 32000, 3)) return Fail(ENOSPC);
     return 0;
   };
   if (nsems < 0) return Fail(EINVAL);
