@@ -20,9 +20,25 @@
 //
 // The protocol is model-checked (docs/model.md): ownership/coherence.pml is
 // Read/Write/Sync/InvalidateLocal and the rounds, ownership/locks.pml is
-// SetLock/ServeLock and lease expiry, ownership/migration.pml is
+// SetLock/LockService::Serve and lease expiry, ownership/migration.pml is
 // MoveSegment/InstallSegment and the kMoved forwarding. Each model's header
 // names the code it stands for; change them together.
+//
+// The class is in five files, one job each:
+//   cluster.cc           start and stop, peers, leases, the restart's grace,
+//                        the namespace's entry drops, locks, control, the
+//                        migrator loop
+//   cluster_dispatch.cc  the one table of what a node does with each message
+//   cluster_accessor.cc  the accessor side: Read, Write, Sync, Truncate,
+//                        InvalidateLocal, kept write-backs
+//   cluster_owner.cc     the owner side over ownership::OwnedSegments and
+//                        InvalidationRounds: applying write-backs, truncation,
+//                        fallocate, the rounds' remote invalidations, times
+//   cluster_status.cc    NodeStatus, StatusJson, the metrics' gauges
+// The parts with state of their own are classes beside it: LockClient (the
+// holder side of locks), ownership::LockService (the owner side),
+// SegmentTransfer (both ends of a move), ReferenceSync, PendingWrites,
+// TwinCache. docs/locking.md lists the mutexes and their order.
 //
 // Thread-safety: all public methods are thread-safe.
 #pragma once
@@ -57,6 +73,7 @@
 #include "net/messenger.h"
 #include "net/transport.h"
 #include "ownership/invalidation_rounds.h"
+#include "ownership/lock_service.h"
 #include "ownership/lock_table.h"
 #include "ownership/messages.h"
 #include "ownership/owned_segments.h"
@@ -166,14 +183,15 @@ class Cluster {
  private:
   Result<uint32_t> OwnerOf(uint64_t ino);
   void NoteOwner(uint64_t ino, uint32_t owner);
-  // Owner side: apply and run (or schedule) the invalidation round.
-  Result<ownership::WriteBackReply> ApplyAsOwner(uint32_t from, const ownership::WriteBackRequest& wb,
-                                                 bool wait = true);
+  // Owner side: apply and start the invalidation round (if any); the reply
+  // as of now, and the round's number.
+  struct Applied {
+    ownership::WriteBackReply reply;
+    std::optional<uint64_t> round;
+  };
+  Result<Applied> ApplyAsOwner(uint32_t from, const ownership::WriteBackRequest& wb, bool wait = true);
   // Drops the per-inode maps' entries of `ino` that nothing uses.
   void ForgetInodeState(uint64_t ino);
-  // Answers a write-back that started round `seq` once the rounds up to it
-  // are over, or after kWriteBackHold at the latest (see the definition).
-  void AnswerAfterRound(uint64_t ino, uint64_t seq, uint64_t size, std::shared_ptr<net::Responder> responder);
   // How long a round may take: a sharer that cannot be reached is asked
   // again until it answers or its lease has run out (InvalidateRemote).
   std::chrono::milliseconds RoundDeadline() const {
@@ -199,7 +217,6 @@ class Cluster {
   // Owner side: what `node` held here is gone (it was silent for a lease, or
   // restarted): its locks and its place in the copysets.
   void ForgetNode(uint32_t node, const std::string& why);
-  bool InGrace();
   // The data side of the grace period: for a lease after this node started,
   // its previous incarnation may have granted copies of its pages that it
   // has no record of, to nodes that cannot hear of the restart (they give
@@ -230,7 +247,18 @@ class Cluster {
   // reached, until it answers or its lease has run out (then its copy is
   // gone: Ok); `done` gets the outcome once, on the I/O thread.
   void InvalidateRemote(uint32_t node, std::string payload, std::function<void(const Status&)> done);
-  void Handle(net::Request r);
+  // Serving what peers send (fs/cluster_dispatch.cc): one table from message
+  // type to its one handler, which says whether it may wait on the network
+  // (then it runs on the slow pool) and whether it may be tried on the
+  // messenger's I/O thread first.
+  enum class On { kIoThread, kFastPool, kSlowPool };
+  struct Handlers;
+  friend struct Handlers;
+  static bool IsSlow(uint16_t type);
+  // Serves `r` where it runs. Only on the I/O thread false: it would have to
+  // wait, and a pool serves it (the fast pool defers such a request to the
+  // slow one itself).
+  bool Serve(net::Request& r, On on);
   // Metadata node: a name went; every node's kernel drops its dentry.
   void BroadcastEntryGone(uint64_t parent, const std::string& name);
   void DropEntryLocal(uint64_t parent, const std::string& name);
@@ -239,9 +267,6 @@ class Cluster {
   template <typename F>
   auto AtOwner(uint64_t ino, F call) -> decltype(call(0u));
   Result<std::string> ServeControl(const ownership::ControlRequest& c);
-  // A fetch, a small write-back or a sync served on the transport's I/O
-  // thread, if that needs no waiting.
-  bool TryServeInline(net::Request& r);
   void MigratorLoop();
   // Sends one write-back to the segment's owner, wherever it is.
   // `*rounds_pending`: the owner had a round of `ino` running (or a failed one
@@ -254,8 +279,6 @@ class Cluster {
   // Delivers the kept write-backs of `ino`, in order (see PendingWrites).
   Status DrainPending(uint64_t ino);
   void DeliverPending();
-  // Without `wait`, kBusy instead of waiting for the segment (the I/O thread).
-  Result<ownership::LockReply> ServeLock(uint32_t from, const ownership::LockMessage& m, bool wait = true);
 
   const net::ClusterConfig config_;
   const uint32_t self_;
@@ -268,6 +291,9 @@ class Cluster {
   std::unique_ptr<TwinCache> twins_;
   std::unique_ptr<PendingWrites> pending_;
   ownership::OwnedSegments owned_;
+  // The owner side of the locks, and the grace period after the start.
+  ownership::LockService lock_service_;
+  ownership::LockService::Env LockServiceEnv();
   meta::Namespace* ns_ = nullptr;  // metadata node only
   std::unique_ptr<meta::RemoteMeta> remote_meta_;
   std::unique_ptr<ReferenceSync> ref_sync_;  // metadata node only
@@ -331,17 +357,10 @@ class Cluster {
   // once a heartbeat, so that a connection is made again when it can be
   // (nothing else may be sent to it) and the lease renewed.
   bool LeaseLostWith(uint32_t node);
-  // Owner side: a restarted owner grants no lock for a lease after it
-  // started, until every other node has said it gave up the locks of the
-  // previous incarnation (kIncarnationSeen): NFS's grace period, without
-  // reclaims.
   uint64_t incarnation_ = 0;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   ownership::NodeStatus OwnStatus();
   size_t QueuedUnlocks();  // unlocks in unsent_unlocks_, all inodes
-  std::chrono::steady_clock::time_point grace_until_;  // GUARDED_BY(mu_)
-  std::set<uint32_t> grace_seen_;                       // GUARDED_BY(mu_)
-  bool grace_over_ = false;                             // GUARDED_BY(mu_)
   std::unordered_map<uint64_t, uint64_t> fetches_from_;   // GUARDED_BY(mu_): remote fetches per segment
 
   // Per inode: handles open for writing here, READs being answered without
@@ -355,17 +374,18 @@ class Cluster {
   std::mutex writers_mu_;
   std::condition_variable twinless_done_;
   std::unordered_map<uint64_t, Writers> writers_;  // GUARDED_BY(writers_mu_)
-
-  // Lock order: locks_mu_ before mu_ (ServeLock asks InGrace under it);
-  // nothing takes locks_mu_ while holding mu_.
-  std::mutex locks_mu_;
-  ownership::LockTable locks_;  // GUARDED_BY(locks_mu_): locks of the segments we own
-  // Owner side: per (node, lock owner, inode), the newest lock request its
-  // asker cancelled (LockMessage::cancels); that one and older ones are
-  // refused if they arrive late. Only timed-out requests make entries; a
-  // node's go when it is forgotten or restarts.
-  using CancelKey = std::tuple<uint32_t, uint64_t, uint64_t>;
-  std::map<CancelKey, uint64_t> cancelled_;  // GUARDED_BY(locks_mu_)
 };
+
+template <typename F>
+auto Cluster::AtOwner(uint64_t ino, F call) -> decltype(call(0u)) {
+  for (int attempt = 0;; attempt++) {
+    auto owner = OwnerOf(ino);
+    if (!owner.ok()) return owner.status();
+    auto r = call(*owner);
+    auto moved = ownership::MovedTo(r.status());
+    if (!moved || attempt >= 4) return r;
+    NoteOwner(ino, *moved);  // the segment migrated: follow it
+  }
+}
 
 }  // namespace cshm::fs

@@ -13,7 +13,7 @@
 // drops its pages of the range while the writes are still refused, so that
 // what was stored under it never reaches the owner.
 //
-// Modelled in ownership/locks.pml (SetLock, ServeLock, lease expiry).
+// Modelled in ownership/locks.pml (SetLock, LockService::Serve, lease expiry).
 //
 // Thread-safety: all public methods are thread-safe. Lock order: LockClient's
 // mutexes are leaves: it calls its Env with none held.

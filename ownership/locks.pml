@@ -1,7 +1,7 @@
 /* locks.pml: a Promela model of cluster-wide locks as release points under
  * faults (DESIGN.md contract 4 and "Faults: leases, epochs and fencing";
- * fs/lock_client.cc LockClient::SetLock, Lose; fs/cluster.cc ServeLock,
- * LoseGrantsOf, ForgetNode, InGrace, Write's kept write-backs; ownership/owned_segments.cc Apply with
+ * fs/lock_client.cc LockClient::SetLock, Lose; ownership/lock_service.cc Serve,
+ * InGrace; fs/cluster.cc LoseGrantsOf, ForgetNode, Write's kept write-backs; ownership/owned_segments.cc Apply with
  * expectations), checked with spin in the test suite
  * (tests/model/check_model.sh; docs/model.md).
  *

@@ -15,7 +15,7 @@
 //
 // A WriteBack is answered once the owner applied it and its invalidation
 // round is over, or after a short hold (the round then runs on; see
-// Cluster::AnswerAfterRound). Releases wait with Sync, unless every
+// fs/cluster_dispatch.cc, kWriteBackHold). Releases wait with Sync, unless every
 // write-back since the last one was answered with busy = 0 (no round of the
 // segment was running when it was answered: nothing to wait for).
 #pragma once

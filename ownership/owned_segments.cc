@@ -10,6 +10,12 @@
 
 namespace cshm::ownership {
 
+uint64_t RunBytes(const std::vector<WriteRun>& runs) {
+  uint64_t n = 0;
+  for (const WriteRun& run : runs) n += run.bytes.size();
+  return n;
+}
+
 using store::kPageSize;
 
 void AddPageRange(std::vector<Range>* ranges, uint64_t page) {

@@ -40,6 +40,9 @@ struct WriteRun {
   uint64_t off = 0;
   std::string bytes;
 };
+// The changed bytes `runs` carry (counted once per write-back: a diff of
+// interleaved writers is many small runs).
+uint64_t RunBytes(const std::vector<WriteRun>& runs);
 
 // The hash of a page's 4 KiB (XXH3, 64 bits): what a kYourTwin page of a
 // move carries, and what a late write-back expects a page still to hold.
