@@ -51,7 +51,7 @@ Cluster::Cluster(net::ClusterConfig config, uint32_t self, store::PageStore* pag
   env.release = [this](uint64_t ino) { return Sync(ino); };
   env.drop_local = [this](uint64_t ino, uint64_t off, uint64_t len) { InvalidateLocal(ino, {Range{off, len}}); };
   env.errors_reported = [this](uint64_t ino) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     write_errors_.erase(ino);
   };
   locks_held_ = std::make_unique<LockClient>(std::move(env));
@@ -91,8 +91,8 @@ Cluster::Cluster(net::ClusterConfig config, uint32_t self, store::PageStore* pag
   te.drop_local_later = [this](uint64_t ino, std::vector<Range> ranges) { DropLocalLater(ino, std::move(ranges)); };
   te.stays = [this](uint64_t ino) { return semaphores_ != nullptr && semaphores_->Serves(ino); };
   te.wait_stop = [this](std::chrono::milliseconds d) {
-    std::unique_lock<std::mutex> lock(stop_mu_);
-    return stop_cv_.wait_for(lock, d, [this] { return stopping_; });
+    MutexLock lock(&stop_mu_);
+    return stop_cv_.WaitFor(lock, d, [this]() REQUIRES(stop_mu_) { return stopping_; });
   };
   transfer_ = std::make_unique<SegmentTransfer>(std::move(te));
 }
@@ -141,7 +141,7 @@ Status Cluster::Start(meta::Namespace* ns) {
   o.on_peer_up = [this](uint32_t node, uint64_t incarnation) {
     bool forget = false, restarted = false, first = false;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       auto it = incarnations_.find(node);
       first = it == incarnations_.end();
       restarted = !first && it->second != incarnation;
@@ -168,13 +168,13 @@ Status Cluster::Start(meta::Namespace* ns) {
   };
   // A connection closing forgets nothing by itself: the leases decide.
   o.on_peer_down = [this](uint32_t node) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     lost_[node] = true;
   };
   o.on_lease_lost = [this](uint32_t node) {
     kLeaseExpiries.Add();
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       lost_[node] = true;
       lease_lost_.emplace(node, std::chrono::steady_clock::time_point{});
     }
@@ -208,12 +208,12 @@ Status Cluster::Start(meta::Namespace* ns) {
     ns_->SetEntryRemovedHook([this](uint64_t parent, const std::string& name) { BroadcastEntryGone(parent, name); });
   CSHM_ASSIGN_OR_RETURN(transport_, start_messenger_(std::move(o)));
   {
-    std::lock_guard<std::mutex> lock(net_mu_);
+    MutexLock lock(&net_mu_);
     net_ = transport_.get();
     for (auto [node, incarnation] : seen_before_start_) transport_->Send(node, kIncarnationSeen, EncodeU64(incarnation));
     seen_before_start_.clear();
   }
-  net_cv_.notify_all();
+  net_cv_.NotifyAll();
   if (ref_sync_) ref_sync_->Start();  // only now, with the transport up: settling may purge (and tell owners)
   for (const net::NodeConfig& n : config_.nodes)
     if (n.id != self_) transport_->Send(n.id, kPing, "");
@@ -227,14 +227,14 @@ Status Cluster::Start(meta::Namespace* ns) {
 }
 
 void Cluster::AwaitTransport() {
-  std::unique_lock<std::mutex> lock(net_mu_);
+  MutexLock lock(&net_mu_);
   // Start() stores it right after Transport::Start returns; the pools that
   // call this are only joined once it has.
-  net_cv_.wait(lock, [&] { return net_.load() != nullptr; });
+  net_cv_.Wait(lock, [&] { return net_.load() != nullptr; });
 }
 
 std::optional<uint32_t> Cluster::CachedOwner(uint64_t ino) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = owner_of_.find(ino);
   if (it == owner_of_.end()) return std::nullopt;
   return it->second;
@@ -242,14 +242,14 @@ std::optional<uint32_t> Cluster::CachedOwner(uint64_t ino) {
 
 bool Cluster::LeaseLostWith(uint32_t node) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (!lease_lost_.contains(node)) return false;
   }
   const bool held = transport_->LeaseHeld(node);  // (asked without mu_: the messenger calls us under its own lock)
   const auto now = std::chrono::steady_clock::now();
   bool ping = false;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = lease_lost_.find(node);
     if (it == lease_lost_.end()) return false;
     if (held) {
@@ -273,7 +273,7 @@ bool Cluster::HeardSinceStart(uint32_t node) {
 }
 
 void Cluster::SendIncarnationSeen(uint32_t node, uint64_t incarnation) {
-  std::lock_guard<std::mutex> lock(net_mu_);
+  MutexLock lock(&net_mu_);
   if (net::Messenger* t = net_.load())
     t->Send(node, kIncarnationSeen, EncodeU64(incarnation));
   else
@@ -283,7 +283,7 @@ void Cluster::SendIncarnationSeen(uint32_t node, uint64_t incarnation) {
 void Cluster::LoseGrantsOf(uint32_t node, const std::string& why, std::function<void()> then) {
   std::set<uint64_t> inos;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     for (const auto& [ino, owner] : owner_of_)
       if (owner == node) inos.insert(ino);
   }
@@ -309,10 +309,10 @@ void Cluster::ForgetNode(uint32_t node, const std::string& why) {
 void Cluster::Stop() {
   metrics::Registry::Default().RemoveGauges(this);  // before what they read goes
   {
-    std::lock_guard<std::mutex> lock(stop_mu_);
+    MutexLock lock(&stop_mu_);
     stopping_ = true;
   }
-  stop_cv_.notify_all();
+  stop_cv_.NotifyAll();
   if (migrator_.joinable()) migrator_.join();
   locks_held_->Stop();
   if (ref_sync_) ref_sync_->Stop();
@@ -323,12 +323,12 @@ void Cluster::Stop() {
 }
 
 void Cluster::SetNotifier(Notifier n) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   notifier_ = std::move(n);
 }
 
 void Cluster::SetEntryNotifier(EntryNotifier n) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   entry_notifier_ = std::move(n);
 }
 
@@ -338,7 +338,7 @@ void Cluster::DropEntryLocal(uint64_t parent, const std::string& name) {
   boost::asio::post(*async_rounds_, [this, parent, name] {
     EntryNotifier notify;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       notify = entry_notifier_;
     }
     if (notify) notify(parent, name);
@@ -359,14 +359,14 @@ meta::MetaService& Cluster::meta() {
 
 void Cluster::ForgetInodeState(uint64_t ino) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto o = owner_of_.find(ino);
     if (o != owner_of_.end() && o->second != self_) owner_of_.erase(o);
     fetches_from_.erase(ino);
     write_errors_.erase(ino);  // no handle is left to report it to
   }
   rounds_->Forget(ino);
-  std::lock_guard<std::mutex> lock(writers_mu_);
+  MutexLock lock(&writers_mu_);
   auto w = writers_.find(ino);
   if (w != writers_.end() && w->second.idle()) writers_.erase(w);
 }
@@ -392,13 +392,13 @@ Status Cluster::Purge(uint64_t ino, uint32_t owner) {
 }
 
 void Cluster::NoteOwner(uint64_t ino, uint32_t owner) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   owner_of_[ino] = owner;
 }
 
 Result<uint32_t> Cluster::OwnerOf(uint64_t ino) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = owner_of_.find(ino);
     if (it != owner_of_.end()) return it->second;
   }
@@ -455,7 +455,7 @@ Result<uint32_t> Cluster::CurrentOwner(uint64_t ino) {
 }
 
 uint64_t Cluster::remote_fetches(uint64_t ino) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = fetches_from_.find(ino);
   return it == fetches_from_.end() ? 0 : it->second;
 }
@@ -482,22 +482,22 @@ void Cluster::MigratorLoop() {
   policy.min_rate = config_.migrate.min_rate;
   policy.cooldown_s = config_.migrate.cooldown_s;
   const auto interval = std::chrono::duration<double>(config_.migrate.check_s);
-  std::unique_lock<std::mutex> lock(stop_mu_);
-  while (!stop_cv_.wait_for(lock, interval, [this] { return stopping_; })) {
-    lock.unlock();
+  MutexLock lock(&stop_mu_);
+  while (!stop_cv_.WaitFor(lock, interval, [this]() REQUIRES(stop_mu_) { return stopping_; })) {
+    lock.Unlock();
     CommitTimes();
     DeliverPending();
     locks_held_->RetryUnlocks();
     transfer_->Resolve();
     if (!config_.migrate.enabled) {
-      lock.lock();
+      lock.Lock();
       continue;
     }
     for (auto [ino, target] : owned_.Candidates(policy)) {
       Status s = transfer_->Move(ino, target, "node " + std::to_string(target) + " dominates its accesses");
       (void)s;  // logged by Move
     }
-    lock.lock();
+    lock.Lock();
   }
 }
 

@@ -60,6 +60,7 @@
 #include <vector>
 
 #include "common/log.h"
+#include "common/mutex.h"
 #include "common/status.h"
 #include "fs/lock_client.h"
 #include "fs/pending_writes.h"
@@ -307,40 +308,40 @@ class Cluster {
   // Start() has stored transport_ (null until then). Requests wait for it on
   // the pools (AwaitTransport) and are never served inline before it.
   std::atomic<net::Messenger*> net_{nullptr};
-  std::mutex net_mu_;
-  std::condition_variable net_cv_;
+  Mutex net_mu_;
+  CondVar net_cv_;
   // Peers that came up before net_ was stored: told they were seen once it is.
-  std::vector<std::pair<uint32_t, uint64_t>> seen_before_start_;  // GUARDED_BY(net_mu_)
+  std::vector<std::pair<uint32_t, uint64_t>> seen_before_start_ GUARDED_BY(net_mu_);
   void AwaitTransport();
   std::unique_ptr<boost::asio::thread_pool> async_rounds_;
   std::thread migrator_;  // also delivers pending write-backs
-  std::mutex stop_mu_;
-  std::condition_variable stop_cv_;
-  bool stopping_ = false;  // GUARDED_BY(stop_mu_)
+  Mutex stop_mu_;
+  CondVar stop_cv_;
+  bool stopping_ GUARDED_BY(stop_mu_) = false;
 
-  std::mutex mu_;
-  Notifier notifier_;                                     // GUARDED_BY(mu_)
-  EntryNotifier entry_notifier_;                          // GUARDED_BY(mu_)
-  std::unordered_map<uint64_t, uint32_t> owner_of_;       // GUARDED_BY(mu_)
+  Mutex mu_;
+  Notifier notifier_ GUARDED_BY(mu_);
+  EntryNotifier entry_notifier_ GUARDED_BY(mu_);
+  std::unordered_map<uint64_t, uint32_t> owner_of_ GUARDED_BY(mu_);
   // Inodes written here since their last completed Sync, with the number of
-  // the latest such write (GUARDED_BY(mu_)).
-  std::unordered_map<uint64_t, uint64_t> unsynced_;
-  uint64_t writes_ = 0;  // GUARDED_BY(mu_)
+  // the latest such write.
+  std::unordered_map<uint64_t, uint64_t> unsynced_ GUARDED_BY(mu_);
+  uint64_t writes_ GUARDED_BY(mu_) = 0;
   // The first failed write-back of each inode since its last release (Write).
-  std::unordered_map<uint64_t, Status> write_errors_;  // GUARDED_BY(mu_)
+  std::unordered_map<uint64_t, Status> write_errors_ GUARDED_BY(mu_);
   // Inodes whose pages this node's kernel is being told to drop, by how many
   // InvalidateLocal calls at once (the write-backs that causes).
-  std::unordered_map<uint64_t, int> notifying_;  // GUARDED_BY(mu_)
+  std::unordered_map<uint64_t, int> notifying_ GUARDED_BY(mu_);
   // The ranges those calls drop (one entry per call and range): a kernel
   // write-back inside one is forced by the drop, the page does not stay.
-  std::unordered_multimap<uint64_t, ownership::Range> dropping_;  // GUARDED_BY(mu_)
-  bool Dropping(uint64_t ino, uint64_t off, uint64_t len);  // (mu_ held)
-  std::map<uint32_t, uint64_t> incarnations_;             // GUARDED_BY(mu_)
-  std::map<uint32_t, bool> lost_;                         // GUARDED_BY(mu_): link went down since last up
+  std::unordered_multimap<uint64_t, ownership::Range> dropping_ GUARDED_BY(mu_);
+  bool Dropping(uint64_t ino, uint64_t off, uint64_t len) REQUIRES(mu_);
+  std::map<uint32_t, uint64_t> incarnations_ GUARDED_BY(mu_);
+  std::map<uint32_t, bool> lost_ GUARDED_BY(mu_);  // link went down since last up
   // Owner side: the inodes whose data changed here without growing since
   // their times were last told to the metadata node (a write that grows one
   // tells it at once, with the size).
-  std::set<uint64_t> times_due_;  // GUARDED_BY(mu_)
+  std::set<uint64_t> times_due_ GUARDED_BY(mu_);
   // A write-back of `ino` was applied here without growing it.
   void TimesDue(uint64_t ino, const std::vector<ownership::WriteRun>& runs);
   // Every migrator tick: the metadata node sets the mtime and ctime of each
@@ -349,7 +350,7 @@ class Cluster {
   void CommitTimes();
   // Peers our lease with ran out, until it holds again (LeaseLostWith),
   // with when a ping last went to each.
-  std::map<uint32_t, std::chrono::steady_clock::time_point> lease_lost_;  // GUARDED_BY(mu_)
+  std::map<uint32_t, std::chrono::steady_clock::time_point> lease_lost_ GUARDED_BY(mu_);
   // Our lease with `node` ran out and has not held since: a write-back to it
   // fails at once instead of waiting out its deadline (the kernel writes
   // dirty pages back while it drops the others, which must be quick: the
@@ -361,7 +362,7 @@ class Cluster {
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   ownership::NodeStatus OwnStatus();
   size_t QueuedUnlocks();  // unlocks in unsent_unlocks_, all inodes
-  std::unordered_map<uint64_t, uint64_t> fetches_from_;   // GUARDED_BY(mu_): remote fetches per segment
+  std::unordered_map<uint64_t, uint64_t> fetches_from_ GUARDED_BY(mu_);  // remote fetches per segment
 
   // Per inode: handles open for writing here, READs being answered without
   // twins, and whether the kernel may hold pages without twins.
@@ -371,9 +372,9 @@ class Cluster {
     bool twinless_cached = false;
     bool idle() const { return writable == 0 && twinless_reads == 0 && !twinless_cached; }
   };
-  std::mutex writers_mu_;
-  std::condition_variable twinless_done_;
-  std::unordered_map<uint64_t, Writers> writers_;  // GUARDED_BY(writers_mu_)
+  Mutex writers_mu_;
+  CondVar twinless_done_;
+  std::unordered_map<uint64_t, Writers> writers_ GUARDED_BY(writers_mu_);
 };
 
 template <typename F>

@@ -58,7 +58,7 @@ Result<std::string_view> Cluster::Read(uint64_t ino, uint64_t off, size_t len, c
       return sent ? std::string_view() : std::string_view(buf, n);
     }
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       fetches_from_[ino]++;
     }
     // The kernel holds the folios locked meanwhile.
@@ -79,15 +79,15 @@ Result<std::string_view> Cluster::Read(uint64_t ino, uint64_t off, size_t len, c
   if (!got.ok()) return got.status();
   if (local || got->empty()) return *got;  // the owner's pages are their own twins
   if (scratch != nullptr) {
-    std::unique_lock<std::mutex> lock(writers_mu_);
+    MutexLock lock(&writers_mu_);
     Writers& w = writers_[ino];
     if (w.writable == 0) {
       // No twin (see Read's comment): OpenedForWrite waits until the kernel has these pages.
       w.twinless_reads++;
       w.twinless_cached = true;
       scratch->twinless = std::shared_ptr<void>(nullptr, [this, ino](void*) {
-        std::lock_guard<std::mutex> l(writers_mu_);
-        if (--writers_[ino].twinless_reads == 0) twinless_done_.notify_all();
+        MutexLock l(&writers_mu_);
+        if (--writers_[ino].twinless_reads == 0) twinless_done_.NotifyAll();
       });
       return *got;
     }
@@ -103,11 +103,11 @@ Result<std::string_view> Cluster::Read(uint64_t ino, uint64_t off, size_t len, c
 Status Cluster::OpenedForWrite(uint64_t ino) {
   bool drop = false;
   {
-    std::unique_lock<std::mutex> lock(writers_mu_);
+    MutexLock lock(&writers_mu_);
     Writers& w = writers_[ino];
     w.writable++;  // READs from now on keep twins
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(config_.request_timeout_ms);
-    if (!twinless_done_.wait_until(lock, deadline, [&] { return writers_[ino].twinless_reads == 0; })) {
+    if (!twinless_done_.WaitUntil(lock, deadline, [&]() REQUIRES(writers_mu_) { return writers_[ino].twinless_reads == 0; })) {
       writers_[ino].writable--;
       return TimedOut("reads of inode " + std::to_string(ino) + " without twins are still being answered");
     }
@@ -119,7 +119,7 @@ Status Cluster::OpenedForWrite(uint64_t ino) {
 }
 
 void Cluster::ClosedForWrite(uint64_t ino) {
-  std::lock_guard<std::mutex> lock(writers_mu_);
+  MutexLock lock(&writers_mu_);
   auto it = writers_.find(ino);
   if (it == writers_.end()) return;
   if (it->second.writable > 0) it->second.writable--;
@@ -132,7 +132,7 @@ Status Cluster::Write(uint64_t ino, uint64_t off, const char* data, size_t len, 
     // The kernel keeps no error of a write-back that the page's invalidation
     // (an unlock, another node's write) started: the next release reports it.
     // (One the kernel made for msync or fsync, it reports itself.)
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (notifying_.contains(ino)) write_errors_.try_emplace(ino, st);
   }
   return st;
@@ -183,7 +183,7 @@ Status Cluster::WriteOnce(uint64_t ino, uint64_t off, const char* data, size_t l
       DiffInto(ps, twin->substr(ps - p * kPageSize, pe - ps), now.substr(ps - off, pe - ps), &wb.runs);
     }
     if (wb.runs.empty()) return Status::Ok();  // written back unchanged
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     wb.keeps_copy = !Dropping(ino, off, len);
   }
   Status st = drained;
@@ -238,7 +238,7 @@ Status Cluster::WriteOnce(uint64_t ino, uint64_t off, const char* data, size_t l
   // The next release waits for the owner's rounds, unless none was
   // pending when this write-back was answered (then there is nothing this
   // write, or any before it, could still be waiting for).
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (rounds_pending) unsynced_[ino] = ++writes_;
   return st;
 }
@@ -270,7 +270,7 @@ Status Cluster::Sync(uint64_t ino) {
   CSHM_RETURN_IF_ERROR(CheckLocksHeld(ino));
   uint64_t upto;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (auto e = write_errors_.find(ino); e != write_errors_.end()) {
       const std::string why = e->second.message();
       write_errors_.erase(e);
@@ -296,7 +296,7 @@ Status Cluster::Sync(uint64_t ino) {
   kRelease.Since(t0);
   if (s.ok()) {
     // Done up to `upto`; a write made meanwhile keeps the inode unsynced.
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = unsynced_.find(ino);
     if (it != unsynced_.end() && it->second == upto) unsynced_.erase(it);
   }
@@ -306,7 +306,7 @@ Status Cluster::Sync(uint64_t ino) {
 void Cluster::InvalidateLocal(uint64_t ino, const std::vector<Range>& ranges) {
   Notifier notify;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     notify = notifier_;
     notifying_[ino]++;  // the write-backs it causes have nobody else to report to
     for (const Range& r : ranges) dropping_.emplace(ino, r);
@@ -320,7 +320,7 @@ void Cluster::InvalidateLocal(uint64_t ino, const std::vector<Range>& ranges) {
   for (const Range& r : ranges)
     if (notify) notify(ino, r.off, r.len);
   for (const Range& r : ranges) twins_->Drop(ino, r, mark);
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (--notifying_[ino] == 0) notifying_.erase(ino);
   for (const Range& r : ranges) {
     auto [b, e] = dropping_.equal_range(ino);
@@ -355,7 +355,7 @@ void Cluster::DropRemoteCopies() {
   // A lease or a restart is rare; fetching again is the price.
   std::vector<std::pair<uint64_t, bool>> inos;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     for (auto& [ino, o] : owner_of_) inos.emplace_back(ino, o == self_);
   }
   for (auto [ino, here] : inos) {

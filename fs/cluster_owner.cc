@@ -109,7 +109,7 @@ void Cluster::CountApplied(const std::vector<WriteRun>& runs) {
 
 void Cluster::TimesDue(uint64_t ino, const std::vector<WriteRun>& runs) {
   if (runs.empty()) return;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   times_due_.insert(ino);
 }
 
@@ -119,13 +119,13 @@ void Cluster::CommitTimes() {
   if (config_.metadata_node != self_ && !transport_->LeaseHeld(config_.metadata_node)) return;
   std::set<uint64_t> due;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     due.swap(times_due_);
   }
   for (auto it = due.begin(); it != due.end(); ++it) {
     const Status st = meta().NoteWrite(*it, 0, /*touch_mtime=*/true).status();
     if (st.code() != Status::Code::kUnavailable && st.code() != Status::Code::kTimedOut) continue;  // done, or gone
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     times_due_.insert(it, due.end());  // at the next tick
     return;
   }

@@ -19,23 +19,23 @@ void LockClient::Start() {
 
 void LockClient::Stop() {
   {
-    std::lock_guard<std::mutex> lock(lock_waits_mu_);
+    MutexLock lock(&lock_waits_mu_);
     lock_waits_stopping_ = true;
   }
-  lock_waits_cv_.notify_all();
+  lock_waits_cv_.NotifyAll();
   if (lock_waiter_.joinable()) lock_waiter_.join();
   if (tries_) tries_->join();  // the tries under way end (each has its deadline) and wait no more
   // Nobody will grant what still waits.
   std::vector<LockWait> left;
   {
-    std::lock_guard<std::mutex> lock(lock_waits_mu_);
+    MutexLock lock(&lock_waits_mu_);
     left.swap(lock_waits_);
   }
   for (LockWait& w : left) w.done(Unavailable("this node is stopping"));
 }
 
 Status LockClient::CheckHeld(uint64_t ino) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = lost_locks_.lower_bound(HeldLock{ino, 0, false});
   if (it == lost_locks_.end() || it->ino != ino) return Status::Ok();
   return IoError("a lock of inode " + std::to_string(ino) +
@@ -44,14 +44,14 @@ Status LockClient::CheckHeld(uint64_t ino) {
 
 size_t LockClient::Lose(const std::set<uint64_t>& inos) {
   size_t lost = 0;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   for (uint64_t ino : inos)
     for (const Lock& l : held_ranges_.Take(ino)) lost += lost_locks_.insert(HeldLock{ino, l.who.owner, l.flock}).second;
   return lost;
 }
 
 size_t LockClient::QueuedUnlocks() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   size_t n = 0;
   for (auto& [ino, q] : unsent_unlocks_) n += q.size();
   return n;
@@ -62,7 +62,7 @@ Status LockClient::SetLock(uint64_t ino, const Lock& want) {
   if (want.type == F_UNLCK) {
     bool lost = false;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       lost = lost_locks_.contains(key);
     }
     const uint64_t len = want.end == kLockEof ? 0 : want.end - want.start + 1;
@@ -89,7 +89,7 @@ Status LockClient::SetLock(uint64_t ino, const Lock& want) {
     {
       // Delivered, or queued until it is: held no more once the lock owner
       // has no range of the file left here.
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       held_ranges_.Unlock(ino, LockOwner{env_.self, key.owner}, key.flock, want.start, want.end);
       lost = lost_locks_.contains(key);
     }
@@ -119,7 +119,7 @@ Status LockClient::SetLock(uint64_t ino, const Lock& want) {
       // never had. Only if the lock owner held locks of the file before
       // (an upgrade, another range) would that unlock free them too: then
       // it stays held, for a close to release.
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       // The unlock cancels this very request: if the owner still holds it
       // (in a pool, waiting for the segment) it refuses it when it comes.
       if (HoldsRange(key)) {
@@ -137,7 +137,7 @@ Status LockClient::SetLock(uint64_t ino, const Lock& want) {
   if (r->granted) {
     bool lost = false;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       NoteHeldRange(key, want);
       lost = lost_locks_.contains(key);
     }
@@ -156,12 +156,12 @@ void LockClient::SetLockLater(uint64_t ino, const Lock& want, std::function<bool
   try {
     first = SetLock(ino, want);
     if (first.code() == Status::Code::kWouldBlock) {
-      std::lock_guard<std::mutex> lock(lock_waits_mu_);
+      MutexLock lock(&lock_waits_mu_);
       if (!lock_waits_stopping_) {
         const auto backoff = std::chrono::microseconds(200);
         lock_waits_.push_back(LockWait{ino, want, std::move(interrupted), std::move(done), backoff,
                                        std::chrono::steady_clock::now() + backoff});
-        lock_waits_cv_.notify_all();
+        lock_waits_cv_.NotifyAll();
         return;
       }
       first = Unavailable("this node is stopping");
@@ -174,7 +174,7 @@ void LockClient::SetLockLater(uint64_t ino, const Lock& want, std::function<bool
 
 void LockClient::LockWaitLoop() {
   using Clock = std::chrono::steady_clock;
-  std::unique_lock<std::mutex> lock(lock_waits_mu_);
+  MutexLock lock(&lock_waits_mu_);
   while (!lock_waits_stopping_) {
     const auto now = Clock::now();
     std::vector<LockWait> due;
@@ -190,14 +190,14 @@ void LockClient::LockWaitLoop() {
     }
     // Out of lock_waits_ until its try puts it back: one try per wait.
     for (LockWait& w : due) boost::asio::post(*tries_, [this, w = std::move(w)]() mutable { TryAgain(std::move(w)); });
-    lock_waits_cv_.wait_until(lock, wake);
+    lock_waits_cv_.WaitUntil(lock, wake);
   }
 }
 
 void LockClient::TryAgain(LockWait w) {
   bool stopping = false;
   {
-    std::lock_guard<std::mutex> lock(lock_waits_mu_);
+    MutexLock lock(&lock_waits_mu_);
     stopping = lock_waits_stopping_;
   }
   if (stopping) {
@@ -221,10 +221,10 @@ void LockClient::TryAgain(LockWait w) {
   w.backoff = std::min<std::chrono::microseconds>(w.backoff * 2, std::chrono::milliseconds(20));
   w.next = std::chrono::steady_clock::now() + w.backoff;
   {
-    std::lock_guard<std::mutex> lock(lock_waits_mu_);
+    MutexLock lock(&lock_waits_mu_);
     if (!lock_waits_stopping_) {
       lock_waits_.push_back(std::move(w));
-      lock_waits_cv_.notify_all();
+      lock_waits_cv_.NotifyAll();
       return;
     }
   }
@@ -234,7 +234,7 @@ void LockClient::TryAgain(LockWait w) {
 void LockClient::DiscardUnderLostLock(const HeldLock& key, uint64_t off, uint64_t len) {
   env_.drop_local(key.ino, off, len);
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     lost_locks_.erase(key);
   }
   env_.errors_reported(key.ino);  // the refused write-backs: this unlock's EIO reports them
@@ -259,7 +259,7 @@ Status LockClient::ReleaseLocks(uint64_t ino, uint64_t owner, bool flock) {
   const HeldLock key{ino, owner, flock};
   bool lost = false;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     lost = lost_locks_.contains(key);  // still released at the owner, as in SetLock
     const bool held = HoldsRange(key);
     held_ranges_.Unlock(ino, LockOwner{env_.self, owner}, flock, 0, kLockEof);
@@ -277,7 +277,7 @@ Status LockClient::ReleaseLocks(uint64_t ino, uint64_t owner, bool flock) {
 
 Status LockClient::Unlock(uint64_t ino, const LockMessage& m) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     unsent_unlocks_[ino].push_back(m);
   }
   Status st = FlushUnlocks(ino);
@@ -287,34 +287,34 @@ Status LockClient::Unlock(uint64_t ino, const LockMessage& m) {
 }
 
 Status LockClient::FlushUnlocks(uint64_t ino) {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (!unsent_unlocks_.contains(ino)) return Status::Ok();
   // One flusher per inode, so that none of its unlocks is still in flight
   // when the caller goes on (to ask for a lock); other inodes do not wait.
   const auto deadline = std::chrono::steady_clock::now() + env_.request_timeout;
-  if (!unlocks_flushed_.wait_until(lock, deadline, [&] { return !flushing_unlocks_.contains(ino); }))
+  if (!unlocks_flushed_.WaitUntil(lock, deadline, [&]() REQUIRES(mu_) { return !flushing_unlocks_.contains(ino); }))
     return IoError("unlocks of inode " + std::to_string(ino) + " are still being delivered");
   flushing_unlocks_.insert(ino);
   Status st = Status::Ok();
   for (auto it = unsent_unlocks_.find(ino); it != unsent_unlocks_.end(); it = unsent_unlocks_.find(ino)) {
     const LockMessage next = it->second.front();
-    lock.unlock();
+    lock.Unlock();
     st = env_.at_owner(ino, next).status();
-    lock.lock();
+    lock.Lock();
     if (!st.ok()) break;
     it = unsent_unlocks_.find(ino);  // only the flusher erases
     it->second.erase(it->second.begin());
     if (it->second.empty()) unsent_unlocks_.erase(it);
   }
   flushing_unlocks_.erase(ino);
-  unlocks_flushed_.notify_all();
+  unlocks_flushed_.NotifyAll();
   return st;
 }
 
 void LockClient::RetryUnlocks() {
   std::vector<uint64_t> inos;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     for (const auto& [ino, queued] : unsent_unlocks_) inos.push_back(ino);
   }
   for (uint64_t ino : inos) {

@@ -32,6 +32,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/status.h"
 #include "ownership/lock_table.h"
 #include "ownership/messages.h"
@@ -112,8 +113,8 @@ class LockClient {
   // the unlock's EIO and was written back later, unfenced, over the newer
   // holder's increments.)
   void DiscardUnderLostLock(const HeldLock& key, uint64_t off, uint64_t len);
-  void NoteHeldRange(const HeldLock& key, const ownership::Lock& want);  // mu_ held
-  bool HoldsRange(const HeldLock& key) const;                          // mu_ held
+  void NoteHeldRange(const HeldLock& key, const ownership::Lock& want) REQUIRES(mu_);
+  bool HoldsRange(const HeldLock& key) const REQUIRES(mu_);
   struct LockWait;
   // The lock-wait thread: hands every wait that is due (or interrupted) to
   // the pool, one try of it at a time.
@@ -125,16 +126,16 @@ class LockClient {
   // The number of this node's latest lock request (LockMessage::seq).
   std::atomic<uint64_t> lock_seq_{0};
 
-  std::mutex mu_;
+  Mutex mu_;
   // The ranges of the locks taken through this node (or maybe taken: the
   // answer was lost, and the lock owner held others of the file). A lock
   // owner holds a file's lock while it has a range of it here (HoldsRange):
   // one unlock of one range leaves it holding the others, and one counted as
   // holding with none left would be "lost" at the next lease expiry and
   // fence the file for a lock nobody has.
-  ownership::LockTable held_ranges_;  // GUARDED_BY(mu_)
+  ownership::LockTable held_ranges_ GUARDED_BY(mu_);
   // The locks lost that the application has not unlocked yet.
-  std::set<HeldLock> lost_locks_;  // GUARDED_BY(mu_)
+  std::set<HeldLock> lost_locks_ GUARDED_BY(mu_);
   // Unlocks whose owner did not answer (a lost frame, a partition shorter
   // than its lease), per inode in order. Dropped, the owner would keep the
   // lock granted to a node that forgot it, and every waiter would wait for
@@ -143,9 +144,9 @@ class LockClient {
   // free that grant. One flusher per inode at a time (flushing_unlocks_; each
   // delivery a call with a deadline), so that no unlock is still in flight
   // when a lock request follows it.
-  std::map<uint64_t, std::vector<ownership::LockMessage>> unsent_unlocks_;  // GUARDED_BY(mu_)
-  std::set<uint64_t> flushing_unlocks_;                                     // GUARDED_BY(mu_)
-  std::condition_variable unlocks_flushed_;                                 // with mu_
+  std::map<uint64_t, std::vector<ownership::LockMessage>> unsent_unlocks_ GUARDED_BY(mu_);
+  std::set<uint64_t> flushing_unlocks_ GUARDED_BY(mu_);
+  CondVar unlocks_flushed_;  // with mu_
 
   // Lock requests waiting for a lock held elsewhere (SetLockLater).
   struct LockWait {
@@ -156,10 +157,10 @@ class LockClient {
     std::chrono::microseconds backoff;
     std::chrono::steady_clock::time_point next;
   };
-  std::mutex lock_waits_mu_;
-  std::condition_variable lock_waits_cv_;
-  std::vector<LockWait> lock_waits_;  // GUARDED_BY(lock_waits_mu_)
-  bool lock_waits_stopping_ = false;  // GUARDED_BY(lock_waits_mu_)
+  Mutex lock_waits_mu_;
+  CondVar lock_waits_cv_;
+  std::vector<LockWait> lock_waits_ GUARDED_BY(lock_waits_mu_);
+  bool lock_waits_stopping_ GUARDED_BY(lock_waits_mu_) = false;
   std::thread lock_waiter_;
   static constexpr int kTryThreads = 4;
   std::unique_ptr<boost::asio::thread_pool> tries_;  // made by Start, joined by Stop

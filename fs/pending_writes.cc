@@ -54,6 +54,7 @@ Result<std::unique_ptr<PendingWrites>> PendingWrites::Open(const std::string& di
   std::unique_ptr<PendingWrites> p(new PendingWrites(dir));
   DIR* d = opendir(dir.c_str());
   if (d == nullptr) return Status::FromErrno(errno, "opening " + dir);
+  MutexLock lock(&p->mu_);  // (nobody else has it yet)
   while (dirent* e = readdir(d)) {
     uint64_t seq = 0, ino = 0;
     char tail = 0;
@@ -65,32 +66,33 @@ Result<std::unique_ptr<PendingWrites>> PendingWrites::Open(const std::string& di
     p->next_ = std::max(p->next_, seq + 1);
   }
   closedir(d);
+  lock.Unlock();
   return p;
 }
 
 Status PendingWrites::Add(uint64_t ino, const std::string& payload) {
   uint64_t seq;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     seq = next_++;
   }
   char name[48];
   snprintf(name, sizeof(name), "/%016" PRIx64 ".%016" PRIx64, seq, ino);
   const std::string path = dir_ + name;
   CSHM_RETURN_IF_ERROR(WriteFile(path, payload));
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   queue_[ino][seq] = path;
   return Status::Ok();
 }
 
 bool PendingWrites::Has(uint64_t ino) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = queue_.find(ino);
   return it != queue_.end() && !it->second.empty();
 }
 
 std::vector<uint64_t> PendingWrites::Inodes() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   std::vector<uint64_t> out;
   for (auto& [ino, q] : queue_)
     if (!q.empty()) out.push_back(ino);
@@ -98,7 +100,7 @@ std::vector<uint64_t> PendingWrites::Inodes() {
 }
 
 size_t PendingWrites::size() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   size_t n = 0;
   for (auto& [ino, q] : queue_) n += q.size();
   return n;
@@ -108,8 +110,8 @@ Status PendingWrites::Drain(uint64_t ino, const std::function<Status(const std::
   {
     // Another Drain of this inode waits for nothing but its own sends, each
     // with its deadline.
-    std::unique_lock<std::mutex> lock(mu_);
-    drained_.wait(lock, [&] { return draining_.count(ino) == 0; });
+    MutexLock lock(&mu_);
+    drained_.Wait(lock, [&]() REQUIRES(mu_) { return draining_.count(ino) == 0; });
     draining_.insert(ino);
   }
   struct Done {
@@ -117,17 +119,17 @@ Status PendingWrites::Drain(uint64_t ino, const std::function<Status(const std::
     uint64_t ino;
     ~Done() {
       {
-        std::lock_guard<std::mutex> lock(w->mu_);
+        MutexLock lock(&w->mu_);
         w->draining_.erase(ino);
       }
-      w->drained_.notify_all();
+      w->drained_.NotifyAll();
     }
   } done{this, ino};
   while (true) {
     std::string path;
     uint64_t seq;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       auto it = queue_.find(ino);
       if (it == queue_.end() || it->second.empty()) {
         if (it != queue_.end()) queue_.erase(it);
@@ -142,7 +144,7 @@ Status PendingWrites::Drain(uint64_t ino, const std::function<Status(const std::
         payload.ok())
       return st;
     unlink(path.c_str());  // delivered, or impossible to deliver ever
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     queue_[ino].erase(seq);
   }
 }

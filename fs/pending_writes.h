@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/status.h"
 
 namespace cshm::fs {
@@ -44,11 +45,11 @@ class PendingWrites {
  private:
   explicit PendingWrites(std::string dir) : dir_(std::move(dir)) {}
   std::string dir_;
-  std::mutex mu_;  // guards the maps and draining_; not held while sending
-  std::condition_variable drained_;
-  std::set<uint64_t> draining_;  // inodes a Drain is sending
-  uint64_t next_ = 0;
-  std::map<uint64_t, std::map<uint64_t, std::string>> queue_;  // ino -> seq -> file
+  Mutex mu_;  // not held while sending
+  CondVar drained_;
+  std::set<uint64_t> draining_ GUARDED_BY(mu_);  // inodes a Drain is sending
+  uint64_t next_ GUARDED_BY(mu_) = 0;
+  std::map<uint64_t, std::map<uint64_t, std::string>> queue_ GUARDED_BY(mu_);  // ino -> seq -> file
 };
 
 }  // namespace cshm::fs

@@ -19,48 +19,48 @@ ReferenceSync::~ReferenceSync() { Stop(); }
 
 void ReferenceSync::Stop() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stopping_ = true;
   }
-  cv_.notify_all();
+  cv_.NotifyAll();
   if (thread_.joinable()) thread_.join();
 }
 
 void ReferenceSync::Restarted(uint32_t node) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     events_.emplace_back(node, true);
   }
-  cv_.notify_all();
+  cv_.NotifyAll();
 }
 
 void ReferenceSync::Forgotten(uint32_t node) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     events_.emplace_back(node, false);
   }
-  cv_.notify_all();
+  cv_.NotifyAll();
 }
 
 void ReferenceSync::Loop() {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   while (!stopping_) {
     while (!events_.empty()) {
       auto [node, restarted] = events_.front();
       events_.pop_front();
-      lock.unlock();
+      lock.Unlock();
       if (restarted) {
         ns_->NodeUnknown(node);  // its kernel now holds other inodes than we counted
       } else {
         spdlog::info("node {} is declared gone: the inodes its kernel held are no longer kept for it", node);
         ns_->NodeGone(node);
       }
-      lock.lock();
+      lock.Lock();
     }
-    lock.unlock();
+    lock.Unlock();
     Round();
-    lock.lock();
-    cv_.wait_for(lock, o_.heartbeat, [&] { return stopping_ || !events_.empty(); });
+    lock.Lock();
+    cv_.WaitFor(lock, o_.heartbeat, [&]() REQUIRES(mu_) { return stopping_ || !events_.empty(); });
   }
 }
 

@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/status.h"
 #include "meta/namespace.h"
 
@@ -64,10 +65,10 @@ class ReferenceSync {
   const std::chrono::steady_clock::time_point started_;
   std::unordered_map<uint32_t, std::chrono::steady_clock::time_point> asked_;  // loop thread only
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stopping_ = false;                              // GUARDED_BY(mu_)
-  std::deque<std::pair<uint32_t, bool>> events_;       // GUARDED_BY(mu_): node, restarted (else forgotten)
+  Mutex mu_;
+  CondVar cv_;
+  bool stopping_ GUARDED_BY(mu_) = false;
+  std::deque<std::pair<uint32_t, bool>> events_ GUARDED_BY(mu_);  // node, restarted (else forgotten)
   std::thread thread_;
 };
 

@@ -35,7 +35,7 @@ void SegmentTransfer::Progress(uint64_t* ino, uint64_t* target, uint64_t* done, 
 
 Result<std::string> SegmentTransfer::Query(const MoveRef& ref) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = staged_.find(ref.ino);
     if (it != staged_.end() && it->second.installed)
       return Busy("an earlier move of inode " + std::to_string(ref.ino) + " is still staged here");
@@ -307,7 +307,7 @@ Result<MigratePagesReply> SegmentTransfer::Pages(const MigratePages& m) {
 }
 
 Status SegmentTransfer::CheckStaged(const MoveRef& ref) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = staged_.find(ref.ino);
   if (it == staged_.end() || it->second.move_id != ref.move_id)
     return Invalid("not the move of inode " + std::to_string(ref.ino) + " being staged here (late or reordered)");
@@ -342,7 +342,7 @@ Status SegmentTransfer::Install(const MigrateInstall& m) {
   // Staged: it serves nothing (requests wait) until the move commits.
   env_.owned->Install(m.ino, m.snapshot);
   env_.set_locks(m.ino, m.locks);
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = staged_.find(m.ino);
   if (it != staged_.end() && it->second.move_id == m.move_id) {
     it->second.installed = true;
@@ -353,7 +353,7 @@ Status SegmentTransfer::Install(const MigrateInstall& m) {
 
 Status SegmentTransfer::Commit(const MoveRef& ref) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = staged_.find(ref.ino);
     if (it == staged_.end() || it->second.move_id != ref.move_id || !it->second.installed) {
       // A commit sent again after its answer was lost finds the segment ours.
@@ -370,7 +370,7 @@ Status SegmentTransfer::Commit(const MoveRef& ref) {
 
 void SegmentTransfer::Abort(const MoveRef& ref, const std::string& why) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = staged_.find(ref.ino);
     if (it == staged_.end() || it->second.move_id != ref.move_id) return;  // another move's, or done
     staged_.erase(it);
@@ -390,7 +390,7 @@ void SegmentTransfer::Resolve() {
   const auto drop_after = 10 * std::chrono::milliseconds(env_.config.request_timeout_ms + env_.config.lease_ms);
   std::vector<std::pair<MoveRef, bool>> check;  // (move, old enough to drop)
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     for (auto& [ino, st] : staged_)
       if (now - st.since > ask_after) check.emplace_back(MoveRef{ino, st.move_id}, now - st.since > drop_after);
   }

@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/log.h"
 #include "common/status.h"
 #include "fs/twin_cache.h"
@@ -109,8 +110,8 @@ class SegmentTransfer {
     std::chrono::steady_clock::time_point since;
     bool installed = false;
   };
-  std::mutex mu_;
-  std::map<uint64_t, Staged> staged_;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  std::map<uint64_t, Staged> staged_ GUARDED_BY(mu_);
 };
 
 }  // namespace cshm::fs

@@ -17,7 +17,7 @@ Result<std::unique_ptr<TwinCache>> TwinCache::Open(const std::string& dir) {
 }
 
 bool TwinCache::Has(uint64_t ino, uint64_t page) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return HasLocked(ino, page);
 }
 
@@ -31,7 +31,7 @@ Status TwinCache::Put(uint64_t ino, uint64_t off, std::string_view data) {
   if (off % kPageSize != 0) return Invalid("twins start at a page");
   // The file under mu_: DropInodeUpTo may remove it meanwhile otherwise, and
   // the twin would go to a file no later Get reads.
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto seg = pages_->Get(ino);
   if (!seg.ok()) {
     spdlog::warn("cannot store twins of inode {}: {}", ino, seg.status().message());
@@ -63,7 +63,7 @@ Status TwinCache::Put(uint64_t ino, uint64_t off, std::string_view data) {
 }
 
 std::optional<std::string> TwinCache::Get(uint64_t ino, uint64_t page) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (!HasLocked(ino, page)) return std::nullopt;
   auto seg = pages_->Get(ino);
   if (!seg.ok()) return std::nullopt;
@@ -75,7 +75,7 @@ std::optional<std::string> TwinCache::Get(uint64_t ino, uint64_t page) {
 void TwinCache::Patch(uint64_t ino, uint64_t off, std::string_view data, bool whole_pages) {
   if (data.empty()) return;
   const uint64_t end = off + data.size();
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   // No twin file for a write that patches no twin (every write on the owner).
   auto known = stored_.find(ino);
   const bool covers_a_page = whole_pages && (off + store::kPageSize - 1) / store::kPageSize * store::kPageSize +
@@ -107,7 +107,7 @@ void TwinCache::Patch(uint64_t ino, uint64_t off, std::string_view data, bool wh
 }
 
 void TwinCache::Drop(uint64_t ino, const ownership::Range& range, uint64_t stored_by) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = stored_.find(ino);
   if (it == stored_.end()) return;
   auto& stamps = it->second;
@@ -118,12 +118,12 @@ void TwinCache::Drop(uint64_t ino, const ownership::Range& range, uint64_t store
 }
 
 uint64_t TwinCache::Mark() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return last_stamp_;
 }
 
 void TwinCache::DropInodeUpTo(uint64_t ino, uint64_t stored_by) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = stored_.find(ino);
   if (it != stored_.end()) {
     for (uint64_t& stamp : it->second)
@@ -137,14 +137,14 @@ void TwinCache::DropInodeUpTo(uint64_t ino, uint64_t stored_by) {
 
 void TwinCache::DropInode(uint64_t ino) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stored_.erase(ino);
   }
   (void)pages_->Remove(ino);
 }
 
 std::string TwinCache::Bitmap(uint64_t ino) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = stored_.find(ino);
   if (it == stored_.end()) return "";
   std::string out(it->second.size(), '\0');
@@ -153,7 +153,7 @@ std::string TwinCache::Bitmap(uint64_t ino) {
 }
 
 uint64_t TwinCache::count() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   uint64_t n = 0;
   for (const auto& [ino, stamps] : stored_)
     for (uint64_t stamp : stamps) n += stamp != 0;

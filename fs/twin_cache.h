@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/status.h"
 #include "ownership/owned_segments.h"
 #include "store/page_store.h"
@@ -58,13 +59,13 @@ class TwinCache : public ownership::OwnerTwinStore {
 
  private:
   explicit TwinCache(std::unique_ptr<store::PageStore> pages) : pages_(std::move(pages)) {}
-  bool HasLocked(uint64_t ino, uint64_t page);  // mu_ held
+  bool HasLocked(uint64_t ino, uint64_t page) REQUIRES(mu_);
 
   std::unique_ptr<store::PageStore> pages_;
-  std::mutex mu_;
-  // Per inode and page: 0 = no twin, else when it was stored (GUARDED_BY(mu_)).
-  std::unordered_map<uint64_t, std::vector<uint64_t>> stored_;
-  uint64_t last_stamp_ = 0;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  // Per inode and page: 0 = no twin, else when it was stored.
+  std::unordered_map<uint64_t, std::vector<uint64_t>> stored_ GUARDED_BY(mu_);
+  uint64_t last_stamp_ GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace cshm::fs

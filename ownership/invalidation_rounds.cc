@@ -14,17 +14,17 @@ metrics::Counter kRounds("cshm_invalidation_rounds_total",
 }  // namespace
 
 std::shared_ptr<InvalidationRounds::Rounds> InvalidationRounds::Of(uint64_t ino) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto& r = rounds_[ino];
   if (!r) r = std::make_shared<Rounds>();
   return r;
 }
 
 void InvalidationRounds::Forget(uint64_t ino) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto r = rounds_.find(ino);
   if (r == rounds_.end() || r->second.use_count() != 1) return;
-  std::lock_guard<std::mutex> rl(r->second->mu);
+  MutexLock rl(&r->second->mu);
   if (r->second->running.empty() && r->second->failed.empty() && r->second->waiters.empty() &&
       r->second->answers.empty())
     rounds_.erase(r);
@@ -32,7 +32,7 @@ void InvalidationRounds::Forget(uint64_t ino) {
 
 bool InvalidationRounds::Pending(uint64_t ino) {
   auto rounds = Of(ino);
-  std::lock_guard<std::mutex> lock(rounds->mu);
+  MutexLock lock(&rounds->mu);
   return !rounds->running.empty() || !rounds->failed.empty();
 }
 
@@ -41,14 +41,14 @@ uint64_t InvalidationRounds::Start(uint64_t ino, Invalidations inv) {
   auto rounds = Of(ino);
   uint64_t seq;
   {
-    std::lock_guard<std::mutex> lock(rounds->mu);
+    MutexLock lock(&rounds->mu);
     seq = rounds->next++;
     rounds->running.insert(seq);
   }
   struct Progress {
     std::atomic<size_t> left{0};
-    std::mutex mu;
-    Status first;  // GUARDED_BY(mu)
+    Mutex mu;
+    Status first GUARDED_BY(mu);
   };
   auto progress = std::make_shared<Progress>();
   progress->left = inv.size();
@@ -61,7 +61,7 @@ uint64_t InvalidationRounds::Start(uint64_t ino, Invalidations inv) {
       // Its copy may still be readable there: the release cannot promise
       // otherwise.
       spdlog::warn("invalidation of inode {} on node {} failed: {}", ino, node, s.message());
-      std::lock_guard<std::mutex> lock(progress->mu);
+      MutexLock lock(&progress->mu);
       if (progress->first.ok())
         progress->first =
             Unavailable("node " + std::to_string(node) + " did not acknowledge an invalidation: " + s.message());
@@ -69,7 +69,7 @@ uint64_t InvalidationRounds::Start(uint64_t ino, Invalidations inv) {
     if (--progress->left == 0) {
       Status first;
       {
-        std::lock_guard<std::mutex> lock(progress->mu);
+        MutexLock lock(&progress->mu);
         first = progress->first;
       }
       Finish(ino, rounds, seq, first);
@@ -84,7 +84,7 @@ void InvalidationRounds::AnswerAfter(uint64_t ino, uint64_t seq, std::chrono::mi
                                      std::function<void()> answer) {
   auto rounds = Of(ino);
   {
-    std::lock_guard<std::mutex> lock(rounds->mu);
+    MutexLock lock(&rounds->mu);
     if (rounds->RunningBelow(seq + 1)) {
       rounds->answers.emplace_back(seq + 1, answer);
       env_.after(hold, std::move(answer));
@@ -110,10 +110,10 @@ void InvalidationRounds::Finish(uint64_t ino, const std::shared_ptr<Rounds>& rou
   std::vector<std::pair<std::function<void(const Status&)>, Status>> ready;
   std::vector<std::function<void()>> held;
   {
-    std::lock_guard<std::mutex> lock(rounds->mu);
+    MutexLock lock(&rounds->mu);
     rounds->running.erase(seq);
     if (!st.ok()) rounds->failed.insert(seq);
-    rounds->done.notify_all();
+    rounds->done.NotifyAll();
     // Held write-back answers: a failed round stays for a release to report
     // (the answer then says a round is pending).
     auto& answers = rounds->answers;
@@ -142,11 +142,11 @@ void InvalidationRounds::Finish(uint64_t ino, const std::shared_ptr<Rounds>& rou
 
 Status InvalidationRounds::Wait(uint64_t ino) {
   auto rounds = Of(ino);
-  std::unique_lock<std::mutex> lock(rounds->mu);
+  MutexLock lock(&rounds->mu);
   const uint64_t target = rounds->next;
   const auto deadline = std::chrono::steady_clock::now() + env_.deadline;
   Status st;
-  if (!rounds->done.wait_until(lock, deadline, [&] { return Done(ino, *rounds, target, &st); }))
+  if (!rounds->done.WaitUntil(lock, deadline, [&]() REQUIRES(rounds->mu) { return Done(ino, *rounds, target, &st); }))
     return TimedOut("invalidations of inode " + std::to_string(ino) + " are still unacknowledged");
   return st;
 }
@@ -155,7 +155,7 @@ void InvalidationRounds::WhenDone(uint64_t ino, std::function<void(const Status&
   auto rounds = Of(ino);
   Status st;
   {
-    std::lock_guard<std::mutex> lock(rounds->mu);
+    MutexLock lock(&rounds->mu);
     if (!Done(ino, *rounds, rounds->next, &st)) {
       // Answered by the round's last ack (Finish); each round has a deadline.
       rounds->waiters.emplace_back(rounds->next, std::move(answer));

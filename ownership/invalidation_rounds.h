@@ -29,6 +29,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/status.h"
 #include "ownership/owned_segments.h"
 
@@ -69,28 +70,28 @@ class InvalidationRounds {
 
  private:
   struct Rounds {
-    std::mutex mu;
-    std::condition_variable done;
-    uint64_t next = 0;           // GUARDED_BY(mu)
-    std::set<uint64_t> running;  // GUARDED_BY(mu)
-    std::set<uint64_t> failed;   // GUARDED_BY(mu): not yet reported to a release
-    // Releases waiting for every round below a number (GUARDED_BY(mu)).
-    std::vector<std::pair<uint64_t, std::function<void(const Status&)>>> waiters;
+    Mutex mu;
+    CondVar done;
+    uint64_t next GUARDED_BY(mu) = 0;
+    std::set<uint64_t> running GUARDED_BY(mu);
+    std::set<uint64_t> failed GUARDED_BY(mu);  // not yet reported to a release
+    // Releases waiting for every round below a number.
+    std::vector<std::pair<uint64_t, std::function<void(const Status&)>>> waiters GUARDED_BY(mu);
     // Write-back answers held until every round below a number is over (or
-    // their time is up), run outside mu (GUARDED_BY(mu)).
-    std::vector<std::pair<uint64_t, std::function<void()>>> answers;
-    // (mu held) Whether a round numbered below `upto` is still running.
-    bool RunningBelow(uint64_t upto) const { return !running.empty() && *running.begin() < upto; }
+    // their time is up), run outside mu.
+    std::vector<std::pair<uint64_t, std::function<void()>>> answers GUARDED_BY(mu);
+    // Whether a round numbered below `upto` is still running.
+    bool RunningBelow(uint64_t upto) const REQUIRES(mu) { return !running.empty() && *running.begin() < upto; }
   };
   std::shared_ptr<Rounds> Of(uint64_t ino);
   void Finish(uint64_t ino, const std::shared_ptr<Rounds>& rounds, uint64_t seq, const Status& st);
-  // (rounds.mu held) Whether every round below `upto` is over; the failures
-  // among them go into *st, once.
-  static bool Done(uint64_t ino, Rounds& rounds, uint64_t upto, Status* st);
+  // Whether every round below `upto` is over; the failures among them go
+  // into *st, once.
+  static bool Done(uint64_t ino, Rounds& rounds, uint64_t upto, Status* st) REQUIRES(rounds.mu);
 
   const Env env_;
-  std::mutex mu_;
-  std::unordered_map<uint64_t, std::shared_ptr<Rounds>> rounds_;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  std::unordered_map<uint64_t, std::shared_ptr<Rounds>> rounds_ GUARDED_BY(mu_);
 };
 
 }  // namespace cshm::ownership

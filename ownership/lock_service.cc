@@ -17,7 +17,7 @@ metrics::Counter kLockRefusals("cshm_lock_conflicts_total",
 LockService::LockService(Env env) : env_(std::move(env)) { grace_until_ = env_.now() + env_.lease; }
 
 void LockService::Start() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   grace_until_ = env_.now() + env_.lease;
 }
 
@@ -26,7 +26,7 @@ Result<LockReply> LockService::Serve(uint32_t from, const LockMessage& m, bool w
   CSHM_RETURN_IF_ERROR(env_.serving(m.ino, wait));
   LockMessage local = m;
   local.lock.who.node = from;  // a peer speaks for itself only
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   LockReply out;
   switch (m.op) {
     case LockOp::kGet: {
@@ -66,28 +66,28 @@ Result<LockReply> LockService::Serve(uint32_t from, const LockMessage& m, bool w
 }
 
 void LockService::Confirmed(uint32_t node) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   confirmed_.insert(node);
 }
 
 bool LockService::ConfirmedBy(uint32_t node) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return confirmed_.contains(node);
 }
 
 void LockService::ForgetNode(uint32_t node) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   locks_.ReleaseNode(node);
   std::erase_if(cancelled_, [node](const auto& c) { return std::get<0>(c.first) == node; });
 }
 
 std::vector<Lock> LockService::Locks(uint64_t ino) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return locks_.Locks(ino);
 }
 
 void LockService::Replace(uint64_t ino, std::vector<Lock> locks) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   locks_.Take(ino);
   if (!locks.empty()) locks_.Put(ino, std::move(locks));
 }

@@ -27,6 +27,7 @@
 #include <tuple>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/log.h"
 #include "common/status.h"
 #include "ownership/lock_table.h"
@@ -65,18 +66,18 @@ class LockService {
   void Replace(uint64_t ino, std::vector<Lock> locks);
 
  private:
-  bool InGrace();  // (mu_ held)
+  bool InGrace() REQUIRES(mu_);
 
   const Env env_;
-  std::mutex mu_;
-  LockTable locks_;  // GUARDED_BY(mu_): locks of the segments served here
+  Mutex mu_;
+  LockTable locks_ GUARDED_BY(mu_);  // locks of the segments served here
   // Per (node, lock owner, inode), the newest request its asker cancelled;
   // only timed-out requests make entries.
   using CancelKey = std::tuple<uint32_t, uint64_t, uint64_t>;
-  std::map<CancelKey, uint64_t> cancelled_;               // GUARDED_BY(mu_)
-  std::chrono::steady_clock::time_point grace_until_{};  // GUARDED_BY(mu_)
-  std::set<uint32_t> confirmed_;                          // GUARDED_BY(mu_)
-  bool grace_over_ = false;                               // GUARDED_BY(mu_)
+  std::map<CancelKey, uint64_t> cancelled_ GUARDED_BY(mu_);
+  std::chrono::steady_clock::time_point grace_until_ GUARDED_BY(mu_);
+  std::set<uint32_t> confirmed_ GUARDED_BY(mu_);
+  bool grace_over_ GUARDED_BY(mu_) = false;
 };
 
 }  // namespace cshm::ownership

@@ -1,0 +1,100 @@
+// Mutex, MutexLock and CondVar: std::mutex, a scoped lock of it and a
+// condition variable, annotated so that clang's -Wthread-safety checks that
+// every GUARDED_BY field is touched only with its mutex held
+// (common/thread_annotations.h; docs/locking.md lists the core's mutexes).
+//
+//   Mutex mu_;
+//   bool stopping_ GUARDED_BY(mu_) = false;
+//   CondVar stopped_;
+//   ...
+//   MutexLock lock(&mu_);
+//   stopped_.WaitFor(lock, 1s, [&]() REQUIRES(mu_) { return stopping_; });
+//
+// A predicate is a function of its own to the analysis: say REQUIRES on it.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+
+#include "common/thread_annotations.h"
+
+namespace cshm {
+
+class CAPABILITY("mutex") Mutex {
+ public:
+  Mutex() = default;
+  Mutex(const Mutex&) = delete;
+  Mutex& operator=(const Mutex&) = delete;
+  void Lock() ACQUIRE() { mu_.lock(); }
+  void Unlock() RELEASE() { mu_.unlock(); }
+  bool TryLock() TRY_ACQUIRE(true) { return mu_.try_lock(); }
+
+ private:
+  friend class MutexLock;
+  std::mutex mu_;
+};
+
+// Holds `mu` from construction to destruction, except between an Unlock()
+// and the next Lock().
+class SCOPED_CAPABILITY MutexLock {
+ public:
+  explicit MutexLock(Mutex* mu) ACQUIRE(mu) : mu_(mu) { mu_->Lock(); }
+  ~MutexLock() RELEASE() {
+    if (held_) mu_->Unlock();
+  }
+  MutexLock(const MutexLock&) = delete;
+  MutexLock& operator=(const MutexLock&) = delete;
+  void Unlock() RELEASE() {
+    held_ = false;
+    mu_->Unlock();
+  }
+  void Lock() ACQUIRE() {
+    mu_->Lock();
+    held_ = true;
+  }
+
+ private:
+  friend class CondVar;
+  std::mutex& native() { return mu_->mu_; }
+  Mutex* const mu_;
+  bool held_ = true;
+};
+
+// Waits release the lock's mutex and hold it again before they return.
+class CondVar {
+ public:
+  template <typename Pred>
+  void Wait(MutexLock& lock, Pred pred) {
+    std::unique_lock<std::mutex> u(lock.native(), std::adopt_lock);
+    cv_.wait(u, pred);
+    u.release();
+  }
+  // False if `pred` still does not hold at the deadline.
+  template <typename Clock, typename Duration, typename Pred>
+  bool WaitUntil(MutexLock& lock, const std::chrono::time_point<Clock, Duration>& deadline, Pred pred) {
+    std::unique_lock<std::mutex> u(lock.native(), std::adopt_lock);
+    const bool ok = cv_.wait_until(u, deadline, pred);
+    u.release();
+    return ok;
+  }
+  // False at the deadline (or woken before it: check what you wait for).
+  template <typename Clock, typename Duration>
+  bool WaitUntil(MutexLock& lock, const std::chrono::time_point<Clock, Duration>& deadline) {
+    std::unique_lock<std::mutex> u(lock.native(), std::adopt_lock);
+    const bool ok = cv_.wait_until(u, deadline) == std::cv_status::no_timeout;
+    u.release();
+    return ok;
+  }
+  template <typename Rep, typename Period, typename Pred>
+  bool WaitFor(MutexLock& lock, const std::chrono::duration<Rep, Period>& d, Pred pred) {
+    return WaitUntil(lock, std::chrono::steady_clock::now() + d, pred);
+  }
+  void NotifyOne() { cv_.notify_one(); }
+  void NotifyAll() { cv_.notify_all(); }
+
+ private:
+  std::condition_variable cv_;
+};
+
+}  // namespace cshm
