@@ -47,9 +47,21 @@ Result<std::string> SegmentTransfer::Query(const MoveRef& ref) {
 Status SegmentTransfer::Move(uint64_t ino, uint32_t target, const std::string& why) {
   if (env_.stays && env_.stays(ino))
     return Busy("inode " + std::to_string(ino) + " is a semaphore set: it stays with the node that created it");
-  std::unique_lock<std::timed_mutex> one_at_a_time(migrate_mu_, std::defer_lock);
-  if (!one_at_a_time.try_lock_for(std::chrono::milliseconds(env_.config.request_timeout_ms)))
-    return Busy("another migration from node " + std::to_string(env_.self) + " is under way; try again");
+  {
+    MutexLock lock(&migrate_mu_);
+    if (!migrate_done_.WaitFor(lock, std::chrono::milliseconds(env_.config.request_timeout_ms),
+                               [this]() REQUIRES(migrate_mu_) { return !migrating_; }))
+      return Busy("another migration from node " + std::to_string(env_.self) + " is under way; try again");
+    migrating_ = true;
+  }
+  struct OneAtATime {
+    SegmentTransfer* t;
+    ~OneAtATime() {
+      MutexLock lock(&t->migrate_mu_);
+      t->migrating_ = false;
+      t->migrate_done_.NotifyOne();
+    }
+  } one_at_a_time{this};
   const auto t0 = std::chrono::steady_clock::now();
   // Rounds still running here would be unknown to the new owner, whose Sync
   // would then not wait for them: finish them first, and before freezing. A

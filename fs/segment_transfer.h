@@ -96,10 +96,15 @@ class SegmentTransfer {
   void KeepOwnTwins(uint64_t ino, const ownership::SegmentSnapshot& snap, const store::Segment& seg);
 
   const Env env_;
-  // One migration at a time from this node. A move makes network calls while
-  // holding it, so others wait for it at most a request deadline (then kBusy).
-  std::timed_mutex migrate_mu_;
-  // The move under migrate_mu_, for status (ino 0: none): pages gone through of all.
+  // One migration at a time from this node (`migrating_`, a lock that a
+  // move holds across its network calls, so others wait for it at most a
+  // request deadline, then kBusy). Not a std::timed_mutex: the
+  // ThreadSanitizer of GCC 12 does not see its timed lock (glibc's
+  // pthread_mutex_clocklock) and reports every unlock.
+  Mutex migrate_mu_;
+  CondVar migrate_done_;
+  bool migrating_ GUARDED_BY(migrate_mu_) = false;
+  // The move under way, for status (ino 0: none): pages gone through of all.
   struct MoveProgress {
     std::atomic<uint64_t> ino{0}, target{0}, done{0}, total{0};
   } moving_;

@@ -696,8 +696,10 @@ void SimNetwork::Loop() {
       cv_.wait(lock);
       continue;
     }
-    if (events_.front().at > Clock::now()) {
-      cv_.wait_until(lock, events_.front().at);
+    if (const Clock::time_point at = events_.front().at; at > Clock::now()) {
+      // A copy: the wait reads it again after waking, and a Schedule
+      // meanwhile may have moved the events (found by ThreadSanitizer).
+      cv_.wait_until(lock, at);
       continue;
     }
     std::pop_heap(events_.begin(), events_.end(), std::greater<>());
