@@ -159,6 +159,14 @@ Result<std::shared_ptr<store::Segment>> FileSystem::RegularSegment(uint64_t ino)
   return pages_->Get(ino);
 }
 
+Status FileSystem::OpenFile(uint64_t ino, int flags) {
+  CSHM_ASSIGN_OR_RETURN(meta::InodeRecord r, GetAttr(ino));
+  if (r.IsDir()) return IsDir("inode " + std::to_string(ino) + " is a directory");
+  if ((flags & O_TRUNC) && r.size != 0) CSHM_RETURN_IF_ERROR(SetAttr(ino, meta::SetAttrRequest{.size = 0}).status());
+  if (Writable(flags)) CSHM_RETURN_IF_ERROR(OpenedForWrite(ino));
+  return Status::Ok();
+}
+
 Result<size_t> FileSystem::Read(uint64_t ino, uint64_t off, size_t len, char* buf) {
   CSHM_ASSIGN_OR_RETURN(std::string_view got, Read(ino, off, len, buf, nullptr));
   return got.size();

@@ -10,6 +10,8 @@
 // Thread-safety: all methods are thread-safe.
 #pragma once
 
+#include <fcntl.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -57,6 +59,40 @@ class FileSystem {
   static Result<std::unique_ptr<FileSystem>> Open(const FileSystemOptions& options);
   ~FileSystem();
 
+  // The namespace as the kernel asks for it (the FUSE adapter calls
+  // nothing but this class): the metadata node's, served here or reached
+  // through meta::RemoteMeta. Lookup takes a reference (Forget drops it).
+  Result<meta::InodeRecord> Lookup(uint64_t parent, std::string_view name, const meta::Caller& caller) {
+    return meta_->Lookup(parent, name, caller);
+  }
+  Result<meta::InodeRecord> GetAttr(uint64_t ino) { return meta_->GetAttr(ino); }
+  Result<std::string> Readlink(uint64_t ino) { return meta_->Readlink(ino); }
+  Result<std::vector<meta::ListedEntry>> ListDir(uint64_t ino) { return meta_->ListDir(ino); }
+  Result<meta::InodeRecord> Mknod(uint64_t parent, std::string_view name, uint32_t mode, uint64_t rdev,
+                                  const meta::Caller& caller) {
+    return meta_->Mknod(parent, name, mode, rdev, caller);
+  }
+  Result<meta::InodeRecord> Mkdir(uint64_t parent, std::string_view name, uint32_t mode, const meta::Caller& caller) {
+    return meta_->Mkdir(parent, name, mode, caller);
+  }
+  Result<meta::InodeRecord> Symlink(uint64_t parent, std::string_view name, std::string_view target,
+                                    const meta::Caller& caller) {
+    return meta_->Symlink(parent, name, target, caller);
+  }
+  Result<meta::InodeRecord> Link(uint64_t ino, uint64_t new_parent, std::string_view new_name,
+                                 const meta::Caller& caller) {
+    return meta_->Link(ino, new_parent, new_name, caller);
+  }
+  // A removed file's pages go when its last reference does (the metadata
+  // node purges it at its owner: meta::Namespace, Cluster::Purge).
+  Status Unlink(uint64_t parent, std::string_view name) { return meta_->Unlink(parent, name); }
+  Status Rmdir(uint64_t parent, std::string_view name) { return meta_->Rmdir(parent, name); }
+  // flags: 0, RENAME_NOREPLACE or RENAME_EXCHANGE.
+  Status Rename(uint64_t parent, std::string_view name, uint64_t new_parent, std::string_view new_name,
+                unsigned flags) {
+    return meta_->Rename(parent, name, new_parent, new_name, flags);
+  }
+  // For tests and tools: the namespace service itself.
   meta::MetaService& ns() { return *meta_; }
   store::StateDir& state_dir() { return *state_dir_; }
   Cluster* cluster() { return cluster_.get(); }
@@ -76,6 +112,13 @@ class FileSystem {
   // existing file unless O_EXCL, as a local filesystem would.
   Result<meta::InodeRecord> CreateOrOpen(uint64_t parent, std::string_view name, uint32_t mode, int flags,
                                          const meta::Caller& caller);
+
+  // open(2) of an existing file, before it is answered: EISDIR for a
+  // directory; O_TRUNC truncates (libfuse asks for atomic O_TRUNC, so the
+  // truncation is ours); a writable open is OpenedForWrite. A writable
+  // open whose answer does not reach the kernel must be ClosedForWrite.
+  Status OpenFile(uint64_t ino, int flags);
+  static bool Writable(int flags) { return (flags & O_ACCMODE) != O_RDONLY; }
 
   // Reads up to `len` bytes at `off`, stopping at EOF. Returns the count.
   Result<size_t> Read(uint64_t ino, uint64_t off, size_t len, char* buf);

@@ -72,7 +72,7 @@ void ReplyEntry(fuse_req_t req, const Result<meta::InodeRecord>& r, const char* 
 
 // Valid replies: fuse_reply_entry, fuse_reply_err.
 void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  Guard(req, "lookup", [&] { ReplyEntry(req, Fs(req).ns().Lookup(parent, name, CallerOf(req)), "lookup"); });
+  Guard(req, "lookup", [&] { ReplyEntry(req, Fs(req).Lookup(parent, name, CallerOf(req)), "lookup"); });
 }
 
 // Valid replies: fuse_reply_none.
@@ -97,7 +97,7 @@ void OpForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
 // Valid replies: fuse_reply_attr, fuse_reply_err.
 void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   Guard(req, "getattr", [&] {
-    auto r = Fs(req).ns().GetAttr(ino);
+    auto r = Fs(req).GetAttr(ino);
     if (!r.ok()) return ReplyError(req, r.status(), "getattr");
     struct stat st = r->ToStat();
     fuse_reply_attr(req, &st, Fs(req).cache_timeout());
@@ -132,7 +132,7 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
 // Valid replies: fuse_reply_readlink, fuse_reply_err.
 void OpReadlink(fuse_req_t req, fuse_ino_t ino) {
   Guard(req, "readlink", [&] {
-    auto r = Fs(req).ns().Readlink(ino);
+    auto r = Fs(req).Readlink(ino);
     if (!r.ok()) return ReplyError(req, r.status(), "readlink");
     fuse_reply_readlink(req, r->c_str());
   });
@@ -140,26 +140,26 @@ void OpReadlink(fuse_req_t req, fuse_ino_t ino) {
 
 // Valid replies: fuse_reply_entry, fuse_reply_err.
 void OpMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
-  Guard(req, "mknod", [&] { ReplyEntry(req, Fs(req).ns().Mknod(parent, name, mode, rdev, CallerOf(req)), "mknod"); });
+  Guard(req, "mknod", [&] { ReplyEntry(req, Fs(req).Mknod(parent, name, mode, rdev, CallerOf(req)), "mknod"); });
 }
 
 void OpMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
-  Guard(req, "mkdir", [&] { ReplyEntry(req, Fs(req).ns().Mkdir(parent, name, mode, CallerOf(req)), "mkdir"); });
+  Guard(req, "mkdir", [&] { ReplyEntry(req, Fs(req).Mkdir(parent, name, mode, CallerOf(req)), "mkdir"); });
 }
 
 void OpSymlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
   Guard(req, "symlink",
-        [&] { ReplyEntry(req, Fs(req).ns().Symlink(parent, name, link, CallerOf(req)), "symlink"); });
+        [&] { ReplyEntry(req, Fs(req).Symlink(parent, name, link, CallerOf(req)), "symlink"); });
 }
 
 void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char* new_name) {
-  Guard(req, "link", [&] { ReplyEntry(req, Fs(req).ns().Link(ino, new_parent, new_name, CallerOf(req)), "link"); });
+  Guard(req, "link", [&] { ReplyEntry(req, Fs(req).Link(ino, new_parent, new_name, CallerOf(req)), "link"); });
 }
 
 // Valid replies: fuse_reply_err (0 on success).
 void OpUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
   Guard(req, "unlink", [&] {
-    Status s = Fs(req).ns().Unlink(parent, name);
+    Status s = Fs(req).Unlink(parent, name);
     if (!s.ok()) return ReplyError(req, s, "unlink");
     fuse_reply_err(req, 0);
   });
@@ -167,7 +167,7 @@ void OpUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
 
 void OpRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
   Guard(req, "rmdir", [&] {
-    Status s = Fs(req).ns().Rmdir(parent, name);
+    Status s = Fs(req).Rmdir(parent, name);
     if (!s.ok()) return ReplyError(req, s, "rmdir");
     fuse_reply_err(req, 0);
   });
@@ -176,13 +176,13 @@ void OpRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
 void OpRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent, const char* new_name,
               unsigned int flags) {
   Guard(req, "rename", [&] {
-    Status s = Fs(req).ns().Rename(parent, name, new_parent, new_name, flags);
+    Status s = Fs(req).Rename(parent, name, new_parent, new_name, flags);
     if (!s.ok()) return ReplyError(req, s, "rename");
     fuse_reply_err(req, 0);
   });
 }
 
-bool Writable(int flags) { return (flags & O_ACCMODE) != O_RDONLY; }
+bool Writable(int flags) { return FileSystem::Writable(flags); }
 // A regular file's handle says only whether it was opened for writing (the
 // ioctl callback is not given the open flags).
 constexpr uint64_t kWritableHandle = 1;
@@ -190,19 +190,8 @@ constexpr uint64_t kWritableHandle = 1;
 // Valid replies: fuse_reply_open, fuse_reply_err.
 void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Guard(req, "open", [&] {
-    auto r = Fs(req).ns().GetAttr(ino);
-    if (!r.ok()) return ReplyError(req, r.status(), "open");
-    if (r->IsDir()) return (void)fuse_reply_err(req, EISDIR);
-    // libfuse asks for atomic O_TRUNC: the truncation is ours (the kernel
-    // drops its cached pages when we answer).
-    if ((fi->flags & O_TRUNC) && r->size != 0) {
-      auto t = Fs(req).SetAttr(ino, meta::SetAttrRequest{.size = 0});
-      if (!t.ok()) return ReplyError(req, t.status(), "open");
-    }
-    if (Writable(fi->flags)) {
-      Status w = Fs(req).OpenedForWrite(ino);
-      if (!w.ok()) return ReplyError(req, w, "open");
-    }
+    Status opened = Fs(req).OpenFile(ino, fi->flags);
+    if (!opened.ok()) return ReplyError(req, opened, "open");
     // Without keep_cache every open() would drop every process's cached pages
     // of the file (DESIGN.md "What the kernel does").
     fi->keep_cache = 1;
@@ -382,7 +371,7 @@ struct DirHandle {
 // Valid replies: fuse_reply_open, fuse_reply_err.
 void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Guard(req, "opendir", [&] {
-    auto r = Fs(req).ns().ListDir(ino);
+    auto r = Fs(req).ListDir(ino);
     if (!r.ok()) return ReplyError(req, r.status(), "opendir");
     auto* h = new DirHandle{std::move(*r)};
     fi->fh = reinterpret_cast<uint64_t>(h);

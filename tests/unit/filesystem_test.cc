@@ -110,6 +110,19 @@ TEST_F(FileSystemTest, CreateOfANameThatAppearedOpensItUnlessExclusive) {
   EXPECT_EQ(fs_->CreateOrOpen(kRootIno, "d", 0644, O_RDWR | O_CREAT, root).status().ToErrno(), EISDIR);
 }
 
+TEST_F(FileSystemTest, OpenTruncatesWithOTruncAndRefusesADirectory) {
+  uint64_t f = NewFile("f");
+  ASSERT_TRUE(fs_->Write(f, 0, "hello", 5).ok());
+  ASSERT_TRUE(fs_->OpenFile(f, O_RDONLY).ok());
+  EXPECT_EQ(fs_->GetAttr(f)->size, 5u) << "a plain open changes nothing";
+  ASSERT_TRUE(fs_->OpenFile(f, O_WRONLY | O_TRUNC).ok());
+  fs_->ClosedForWrite(f);
+  EXPECT_EQ(fs_->GetAttr(f)->size, 0u);
+  EXPECT_EQ(ReadAll(f, 0, 5), "");
+  EXPECT_EQ(fs_->OpenFile(kRootIno, O_RDONLY).code(), Status::Code::kIsDir);
+  EXPECT_FALSE(fs_->OpenFile(9999, O_RDONLY).ok()) << "an inode that does not exist";
+}
+
 TEST_F(FileSystemTest, DataOpsOnDirectoriesAreRefused) {
   EXPECT_EQ(fs_->Write(kRootIno, 0, "x", 1).ToErrno(), EISDIR);
   EXPECT_EQ(fs_->SetAttr(kRootIno, meta::SetAttrRequest{.size = 0}).status().ToErrno(), EISDIR);
