@@ -237,8 +237,10 @@ CSHM_EXPORT int shmget(key_t key, size_t size, int flags) {
 CSHM_EXPORT void* shmat(int shmid, const void* addr, int flags) {
   try {
     auto& s = S();
-    if (!s.segments || !s.segments->IsOurs(shmid)) return s.real.shmat(shmid, addr, flags);
-    return s.segments->Attach(shmid, addr, flags);
+    if (!s.segments || !cshm::ipc::SysvSegments::MayBeOurs(shmid)) return s.real.shmat(shmid, addr, flags);
+    bool theirs = false;
+    void* p = s.segments->Attach(shmid, addr, flags, &theirs);
+    return theirs ? s.real.shmat(shmid, addr, flags) : p;
   } catch (...) {
     errno = ENOMEM;
     return reinterpret_cast<void*>(-1);

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <sys/uio.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -34,6 +35,36 @@ unsigned long long GetU64(const std::string& path, const char* name, unsigned lo
 }
 
 namespace {
+std::string EventNow() {
+  timespec now{};
+  clock_gettime(CLOCK_REALTIME, &now);
+  return std::to_string(static_cast<unsigned long long>(now.tv_sec) * 1000000000ull +
+                        static_cast<unsigned long long>(now.tv_nsec)) +
+         " " + std::to_string(getpid());
+}
+}  // namespace
+
+void SetEvent(const std::string& path, const char* name) {
+  const std::string s = EventNow();
+  setxattr(path.c_str(), name, s.data(), s.size(), 0);
+}
+
+void SetEvent(int fd, const char* name) {
+  const std::string s = EventNow();
+  fsetxattr(fd, name, s.data(), s.size(), 0);
+}
+
+IpcEvent GetEvent(const std::string& path, const char* name) {
+  char buf[64];
+  ssize_t n = getxattr(path.c_str(), name, buf, sizeof(buf) - 1);
+  if (n <= 0) return {};
+  buf[n] = '\0';
+  IpcEvent e;
+  if (sscanf(buf, "%llu %llu", &e.ns, &e.pid) != 2) return {};
+  return e;
+}
+
+namespace {
 bool InGroup(gid_t gid) {
   if (getegid() == gid) return true;
   int n = getgroups(0, nullptr);
@@ -53,6 +84,15 @@ bool Allowed(const struct stat& st, uid_t cuid, gid_t cgid, int requested) {
   else if (InGroup(st.st_gid) || InGroup(cgid)) granted >>= 3;
   const int req = (requested >> 6) | (requested >> 3) | requested;
   return (req & ~granted & 07) == 0;
+}
+
+bool AllowedAt(const struct stat& st, const std::string& path, int requested) {
+  const uid_t euid = geteuid();
+  // Root, or the owner: the owner's class decides, the creator does not matter.
+  if (euid == 0 || euid == st.st_uid) return Allowed(st, st.st_uid, st.st_gid, requested);
+  const auto cuid = static_cast<uid_t>(GetU64(path, "user.cshm.cuid", st.st_uid));
+  if (euid == cuid || InGroup(st.st_gid)) return Allowed(st, cuid, st.st_gid, requested);
+  return Allowed(st, cuid, static_cast<gid_t>(GetU64(path, "user.cshm.cgid", st.st_gid)), requested);
 }
 
 bool OwnerOrCreator(const struct stat& st, uid_t cuid) {

@@ -16,10 +16,24 @@ int Fail(int err);
 
 void SetU64(const std::string& path, const char* name, unsigned long long v);
 unsigned long long GetU64(const std::string& path, const char* name, unsigned long long dflt = 0);
+// An attach or a detach (user.cshm.at, user.cshm.dt): when (ns since the
+// epoch) and by which pid, in one xattr, so that each costs one write.
+void SetEvent(const std::string& path, const char* name);
+void SetEvent(int fd, const char* name);
+struct IpcEvent {
+  unsigned long long ns = 0;
+  unsigned long long pid = 0;
+};
+IpcEvent GetEvent(const std::string& path, const char* name);
 
 // Linux's ipcperms(): may the caller have `requested` (rwx bits, any class)
 // on an object with this file's mode and owner, and this creator?
 bool Allowed(const struct stat& st, uid_t cuid, gid_t cgid, int requested);
+// The same for the object at `path`, reading its creator's ids
+// (user.cshm.cuid, .cgid) only where they decide: not for root nor the
+// owner, the group not unless the caller is neither creator nor in the
+// owner's group. Each read is a metadata round trip on a cluster mount.
+bool AllowedAt(const struct stat& st, const std::string& path, int requested);
 // The caller owns or created the object, or is root (IPC_SET, IPC_RMID).
 bool OwnerOrCreator(const struct stat& st, uid_t cuid);
 

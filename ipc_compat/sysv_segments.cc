@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -22,7 +23,6 @@
 namespace cshm::ipc {
 namespace {
 
-constexpr int kIdBit = 1 << 30;
 constexpr size_t kShmMax = 1ull << 40;
 
 size_t PageRound(size_t n) {
@@ -49,7 +49,7 @@ std::string SysvSegments::KeyPath(key_t key) const {
 }
 
 bool SysvSegments::IsOurs(int shmid) const {
-  if (shmid < 0 || !(shmid & kIdBit)) return false;
+  if (!MayBeOurs(shmid)) return false;
   struct stat st;
   return stat(IdPath(shmid).c_str(), &st) == 0;
 }
@@ -140,10 +140,10 @@ int SysvSegments::Get(key_t key, size_t size, int flags) {
       if ((flags & IPC_CREAT) && (flags & IPC_EXCL)) return Fail(EEXIST);
       const int shmid = kIdBit | static_cast<int>(st.st_ino & (kIdBit - 1));
       const std::string id = IdPath(shmid);
-      if (!Allowed(st, static_cast<uid_t>(GetU64(id, "user.cshm.cuid", st.st_uid)),
-                   static_cast<gid_t>(GetU64(id, "user.cshm.cgid", st.st_gid)), flags & 0777))
-        return Fail(EACCES);
-      if (size > GetU64(id, "user.cshm.size", static_cast<unsigned long long>(st.st_size))) return Fail(EINVAL);
+      if (!AllowedAt(st, id, flags & 0777)) return Fail(EACCES);
+      // (Size 0, the usual lookup of an existing key, fits whatever it is.)
+      if (size > 0 && size > GetU64(id, "user.cshm.size", static_cast<unsigned long long>(st.st_size)))
+        return Fail(EINVAL);
       return shmid;
     }
     if (errno != ENOENT) return -1;
@@ -167,31 +167,42 @@ int SysvSegments::Register(int shmid, Attachment* a) {
   // Locked under a hidden name first, then put in place: CountAttached takes
   // an entry it can lock for a dead process's and removes it, so an entry
   // must never be visible unlocked.
-  const std::string dir = Dir() + "/att-" + std::to_string(shmid) + "/";
-  const std::string hidden = dir + "." + name;
-  a->reg_path = dir + name;
-  a->reg_fd = open(hidden.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
-  if (a->reg_fd < 0) return -1;
-  const bool locked = flock(a->reg_fd, LOCK_EX) == 0;
-  if (locked && hooks_.entry_hidden) hooks_.entry_hidden();
-  if (!locked || rename(hidden.c_str(), a->reg_path.c_str()) != 0) {
-    int err = errno;
-    close(a->reg_fd);
-    unlink(hidden.c_str());
+  // Relative to the directory, opened once: on a cluster mount each path
+  // component is a lookup at the metadata node, every time.
+  const std::string dir = Dir() + "/att-" + std::to_string(shmid);
+  const std::string hidden = std::string(".") + name;
+  a->reg_name = name;
+  const int dfd = open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return -1;
+  a->reg_fd = openat(dfd, hidden.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+  if (a->reg_fd < 0) {
+    const int err = errno;
+    close(dfd);
     return Fail(err);
   }
+  const bool locked = flock(a->reg_fd, LOCK_EX) == 0;
+  if (locked && hooks_.entry_hidden) hooks_.entry_hidden();
+  if (!locked || renameat(dfd, hidden.c_str(), dfd, name) != 0) {
+    const int err = errno;
+    close(a->reg_fd);
+    unlinkat(dfd, hidden.c_str(), 0);
+    close(dfd);
+    return Fail(err);
+  }
+  a->dir_fd = dfd;  // kept for the detach's unlink
   return 0;
 }
 
-void* SysvSegments::Attach(int shmid, const void* addr, int flags) {
-  const std::string id = IdPath(shmid);
-  struct stat st;
-  if (stat(id.c_str(), &st) != 0) return reinterpret_cast<void*>(Fail(EINVAL));
-  const bool ro = flags & SHM_RDONLY;
-  const int want = ro ? 0444 : 0666;
-  if (!Allowed(st, static_cast<uid_t>(GetU64(id, "user.cshm.cuid", st.st_uid)),
-               static_cast<gid_t>(GetU64(id, "user.cshm.cgid", st.st_gid)), want))
-    return reinterpret_cast<void*>(Fail(EACCES));
+void SysvSegments::Unregister(const Attachment& a) {
+  if (a.dir_fd >= 0) unlinkat(a.dir_fd, a.reg_name.c_str(), 0);
+  if (a.reg_fd >= 0) close(a.reg_fd);
+  if (a.dir_fd >= 0) close(a.dir_fd);
+}
+
+void* SysvSegments::Attach(int shmid, const void* addr, int flags, bool* theirs) {
+  // The kernel's order: the address, the id, the permission. Opened first
+  // and then asked (fstat, fsetxattr): on a cluster mount each path walk is
+  // a lookup at the metadata node for every component.
   uintptr_t where = reinterpret_cast<uintptr_t>(addr);
   const uintptr_t lba = static_cast<uintptr_t>(SHMLBA);
   if (where != 0) {
@@ -200,28 +211,44 @@ void* SysvSegments::Attach(int shmid, const void* addr, int flags) {
   } else if (flags & SHM_REMAP) {
     return reinterpret_cast<void*>(Fail(EINVAL));
   }
-  int fd = open(id.c_str(), (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-  if (fd < 0) return reinterpret_cast<void*>(-1);
+  const std::string id = IdPath(shmid);
+  const bool ro = flags & SHM_RDONLY;
+  const int fd = MayBeOurs(shmid) ? open(id.c_str(), (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC) : Fail(ENOENT);
+  struct stat st;
+  if (fd < 0 && errno != ENOENT && errno != ENOTDIR) return reinterpret_cast<void*>(-1);  // EACCES, ...
+  if (fd < 0 || fstat(fd, &st) != 0) {
+    if (fd >= 0) close(fd);
+    if (theirs != nullptr) *theirs = true;
+    return reinterpret_cast<void*>(Fail(EINVAL));
+  }
+  if (!AllowedAt(st, id, ro ? 0444 : 0666)) {
+    close(fd);
+    return reinterpret_cast<void*>(Fail(EACCES));
+  }
   const size_t len = PageRound(static_cast<size_t>(st.st_size));
   int prot = PROT_READ | (ro ? 0 : PROT_WRITE) | ((flags & SHM_EXEC) ? PROT_EXEC : 0);
   int mflags = MAP_SHARED;
   if (where != 0) mflags |= (flags & SHM_REMAP) ? MAP_FIXED : MAP_FIXED_NOREPLACE;
   void* p = mmap(reinterpret_cast<void*>(where), len, prot, mflags, fd, 0);
   int err = errno;
-  close(fd);
-  if (p == MAP_FAILED) return reinterpret_cast<void*>(Fail(err == EEXIST ? EINVAL : err));
+  if (p == MAP_FAILED) {
+    close(fd);
+    return reinterpret_cast<void*>(Fail(err == EEXIST ? EINVAL : err));
+  }
   if (where != 0 && p != reinterpret_cast<void*>(where)) {  // old kernels ignore NOREPLACE
+    close(fd);
     munmap(p, len);
     return reinterpret_cast<void*>(Fail(EINVAL));
   }
-  Attachment a{shmid, len, -1, ""};
+  Attachment a{shmid, len};
   if (Register(shmid, &a) != 0) {
     err = errno;
+    close(fd);
     munmap(p, len);
     return reinterpret_cast<void*>(Fail(err));
   }
-  SetU64(id, "user.cshm.lpid", static_cast<unsigned long long>(getpid()));
-  SetU64(id, "user.cshm.atime", static_cast<unsigned long long>(time(nullptr)));
+  SetEvent(fd, "user.cshm.at");  // shm_atime, shm_lpid
+  a.id_fd = fd;  // for the detach's bookkeeping
   std::vector<Attachment> replaced;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -239,9 +266,9 @@ void* SysvSegments::Attach(int shmid, const void* addr, int flags) {
     attachments_[p] = a;
   }
   for (const Attachment& old : replaced) {
-    unlink(old.reg_path.c_str());
-    close(old.reg_fd);
-    MaybeDestroy(old.shmid);
+    Unregister(old);
+    MaybeDestroy(old.shmid, old.id_fd);
+    close(old.id_fd);
   }
   return p;
 }
@@ -264,12 +291,10 @@ int SysvSegments::Detach(const void* addr) {
   // this process wrote is gone (munmap alone writes back, but does not wait).
   msync(const_cast<void*>(addr), a.len, MS_SYNC);
   munmap(const_cast<void*>(addr), a.len);
-  unlink(a.reg_path.c_str());
-  close(a.reg_fd);
-  const std::string id = IdPath(a.shmid);
-  SetU64(id, "user.cshm.lpid", static_cast<unsigned long long>(getpid()));
-  SetU64(id, "user.cshm.dtime", static_cast<unsigned long long>(time(nullptr)));
-  MaybeDestroy(a.shmid);
+  Unregister(a);
+  SetEvent(a.id_fd, "user.cshm.dt");  // shm_dtime, shm_lpid
+  MaybeDestroy(a.shmid, a.id_fd);
+  close(a.id_fd);
   return 0;
 }
 
@@ -294,17 +319,25 @@ int SysvSegments::CountAttached(int shmid) {
   return live;
 }
 
-void SysvSegments::MaybeDestroy(int shmid) {
+void SysvSegments::MaybeDestroy(int shmid, int id_fd) {
   const std::string id = IdPath(shmid);
   const std::string dir = Dir() + "/att-" + std::to_string(shmid);
-  struct stat st;
-  if (stat(id.c_str(), &st) != 0 && errno == ENOENT) {
+  // One read says both whether the segment is still there and whether it
+  // was removed (IPC_RMID).
+  char buf[32];
+  // (Through an open file a segment destroyed meanwhile still reads as
+  // removed: what follows then finds its file and entries gone.)
+  const ssize_t n = id_fd >= 0 ? fgetxattr(id_fd, "user.cshm.removed", buf, sizeof buf - 1)
+                               : getxattr(id.c_str(), "user.cshm.removed", buf, sizeof buf - 1);
+  if (n < 0 && errno == ENOENT) {
     // Destroyed meanwhile by another process, which may have found this
     // one's entry still there: the directory goes with the last entry.
     rmdir(dir.c_str());
     return;
   }
-  if (GetU64(id, "user.cshm.removed") == 0 || CountAttached(shmid) > 0) return;
+  if (n <= 0) return;  // not removed (or its bookkeeping unreadable: it stays)
+  buf[n] = '\0';
+  if (std::strtoull(buf, nullptr, 10) == 0 || CountAttached(shmid) > 0) return;
   unlink(id.c_str());
   if (DIR* d = opendir(dir.c_str())) {
     while (dirent* e = readdir(d))
@@ -338,11 +371,12 @@ int SysvSegments::Control(int shmid, int cmd, struct shmid_ds* buf) {
       buf->shm_perm.mode = static_cast<unsigned short>((st.st_mode & 0777) | (removed ? SHM_DEST : 0) |
                                                        (GetU64(id, "user.cshm.locked") != 0 ? SHM_LOCKED : 0));
       buf->shm_segsz = static_cast<size_t>(GetU64(id, "user.cshm.size", static_cast<unsigned long long>(st.st_size)));
-      buf->shm_atime = static_cast<time_t>(GetU64(id, "user.cshm.atime"));
-      buf->shm_dtime = static_cast<time_t>(GetU64(id, "user.cshm.dtime"));
+      const IpcEvent at = GetEvent(id, "user.cshm.at"), dt = GetEvent(id, "user.cshm.dt");
+      buf->shm_atime = static_cast<time_t>(at.ns / 1000000000ull);
+      buf->shm_dtime = static_cast<time_t>(dt.ns / 1000000000ull);
       buf->shm_ctime = static_cast<time_t>(GetU64(id, "user.cshm.ctime"));
       buf->shm_cpid = static_cast<pid_t>(GetU64(id, "user.cshm.cpid"));
-      buf->shm_lpid = static_cast<pid_t>(GetU64(id, "user.cshm.lpid"));
+      buf->shm_lpid = static_cast<pid_t>(dt.ns > at.ns ? dt.pid : at.pid);  // the last attach or detach
       buf->shm_nattch = static_cast<shmatt_t>(CountAttached(shmid));
       return cmd == IPC_STAT ? 0 : shmid;
     }
@@ -458,9 +492,12 @@ void SysvSegments::AfterFork() {
     char name[96];
     char host[40] = {};
     gethostname(host, sizeof(host) - 1);
-    snprintf(name, sizeof(name), "/att-%d/%s.%d.%u", a.shmid, host, getpid(), seq_++);
-    a.reg_path = Dir() + name;
-    a.reg_fd = open(a.reg_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    snprintf(name, sizeof(name), "%s.%d.%u", host, getpid(), seq_++);
+    a.reg_name = name;
+    // (The directory's fd is the parent's too; the child's own from here.)
+    const std::string dir = Dir() + "/att-" + std::to_string(a.shmid);
+    a.dir_fd = open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    a.reg_fd = a.dir_fd >= 0 ? openat(a.dir_fd, name, O_RDWR | O_CREAT | O_CLOEXEC, 0666) : -1;
     if (a.reg_fd >= 0) flock(a.reg_fd, LOCK_EX);
   }
 }

@@ -44,7 +44,10 @@ class SysvSegments {
   explicit SysvSegments(std::string mount, Hooks hooks = {}) : mount_(std::move(mount)), hooks_(std::move(hooks)) {}
 
   int Get(key_t key, size_t size, int flags);
-  void* Attach(int shmid, const void* addr, int flags);
+  // With `theirs`, an id that is not this mount's (none of ours has it)
+  // sets *theirs and fails at once, for the caller to ask the kernel: one
+  // look at the id instead of IsOurs's and Attach's.
+  void* Attach(int shmid, const void* addr, int flags, bool* theirs = nullptr);
   int Detach(const void* addr);
   int Control(int shmid, int cmd, struct shmid_ds* buf);
   // The kernel's shmctl (the shim's, found with dlsym).
@@ -60,6 +63,9 @@ class SysvSegments {
   bool Ftok(const char* path, int id, key_t* out);
 
   bool IsOurs(int shmid) const;
+  // Whether `shmid` could be one of ours (its bit says so; IsOurs makes sure).
+  static constexpr int kIdBit = 1 << 30;  // set in every shmid of ours
+  static bool MayBeOurs(int shmid) { return shmid >= 0 && (shmid & kIdBit) != 0; }
   bool IsOurAttachment(const void* addr);
   // pthread_atfork child handler: the child's own registry entries.
   void AfterFork();
@@ -72,9 +78,13 @@ class SysvSegments {
   struct Attachment {
     int shmid;
     size_t len;
-    int reg_fd;
-    std::string reg_path;
+    int id_fd = -1;        // the segment's file, open while attached (its bookkeeping without a path walk)
+    int reg_fd = -1;       // the registry entry, flocked while attached
+    int dir_fd = -1;       // its directory (O_PATH): entries go without a path walk
+    std::string reg_name;  // the entry's name in it
   };
+  // Takes the entry out of the registry (and closes its fds).
+  static void Unregister(const Attachment& a);
   std::string Dir() const { return mount_ + "/.sysv"; }
   std::string IdPath(int shmid) const;
   std::string KeyPath(key_t key) const;
@@ -84,7 +94,9 @@ class SysvSegments {
   int CheckNew(size_t size, int flags);
   int Register(int shmid, Attachment* a);
   int CountAttached(int shmid);
-  void MaybeDestroy(int shmid);
+  // With `id_fd` (the segment's file, open), its bookkeeping is read
+  // through it rather than by path.
+  void MaybeDestroy(int shmid, int id_fd = -1);
 
   const std::string mount_;
   const Hooks hooks_;

@@ -183,10 +183,8 @@ int SysvSemaphores::Get(key_t key, int nsems, int flags) {
       if ((flags & IPC_CREAT) && (flags & IPC_EXCL)) return Fail(EEXIST);
       const int semid = IdOf(st);
       const std::string id = IdPath(semid);
-      if (!Allowed(st, static_cast<uid_t>(GetU64(id, "user.cshm.cuid", st.st_uid)),
-                   static_cast<gid_t>(GetU64(id, "user.cshm.cgid", st.st_gid)), flags & 0777))
-        return Fail(EACCES);
-      if (static_cast<unsigned long long>(nsems) > GetU64(id, "user.cshm.nsems", 0)) return Fail(EINVAL);
+      if (!AllowedAt(st, id, flags & 0777)) return Fail(EACCES);
+      if (nsems > 0 && static_cast<unsigned long long>(nsems) > GetU64(id, "user.cshm.nsems", 0)) return Fail(EINVAL);
       return semid;
     }
     if (errno != ENOENT) return -1;

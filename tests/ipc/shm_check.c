@@ -96,11 +96,23 @@ static void local_rules(key_t key) {
   CHECK(ds.shm_cpid == getpid());
   CHECK(ds.shm_nattch == 0);
   CHECK(ds.shm_perm.uid == geteuid());
+  CHECK(ds.shm_lpid == 0 && ds.shm_atime == 0 && ds.shm_dtime == 0);
+  const time_t t0 = time(NULL);
   /* shmat: NULL address, given address, SHM_RND, SHM_RDONLY, SHM_REMAP */
   char* a = shmat(id, NULL, 0);
   CHECK(a != (void*)-1);
   strcpy(a, "first");
   CHECK(nattch(id) == 1);
+  /* shm_lpid is the last attach's or detach's, with its time */
+  CHECK(shmctl(id, IPC_STAT, &ds) == 0);
+  CHECK(ds.shm_lpid == getpid() && ds.shm_atime >= t0 && ds.shm_atime <= time(NULL) && ds.shm_dtime == 0);
+  pid_t lp = fork();
+  if (lp == 0) _exit(shmdt(a) == 0 ? 0 : 1); /* the attachment it inherited; ours stays */
+  int lst = 0;
+  CHECK(waitpid(lp, &lst, 0) == lp && WIFEXITED(lst) && WEXITSTATUS(lst) == 0);
+  CHECK(nattch_eventually(id, 1) == 1); /* the child's inherited one went with it */
+  CHECK(shmctl(id, IPC_STAT, &ds) == 0);
+  CHECK(ds.shm_lpid == lp && ds.shm_dtime >= t0 && ds.shm_dtime <= time(NULL)); /* its detach came after our attach */
   char* area = mmap(NULL, 8 * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   CHECK(area != MAP_FAILED);
   munmap(area, 8 * page);
