@@ -14,6 +14,13 @@ namespace cshm::ipc {
 // Sets errno, returns -1 (as the libc call would).
 int Fail(int err);
 
+// stat(2) of `path` (relative to `dirfd`; with AT_EMPTY_PATH in `flags`, of
+// `dirfd` itself) with the attributes the path walk or the open just
+// brought, without asking for them again: on a cluster mount the kernel
+// caches no entry, so each walk asked the metadata node, which answered
+// with them (statx's AT_STATX_DONT_SYNC). 0, or -1 with errno.
+int StatWalked(int dirfd, const char* path, int flags, struct stat* st);
+
 void SetU64(const std::string& path, const char* name, unsigned long long v);
 unsigned long long GetU64(const std::string& path, const char* name, unsigned long long dflt = 0);
 // An attach or a detach (user.cshm.at, user.cshm.dt): when (ns since the

@@ -136,7 +136,7 @@ int SysvSegments::Get(key_t key, size_t size, int flags) {
   }
   for (int attempt = 0; attempt < 3; attempt++) {
     struct stat st;
-    if (stat(KeyPath(key).c_str(), &st) == 0) {
+    if (StatWalked(AT_FDCWD, KeyPath(key).c_str(), 0, &st) == 0) {
       if ((flags & IPC_CREAT) && (flags & IPC_EXCL)) return Fail(EEXIST);
       const int shmid = kIdBit | static_cast<int>(st.st_ino & (kIdBit - 1));
       const std::string id = IdPath(shmid);
@@ -216,7 +216,7 @@ void* SysvSegments::Attach(int shmid, const void* addr, int flags, bool* theirs)
   const int fd = MayBeOurs(shmid) ? open(id.c_str(), (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC) : Fail(ENOENT);
   struct stat st;
   if (fd < 0 && errno != ENOENT && errno != ENOTDIR) return reinterpret_cast<void*>(-1);  // EACCES, ...
-  if (fd < 0 || fstat(fd, &st) != 0) {
+  if (fd < 0 || StatWalked(fd, "", AT_EMPTY_PATH, &st) != 0) {
     if (fd >= 0) close(fd);
     if (theirs != nullptr) *theirs = true;
     return reinterpret_cast<void*>(Fail(EINVAL));

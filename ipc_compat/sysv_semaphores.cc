@@ -179,7 +179,7 @@ int SysvSemaphores::Get(key_t key, int nsems, int flags) {
   }
   for (int attempt = 0; attempt < 3; attempt++) {
     struct stat st;
-    if (stat(KeyPath(key).c_str(), &st) == 0) {
+    if (StatWalked(AT_FDCWD, KeyPath(key).c_str(), 0, &st) == 0) {
       if ((flags & IPC_CREAT) && (flags & IPC_EXCL)) return Fail(EEXIST);
       const int semid = IdOf(st);
       const std::string id = IdPath(semid);
