@@ -27,9 +27,10 @@ metrics::Counter kPeersForgotten("cshm_peers_forgotten_total",
 }  // namespace
 
 Cluster::Cluster(net::ClusterConfig config, uint32_t self, store::PageStore* pages, std::unique_ptr<TwinCache> twins,
-                 std::unique_ptr<PendingWrites> pending, net::MessengerFactory messenger)
+                 std::unique_ptr<PendingWrites> pending, net::MessengerFactory messenger, TestSeams seams)
     : config_(std::move(config)),
       self_(self),
+      seams_(seams),
       log_("node " + std::to_string(self)),
       pages_(pages),
       twins_(std::move(twins)),
@@ -77,6 +78,7 @@ Cluster::Cluster(net::ClusterConfig config, uint32_t self, store::PageStore* pag
   SegmentTransfer::Env te;
   te.self = self_;
   te.config = config_;
+  te.seams = seams_;
   te.log = log_;
   te.owned = &owned_;
   te.pages = pages_;

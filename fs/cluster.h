@@ -62,6 +62,7 @@
 #include "common/log.h"
 #include "common/mutex.h"
 #include "common/status.h"
+#include "fs/delay_seam.h"
 #include "fs/lock_client.h"
 #include "fs/pending_writes.h"
 #include "fs/read_scratch.h"
@@ -99,8 +100,10 @@ class Cluster {
   // Creates the node's cluster part; Start() joins the network.
   // `messenger` starts its network (net::StartTransport unless a test gives
   // a simulated one).
+  // `seams`: where tests widen races (fs/delay_seam.h); none by default.
   Cluster(net::ClusterConfig config, uint32_t self, store::PageStore* pages, std::unique_ptr<TwinCache> twins,
-          std::unique_ptr<PendingWrites> pending, net::MessengerFactory messenger = net::StartTransport);
+          std::unique_ptr<PendingWrites> pending, net::MessengerFactory messenger = net::StartTransport,
+          TestSeams seams = {});
   ~Cluster();
 
   // `ns` is the namespace on the metadata node, null elsewhere.
@@ -283,6 +286,7 @@ class Cluster {
 
   const net::ClusterConfig config_;
   const uint32_t self_;
+  const TestSeams seams_;
   // The process's log, its messages named "node <self>" (which the daemon's
   // pattern leaves out: a process is one node; the simulation prints it).
   const NamedLog log_;

@@ -16,7 +16,6 @@
 
 #include "common/metrics.h"
 #include "fs/cluster.h"
-#include "fs/delay_seam.h"
 #include "fs/page_diff.h"
 #include "ownership/messages.h"
 
@@ -26,8 +25,6 @@ using namespace ownership;
 using store::kPageSize;
 
 namespace {
-const DelaySeam kSlowFetch("CSHM_TEST_SLOW_FETCH_MS");
-const DelaySeam kSlowTwinPatch("CSHM_TEST_SLOW_TWIN_PATCH_MS");
 
 // What the accessor side counts (docs/operations.md "Metrics" lists them).
 metrics::Histogram kRemoteFetch("cshm_remote_fetch_seconds",
@@ -62,7 +59,7 @@ Result<std::string_view> Cluster::Read(uint64_t ino, uint64_t off, size_t len, c
       fetches_from_[ino]++;
     }
     // The kernel holds the folios locked meanwhile.
-    kSlowFetch.At("the fetch of inode", ino);
+    seams_.slow_fetch.At("the fetch of inode", ino);
     const auto t0 = std::chrono::steady_clock::now();
     CSHM_ASSIGN_OR_RETURN(std::string bytes, transport_->Call(owner, kFetch, FetchRequest{ino, off, len}.Encode()));
     kRemoteFetch.Since(t0);
@@ -233,7 +230,7 @@ Status Cluster::WriteOnce(uint64_t ino, uint64_t off, const char* data, size_t l
   // What the owner has now, as far as this node knows.
   // The answer arrived, the twin is not updated yet: a move that asks for
   // this node's twins meanwhile must not trust them.
-  kSlowTwinPatch.At("the twin update of inode", ino);
+  seams_.slow_twin_patch.At("the twin update of inode", ino);
   twins_->Patch(ino, off, now, /*whole_pages=*/owner != self_);
   // The next release waits for the owner's rounds, unless none was
   // pending when this write-back was answered (then there is nothing this

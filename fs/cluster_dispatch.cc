@@ -16,7 +16,6 @@
 
 #include "common/metrics.h"
 #include "fs/cluster.h"
-#include "fs/delay_seam.h"
 #include "fs/semaphores.h"
 #include "meta/meta_rpc.h"
 #include "ownership/messages.h"
@@ -26,7 +25,6 @@ namespace cshm::fs {
 using namespace ownership;
 
 namespace {
-const DelaySeam kSlowInvalidate("CSHM_TEST_SLOW_INVALIDATE_MS");
 metrics::Counter kFetchesServed("cshm_fetches_served_total", "page fetches this node answered as a segment's owner");
 
 // A write-back larger than this is merged on a pool, not on the I/O thread:
@@ -156,7 +154,7 @@ struct Cluster::Handlers {
   static bool Invalidate(Cluster& c, net::Request& r, On) {
     auto req = InvalidateRequest::Decode(r.payload);
     if (!req.ok()) return Reply(r, req.status());
-    kSlowInvalidate.At("the invalidation of inode", req->ino);
+    c.seams_.slow_invalidate.At("the invalidation of inode", req->ino);
     c.InvalidateLocal(req->ino, req->ranges);
     return Reply(r, std::string());
   }

@@ -32,6 +32,23 @@
 
 namespace cshm::fs {
 namespace {
+// The test seams (fs/delay_seam.h), the only environment the daemon reads
+// for its behaviour: the fault and migration tests start daemons with them.
+TestSeams SeamsFromEnvironment() {
+  auto ms = [](const char* var) {
+    const char* v = getenv(var);
+    return v != nullptr ? atoi(v) : 0;
+  };
+  TestSeams s;
+  s.slow_fetch = {"CSHM_TEST_SLOW_FETCH_MS", ms("CSHM_TEST_SLOW_FETCH_MS")};
+  s.slow_twin_patch = {"CSHM_TEST_SLOW_TWIN_PATCH_MS", ms("CSHM_TEST_SLOW_TWIN_PATCH_MS")};
+  s.slow_invalidate = {"CSHM_TEST_SLOW_INVALIDATE_MS", ms("CSHM_TEST_SLOW_INVALIDATE_MS")};
+  s.slow_migrate_chunk = {"CSHM_TEST_SLOW_MIGRATE_CHUNK_MS", ms("CSHM_TEST_SLOW_MIGRATE_CHUNK_MS")};
+  s.die_in_migration = getenv("CSHM_TEST_DIE_IN_MIGRATION") != nullptr;
+  s.net = net::FaultSeam::FromEnvironment();
+  return s;
+}
+
 
 constexpr char kVersion[] = CSHM_VERSION;
 
@@ -128,6 +145,7 @@ int Serve(const MountOptions& opts, const std::string& mountpoint, int report_fd
     fo.node_id = *opts.node;
     fo.cluster = std::move(*cfg);
   }
+  fo.seams = SeamsFromEnvironment();
   auto fs = FileSystem::Open(fo);
   if (!fs.ok()) {
     report(fs.status().message());

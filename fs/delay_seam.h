@@ -1,30 +1,43 @@
-// DelaySeam: a test seam of the daemon's data path. With VAR=N in its
-// environment, this node waits N ms where the seam is placed (the fault
-// tests widen races with it). The environment is read once, at start, not on
-// the paths the seams sit on.
+// Test seams of the daemon: where a test widens a race (the fault and
+// migration tests start daemons with them). The core reads no environment:
+// cshmfs's main reads CSHM_TEST_* and CSHM_NET_* into TestSeams and gives
+// them through FileSystemOptions; the simulated cluster gives hooks of its
+// own. All off by default, and each logs loudly when it acts.
 #pragma once
 
 #include <spdlog/spdlog.h>
 
 #include <chrono>
 #include <cstdint>
-#include <cstdlib>
 #include <thread>
+
+#include "net/transport.h"
 
 namespace cshm::fs {
 
+// Waits `ms` where it is placed, saying so in the log.
 class DelaySeam {
  public:
-  explicit DelaySeam(const char* var) : var_(var), ms_(getenv(var) != nullptr ? atoi(getenv(var)) : 0) {}
+  DelaySeam() = default;
+  DelaySeam(const char* name, int ms) : name_(name), ms_(ms) {}
   void At(const char* what, uint64_t ino) const {
     if (ms_ <= 0) return;
-    spdlog::warn("{}: {} {} waits {} ms, as asked", var_, what, ino, ms_);
+    spdlog::warn("{}: {} {} waits {} ms, as asked", name_, what, ino, ms_);
     std::this_thread::sleep_for(std::chrono::milliseconds(ms_));
   }
 
  private:
-  const char* var_;
-  int ms_;
+  const char* name_ = "";
+  int ms_ = 0;
+};
+
+struct TestSeams {
+  DelaySeam slow_fetch;          // CSHM_TEST_SLOW_FETCH_MS: a fetch from a remote owner, before it is sent
+  DelaySeam slow_twin_patch;     // CSHM_TEST_SLOW_TWIN_PATCH_MS: a write-back's twin update, after it is answered
+  DelaySeam slow_invalidate;     // CSHM_TEST_SLOW_INVALIDATE_MS: an owner's invalidation, before this node's kernel is told
+  DelaySeam slow_migrate_chunk;  // CSHM_TEST_SLOW_MIGRATE_CHUNK_MS: each chunk of a move from here, before it is sent
+  bool die_in_migration = false;  // CSHM_TEST_DIE_IN_MIGRATION: the target of a move exits (3) as pages arrive
+  net::FaultSeam net;             // CSHM_NET_*: frames delayed, lost, dropped (net/transport.h)
 };
 
 }  // namespace cshm::fs

@@ -77,7 +77,9 @@ Result<std::unique_ptr<FileSystem>> FileSystem::Open(const FileSystemOptions& op
   CSHM_ASSIGN_OR_RETURN(auto pending, PendingWrites::Open(fs->state_dir_->path() + "/pending"));
   fs->cluster_ = std::make_unique<Cluster>(*options.cluster, options.node_id, pages, std::move(twins),
                                            std::move(pending),
-                                           options.messenger ? options.messenger : net::StartTransport);
+                                           options.messenger ? options.messenger
+                                                             : net::TransportWithFaults(options.seams.net),
+                                           options.seams);
   Cluster* cluster = fs->cluster_.get();
   so.owner_of = [cluster](uint64_t ino) { return cluster->SemaphoreOwner(ino); };
   so.call = [cluster](uint32_t node, uint16_t type, std::string payload) {

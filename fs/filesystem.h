@@ -20,6 +20,7 @@
 #include <optional>
 
 #include "common/status.h"
+#include "fs/delay_seam.h"
 #include "fs/read_scratch.h"
 #include "meta/namespace.h"
 #include "net/cluster_config.h"
@@ -37,9 +38,12 @@ struct FileSystemOptions {
   uint64_t capacity_bytes = 0;
   meta::RootOptions root;
   std::optional<net::ClusterConfig> cluster;
-  // With `cluster`: how the node reaches the others (empty: TCP,
-  // net::StartTransport; the component tests give a simulated network).
+  // With `cluster`: how the node reaches the others (empty: TCP, with
+  // `seams.net`; the component tests give a simulated network).
   net::MessengerFactory messenger;
+  // Where tests widen races (fs/delay_seam.h); cshmfs reads them from its
+  // environment, nothing else does.
+  TestSeams seams;
 };
 
 class Cluster;

@@ -20,9 +20,6 @@ metrics::Counter kMigrationsFailed("cshm_migrations_failed_total", "moves from t
 metrics::Counter kMigrationBytes("cshm_migration_bytes_total", "page bytes sent by moves from this node");
 metrics::Histogram kMigration("cshm_migration_seconds", "moves from this node, by how long they took");
 
-// A test seam: with CSHM_TEST_SLOW_MIGRATE_CHUNK_MS=N, each chunk of a move
-// waits N ms before it is sent (read once, at start).
-const int kSlowChunkMs = getenv("CSHM_TEST_SLOW_MIGRATE_CHUNK_MS") ? atoi(getenv("CSHM_TEST_SLOW_MIGRATE_CHUNK_MS")) : 0;
 
 }  // namespace
 
@@ -140,11 +137,7 @@ Status SegmentTransfer::Move(uint64_t ino, uint32_t target, const std::string& w
         sent++;
       }
     }
-    if (kSlowChunkMs > 0) {
-      env_.log->warn("CSHM_TEST_SLOW_MIGRATE_CHUNK_MS: a chunk of the move of inode {} waits {} ms, as asked", ino,
-                     kSlowChunkMs);
-      std::this_thread::sleep_for(std::chrono::milliseconds(kSlowChunkMs));
-    }
+    env_.seams.slow_migrate_chunk.At("a chunk of the move of inode", ino);
     auto r = env_.net()->Call(target, kMigratePages, m.Encode());
     if (!r.ok()) return fail(r.status());
     moving_.done = std::min(pages, first + kChunkPages);
@@ -265,7 +258,7 @@ void SegmentTransfer::KeepOwnTwins(uint64_t ino, const SegmentSnapshot& snap, co
 
 Result<MigratePagesReply> SegmentTransfer::Pages(const MigratePages& m) {
   CSHM_RETURN_IF_ERROR(CheckStaged(MoveRef{m.ino, m.move_id}));
-  if (getenv("CSHM_TEST_DIE_IN_MIGRATION") != nullptr) {
+  if (env_.seams.die_in_migration) {
     env_.log->error("CSHM_TEST_DIE_IN_MIGRATION: dying in the middle of a migration, as asked");
     _exit(3);
   }

@@ -29,6 +29,7 @@
 
 #include "common/mutex.h"
 #include "common/log.h"
+#include "fs/delay_seam.h"
 #include "common/status.h"
 #include "fs/twin_cache.h"
 #include "meta/meta_service.h"
@@ -47,6 +48,7 @@ class SegmentTransfer {
   struct Env {
     uint32_t self = 0;
     NamedLog log{"node"};  // the node's (Cluster::log_)
+    TestSeams seams;
     net::ClusterConfig config;
     ownership::OwnedSegments* owned = nullptr;
     store::PageStore* pages = nullptr;

@@ -791,12 +791,18 @@ FaultSeam FaultSeam::FromEnvironment() {
   return f;
 }
 
+MessengerFactory TransportWithFaults(FaultSeam faults) {
+  return [faults](MessengerOptions options) -> Result<std::unique_ptr<Messenger>> {
+    TransportOptions t;
+    static_cast<MessengerOptions&>(t) = std::move(options);
+    t.faults = faults;
+    CSHM_ASSIGN_OR_RETURN(std::unique_ptr<Transport> started, Transport::Start(std::move(t)));
+    return std::unique_ptr<Messenger>(std::move(started));
+  };
+}
+
 Result<std::unique_ptr<Messenger>> StartTransport(MessengerOptions options) {
-  TransportOptions t;
-  static_cast<MessengerOptions&>(t) = std::move(options);
-  t.faults = FaultSeam::FromEnvironment();
-  CSHM_ASSIGN_OR_RETURN(std::unique_ptr<Transport> started, Transport::Start(std::move(t)));
-  return std::unique_ptr<Messenger>(std::move(started));
+  return TransportWithFaults(FaultSeam{})(std::move(options));
 }
 
 Result<std::unique_ptr<Transport>> Transport::Start(TransportOptions options) {

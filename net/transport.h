@@ -58,9 +58,11 @@ struct TransportOptions : MessengerOptions {
   std::chrono::milliseconds reconnect_min{50}, reconnect_max{2000};
 };
 
-// The messenger factory for the real network, its fault seam read from the
-// environment (FaultSeam::FromEnvironment).
+// The messenger factory for the real network, without faults; and one with
+// the fault seam `faults` (cshmfs gives FaultSeam::FromEnvironment, which
+// only its main calls).
 Result<std::unique_ptr<Messenger>> StartTransport(MessengerOptions options);
+MessengerFactory TransportWithFaults(FaultSeam faults);
 
 class Transport final : public Messenger {
  public:
