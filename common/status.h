@@ -59,6 +59,18 @@ class [[nodiscard]] Status {
   }
   // The errno of a kSystem status (0 otherwise).
   int system_errno() const { return code_ == Code::kSystem ? errno_ : 0; }
+  // kMoved with the node that serves the segment now (a typed field, kept
+  // through Annotate and on the wire; the message is for people).
+  static Status MovedTo(uint32_t node, std::string message) {
+    Status s(Code::kMoved, std::move(message));
+    s.errno_ = static_cast<int>(node) + 1;
+    return s;
+  }
+  // That node; none for any other status, or a kMoved that names none.
+  std::optional<uint32_t> moved_to() const {
+    if (code_ != Code::kMoved || errno_ <= 0) return std::nullopt;
+    return static_cast<uint32_t>(errno_ - 1);
+  }
 
   bool ok() const { return code_ == Code::kOk; }
   Code code() const { return code_; }
@@ -72,7 +84,7 @@ class [[nodiscard]] Status {
  private:
   Status(Code code, std::string message) : code_(code), message_(std::move(message)) {}
   Code code_ = Code::kOk;
-  int errno_ = 0;  // only for kSystem
+  int errno_ = 0;  // kSystem: the errno; kMoved: the node + 1 (0: none)
   std::string message_;
 };
 

@@ -81,6 +81,7 @@ uint16_t StatusToWire(const Status& s) {
     const int e = s.system_errno();
     return e > 0 && e < kWireSystem ? static_cast<uint16_t>(kWireSystem + e) : 21;
   }
+  if (auto node = s.moved_to(); node && *node < kWireSystem) return static_cast<uint16_t>(kWireMoved + *node);
   for (auto [code, wire] : kWireCodes)
     if (code == s.code()) return wire;
   return 21;  // kIo
@@ -88,6 +89,7 @@ uint16_t StatusToWire(const Status& s) {
 
 Status StatusFromWire(uint16_t wire, std::string message) {
   if (wire > kWireSystem && wire < 2 * kWireSystem) return Status::System(wire - kWireSystem, std::move(message));
+  if (wire >= kWireMoved && wire < kWireMoved + kWireSystem) return Status::MovedTo(wire - kWireMoved, std::move(message));
   for (auto [code, w] : kWireCodes)
     if (w == wire && wire != 0) return Status::Error(code, std::move(message));
   return IoError("unknown status " + std::to_string(wire) + " from a peer: " + message);

@@ -18,8 +18,10 @@
 namespace cshm::net {
 
 // A status on the wire: explicit values that do not follow Status::Code's
-// order, and a system error with its errno (kWireSystem + errno). 0 is OK.
+// order, a system error with its errno (kWireSystem + errno), and kMoved
+// with the node it names (kWireMoved + node). 0 is OK.
 constexpr uint16_t kWireSystem = 0x1000;
+constexpr uint16_t kWireMoved = 0x2000;
 uint16_t StatusToWire(const Status& s);
 // The status of a response that failed (wire != 0). A value this node does
 // not know is an I/O error that says so, never OK.

@@ -39,15 +39,9 @@ namespace {
 constexpr auto kFreezeWait = std::chrono::seconds(10);
 }  // namespace
 
-Status Moved(uint32_t node) { return Status::Error(Status::Code::kMoved, "moved to node " + std::to_string(node)); }
+Status Moved(uint32_t node) { return Status::MovedTo(node, "moved to node " + std::to_string(node)); }
 
-std::optional<uint32_t> MovedTo(const Status& s) {
-  if (s.code() != Status::Code::kMoved) return std::nullopt;
-  const std::string& m = s.message();
-  const size_t at = m.rfind("moved to node ");
-  if (at == std::string::npos) return std::nullopt;
-  return static_cast<uint32_t>(std::strtoul(m.c_str() + at + 14, nullptr, 10));
-}
+std::optional<uint32_t> MovedTo(const Status& s) { return s.moved_to(); }
 
 double OwnedSegments::Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();

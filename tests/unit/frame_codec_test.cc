@@ -69,8 +69,23 @@ TEST(WireStatus, EveryCodeRoundTripsAndASystemErrorKeepsItsErrno) {
   EXPECT_EQ(back.message(), sys.message());
 }
 
+// The node a kMoved names is a field on the wire, not parsed back out of
+// the message (which the receiver prefixes with the peer's name).
+TEST(WireStatus, AMovedSegmentKeepsTheNodeItNames) {
+  for (uint32_t node : {0u, 1u, 12u, 63u}) {
+    const Status s = Status::MovedTo(node, "moved to node " + std::to_string(node));
+    const Status back = StatusFromWire(StatusToWire(s), "node 3: " + s.message());
+    EXPECT_EQ(back.code(), Status::Code::kMoved);
+    EXPECT_EQ(back.moved_to(), std::optional<uint32_t>(node));
+    EXPECT_EQ(back.Annotate("fetching").moved_to(), std::optional<uint32_t>(node));
+  }
+  const Status nameless = StatusFromWire(StatusToWire(Status::Error(Status::Code::kMoved, "moved to node 4")), "x");
+  EXPECT_EQ(nameless.code(), Status::Code::kMoved);
+  EXPECT_EQ(nameless.moved_to(), std::nullopt) << "the message names no node the code can trust";
+}
+
 TEST(WireStatus, AnUnknownValueIsAnErrorNeverOk) {
-  for (uint16_t wire : {uint16_t{0}, uint16_t{25}, uint16_t{256}, kWireSystem, uint16_t{2 * kWireSystem},
+  for (uint16_t wire : {uint16_t{0}, uint16_t{25}, uint16_t{256}, kWireSystem, uint16_t{kWireMoved + kWireSystem},
                         uint16_t{0xffff}}) {
     const Status s = StatusFromWire(wire, "m");
     EXPECT_FALSE(s.ok()) << wire;

@@ -180,7 +180,9 @@ TEST_F(OwnedSegmentsTest, FreezeHoldsRequestsAndAMoveForwardsThem) {
   t.join();
   EXPECT_EQ(seen.code(), Status::Code::kMoved);
   EXPECT_EQ(MovedTo(seen), 2u);
-  EXPECT_EQ(MovedTo(Status::Error(Status::Code::kMoved, "node 3: moved to node 12")), 12u);
+  EXPECT_EQ(MovedTo(seen.Annotate("node 3")), 2u) << "the node is a field, not the message";
+  EXPECT_EQ(MovedTo(Status::Error(Status::Code::kMoved, "moved to node 12")), std::nullopt)
+      << "a message that says a node names none";
   // A failed move serves again.
   ASSERT_TRUE(owned_->Apply(8, 0, {WriteRun{0, "x"}}).ok());
   ASSERT_TRUE(owned_->Freeze(8).ok());
