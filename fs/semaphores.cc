@@ -64,18 +64,18 @@ Result<std::unique_ptr<Semaphores>> Semaphores::Open(Options options) {
 
 void Semaphores::Stop() {
   {
-    std::lock_guard<std::mutex> lock(wait_mu_);
+    MutexLock lock(&wait_mu_);
     stopping_ = true;
   }
   const uint64_t one = 1;
   if (wake_fd_ >= 0) (void)!write(wake_fd_, &one, sizeof(one));
-  wait_cv_.notify_all();
+  wait_cv_.NotifyAll();
   if (watcher_.joinable()) watcher_.join();
   if (waiter_.joinable()) waiter_.join();
   // Nobody will answer what still waits.
   std::vector<uint64_t> left;
   {
-    std::lock_guard<std::mutex> lock(wait_mu_);
+    MutexLock lock(&wait_mu_);
     for (auto& [token, p] : pending_) left.push_back(token);
   }
   for (uint64_t token : left) Finish(token, EIO);
@@ -133,7 +133,7 @@ void Semaphores::Run(uint64_t ino, std::string io, pid_t caller_tid, bool writab
       if (alters && !writable) return done(EACCES);
       req.kind = SemKind::kOp;
       {
-        std::lock_guard<std::mutex> lock(wait_mu_);
+        MutexLock lock(&wait_mu_);
         if (undo_lost_.erase({tgid, *owner}) > 0) {
           spdlog::warn("process {}'s SEM_UNDO adjustments at node {} were applied when this node lost its lease "
                        "there; its semop fails with EIO",
@@ -162,7 +162,7 @@ void Semaphores::Run(uint64_t ino, std::string io, pid_t caller_tid, bool writab
       }
       if (!r.ok()) return Finish(req.token, ErrnoOf(r.status()));
       if (r->state != SemState::kQueued) return Finish(req.token, r->err);
-      wait_cv_.notify_all();  // answered by a wake-up, or by the wait loop
+      wait_cv_.NotifyAll();  // answered by a wake-up, or by the wait loop
       return;
     }
     case kSemCtl: {
@@ -196,7 +196,7 @@ void Semaphores::Run(uint64_t ino, std::string io, pid_t caller_tid, bool writab
 void Semaphores::Finish(uint64_t token, int err) {
   Pending p;
   {
-    std::lock_guard<std::mutex> lock(wait_mu_);
+    MutexLock lock(&wait_mu_);
     auto it = pending_.find(token);
     if (it == pending_.end()) return;  // answered already
     p = std::move(it->second);
@@ -216,7 +216,7 @@ Result<SemReply> Semaphores::Ask(uint32_t owner, const SemRequest& req) {
 }
 
 void Semaphores::WaitLoop() {
-  std::unique_lock<std::mutex> lock(wait_mu_);
+  MutexLock lock(&wait_mu_);
   while (!stopping_) {
     const auto now = Clock::now();
     struct Todo {
@@ -240,7 +240,7 @@ void Semaphores::WaitLoop() {
       p.busy = true;
       todo.push_back(Todo{token, p.ino, p.owner, why});
     }
-    lock.unlock();
+    lock.Unlock();
     for (const Todo& t : todo) {
       if (t.why == EIO) {
         spdlog::warn("a semop waiting at node {} failed: this node's lease with it ran out", t.owner);
@@ -255,7 +255,7 @@ void Semaphores::WaitLoop() {
       } else if (err != -2) {
         Finish(t.token, err);
       } else {
-        std::lock_guard<std::mutex> again(wait_mu_);
+        MutexLock again(&wait_mu_);
         auto it = pending_.find(t.token);
         if (it != pending_.end()) {
           it->second.busy = false;
@@ -263,8 +263,8 @@ void Semaphores::WaitLoop() {
         }
       }
     }
-    lock.lock();
-    if (todo.empty()) wait_cv_.wait_until(lock, wake_at);
+    lock.Lock();
+    if (todo.empty()) wait_cv_.WaitUntil(lock, wake_at);
   }
 }
 
@@ -276,7 +276,7 @@ int Semaphores::Cancel(uint64_t ino, uint32_t owner, uint64_t token, bool give_u
   req.value = give_up ? 1 : 0;
   auto r = Ask(owner, req);
   auto finished_here = [&]() -> std::optional<int> {
-    std::lock_guard<std::mutex> lock(wait_mu_);
+    MutexLock lock(&wait_mu_);
     if (!pending_.contains(token)) return 0;  // a wake-up answered it meanwhile: it was applied
     return std::nullopt;
   };
@@ -310,17 +310,17 @@ void Semaphores::Woken(const SemWake& w) {
 }
 
 void Semaphores::OwnerLost(uint32_t node) {
-  std::lock_guard<std::mutex> lock(wait_mu_);
+  MutexLock lock(&wait_mu_);
   for (auto& [token, p] : pending_)
     if (p.owner == node) p.lost = true;
   for (auto& [tgid, owners] : undo_owners_)
     if (owners.erase(node) > 0) undo_lost_.insert({tgid, node});
   std::erase_if(exits_, [&](const auto& e) { return e.first == node; });  // it applies them all itself
-  wait_cv_.notify_all();
+  wait_cv_.NotifyAll();
 }
 
 void Semaphores::WatchExit(pid_t tgid, uint32_t owner) {
-  std::lock_guard<std::mutex> lock(wait_mu_);
+  MutexLock lock(&wait_mu_);
   undo_owners_[tgid].insert(owner);
   if (pidfds_.contains(tgid)) return;
   const int fd = static_cast<int>(syscall(SYS_pidfd_open, tgid, 0));
@@ -338,7 +338,7 @@ void Semaphores::ExitLoop() {
     std::vector<pollfd> fds;
     std::vector<pid_t> who;
     {
-      std::lock_guard<std::mutex> lock(wait_mu_);
+      MutexLock lock(&wait_mu_);
       if (stopping_) return;
       fds.push_back(pollfd{wake_fd_, POLLIN, 0});
       who.push_back(0);
@@ -355,7 +355,7 @@ void Semaphores::ExitLoop() {
     uint64_t drain = 0;
     (void)!read(wake_fd_, &drain, sizeof(drain));
     {
-      std::lock_guard<std::mutex> lock(wait_mu_);
+      MutexLock lock(&wait_mu_);
       for (size_t i = 1; i < fds.size(); i++) {
         if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
         const pid_t tgid = who[i];
@@ -373,7 +373,7 @@ void Semaphores::ExitLoop() {
 void Semaphores::DeliverExits() {
   std::vector<std::pair<uint32_t, pid_t>> exits;
   {
-    std::lock_guard<std::mutex> lock(wait_mu_);
+    MutexLock lock(&wait_mu_);
     exits.swap(exits_);
   }
   std::vector<std::pair<uint32_t, pid_t>> again;
@@ -384,7 +384,7 @@ void Semaphores::DeliverExits() {
     auto r = Ask(owner, req);
     if (!r.ok()) again.emplace_back(owner, tgid);  // told when it answers again (or it forgets us)
   }
-  std::lock_guard<std::mutex> lock(wait_mu_);
+  MutexLock lock(&wait_mu_);
   exits_.insert(exits_.end(), again.begin(), again.end());
 }
 
@@ -468,7 +468,7 @@ SemReply Semaphores::Serve(uint32_t from, const SemRequest& req) {
     rep.err = ErrnoOf(s);
   };
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     const SemProcess who{from, req.pid};
     const int64_t now = Now();
     switch (req.kind) {
@@ -615,7 +615,7 @@ void Semaphores::Answer(std::vector<SemCompleted> done) {
     }
     o_.call_async(c.node, ownership::kSemWake, w.Encode(), [this, node = c.node, token = c.token](bool ok) {
       if (!ok) return;  // kept in unacked_: the waiter asks within a second
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       unacked_.erase({node, token});
     });
   }
@@ -624,7 +624,7 @@ void Semaphores::Answer(std::vector<SemCompleted> done) {
 void Semaphores::NodeGone(uint32_t node) {
   std::vector<SemCompleted> done;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     table_.DropNode(node, Now(), &done);
     for (auto& [ino, f] : files_) {
       Status s = Save(ino);
@@ -640,7 +640,7 @@ void Semaphores::NodeGone(uint32_t node) {
 void Semaphores::Forget(uint64_t ino) {
   std::vector<SemCompleted> done;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (!table_.Has(ino) && !Loaded(ino).ok()) {
       unlink((o_.dir + "/" + std::to_string(ino)).c_str());  // undecodable, or none
       return;
@@ -654,7 +654,7 @@ void Semaphores::Forget(uint64_t ino) {
 }
 
 bool Semaphores::Serves(uint64_t ino) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (table_.Has(ino)) return true;
   struct stat st;
   return stat((o_.dir + "/" + std::to_string(ino)).c_str(), &st) == 0;
@@ -663,7 +663,7 @@ bool Semaphores::Serves(uint64_t ino) {
 uint64_t Semaphores::ops_served() const { return kSemOpsServed.value(); }
 
 size_t Semaphores::sets() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return files_.size();
 }
 

@@ -37,6 +37,7 @@
 #include <string>
 #include <thread>
 
+#include "common/mutex.h"
 #include "common/status.h"
 #include "ownership/messages.h"
 #include "ownership/semaphore_table.h"
@@ -123,33 +124,33 @@ class Semaphores {
   void DeliverExits();
 
   // Owner side, under mu_.
-  Status Loaded(uint64_t ino);
-  Status Reserve(uint64_t ino, size_t extra);  // room for the state to grow by `extra` bytes, before a change
-  Status Save(uint64_t ino);
+  Status Loaded(uint64_t ino) REQUIRES(mu_);
+  Status Reserve(uint64_t ino, size_t extra) REQUIRES(mu_);  // room for the state to grow by `extra` bytes, before a change
+  Status Save(uint64_t ino) REQUIRES(mu_);
   void Answer(std::vector<ownership::SemCompleted> done);
 
   const Options o_;
-  std::mutex mu_;                     // the owner side
-  ownership::SemaphoreTable table_;   // GUARDED_BY(mu_)
+  Mutex mu_;                     // the owner side
+  ownership::SemaphoreTable table_ GUARDED_BY(mu_);
   struct File {
     int fd = -1;
     uint64_t allocated = 0;  // bytes reserved on disk
     size_t saved = 0;        // bytes of the last state written
   };
-  std::map<uint64_t, File> files_;    // the state files of the sets in table_ (GUARDED_BY(mu_))
+  std::map<uint64_t, File> files_ GUARDED_BY(mu_);  // the state files of the sets in table_
   // Answers of queued operations not yet acknowledged by their node.
-  std::map<std::pair<uint32_t, uint64_t>, int> unacked_;  // GUARDED_BY(mu_)
+  std::map<std::pair<uint32_t, uint64_t>, int> unacked_ GUARDED_BY(mu_);
 
-  std::mutex wait_mu_;  // the accessor side
-  std::condition_variable wait_cv_;  // the wait loop has something to do
-  uint64_t next_token_ = 0;                  // GUARDED_BY(wait_mu_)
-  std::map<uint64_t, Pending> pending_;      // token -> waiter (GUARDED_BY(wait_mu_))
-  std::map<pid_t, std::set<uint32_t>> undo_owners_;  // tgid -> owners holding its adjustments (GUARDED_BY(wait_mu_))
-  std::set<std::pair<pid_t, uint32_t>> undo_lost_;   // GUARDED_BY(wait_mu_)
-  std::map<pid_t, int> pidfds_;                      // GUARDED_BY(wait_mu_)
-  std::vector<std::pair<uint32_t, pid_t>> exits_;    // to tell owners (GUARDED_BY(wait_mu_))
+  Mutex wait_mu_;  // the accessor side
+  CondVar wait_cv_;  // the wait loop has something to do
+  uint64_t next_token_ GUARDED_BY(wait_mu_) = 0;
+  std::map<uint64_t, Pending> pending_ GUARDED_BY(wait_mu_);  // token -> waiter
+  std::map<pid_t, std::set<uint32_t>> undo_owners_ GUARDED_BY(wait_mu_);  // tgid -> owners holding its adjustments
+  std::set<std::pair<pid_t, uint32_t>> undo_lost_ GUARDED_BY(wait_mu_);
+  std::map<pid_t, int> pidfds_ GUARDED_BY(wait_mu_);
+  std::vector<std::pair<uint32_t, pid_t>> exits_ GUARDED_BY(wait_mu_);  // to tell owners
   int wake_fd_ = -1;  // eventfd: the exit watcher's poll set changed
-  bool stopping_ = false;  // GUARDED_BY(wait_mu_)
+  bool stopping_ GUARDED_BY(wait_mu_) = false;
   std::thread watcher_;
   std::thread waiter_;
 };
