@@ -108,9 +108,7 @@ LockService::Env Cluster::LockServiceEnv() {
     if (n.id != self_) env.peers.push_back(n.id);
   env.lease = std::chrono::milliseconds(config_.lease_ms);
   env.log = log_;
-  env.serving = [this](uint64_t ino, bool wait) {
-    return wait ? owned_.Pinned(ino).status() : owned_.TryServing(ino);
-  };
+  env.serving = [this](uint64_t ino, bool wait) { return owned_.Serving(ino, wait); };
   return env;
 }
 

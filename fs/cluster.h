@@ -54,7 +54,6 @@
 #include <condition_variable>
 #include <set>
 #include <thread>
-#include <tuple>
 #include <string>
 #include <unordered_map>
 #include <vector>

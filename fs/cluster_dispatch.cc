@@ -105,7 +105,7 @@ struct Cluster::Handlers {
     // Rounds live with the owner: a moved segment answers kMoved, a frozen
     // one is waited out on the slow pool. Answered at once if no round is
     // running, else by the last ack of the last round: no thread waits.
-    Status here = MayWait(on) ? c.owned_.Pinned(*ino).status() : c.owned_.TryServing(*ino);
+    Status here = c.owned_.Serving(*ino, MayWait(on));
     if (!here.ok()) return Refuse(r, here, on);
     c.rounds_->WhenDone(*ino, [responder = r.responder](const Status& st) {
       if (responder) responder->Reply(st, std::string());

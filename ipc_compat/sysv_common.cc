@@ -48,12 +48,22 @@ void SetU64(const std::string& path, const char* name, unsigned long long v) {
   setxattr(path.c_str(), name, s.data(), s.size(), 0);
 }
 
-unsigned long long GetU64(const std::string& path, const char* name, unsigned long long dflt) {
+bool ReadU64(int fd, const std::string& path, const char* name, unsigned long long* v) {
   char buf[32];
-  ssize_t n = getxattr(path.c_str(), name, buf, sizeof(buf) - 1);
-  if (n <= 0) return dflt;
+  const ssize_t n = fd >= 0 ? fgetxattr(fd, name, buf, sizeof(buf) - 1) : getxattr(path.c_str(), name, buf, sizeof(buf) - 1);
+  if (n < 0) return false;
+  if (n == 0) {  // empty: as good as absent
+    errno = ENODATA;
+    return false;
+  }
   buf[n] = '\0';
-  return std::strtoull(buf, nullptr, 10);
+  *v = std::strtoull(buf, nullptr, 10);
+  return true;
+}
+
+unsigned long long GetU64(const std::string& path, const char* name, unsigned long long dflt) {
+  unsigned long long v = 0;
+  return ReadU64(-1, path, name, &v) ? v : dflt;
 }
 
 namespace {
@@ -65,11 +75,6 @@ std::string EventNow() {
          " " + std::to_string(getpid());
 }
 }  // namespace
-
-void SetEvent(const std::string& path, const char* name) {
-  const std::string s = EventNow();
-  setxattr(path.c_str(), name, s.data(), s.size(), 0);
-}
 
 void SetEvent(int fd, const char* name) {
   const std::string s = EventNow();

@@ -23,9 +23,11 @@ int StatWalked(int dirfd, const char* path, int flags, struct stat* st);
 
 void SetU64(const std::string& path, const char* name, unsigned long long v);
 unsigned long long GetU64(const std::string& path, const char* name, unsigned long long dflt = 0);
+// The same through `fd` if it is open (>= 0), else by `path`; false with
+// errno if the xattr (or the file) is not there, or empty.
+bool ReadU64(int fd, const std::string& path, const char* name, unsigned long long* v);
 // An attach or a detach (user.cshm.at, user.cshm.dt): when (ns since the
 // epoch) and by which pid, in one xattr, so that each costs one write.
-void SetEvent(const std::string& path, const char* name);
 void SetEvent(int fd, const char* name);
 struct IpcEvent {
   unsigned long long ns = 0;

@@ -324,20 +324,17 @@ void SysvSegments::MaybeDestroy(int shmid, int id_fd) {
   const std::string dir = Dir() + "/att-" + std::to_string(shmid);
   // One read says both whether the segment is still there and whether it
   // was removed (IPC_RMID).
-  char buf[32];
   // (Through an open file a segment destroyed meanwhile still reads as
   // removed: what follows then finds its file and entries gone.)
-  const ssize_t n = id_fd >= 0 ? fgetxattr(id_fd, "user.cshm.removed", buf, sizeof buf - 1)
-                               : getxattr(id.c_str(), "user.cshm.removed", buf, sizeof buf - 1);
-  if (n < 0 && errno == ENOENT) {
+  unsigned long long removed = 0;
+  if (!ReadU64(id_fd, id, "user.cshm.removed", &removed) && errno == ENOENT) {
     // Destroyed meanwhile by another process, which may have found this
     // one's entry still there: the directory goes with the last entry.
     rmdir(dir.c_str());
     return;
   }
-  if (n <= 0) return;  // not removed (or its bookkeeping unreadable: it stays)
-  buf[n] = '\0';
-  if (std::strtoull(buf, nullptr, 10) == 0 || CountAttached(shmid) > 0) return;
+  // Not removed (or its bookkeeping unreadable: it stays), or still attached.
+  if (removed == 0 || CountAttached(shmid) > 0) return;
   unlink(id.c_str());
   if (DIR* d = opendir(dir.c_str())) {
     while (dirent* e = readdir(d))

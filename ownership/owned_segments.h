@@ -133,6 +133,9 @@ class OwnedSegments {
   // Ok if the segment is served here right now; kBusy if finding out would
   // wait (lock, load, freeze); kMoved for a forwarding entry.
   Status TryServing(uint64_t ino) { return TryLockServing(ino).status(); }
+  // With `wait`, the same after waiting out a freeze (up to 10 s); without
+  // it TryServing.
+  Status Serving(uint64_t ino, bool wait) { return (wait ? LockServing(ino) : TryLockServing(ino)).status(); }
   // Segments with state here (owned, staged, or forwarding entries).
   size_t segment_count() {
     std::lock_guard<std::mutex> lock(mu_);
