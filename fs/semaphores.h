@@ -128,6 +128,7 @@ class Semaphores {
   Status Reserve(uint64_t ino, size_t extra) REQUIRES(mu_);  // room for the state to grow by `extra` bytes, before a change
   Status Save(uint64_t ino) REQUIRES(mu_);
   void Answer(std::vector<ownership::SemCompleted> done);
+  static int ErrnoOf(const Status& s);  // 0 for ok, EIO for what has no errno
 
   const Options o_;
   Mutex mu_;                     // the owner side

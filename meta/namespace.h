@@ -139,6 +139,9 @@ class Namespace : public MetaService {
  private:
   Namespace(store::MetaStore* store, uint32_t node_id, PurgeFn purge);
 
+  static constexpr char kInoCounterKey[] = "next_ino";  // the store's counter of new inodes
+  static constexpr uint32_t kMaxLinks = 65000;
+
   // All below: mu_ held.
   Result<InodeRecord> LoadLocked(uint64_t ino);
   Result<InodeRecord> LoadDirLocked(uint64_t ino);

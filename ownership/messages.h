@@ -299,4 +299,7 @@ struct InvalidateRequest {
 std::string EncodeU64(uint64_t v);
 Result<uint64_t> DecodeU64(std::string_view in);
 
+// What every Decode returns for what does not parse: "malformed <what>" (EINVAL).
+Status Malformed(const char* what);
+
 }  // namespace cshm::ownership
