@@ -31,6 +31,7 @@ Namespace::Namespace(store::MetaStore* store, uint32_t node_id, PurgeFn purge)
 Result<std::unique_ptr<Namespace>> Namespace::Open(store::MetaStore* store, uint32_t node_id,
                                                    const RootOptions& root, PurgeFn purge) {
   std::unique_ptr<Namespace> ns(new Namespace(store, node_id, std::move(purge)));
+  MutexLock lock(&ns->mu_);  // nobody else has it yet: for the analysis
   CSHM_ASSIGN_OR_RETURN(ns->next_counter_, store->GetCounter(kInoCounterKey, kFirstCounter));
 
   CSHM_ASSIGN_OR_RETURN(auto stored_root, store->GetInode(store::kRootIno));
@@ -114,7 +115,7 @@ Status Namespace::CommitLocked(store::MetaStore::Batch& b, std::vector<InodeReco
 
 Result<InodeRecord> Namespace::Lookup(uint64_t parent, std::string_view name, const Caller& caller) {
   CSHM_RETURN_IF_ERROR(CheckName(name));
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   CSHM_RETURN_IF_ERROR(LoadDirLocked(parent).status());
   CSHM_ASSIGN_OR_RETURN(auto e, EntryLocked(parent, name));
   if (!e) return NotFound("no entry '" + std::string(name) + "'");
@@ -126,7 +127,7 @@ Result<InodeRecord> Namespace::Lookup(uint64_t parent, std::string_view name, co
 void Namespace::Forget(uint64_t ino, uint64_t n, const Caller& caller) {
   PurgeList purge;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     refs_.Drop(ino, caller.node, n, caller.seq);
     if (refs_.Held(ino)) return;
     if (orphans_.count(ino)) {
@@ -163,7 +164,7 @@ template <typename F>
 void Namespace::ChangeReferences(F change) {
   PurgeList purge;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     change();
     purge = PurgeOrphansLocked();
   }
@@ -171,39 +172,39 @@ void Namespace::ChangeReferences(F change) {
 }
 
 void Namespace::ExpectNodes(const std::vector<uint32_t>& peers) {
-  ChangeReferences([&] { refs_.Expect(peers); });
+  ChangeReferences([&]() REQUIRES(mu_) { refs_.Expect(peers); });
 }
 
 Namespace::NodeState Namespace::node_state(uint32_t node) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return refs_.state(node);
 }
 
 void Namespace::Asking(uint32_t node) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   refs_.Asking(node);
 }
 
 void Namespace::Abandon(uint32_t node) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   refs_.Abandon(node);
 }
 
 void Namespace::Register(uint32_t node, const ReferenceSnapshot& snap) {
-  ChangeReferences([&] { refs_.Register(node, snap); });
+  ChangeReferences([&]() REQUIRES(mu_) { refs_.Register(node, snap); });
 }
 
 void Namespace::NodeGone(uint32_t node) {
-  ChangeReferences([&] { refs_.Gone(node); });
+  ChangeReferences([&]() REQUIRES(mu_) { refs_.Gone(node); });
 }
 
 void Namespace::NodeUnknown(uint32_t node) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   refs_.Unknown(node);
 }
 
 std::vector<uint32_t> Namespace::Pinning(std::chrono::milliseconds age) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   const auto cutoff = std::chrono::steady_clock::now() - age;
   std::vector<uint32_t> out;
   for (auto& [ino, o] : orphans_) {
@@ -215,7 +216,7 @@ std::vector<uint32_t> Namespace::Pinning(std::chrono::milliseconds age) {
 }
 
 std::vector<uint64_t> Namespace::OrphansHeldBy(uint32_t node) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   std::vector<uint64_t> out;
   for (auto& [ino, o] : orphans_)
     if (refs_.HeldBy(ino, node)) out.push_back(ino);
@@ -223,19 +224,19 @@ std::vector<uint64_t> Namespace::OrphansHeldBy(uint32_t node) {
 }
 
 bool Namespace::HeldBy(uint64_t ino, uint32_t node) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return refs_.HeldBy(ino, node);
 }
 
 size_t Namespace::orphan_count() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return orphans_.size();
 }
 
 void Namespace::SetEntryRemovedHook(EntryFn fn) { entry_removed_ = std::move(fn); }
 
 uint64_t Namespace::references(uint64_t ino) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return refs_.Count(ino);
 }
 
@@ -246,12 +247,12 @@ uint64_t Namespace::inode_count() {
 }
 
 Result<InodeRecord> Namespace::GetAttr(uint64_t ino) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return LoadLocked(ino);
 }
 
 Result<InodeRecord> Namespace::SetAttr(uint64_t ino, const SetAttrRequest& req) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   CSHM_ASSIGN_OR_RETURN(InodeRecord r, LoadLocked(ino));
   const Timestamp now = Timestamp::Now();
   if (req.mode) r.mode = (r.mode & S_IFMT) | (*req.mode & 07777);
@@ -271,7 +272,7 @@ Result<InodeRecord> Namespace::SetAttr(uint64_t ino, const SetAttrRequest& req) 
 }
 
 Result<InodeRecord> Namespace::NoteWrite(uint64_t ino, uint64_t end, bool touch_mtime) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   CSHM_ASSIGN_OR_RETURN(InodeRecord r, LoadLocked(ino));
   bool changed = false;
   if (end > r.size) {
@@ -298,7 +299,7 @@ Result<InodeRecord> Namespace::KeepLocked(const InodeRecord& r) {
 }
 
 Status Namespace::CommitWrites(uint64_t ino) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return CommitWritesLocked(ino);
 }
 
@@ -324,7 +325,7 @@ Status Namespace::SetXattr(uint64_t ino, std::string_view name, std::string_view
   if (!IsUserXattr(name)) return NotSupported("only user.* extended attributes are supported");
   if (name.size() > XATTR_NAME_MAX) return RangeError("xattr name longer than 255 bytes");
   if (value.size() > kXattrValueMax) return ArgTooBig("xattr value larger than 64 KiB");
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   CSHM_ASSIGN_OR_RETURN(InodeRecord r, LoadLocked(ino));
   if (!r.IsReg() && !r.IsDir()) return NotPermitted("user.* xattrs are only for files and directories");
   CSHM_ASSIGN_OR_RETURN(auto existing, store_->GetXattr(ino, name));
@@ -337,7 +338,7 @@ Status Namespace::SetXattr(uint64_t ino, std::string_view name, std::string_view
 }
 
 Result<std::string> Namespace::GetXattr(uint64_t ino, std::string_view name) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   CSHM_RETURN_IF_ERROR(LoadLocked(ino).status());
   if (!IsUserXattr(name)) return NoData("no such xattr");
   CSHM_ASSIGN_OR_RETURN(auto v, store_->GetXattr(ino, name));
@@ -346,7 +347,7 @@ Result<std::string> Namespace::GetXattr(uint64_t ino, std::string_view name) {
 }
 
 Result<std::vector<std::string>> Namespace::ListXattrs(uint64_t ino) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   CSHM_RETURN_IF_ERROR(LoadLocked(ino).status());
   std::vector<std::string> names;
   CSHM_RETURN_IF_ERROR(store_->ListXattrs(ino, &names));
@@ -355,7 +356,7 @@ Result<std::vector<std::string>> Namespace::ListXattrs(uint64_t ino) {
 
 Status Namespace::RemoveXattr(uint64_t ino, std::string_view name) {
   if (!IsUserXattr(name)) return NotSupported("only user.* extended attributes are supported");
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   CSHM_ASSIGN_OR_RETURN(InodeRecord r, LoadLocked(ino));
   CSHM_ASSIGN_OR_RETURN(auto existing, store_->GetXattr(ino, name));
   if (!existing) return NoData("no such xattr");
@@ -366,7 +367,7 @@ Status Namespace::RemoveXattr(uint64_t ino, std::string_view name) {
 }
 
 Status Namespace::SetOwner(uint64_t ino, uint32_t node) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   CSHM_ASSIGN_OR_RETURN(InodeRecord r, LoadLocked(ino));
   if (!r.IsReg()) return Invalid("only regular files have owners");
   r.owner_node = node;

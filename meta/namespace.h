@@ -18,14 +18,13 @@
 // namespace checks only what the kernel leaves to the filesystem: names,
 // emptiness, types, link counts.
 //
-// Thread-safety: all methods are thread-safe. Lock order: store::Segment::mu()
-// before mu_. Purging pages happens after mu_ is released.
+// Thread-safety: all methods are thread-safe (checked: GUARDED_BY, REQUIRES).
+// Lock order: store::Segment::mu() before mu_. Purging pages happens after mu_ is released.
 #pragma once
 
 #include <chrono>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -33,6 +32,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/status.h"
 #include "meta/meta_service.h"
 #include "meta/references.h"
@@ -142,46 +142,45 @@ class Namespace : public MetaService {
   static constexpr char kInoCounterKey[] = "next_ino";  // the store's counter of new inodes
   static constexpr uint32_t kMaxLinks = 65000;
 
-  // All below: mu_ held.
-  Result<InodeRecord> LoadLocked(uint64_t ino);
-  Result<InodeRecord> LoadDirLocked(uint64_t ino);
-  Result<std::optional<store::DirEntry>> EntryLocked(uint64_t parent, std::string_view name);
+  Result<InodeRecord> LoadLocked(uint64_t ino) REQUIRES(mu_);
+  Result<InodeRecord> LoadDirLocked(uint64_t ino) REQUIRES(mu_);
+  Result<std::optional<store::DirEntry>> EntryLocked(uint64_t parent, std::string_view name) REQUIRES(mu_);
   Result<InodeRecord> CreateLocked(uint64_t parent, std::string_view name, uint32_t mode, uint64_t rdev,
-                                   std::string_view symlink_target, const Caller& caller);
+                                   std::string_view symlink_target, const Caller& caller) REQUIRES(mu_);
   // Stages the drop of one link of `victim`: deletes or orphans it in `b`.
   // Returns true if its pages must be purged after the commit.
-  bool DropLinkLocked(InodeRecord& victim, store::MetaStore::Batch& b, const Timestamp& now);
+  bool DropLinkLocked(InodeRecord& victim, store::MetaStore::Batch& b, const Timestamp& now) REQUIRES(mu_);
   Status CommitLocked(store::MetaStore::Batch& b, std::vector<InodeRecord> updated,
-                      std::vector<uint64_t> deleted);
-  Status CommitWritesLocked(uint64_t ino);
+                      std::vector<uint64_t> deleted) REQUIRES(mu_);
+  Status CommitWritesLocked(uint64_t ino) REQUIRES(mu_);
   // Keeps `r` (its times changed by a write) in the cache, uncommitted.
-  Result<InodeRecord> KeepLocked(const InodeRecord& r);
+  Result<InodeRecord> KeepLocked(const InodeRecord& r) REQUIRES(mu_);
   using PurgeList = std::vector<std::pair<uint64_t, uint32_t>>;  // ino, owner
   // Deletes every orphan no node holds, if the references are settled.
-  PurgeList PurgeOrphansLocked();
+  PurgeList PurgeOrphansLocked() REQUIRES(mu_);
   // Runs `change` on the references under mu_, then purges what it freed.
   template <typename F>
-  void ChangeReferences(F change);
-  Status Purge(const PurgeList& inos);
+  void ChangeReferences(F change) EXCLUDES(mu_);
+  Status Purge(const PurgeList& inos) EXCLUDES(mu_);
 
   store::MetaStore* const store_;
   const uint32_t node_id_;
   const PurgeFn purge_;
   EntryFn entry_removed_;  // set once before serving
 
-  std::mutex mu_;
-  uint64_t next_counter_ = 0;                              // GUARDED_BY(mu_)
-  std::unordered_map<uint64_t, InodeRecord> cache_;        // GUARDED_BY(mu_): write-through, but for
+  Mutex mu_;
+  uint64_t next_counter_ GUARDED_BY(mu_) = 0;
+  std::unordered_map<uint64_t, InodeRecord> cache_ GUARDED_BY(mu_);  // write-through, but for
   // the inodes in kept_, whose writes' times are kept (NoteWrite),
   // the oldest since kept_since_.
-  std::unordered_set<uint64_t> kept_;                      // GUARDED_BY(mu_)
-  std::chrono::steady_clock::time_point kept_since_;       // GUARDED_BY(mu_)
-  NodeReferences refs_;                                    // GUARDED_BY(mu_)
+  std::unordered_set<uint64_t> kept_ GUARDED_BY(mu_);
+  std::chrono::steady_clock::time_point kept_since_ GUARDED_BY(mu_);
+  NodeReferences refs_ GUARDED_BY(mu_);
   struct Orphan {
     uint32_t owner;
     std::chrono::steady_clock::time_point since;
   };
-  std::unordered_map<uint64_t, Orphan> orphans_;           // GUARDED_BY(mu_): persisted too
+  std::unordered_map<uint64_t, Orphan> orphans_ GUARDED_BY(mu_);  // persisted too
 };
 
 // Checks a single path component: not empty, no '/', not "." or "..", at most

@@ -53,13 +53,13 @@ Result<InodeRecord> Namespace::Mknod(uint64_t parent, std::string_view name, uin
   const uint32_t type = mode & S_IFMT;
   if (type != S_IFREG && type != S_IFIFO && type != S_IFSOCK && type != S_IFCHR && type != S_IFBLK)
     return Invalid("mknod of an unsupported file type");
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return CreateLocked(parent, name, mode, rdev, "", caller);
 }
 
 Result<InodeRecord> Namespace::Mkdir(uint64_t parent, std::string_view name, uint32_t mode,
                                      const Caller& caller) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return CreateLocked(parent, name, S_IFDIR | (mode & 07777), 0, "", caller);
 }
 
@@ -67,14 +67,14 @@ Result<InodeRecord> Namespace::Symlink(uint64_t parent, std::string_view name, s
                                        const Caller& caller) {
   if (target.empty()) return NotFound("empty symlink target");
   if (target.size() >= PATH_MAX) return NameTooLong("symlink target longer than PATH_MAX");
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return CreateLocked(parent, name, S_IFLNK | 0777, 0, target, caller);
 }
 
 Result<InodeRecord> Namespace::Link(uint64_t ino, uint64_t new_parent, std::string_view new_name,
                                     const Caller& caller) {
   CSHM_RETURN_IF_ERROR(CheckName(new_name));
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   CSHM_ASSIGN_OR_RETURN(InodeRecord r, LoadLocked(ino));
   if (r.IsDir()) return NotPermitted("hard links to directories are not allowed");
   if (r.nlink == 0) return NotFound("the file was removed");
@@ -112,7 +112,7 @@ Status Namespace::Unlink(uint64_t parent, std::string_view name) {
   CSHM_RETURN_IF_ERROR(CheckName(name));
   PurgeList purge;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     CSHM_ASSIGN_OR_RETURN(InodeRecord dir, LoadDirLocked(parent));
     CSHM_ASSIGN_OR_RETURN(auto e, EntryLocked(parent, name));
     if (!e) return NotFound("no entry '" + std::string(name) + "'");
@@ -138,7 +138,7 @@ Status Namespace::Rmdir(uint64_t parent, std::string_view name) {
   if (name == ".") return Invalid("cannot remove '.'");
   if (name == "..") return NotEmpty("cannot remove '..'");
   CSHM_RETURN_IF_ERROR(CheckName(name));
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   CSHM_ASSIGN_OR_RETURN(InodeRecord dir, LoadDirLocked(parent));
   CSHM_ASSIGN_OR_RETURN(auto e, EntryLocked(parent, name));
   if (!e) return NotFound("no entry '" + std::string(name) + "'");
@@ -157,7 +157,7 @@ Status Namespace::Rmdir(uint64_t parent, std::string_view name) {
   } else {
     CSHM_RETURN_IF_ERROR(CommitLocked(b, {dir, victim}, {}));
   }
-  lock.unlock();
+  lock.Unlock();
   if (entry_removed_) entry_removed_(parent, std::string(name));
   return Status::Ok();
 }
@@ -171,7 +171,7 @@ Status Namespace::Rename(uint64_t parent, std::string_view name, uint64_t new_pa
   CSHM_RETURN_IF_ERROR(CheckName(new_name));
   PurgeList purge;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     CSHM_ASSIGN_OR_RETURN(InodeRecord src_dir, LoadDirLocked(parent));
     CSHM_ASSIGN_OR_RETURN(InodeRecord dst_dir, LoadDirLocked(new_parent));
     CSHM_ASSIGN_OR_RETURN(auto src_e, EntryLocked(parent, name));
@@ -184,7 +184,7 @@ Status Namespace::Rename(uint64_t parent, std::string_view name, uint64_t new_pa
     if (dst_e && dst_e->ino == src.ino) return Status::Ok();  // same inode: POSIX says do nothing
 
     // Neither moved directory may end up inside itself.
-    auto inside = [&](uint64_t dir_ino, uint64_t target_parent) -> Result<bool> {
+    auto inside = [&](uint64_t dir_ino, uint64_t target_parent) REQUIRES(mu_) -> Result<bool> {
       uint64_t cur = target_parent;
       for (int depth = 0; depth < 4096; depth++) {
         if (cur == dir_ino) return true;
@@ -274,14 +274,14 @@ Status Namespace::Rename(uint64_t parent, std::string_view name, uint64_t new_pa
 }
 
 Result<std::string> Namespace::Readlink(uint64_t ino) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   CSHM_ASSIGN_OR_RETURN(InodeRecord r, LoadLocked(ino));
   if (!r.IsSymlink()) return Invalid("not a symbolic link");
   return r.symlink_target;
 }
 
 Result<std::vector<ListedEntry>> Namespace::ListDir(uint64_t ino) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   CSHM_ASSIGN_OR_RETURN(InodeRecord dir, LoadDirLocked(ino));
   std::vector<ListedEntry> out;
   out.push_back({".", dir.ino, S_IFDIR});

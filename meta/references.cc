@@ -157,21 +157,21 @@ void NodeReferences::Unknown(uint32_t node) {
 }
 
 uint64_t HeldReferences::Begin() {
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [&] { return !snapshotting_; });
+  MutexLock lock(&mu_);
+  cv_.Wait(lock, [&]() REQUIRES(mu_) { return !snapshotting_; });
   in_flight_++;
   return next_seq_++;
 }
 
 void HeldReferences::End(uint64_t ino, uint64_t parent, std::string_view name) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (ino != 0) held_[ino]++;
   if (ino != 0 && !name.empty()) names_[ino] = {parent, std::string(name)};
-  if (--in_flight_ == 0) cv_.notify_all();
+  if (--in_flight_ == 0) cv_.NotifyAll();
 }
 
 uint64_t HeldReferences::Forget(uint64_t ino, uint64_t n) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = held_.find(ino);
   if (it != held_.end()) {
     it->second = it->second > n ? it->second - n : 0;
@@ -184,24 +184,24 @@ uint64_t HeldReferences::Forget(uint64_t ino, uint64_t n) {
 }
 
 Result<ReferenceSnapshot> HeldReferences::Snapshot(std::chrono::milliseconds wait) {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   // Writer first: new requests wait (at most `wait`) so that this one ends.
-  cv_.wait(lock, [&] { return !snapshotting_; });
+  cv_.Wait(lock, [&]() REQUIRES(mu_) { return !snapshotting_; });
   snapshotting_ = true;
-  const bool idle = cv_.wait_for(lock, wait, [&] { return in_flight_ == 0; });
+  const bool idle = cv_.WaitFor(lock, wait, [&]() REQUIRES(mu_) { return in_flight_ == 0; });
   ReferenceSnapshot s;
   if (idle) {
     s.seq = next_seq_;
     s.held.assign(held_.begin(), held_.end());
   }
   snapshotting_ = false;
-  cv_.notify_all();
+  cv_.NotifyAll();
   if (!idle) return Busy("metadata requests still in flight; the reference snapshot is retried");
   return s;
 }
 
 uint64_t HeldReferences::Count(uint64_t ino) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = held_.find(ino);
   return it == held_.end() ? 0 : it->second;
 }
@@ -211,7 +211,7 @@ uint64_t HeldReferences::Count(uint64_t ino) {
 namespace cshm::meta {
 
 std::optional<std::pair<uint64_t, std::string>> HeldReferences::NameOf(uint64_t ino) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = names_.find(ino);
   if (it == names_.end()) return std::nullopt;
   return it->second;

@@ -24,9 +24,7 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -34,6 +32,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/status.h"
 
 namespace cshm::meta {
@@ -136,13 +135,13 @@ class HeldReferences {
   std::optional<std::pair<uint64_t, std::string>> NameOf(uint64_t ino);
 
  private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  uint64_t next_seq_;                             // GUARDED_BY(mu_)
-  int in_flight_ = 0;                             // GUARDED_BY(mu_)
-  bool snapshotting_ = false;                     // GUARDED_BY(mu_)
-  std::unordered_map<uint64_t, uint64_t> held_;   // GUARDED_BY(mu_)
-  std::unordered_map<uint64_t, std::pair<uint64_t, std::string>> names_;  // GUARDED_BY(mu_): of held inodes
+  Mutex mu_;
+  CondVar cv_;  // a snapshot ended, or the last request in flight did
+  uint64_t next_seq_ GUARDED_BY(mu_);
+  int in_flight_ GUARDED_BY(mu_) = 0;
+  bool snapshotting_ GUARDED_BY(mu_) = false;
+  std::unordered_map<uint64_t, uint64_t> held_ GUARDED_BY(mu_);
+  std::unordered_map<uint64_t, std::pair<uint64_t, std::string>> names_ GUARDED_BY(mu_);  // of held inodes
 };
 
 }  // namespace cshm::meta
