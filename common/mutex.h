@@ -40,6 +40,9 @@ class CAPABILITY("mutex") Mutex {
 class SCOPED_CAPABILITY MutexLock {
  public:
   explicit MutexLock(Mutex* mu) ACQUIRE(mu) : mu_(mu) { mu_->Lock(); }
+  // Not held yet: Acquire takes it.
+  enum Deferred { kDeferred };
+  MutexLock(Mutex* mu, Deferred) EXCLUDES(mu) : mu_(mu), held_(false) {}
   ~MutexLock() RELEASE() {
     if (held_) mu_->Unlock();
   }
@@ -52,6 +55,17 @@ class SCOPED_CAPABILITY MutexLock {
   void Lock() ACQUIRE() {
     mu_->Lock();
     held_ = true;
+  }
+  // With `wait`, Lock; without it, holds the mutex only if it is free now.
+  // True if held.
+  bool Acquire(bool wait) TRY_ACQUIRE(true) {
+    if (wait) {
+      mu_->Lock();
+    } else if (!mu_->TryLock()) {
+      return false;
+    }
+    held_ = true;
+    return true;
   }
 
  private:

@@ -10,7 +10,8 @@
 // write-back that an invalidation forces can always be applied (no
 // distributed deadlock), and fetches never wait for rounds.
 //
-// Thread-safety: all methods are thread-safe. Each segment has its own mutex
+// Thread-safety: all methods are thread-safe (checked: GUARDED_BY, REQUIRES).
+// Each segment has its own mutex
 // (State::mu); lock order: State::mu before store::Segment::mu(). mu_ guards
 // only the map and is never held with another lock.
 #pragma once
@@ -25,10 +26,10 @@
 #include <unordered_map>
 #include <vector>
 
-#include <condition_variable>
 #include <deque>
 #include <optional>
 
+#include "common/mutex.h"
 #include "common/status.h"
 #include "migrator/access_stats.h"
 #include "migrator/policy.h"
@@ -132,13 +133,13 @@ class OwnedSegments {
                          bool wait = true, const store::FileSink* sink = nullptr, bool* sent = nullptr);
   // Ok if the segment is served here right now; kBusy if finding out would
   // wait (lock, load, freeze); kMoved for a forwarding entry.
-  Status TryServing(uint64_t ino) { return TryLockServing(ino).status(); }
+  Status TryServing(uint64_t ino) { return Serving(ino, false); }
   // With `wait`, the same after waiting out a freeze (up to 10 s); without
   // it TryServing.
-  Status Serving(uint64_t ino, bool wait) { return (wait ? LockServing(ino) : TryLockServing(ino)).status(); }
+  Status Serving(uint64_t ino, bool wait) EXCLUDES(mu_);
   // Segments with state here (owned, staged, or forwarding entries).
-  size_t segment_count() {
-    std::lock_guard<std::mutex> lock(mu_);
+  size_t segment_count() EXCLUDES(mu_) {
+    MutexLock lock(&mu_);
     return segments_.size();
   }
   // Where this node's own twins are (see OwnerTwinStore); set before serving.
@@ -200,25 +201,32 @@ class OwnedSegments {
 
  private:
   struct State {
-    std::mutex mu;
-    std::condition_variable unfrozen;
-    bool loaded = false;            // GUARDED_BY(mu)
-    bool frozen = false;            // GUARDED_BY(mu)
-    int64_t moved_to = -1;          // GUARDED_BY(mu): >= 0: a forwarding entry
-    bool pinned = false;            // GUARDED_BY(mu)
-    double last_move_s = -1e18;     // GUARDED_BY(mu)
-    uint64_t size = 0;              // GUARDED_BY(mu)
-    std::vector<uint64_t> copyset;  // GUARDED_BY(mu): per page, bit n = node n
-    migrator::AccessStats stats;    // GUARDED_BY(mu)
+    explicit State(double half_life_s) : stats(half_life_s) {}
+    Mutex mu;
+    CondVar unfrozen;
+    bool loaded GUARDED_BY(mu) = false;
+    bool frozen GUARDED_BY(mu) = false;
+    int64_t moved_to GUARDED_BY(mu) = -1;  // >= 0: a forwarding entry
+    bool pinned GUARDED_BY(mu) = false;
+    double last_move_s GUARDED_BY(mu) = -1e18;
+    uint64_t size GUARDED_BY(mu) = 0;
+    std::vector<uint64_t> copyset GUARDED_BY(mu);  // per page, bit n = node n
+    migrator::AccessStats stats GUARDED_BY(mu);
   };
   static double Now();
-  // The segment's state, locked, with its size loaded.
-  Result<std::pair<std::shared_ptr<State>, std::unique_lock<std::mutex>>> Lock(uint64_t ino);
-  // The same after waiting out a freeze (up to 10 s); kMoved for a
-  // forwarding entry.
-  Result<std::pair<std::shared_ptr<State>, std::unique_lock<std::mutex>>> LockServing(uint64_t ino);
-  // LockServing that never waits: kBusy if it would have to.
-  Result<std::pair<std::shared_ptr<State>, std::unique_lock<std::mutex>>> TryLockServing(uint64_t ino);
+  // Every request for a segment starts the same way, so that the analysis
+  // sees the segment's lock taken where its state is used:
+  //   CSHM_ASSIGN_OR_RETURN(std::shared_ptr<State> s, Find(ino, wait));
+  //   MutexLock lock(&s->mu, MutexLock::kDeferred);
+  //   if (!lock.Acquire(wait)) return Busy("segment busy");
+  //   CSHM_RETURN_IF_ERROR(Ready(ino, *s, lock, wait));
+  // The state of `ino`, not locked: made if there is none and `make`, else kBusy.
+  Result<std::shared_ptr<State>> Find(uint64_t ino, bool make) EXCLUDES(mu_);
+  // With `s.mu` held by `lock`: the first time, loads what the metadata
+  // service says of the segment (asking with the lock released); then waits
+  // out a freeze (up to 10 s); kMoved for a forwarding entry. Without `wait`,
+  // kBusy instead of loading or waiting.
+  Status Ready(uint64_t ino, State& s, MutexLock& lock, bool wait) REQUIRES(s.mu) EXCLUDES(mu_);
 
   store::PageStore* const pages_;
   const uint32_t self_;
@@ -226,14 +234,14 @@ class OwnedSegments {
   const double half_life_s_;
   OwnerTwinStore* owner_twins_ = nullptr;
   // A forwarding entry was made (s->mu held): the oldest go past a bound.
-  void NoteForward(uint64_t ino);
+  void NoteForward(uint64_t ino) EXCLUDES(mu_);
 
-  std::mutex mu_;  // lock order: a State's mu before it (NoteForward), else try_lock
-  std::unordered_map<uint64_t, std::shared_ptr<State>> segments_;  // GUARDED_BY(mu_)
-  // Forwarding entries, oldest first (GUARDED_BY(mu_)). Past kMaxForwards the
-  // oldest that are a minute old go: the metadata node names the owner again
-  // when one is asked for (Lock's load), so dropping one loses nothing.
-  std::deque<uint64_t> forwards_;
+  Mutex mu_;  // lock order: a State's mu before it (NoteForward), else try_lock
+  std::unordered_map<uint64_t, std::shared_ptr<State>> segments_ GUARDED_BY(mu_);
+  // Forwarding entries, oldest first. Past kMaxForwards the oldest that are
+  // a minute old go: the metadata node names the owner again when one is
+  // asked for (Ready's load), so dropping one loses nothing.
+  std::deque<uint64_t> forwards_ GUARDED_BY(mu_);
 };
 
 // Merges per-page ranges into runs of consecutive pages.
