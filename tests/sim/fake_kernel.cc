@@ -54,28 +54,46 @@ Result<std::map<FakeKernel::Key, FakeKernel::Page>::iterator> FakeKernel::Fault(
   for (;;) {
     auto it = Settle(lock, k);
     if (it != pages_.end()) return it;
-    pages_[k] = Page{};  // locked while its READ is answered
-    Note("fault", k);
-    lock.unlock();
-    std::string buf(kPageSize, '\0');
-    fs::ReadScratch scratch;
-    auto got = fs_->Read(k.first, k.second * kPageSize, kPageSize, buf.data(), &scratch);
-    std::string data;
-    if (got.ok()) {
-      data.assign(got->data(), got->size());
-      data.resize(kPageSize, '\0');  // past the end of the file: zeros
+    // The missing page and the absent ones after it, up to the readahead
+    // window (stopping at a cached one): one READ, every page locked
+    // (loading) until it is answered.
+    uint64_t n = 1;
+    while (n < readahead_ && !pages_.count(Key{k.first, k.second + n})) n++;
+    for (uint64_t i = 0; i < n; i++) {
+      pages_[Key{k.first, k.second + i}] = Page{};
+      Note(i == 0 ? "fault" : "readahead", Key{k.first, k.second + i});
     }
+    lock.unlock();
+    std::string buf(n * kPageSize, '\0');
+    fs::ReadScratch scratch;
+    auto got = fs_->Read(k.first, k.second * kPageSize, n * kPageSize, buf.data(), &scratch);
+    std::string data;
+    if (got.ok()) data.assign(got->data(), got->size());
     lock.lock();
     changed_.notify_all();
-    Note("faulted", k, data, got.ok() ? std::string() : got.status().message());
     if (!got.ok()) {
-      pages_.erase(k);
+      for (uint64_t i = 0; i < n; i++) {
+        Note("faulted", Key{k.first, k.second + i}, {}, got.status().message());
+        pages_.erase(Key{k.first, k.second + i});
+      }
       return IoError("fault of page " + std::to_string(k.second) + " of inode " + std::to_string(k.first) + ": " +
                      got.status().message());
     }
-    Page& p = pages_[k];
-    p.state = State::kClean;
-    p.data = std::move(data);
+    for (uint64_t i = 0; i < n; i++) {
+      const Key ki{k.first, k.second + i};
+      // A page read ahead past the end of the file is not cached (the
+      // kernel stops at i_size); the faulting page is, zeros past the end.
+      if (i > 0 && data.size() <= i * kPageSize) {
+        Note("faulted", ki, {}, "past the end: not cached");
+        pages_.erase(ki);
+        continue;
+      }
+      Page& p = pages_[ki];
+      p.state = State::kClean;
+      p.data = i * kPageSize < data.size() ? data.substr(i * kPageSize, kPageSize) : std::string();
+      p.data.resize(kPageSize, '\0');  // past the end of the file: zeros
+      Note("faulted", ki, p.data);
+    }
   }
 }
 

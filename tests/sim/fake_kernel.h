@@ -11,8 +11,11 @@
 //   dirty pages of the range back first (WRITE with writeback = true), then
 //   drops them; msync writes the dirty pages back, waiting for those already
 //   under write-back, and then asks for a release (FSYNC);
-// - a failed write-back marks the page clean anyway, as the kernel does.
-// No readahead: each fault is one page.
+// - a failed write-back marks the page clean anyway, as the kernel does;
+// - readahead: a fault reads the missing page and the absent pages after it,
+//   up to a window (`readahead` pages; 1: none), in one READ, all of them
+//   locked until it is answered; pages read ahead past the end of the file
+//   are not cached.
 //
 // Thread-safety: every method is thread-safe.
 #pragma once
@@ -57,7 +60,8 @@ class KernelLog {
 
 class FakeKernel {
  public:
-  FakeKernel(fs::FileSystem* fs, KernelLog* log = nullptr) : fs_(fs), log_(log) {}
+  FakeKernel(fs::FileSystem* fs, KernelLog* log = nullptr, uint64_t readahead = 1)
+      : fs_(fs), log_(log), readahead_(readahead < 1 ? 1 : readahead) {}
 
   // The notifier the node's FileSystem is given (FileSystem::SetNotifier).
   void Invalidate(uint64_t ino, uint64_t off, uint64_t len);
@@ -92,6 +96,7 @@ class FakeKernel {
 
   fs::FileSystem* const fs_;
   KernelLog* const log_;
+  const uint64_t readahead_;  // pages a fault reads, at most
   std::mutex mu_;
   std::condition_variable changed_;
   std::map<Key, Page> pages_;  // GUARDED_BY(mu_)

@@ -52,6 +52,9 @@ class SimCluster {
   SimNetwork& net() { return net_; }
   // The nodes' configuration, which Up() gives the next start of each.
   net::ClusterConfig& config() { return config_; }
+  // The readahead window of the nodes' fake kernels (pages; 1: none), from
+  // their next start on.
+  void SetReadahead(uint64_t pages) { readahead_ = pages; }
   // Called with the node's id once its messenger is on the network, inside
   // its Cluster::Start (which waits for it): requests may arrive meanwhile.
   void SetStartedHook(std::function<void(uint32_t node)> hook) {
@@ -86,7 +89,7 @@ class SimCluster {
       return m;
     };
     CSHM_ASSIGN_OR_RETURN(n.fs, fs::FileSystem::Open(o));
-    n.kernel = std::make_unique<FakeKernel>(n.fs.get(), &n.log);
+    n.kernel = std::make_unique<FakeKernel>(n.fs.get(), &n.log, readahead_);
     FakeKernel* k = n.kernel.get();
     n.fs->SetNotifier([this, i, k](uint64_t ino, uint64_t off, uint64_t len) {
       std::function<void(uint32_t, uint64_t, uint64_t, uint64_t)> hook;
@@ -187,6 +190,7 @@ class SimCluster {
   const std::string dir_;
   SimNetwork net_;
   net::ClusterConfig config_;
+  uint64_t readahead_ = 1;
   std::set<uint32_t> all_;
   std::mutex hook_mu_;
   std::function<void(uint32_t)> started_hook_;  // GUARDED_BY(hook_mu_)
