@@ -132,8 +132,7 @@ Result<uint64_t> OwnedSegments::Fetch(uint64_t ino, uint32_t node, uint64_t off,
 
 Result<std::string> OwnedSegments::OwnerTwins(uint64_t ino, uint64_t first, uint64_t count) {
   CSHM_ASSIGN_OR_RETURN(std::shared_ptr<State> s, Find(ino, true));
-  MutexLock lock(&s->mu, MutexLock::kDeferred);
-  if (!lock.Acquire(true)) return Busy("segment busy");
+  MutexLock lock(&s->mu);
   CSHM_RETURN_IF_ERROR(Ready(ino, *s, lock, true));
   CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(ino));  // under the lock, as in Fetch
   std::lock_guard<std::mutex> seg_lock(seg->mu());
@@ -208,8 +207,7 @@ std::vector<Range> OwnedSegments::PagesNotCachedBy(uint64_t ino, uint32_t node) 
 
 Result<SegmentSnapshot> OwnedSegments::Freeze(uint64_t ino) {
   CSHM_ASSIGN_OR_RETURN(std::shared_ptr<State> s, Find(ino, true));
-  MutexLock lock(&s->mu, MutexLock::kDeferred);
-  if (!lock.Acquire(true)) return Busy("segment busy");
+  MutexLock lock(&s->mu);
   CSHM_RETURN_IF_ERROR(Ready(ino, *s, lock, true));
   s->frozen = true;
   return SegmentSnapshot{s->size, s->copyset, s->pinned};
@@ -297,8 +295,7 @@ std::vector<std::pair<uint64_t, uint32_t>> OwnedSegments::Candidates(const migra
 
 Status OwnedSegments::SetPinned(uint64_t ino, bool pinned) {
   CSHM_ASSIGN_OR_RETURN(std::shared_ptr<State> s, Find(ino, true));
-  MutexLock lock(&s->mu, MutexLock::kDeferred);
-  if (!lock.Acquire(true)) return Busy("segment busy");
+  MutexLock lock(&s->mu);
   CSHM_RETURN_IF_ERROR(Ready(ino, *s, lock, true));
   s->pinned = pinned;
   return Status::Ok();
@@ -306,16 +303,14 @@ Status OwnedSegments::SetPinned(uint64_t ino, bool pinned) {
 
 Result<bool> OwnedSegments::Pinned(uint64_t ino) {
   CSHM_ASSIGN_OR_RETURN(std::shared_ptr<State> s, Find(ino, true));
-  MutexLock lock(&s->mu, MutexLock::kDeferred);
-  if (!lock.Acquire(true)) return Busy("segment busy");
+  MutexLock lock(&s->mu);
   CSHM_RETURN_IF_ERROR(Ready(ino, *s, lock, true));
   return s->pinned;
 }
 
 Result<std::string> OwnedSegments::Describe(uint64_t ino) {
   CSHM_ASSIGN_OR_RETURN(std::shared_ptr<State> s, Find(ino, true));
-  MutexLock lock(&s->mu, MutexLock::kDeferred);
-  if (!lock.Acquire(true)) return Busy("segment busy");
+  MutexLock lock(&s->mu);
   CSHM_RETURN_IF_ERROR(Ready(ino, *s, lock, true));
   return "owner=node" + std::to_string(self_) + " pinned=" + (s->pinned ? "1" : "0") +
          " size=" + std::to_string(s->size) + " rates(pages/s): " + s->stats.Describe(Now());

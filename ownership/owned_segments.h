@@ -216,10 +216,12 @@ class OwnedSegments {
   static double Now();
   // Every request for a segment starts the same way, so that the analysis
   // sees the segment's lock taken where its state is used:
-  //   CSHM_ASSIGN_OR_RETURN(std::shared_ptr<State> s, Find(ino, wait));
+  //   CSHM_ASSIGN_OR_RETURN(std::shared_ptr<State> s, Find(ino, true));
+  //   MutexLock lock(&s->mu);
+  //   CSHM_RETURN_IF_ERROR(Ready(ino, *s, lock, true));
+  // and where the caller may not wait (`wait` false: the I/O thread, the fast pool)
   //   MutexLock lock(&s->mu, MutexLock::kDeferred);
   //   if (!lock.Acquire(wait)) return Busy("segment busy");
-  //   CSHM_RETURN_IF_ERROR(Ready(ino, *s, lock, wait));
   // The state of `ino`, not locked: made if there is none and `make`, else kBusy.
   Result<std::shared_ptr<State>> Find(uint64_t ino, bool make) EXCLUDES(mu_);
   // With `s.mu` held by `lock`: the first time, loads what the metadata

@@ -176,8 +176,7 @@ Result<ApplyOutcome> OwnedSegments::Apply(uint64_t ino, uint32_t node, const std
 Result<ApplyOutcome> OwnedSegments::Truncate(uint64_t ino, uint32_t node, uint64_t size) {
   ApplyOutcome out;
   CSHM_ASSIGN_OR_RETURN(std::shared_ptr<State> s, Find(ino, true));
-  MutexLock lock(&s->mu, MutexLock::kDeferred);
-  if (!lock.Acquire(true)) return Busy("segment busy");
+  MutexLock lock(&s->mu);
   CSHM_RETURN_IF_ERROR(Ready(ino, *s, lock, true));
   CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(ino));  // under the lock, as in Fetch
   std::lock_guard<std::mutex> seg_lock(seg->mu());
@@ -202,8 +201,7 @@ Result<ApplyOutcome> OwnedSegments::Truncate(uint64_t ino, uint32_t node, uint64
 Result<ApplyOutcome> OwnedSegments::Allocate(uint64_t ino, uint32_t node, int mode, uint64_t off, uint64_t len) {
   ApplyOutcome out;
   CSHM_ASSIGN_OR_RETURN(std::shared_ptr<State> s, Find(ino, true));
-  MutexLock lock(&s->mu, MutexLock::kDeferred);
-  if (!lock.Acquire(true)) return Busy("segment busy");
+  MutexLock lock(&s->mu);
   CSHM_RETURN_IF_ERROR(Ready(ino, *s, lock, true));
   CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(ino));  // under the lock, as in Fetch
   std::lock_guard<std::mutex> seg_lock(seg->mu());
