@@ -314,6 +314,7 @@ void Cluster::Stop() {
   }
   stop_cv_.NotifyAll();
   if (migrator_.joinable()) migrator_.join();
+  if (transfer_) transfer_->Stop();  // a move the directory has not confirmed: decided at the next start
   locks_held_->Stop();
   if (ref_sync_) ref_sync_->Stop();
   // Rounds in flight finish (each wait has its deadline) while the transport

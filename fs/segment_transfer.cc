@@ -53,10 +53,9 @@ Status SegmentTransfer::Move(uint64_t ino, uint32_t target, const std::string& w
   }
   struct OneAtATime {
     SegmentTransfer* t;
+    bool handed_on = false;  // to the thread that decides the move (DecideLater)
     ~OneAtATime() {
-      MutexLock lock(&t->migrate_mu_);
-      t->migrating_ = false;
-      t->migrate_done_.NotifyOne();
+      if (!handed_on) t->EndMove();
     }
   } one_at_a_time{this};
   const auto t0 = std::chrono::steady_clock::now();
@@ -78,19 +77,20 @@ Status SegmentTransfer::Move(uint64_t ino, uint32_t target, const std::string& w
       return Busy("inode " + std::to_string(ino) + " keeps starting invalidations faster than it can be frozen " +
                   "for a move; try again");
   }
-  const MoveRef ref{ino, RandomId()};
-  auto fail = [&](const Status& s) {
-    kMigrationsFailed.Add();
-    env_.owned->Unfreeze(ino, std::nullopt);  // the segment stays here, intact
-    env_.net()->Send(target, kMigrateAbort, ref.Encode());
-    env_.log->warn("migration of inode {} to node {} failed, it stays on node {}: {}", ino, target, env_.self,
-                   s.message());
-    return s;
-  };
+  Moving m;
+  m.ino = ino;
+  m.target = target;
+  m.ref = MoveRef{ino, RandomId()};
+  m.snap = snap;
+  m.why = why;
+  m.t0 = t0;
+  const MoveRef& ref = m.ref;
+  auto fail = [&](const Status& s) { return Fail(m, s); };
   auto bitmap = env_.net()->Call(target, kMigrateQuery, ref.Encode());
   if (!bitmap.ok()) return fail(bitmap.status());
   auto seg = env_.pages->Get(ino);
   if (!seg.ok()) return fail(seg.status());
+  m.seg = *seg;
   const uint64_t pages = (snap.size + kPageSize - 1) / kPageSize;
   const uint64_t target_bit = 1ull << target;
   moving_.done = 0;
@@ -101,11 +101,13 @@ Status SegmentTransfer::Move(uint64_t ino, uint32_t target, const std::string& w
     MoveProgress& m;
     ~Done() { m.ino = 0; }
   } done_moving{moving_};
-  uint64_t sent = 0, repaired = 0;
+  uint64_t& sent = m.sent;
+  uint64_t& repaired = m.repaired;
   constexpr uint64_t kChunkPages = 2048;  // 8 MiB of data per message at most
   std::string page(kPageSize, '\0');
   const std::string zero(kPageSize, '\0');
-  uint64_t messages = 0;
+  uint64_t& messages = m.messages;
+  m.pages = pages;
   for (uint64_t first = 0; first < pages || first == 0; first += kChunkPages) {
     // Holes are zeros at the target too (its file is reset by the first
     // chunk): a move costs the pages that hold data, not the file's size.
@@ -178,45 +180,103 @@ Status SegmentTransfer::Move(uint64_t ino, uint32_t target, const std::string& w
   auto r = env_.net()->Call(target, kMigrateInstall, install.Encode());
   if (!r.ok()) return fail(r.status());
   Status st = env_.meta().SetOwner(ino, target);
-  if (!st.ok()) {
-    // The update may have been made and only its answer lost: then aborting
-    // would leave the directory naming a node whose copy misses every write
-    // taken here from now on (ownership/migration.pml finds that lost
-    // write). Ask the directory which it is, until it answers: meanwhile the
-    // segment stays frozen here (requests wait, then time out) and served at
-    // the target only if the directory names it, so nothing is lost either way.
-    auto named = DirectoryOwner(ino, st);
-    if (!named.ok()) return named.status();  // stopping: both copies stay, the directory decides at restart
-    if (*named != target) return fail(st);
-    env_.log->warn("migration of inode {}: the directory update answered '{}' but was made; committing", ino,
-                   st.message());
+  if (st.ok()) return Finish(m);
+  // The update may have been made and only its answer lost: then aborting
+  // would leave the directory naming a node whose copy misses every write
+  // taken here from now on (ownership/migration.pml finds that lost write).
+  // Ask the directory which it is: meanwhile the segment stays frozen here
+  // (requests wait, then time out) and served at the target only if the
+  // directory names it, so nothing is lost either way. The caller waits a
+  // few request deadlines for the answer, not for the directory to come back.
+  auto named = DirectoryOwner(ino, st, std::chrono::steady_clock::now() + 2 * RequestDeadline());
+  if (named.ok()) return Decided(m, *named, st);
+  if (named.status().code() != Status::Code::kTimedOut) return named.status();  // stopping
+  Status later = DecideLater(std::move(m), st);
+  if (later.code() == Status::Code::kTimedOut) one_at_a_time.handed_on = true;
+  return later;
+}
+
+Status SegmentTransfer::Decided(Moving& m, uint32_t named, const Status& why) {
+  if (named != m.target) return Fail(m, why);
+  env_.log->warn("migration of inode {}: the directory update answered '{}' but was made; committing", m.ino,
+                 why.message());
+  return Finish(m);
+}
+
+Status SegmentTransfer::DecideLater(Moving m, const Status& why) {
+  const std::string unconfirmed = "the move of inode " + std::to_string(m.ino) + " to node " +
+                                  std::to_string(m.target) + " is not confirmed: the directory (node " +
+                                  std::to_string(env_.config.metadata_node) + ") does not answer whether it names node " +
+                                  std::to_string(m.target);
+  MutexLock lock(&deciding_mu_);
+  if (stopped_) return Unavailable(unconfirmed + ", and this node is stopping: the directory decides at its next start");
+  // The thread of the last such move has ended: it let this one begin (EndMove).
+  if (deciding_.joinable()) deciding_.join();
+  deciding_ = std::thread([this, m = std::move(m), why]() mutable {
+    auto named = DirectoryOwner(m.ino, why, std::chrono::steady_clock::time_point::max());
+    if (named.ok()) (void)Decided(m, *named, why);  // else stopping: both copies stay, the directory decides at restart
+    EndMove();
+  });
+  return TimedOut(unconfirmed + "; the segment stays frozen on node " + std::to_string(env_.self) +
+                  " until it does, then the move commits or is undone (user.cshm.owner says which)");
+}
+
+void SegmentTransfer::Stop() {
+  std::thread deciding;
+  {
+    MutexLock lock(&deciding_mu_);
+    stopped_ = true;
+    deciding = std::move(deciding_);
   }
+  if (deciding.joinable()) deciding.join();
+}
+
+void SegmentTransfer::EndMove() {
+  MutexLock lock(&migrate_mu_);
+  migrating_ = false;
+  migrate_done_.NotifyOne();
+}
+
+Status SegmentTransfer::Fail(const Moving& m, const Status& why) {
+  kMigrationsFailed.Add();
+  env_.owned->Unfreeze(m.ino, std::nullopt);  // the segment stays here, intact
+  env_.net()->Send(m.target, kMigrateAbort, m.ref.Encode());
+  env_.log->warn("migration of inode {} to node {} failed, it stays on node {}: {}", m.ino, m.target, env_.self,
+                 why.message());
+  return why;
+}
+
+Status SegmentTransfer::Finish(Moving& m) {
+  const uint64_t ino = m.ino;
+  const uint32_t target = m.target;
   // Committed: the directory names the target, which may serve it now. If
-  // this does not reach it, it finds out from the directory (ResolveStaged).
-  Status committed = env_.net()->Call(target, kMigrateCommit, ref.Encode()).status();
+  // this does not reach it, it finds out from the directory (Resolve).
+  Status committed = env_.net()->Call(target, kMigrateCommit, m.ref.Encode()).status();
   if (!committed.ok())
     env_.log->warn("migration of inode {}: node {} did not take the commit ({}); it will find the directory naming it",
                    ino, target, committed.message());
-  // This node's kernel copies had
-  // the pages here as their twins: store those before the pages go.
-  KeepOwnTwins(ino, snap, **seg);
+  // This node's kernel copies had the pages here as their twins: store
+  // those before the pages go.
+  KeepOwnTwins(ino, m.snap, *m.seg);
   // Forward from now on.
   env_.set_locks(ino, {});
   env_.note_owner(ino, target);
   env_.owned->Unfreeze(ino, target);
+  m.seg.reset();
   Status removed = env_.pages->Remove(ino);
   if (!removed.ok()) env_.log->warn("freeing the pages of migrated inode {}: {}", ino, removed.message());
   kMigrations.Add();
-  kMigrationBytes.Add(sent * kPageSize);
-  kMigration.Since(t0);
-  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  kMigrationBytes.Add(m.sent * kPageSize);
+  kMigration.Since(m.t0);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - m.t0).count();
   env_.log->info("migrated inode {} from node {} to node {} ({}): {} of {} pages sent ({} of them for twins that "
                  "differed) in {} chunks, {:.1f} ms",
-                 ino, env_.self, target, why, sent, pages, repaired, messages, ms);
+                 ino, env_.self, target, m.why, m.sent, m.pages, m.repaired, m.messages, ms);
   return Status::Ok();
 }
 
-Result<uint32_t> SegmentTransfer::DirectoryOwner(uint64_t ino, const Status& why) {
+Result<uint32_t> SegmentTransfer::DirectoryOwner(uint64_t ino, const Status& why,
+                                                 std::chrono::steady_clock::time_point deadline) {
   auto backoff = std::chrono::milliseconds(100);
   for (int attempt = 0;; attempt++) {
     auto rec = env_.meta().GetAttr(ino);
@@ -225,7 +285,10 @@ Result<uint32_t> SegmentTransfer::DirectoryOwner(uint64_t ino, const Status& why
       env_.log->error("migration of inode {}: the directory update failed ({}) and the directory cannot say whether "
                       "it was made ({}); the segment stays frozen until it can", ino, why.message(),
                       rec.status().message());
-    if (env_.wait_stop(backoff))
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) return TimedOut("the directory did not say who owns inode " + std::to_string(ino));
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
+    if (env_.wait_stop(std::min(backoff, left)))
       return Unavailable("stopping before the directory said who owns inode " + std::to_string(ino));
     backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
   }

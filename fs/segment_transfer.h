@@ -12,10 +12,14 @@
 // What decides the owner is the directory (the metadata node's record): a
 // failed directory update that may have been made is asked about until the
 // directory answers, with the segment frozen meanwhile, so no acknowledged
-// write is lost either way.
+// write is lost either way. Move waits two request deadlines for that
+// answer; then it returns kTimedOut and a thread of its own goes on asking
+// and commits or undoes the move when the directory answers (or ends at
+// Stop: both copies stay, the directory decides at the next start).
 //
 // Thread-safety: all methods are thread-safe; one move from this node at a
-// time (others wait at most a request deadline, then kBusy).
+// time (others wait at most a request deadline, then kBusy), the one being
+// decided in the background included.
 #pragma once
 
 #include <atomic>
@@ -24,7 +28,9 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/mutex.h"
@@ -70,6 +76,11 @@ class SegmentTransfer {
     std::function<bool(std::chrono::milliseconds d)> wait_stop;
   };
   explicit SegmentTransfer(Env env) : env_(std::move(env)) {}
+  ~SegmentTransfer() { Stop(); }
+
+  // Ends the wait of a move the directory has not confirmed; called once
+  // the node is stopping (env.wait_stop says so), with its network up.
+  void Stop();
 
   // Old owner: moves `ino` to `target`; `why` is logged.
   Status Move(uint64_t ino, uint32_t target, const std::string& why);
@@ -90,9 +101,35 @@ class SegmentTransfer {
  private:
   // Ok if `ref` is the move being staged here.
   Status CheckStaged(const ownership::MoveRef& ref);
+  // A move from here once its pages are sent: what deciding it needs.
+  struct Moving {
+    uint64_t ino = 0;
+    uint32_t target = 0;
+    ownership::MoveRef ref;
+    ownership::SegmentSnapshot snap;
+    std::shared_ptr<store::Segment> seg;
+    std::string why;
+    std::chrono::steady_clock::time_point t0;
+    uint64_t pages = 0, sent = 0, repaired = 0, messages = 0;
+  };
+  // The directory names the target: commit there, keep this kernel's
+  // twins, forward from now on, free the pages.
+  Status Finish(Moving& m);
+  // The segment stays here: unfreeze it, drop the staged move at the target.
+  Status Fail(const Moving& m, const Status& why);
+  // After a failed directory update `why`: the directory names `named`.
+  Status Decided(Moving& m, uint32_t named, const Status& why);
+  // Asks the directory on a thread of its own (deciding_), which ends the
+  // move (EndMove); kTimedOut, or kUnavailable if stopping (nothing started).
+  Status DecideLater(Moving m, const Status& why);
+  void EndMove();  // another move may begin
   // After a failed directory update: which owner the directory names, asked
-  // until it answers (or the node stops).
-  Result<uint32_t> DirectoryOwner(uint64_t ino, const Status& why);
+  // until it answers, the deadline passes (kTimedOut) or the node stops
+  // (kUnavailable).
+  Result<uint32_t> DirectoryOwner(uint64_t ino, const Status& why, std::chrono::steady_clock::time_point deadline);
+  std::chrono::milliseconds RequestDeadline() const {
+    return std::chrono::milliseconds(env_.config.request_timeout_ms);
+  }
   // Stores the twins of this node's own copies (which were the pages
   // themselves, OwnerTwinStore) before the pages are freed.
   void KeepOwnTwins(uint64_t ino, const ownership::SegmentSnapshot& snap, const store::Segment& seg);
@@ -106,6 +143,11 @@ class SegmentTransfer {
   Mutex migrate_mu_;
   CondVar migrate_done_;
   bool migrating_ GUARDED_BY(migrate_mu_) = false;
+  // The thread deciding a move the directory did not confirm (at most one:
+  // it holds `migrating_`); none starts once stopped.
+  Mutex deciding_mu_;
+  std::thread deciding_ GUARDED_BY(deciding_mu_);
+  bool stopped_ GUARDED_BY(deciding_mu_) = false;
   // The move under way, for status (ino 0: none): pages gone through of all.
   struct MoveProgress {
     std::atomic<uint64_t> ino{0}, target{0}, done{0}, total{0};
