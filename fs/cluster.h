@@ -26,14 +26,14 @@
 //
 // The class is in five files, one job each:
 //   cluster.cc           start and stop, peers, leases, the restart's grace,
-//                        the namespace's entry drops, locks, control, the
-//                        migrator loop
+//                        the namespace's entry drops, locks
 //   cluster_dispatch.cc  the one table of what a node does with each message
 //   cluster_accessor.cc  the accessor side: Read, Write, Sync, Truncate,
 //                        InvalidateLocal, kept write-backs
 //   cluster_owner.cc     the owner side over ownership::OwnedSegments and
 //                        InvalidationRounds: applying write-backs, truncation,
-//                        fallocate, the rounds' remote invalidations, times
+//                        fallocate, the rounds' remote invalidations, times,
+//                        control (user.cshm.*), the migrator loop
 //   cluster_status.cc    NodeStatus, StatusJson, the metrics' gauges
 // The parts with state of their own are classes beside it: LockClient (the
 // holder side of locks), ownership::LockService (the owner side),

@@ -1,9 +1,10 @@
 // The owner side of the data path, for the segments this node serves:
 // write-backs, truncation and fallocate applied to OwnedSegments, the
 // invalidation rounds they start (with the grace period's extra targets),
-// the times told to the metadata node, and the control requests
-// (user.cshm.*). The fetch, write-back and sync handlers themselves are in
-// fs/cluster_dispatch.cc.
+// the times told to the metadata node, the control requests (user.cshm.*:
+// asked here, served at the owner) and the migrator loop that moves this
+// node's segments toward their users. The fetch, write-back and sync
+// handlers themselves are in fs/cluster_dispatch.cc.
 #include <linux/falloc.h>
 #include <spdlog/spdlog.h>
 
@@ -150,6 +151,60 @@ Result<std::string> Cluster::ServeControl(const ControlRequest& c) {
       return std::string();
   }
   return Invalid("unknown control operation");
+}
+
+Result<uint32_t> Cluster::CurrentOwner(uint64_t ino) {
+  CSHM_ASSIGN_OR_RETURN(auto rec, meta().GetAttr(ino));
+  if (!rec.IsReg()) return Invalid("only regular files have owners");
+  NoteOwner(ino, rec.owner_node);
+  return rec.owner_node;
+}
+
+uint64_t Cluster::remote_fetches(uint64_t ino) {
+  MutexLock lock(&mu_);
+  auto it = fetches_from_.find(ino);
+  return it == fetches_from_.end() ? 0 : it->second;
+}
+
+Result<std::string> Cluster::Control(uint64_t ino, ControlOp op, uint32_t arg) {
+  const std::string payload = ControlRequest{ino, op, arg}.Encode();
+  return AtOwner(ino, [&](uint32_t owner) -> Result<std::string> {
+    if (owner == self_) return ServeControl(ControlRequest{ino, op, arg});
+    // A migration can take longer than one request's deadline.
+    return transport_->Call(owner, kControl, payload, std::chrono::milliseconds(config_.request_timeout_ms * 4));
+  });
+}
+
+Status Cluster::Migrate(uint64_t ino, uint32_t target) {
+  if (!config_.Find(target)) return Invalid("node " + std::to_string(target) + " is not in the cluster");
+  CSHM_RETURN_IF_ERROR(CurrentOwner(ino).status());
+  return Control(ino, ControlOp::kMigrate, target).status();
+}
+
+void Cluster::MigratorLoop() {
+  migrator::PolicyConfig policy;
+  policy.half_life_s = config_.migrate.half_life_s;
+  policy.ratio = config_.migrate.ratio;
+  policy.min_rate = config_.migrate.min_rate;
+  policy.cooldown_s = config_.migrate.cooldown_s;
+  const auto interval = std::chrono::duration<double>(config_.migrate.check_s);
+  MutexLock lock(&stop_mu_);
+  while (!stop_cv_.WaitFor(lock, interval, [this]() REQUIRES(stop_mu_) { return stopping_; })) {
+    lock.Unlock();
+    CommitTimes();
+    DeliverPending();
+    locks_held_->RetryUnlocks();
+    transfer_->Resolve();
+    if (!config_.migrate.enabled) {
+      lock.Lock();
+      continue;
+    }
+    for (auto [ino, target] : owned_.Candidates(policy)) {
+      Status s = transfer_->Move(ino, target, "node " + std::to_string(target) + " dominates its accesses");
+      (void)s;  // logged by Move
+    }
+    lock.Lock();
+  }
 }
 
 }  // namespace cshm::fs
