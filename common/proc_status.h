@@ -23,4 +23,9 @@ struct ProcStatus {
 
 ProcStatus ReadProcStatus(pid_t pid);
 
+// When the process (or thread) started, in clock ticks since boot
+// (/proc/PID/stat's starttime): with the pid, what names one process, since
+// a pid is used again once its process is gone. 0 if there is no such process.
+uint64_t ReadProcStart(pid_t pid);
+
 }  // namespace cshm

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -75,7 +76,7 @@ void Semaphores::Stop() {
 
 Semaphores::~Semaphores() {
   Stop();
-  for (auto& [tgid, fd] : pidfds_) close(fd);
+  for (auto& [process, fd] : pidfds_) close(fd);
   if (wake_fd_ >= 0) close(wake_fd_);
   for (auto& [ino, f] : files_) close(f.fd);
 }
@@ -104,6 +105,8 @@ void Semaphores::Run(uint64_t ino, std::string io, pid_t caller_tid, bool writab
   SemRequest req;
   req.ino = ino;
   req.pid = tgid;
+  const Process process{tgid, h.op == kSemOp ? ReadProcStart(tgid) : 0};
+  req.start = process.second;
   switch (h.op) {
     case kSemCreate: {
       req.kind = SemKind::kCreate;
@@ -125,7 +128,8 @@ void Semaphores::Run(uint64_t ino, std::string io, pid_t caller_tid, bool writab
       req.kind = SemKind::kOp;
       {
         MutexLock lock(&wait_mu_);
-        if (undo_lost_.erase({tgid, *owner}) > 0) {
+        if (process.second == 0) return done(EINTR);  // it has exited meanwhile: nobody to answer
+        if (undo_lost_.erase({process, *owner}) > 0) {
           spdlog::warn("process {}'s SEM_UNDO adjustments at node {} were applied when this node lost its lease "
                        "there; its semop fails with EIO",
                        tgid, *owner);
@@ -146,10 +150,16 @@ void Semaphores::Run(uint64_t ino, std::string io, pid_t caller_tid, bool writab
       // From here the call is pending_'s to answer: nothing may escape.
       Result<SemReply> r = Status::System(EIO, "");
       try {
-        if (undo) WatchExit(tgid, *owner);
-        r = Ask(*owner, req);
+        Asking(process, +1);
+        if (undo && !WatchExit(process, *owner)) {
+          r = Status::System(EINTR, "the process exited before its operation was sent");
+        } else {
+          r = Ask(*owner, req);
+        }
+        Asking(process, -1);
       } catch (const std::exception& e) {
         spdlog::error("semop: internal error: {}", e.what());
+        Asking(process, -1);
       }
       if (!r.ok()) return Finish(req.token, ErrnoOf(r.status()));
       if (r->state != SemState::kQueued) return Finish(req.token, r->err);
@@ -304,38 +314,69 @@ void Semaphores::OwnerLost(uint32_t node) {
   MutexLock lock(&wait_mu_);
   for (auto& [token, p] : pending_)
     if (p.owner == node) p.lost = true;
-  for (auto& [tgid, owners] : undo_owners_)
-    if (owners.erase(node) > 0) undo_lost_.insert({tgid, node});
+  for (auto& [process, owners] : undo_owners_)
+    if (owners.erase(node) > 0) undo_lost_.insert({process, node});
   std::erase_if(exits_, [&](const auto& e) { return e.first == node; });  // it applies them all itself
   wait_cv_.NotifyAll();
 }
 
-void Semaphores::WatchExit(pid_t tgid, uint32_t owner) {
+bool Semaphores::WatchExit(const Process& p, uint32_t owner) {
+  // Called while the operation counts as asking (Asking): an exit seen from
+  // here on is held until it is answered; one seen before shows here.
+  auto exited = [](int fd) {
+    pollfd pfd{fd, POLLIN, 0};
+    return poll(&pfd, 1, 0) > 0;
+  };
   MutexLock lock(&wait_mu_);
-  undo_owners_[tgid].insert(owner);
-  if (pidfds_.contains(tgid)) return;
-  const int fd = static_cast<int>(syscall(SYS_pidfd_open, tgid, 0));
-  if (fd < 0) {
-    spdlog::warn("cannot watch process {} for its SEM_UNDO adjustments at exit: {}", tgid, std::strerror(errno));
-    return;
+  auto it = pidfds_.find(p);
+  if (it != pidfds_.end()) {
+    if (exited(it->second)) return false;  // the watcher tells its owners
+    undo_owners_[p].insert(owner);
+    return true;
   }
-  pidfds_[tgid] = fd;
+  const int fd = static_cast<int>(syscall(SYS_pidfd_open, p.first, 0));
+  if (fd < 0 && errno == ESRCH) return false;
+  if (fd < 0) {
+    spdlog::warn("cannot watch process {} for its SEM_UNDO adjustments at exit: {}", p.first, std::strerror(errno));
+    undo_owners_[p].insert(owner);
+    return true;
+  }
+  // The pidfd is of whichever process has the pid now: if that one did not
+  // start when ours did, ours has exited and the pid was used again.
+  if (ReadProcStart(p.first) != p.second || exited(fd)) {
+    close(fd);
+    return false;
+  }
+  undo_owners_[p].insert(owner);
+  pidfds_[p] = fd;
   const uint64_t one = 1;
   (void)!write(wake_fd_, &one, sizeof(one));
+  return true;
+}
+
+void Semaphores::Asking(const Process& p, int delta) {
+  MutexLock lock(&wait_mu_);
+  int& n = asking_[p];
+  n += delta;
+  if (n > 0) return;
+  asking_.erase(p);
+  const bool exit_held = std::any_of(exits_.begin(), exits_.end(), [&](const auto& e) { return e.second == p; });
+  const uint64_t one = 1;
+  if (exit_held) (void)!write(wake_fd_, &one, sizeof(one));  // it can be told now
 }
 
 void Semaphores::ExitLoop() {
   while (true) {
     std::vector<pollfd> fds;
-    std::vector<pid_t> who;
+    std::vector<Process> who;
     {
       MutexLock lock(&wait_mu_);
       if (stopping_) return;
       fds.push_back(pollfd{wake_fd_, POLLIN, 0});
-      who.push_back(0);
-      for (auto& [tgid, fd] : pidfds_) {
+      who.push_back(Process{0, 0});
+      for (auto& [process, fd] : pidfds_) {
         fds.push_back(pollfd{fd, POLLIN, 0});
-        who.push_back(tgid);
+        who.push_back(process);
       }
     }
     const int n = poll(fds.data(), fds.size(), static_cast<int>(kCheckEvery / std::chrono::milliseconds(1)));
@@ -349,12 +390,12 @@ void Semaphores::ExitLoop() {
       MutexLock lock(&wait_mu_);
       for (size_t i = 1; i < fds.size(); i++) {
         if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-        const pid_t tgid = who[i];
-        close(pidfds_[tgid]);
-        pidfds_.erase(tgid);
-        for (uint32_t owner : undo_owners_[tgid]) exits_.emplace_back(owner, tgid);
-        undo_owners_.erase(tgid);
-        std::erase_if(undo_lost_, [&](const auto& l) { return l.first == tgid; });
+        const Process& process = who[i];
+        close(pidfds_[process]);
+        pidfds_.erase(process);
+        for (uint32_t owner : undo_owners_[process]) exits_.emplace_back(owner, process);
+        undo_owners_.erase(process);
+        std::erase_if(undo_lost_, [&](const auto& l) { return l.first == process; });
       }
     }
     DeliverExits();
@@ -362,18 +403,20 @@ void Semaphores::ExitLoop() {
 }
 
 void Semaphores::DeliverExits() {
-  std::vector<std::pair<uint32_t, pid_t>> exits;
+  std::vector<std::pair<uint32_t, Process>> exits, held;
   {
     MutexLock lock(&wait_mu_);
-    exits.swap(exits_);
+    for (auto& e : exits_) (asking_.contains(e.second) ? held : exits).push_back(e);
+    exits_ = std::move(held);  // told once their operations are answered (Asking wakes the loop)
   }
-  std::vector<std::pair<uint32_t, pid_t>> again;
-  for (auto [owner, tgid] : exits) {
+  std::vector<std::pair<uint32_t, Process>> again;
+  for (auto [owner, process] : exits) {
     SemRequest req;
     req.kind = SemKind::kExit;
-    req.pid = tgid;
+    req.pid = process.first;
+    req.start = process.second;
     auto r = Ask(owner, req);
-    if (!r.ok()) again.emplace_back(owner, tgid);  // told when it answers again (or it forgets us)
+    if (!r.ok()) again.emplace_back(owner, process);  // told when it answers again (or it forgets us)
   }
   MutexLock lock(&wait_mu_);
   exits_.insert(exits_.end(), again.begin(), again.end());

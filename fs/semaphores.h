@@ -119,7 +119,18 @@ class Semaphores {
   // -1: taken back; -2: still queued, or the owner cannot be reached (asked
   // without give_up); otherwise the operation's errno (0: applied).
   int Cancel(uint64_t ino, uint32_t owner, uint64_t token, bool give_up);
-  void WatchExit(pid_t tgid, uint32_t owner);
+  // A process on this node: its thread group id (in this daemon's pid
+  // namespace, the one its exit is watched in) and its start time, since a
+  // pid is used again once its process is gone (ReadProcStart).
+  using Process = std::pair<pid_t, uint64_t>;
+  // Watches the process's exit to tell `owner`, which keeps adjustments of
+  // it; false if it has exited already (its operation must not be applied:
+  // nobody would undo it).
+  bool WatchExit(const Process& p, uint32_t owner);
+  // An operation of the process is on its way to its owner (Asking), or
+  // answered: its exit is told only after every one is answered (else the
+  // exit could overtake it and the owner apply it after the exit, for ever).
+  void Asking(const Process& p, int delta);
   void ExitLoop();
   void DeliverExits();
 
@@ -146,10 +157,11 @@ class Semaphores {
   CondVar wait_cv_;  // the wait loop has something to do
   uint64_t next_token_ GUARDED_BY(wait_mu_) = 0;
   std::map<uint64_t, Pending> pending_ GUARDED_BY(wait_mu_);  // token -> waiter
-  std::map<pid_t, std::set<uint32_t>> undo_owners_ GUARDED_BY(wait_mu_);  // tgid -> owners holding its adjustments
-  std::set<std::pair<pid_t, uint32_t>> undo_lost_ GUARDED_BY(wait_mu_);
-  std::map<pid_t, int> pidfds_ GUARDED_BY(wait_mu_);
-  std::vector<std::pair<uint32_t, pid_t>> exits_ GUARDED_BY(wait_mu_);  // to tell owners
+  std::map<Process, std::set<uint32_t>> undo_owners_ GUARDED_BY(wait_mu_);  // owners holding its adjustments
+  std::set<std::pair<Process, uint32_t>> undo_lost_ GUARDED_BY(wait_mu_);
+  std::map<Process, int> pidfds_ GUARDED_BY(wait_mu_);
+  std::map<Process, int> asking_ GUARDED_BY(wait_mu_);  // its operations not yet answered
+  std::vector<std::pair<uint32_t, Process>> exits_ GUARDED_BY(wait_mu_);  // to tell owners
   int wake_fd_ = -1;  // eventfd: the exit watcher's poll set changed
   bool stopping_ GUARDED_BY(wait_mu_) = false;
   std::thread watcher_;

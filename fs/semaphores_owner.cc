@@ -122,7 +122,7 @@ SemReply Semaphores::Serve(uint32_t from, const SemRequest& req) {
   };
   {
     MutexLock lock(&mu_);
-    const SemProcess who{from, req.pid};
+    const SemProcess who{from, req.pid, req.start};
     const int64_t now = Now();
     switch (req.kind) {
       case SemKind::kCreate: {
@@ -243,7 +243,7 @@ SemReply Semaphores::Serve(uint32_t from, const SemRequest& req) {
         break;
       }
       case SemKind::kExit: {
-        const std::vector<uint64_t> sets = table_.SetsWithUndo(from, req.pid);
+        const std::vector<uint64_t> sets = table_.SetsWithUndo(who);
         table_.Exited(who, now, &done);
         for (uint64_t ino : sets) {
           Status s = Save(ino);

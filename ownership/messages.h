@@ -188,6 +188,7 @@ struct SemRequest {
   uint64_t ino = 0;
   uint64_t token = 0;  // kOp/kCancel: unique per caller node incarnation
   int32_t pid = 0;     // the calling process, on its node
+  uint64_t start = 0;  // and its start time there (SemProcess): kOp with SEM_UNDO, kExit
   int32_t cmd = 0;     // kCtl: semctl's cmd
   uint32_t num = 0;    // kCreate: nsems; kCtl: semnum
   int32_t value = 0;

@@ -39,6 +39,7 @@ std::string SemRequest::Encode() const {
     w.PutU16(static_cast<uint16_t>(o.flg));
   }
   PutValues(w, values);
+  w.PutU64(start);
   return out;
 }
 Result<SemRequest> SemRequest::Decode(std::string_view in) {
@@ -67,7 +68,9 @@ Result<SemRequest> SemRequest::Decode(std::string_view in) {
     o.op = static_cast<int16_t>(op);
     o.flg = static_cast<int16_t>(flg);
   }
-  if (!GetValues(r, &m.values) || !r.AtEnd()) return Malformed("semaphore request");
+  if (!GetValues(r, &m.values)) return Malformed("semaphore request");
+  if (!r.AtEnd() && !r.GetU64(&m.start)) return Malformed("semaphore request");  // absent from older nodes: 0
+  if (!r.AtEnd()) return Malformed("semaphore request");
   return m;
 }
 

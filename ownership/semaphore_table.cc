@@ -10,7 +10,8 @@
 namespace cshm::ownership {
 namespace {
 
-constexpr uint32_t kMagic = 0x314d4553;  // "SEM1"
+constexpr uint32_t kMagicV1 = 0x314d4553;  // "SEM1": adjustments without the process's start time
+constexpr uint32_t kMagic = 0x324d4553;    // "SEM2"
 constexpr uint32_t kMaxSems = 1u << 16;   // what a persisted set may claim
 
 Status Errno(int err, const char* what) { return Status::System(err, what); }
@@ -250,6 +251,7 @@ void SemaphoreTable::ApplyUndo(Set& s, const SemProcess& who, const std::vector<
 
 void SemaphoreTable::Exited(const SemProcess& who, int64_t now, std::vector<SemCompleted>* done) {
   for (auto& [ino, s] : sets_) {
+    std::erase_if(s.waiters, [&](const Waiter& w) { return w.who == who; });
     auto it = s.undo.find(who);
     if (it == s.undo.end()) continue;
     ApplyUndo(s, who, it->second);
@@ -275,10 +277,10 @@ void SemaphoreTable::DropNode(uint32_t node, int64_t now, std::vector<SemComplet
   }
 }
 
-std::vector<uint64_t> SemaphoreTable::SetsWithUndo(uint32_t node, int32_t pid) const {
+std::vector<uint64_t> SemaphoreTable::SetsWithUndo(const SemProcess& who) const {
   std::vector<uint64_t> out;
   for (const auto& [ino, s] : sets_)
-    if (s.undo.contains(SemProcess{node, pid})) out.push_back(ino);
+    if (s.undo.contains(who)) out.push_back(ino);
   return out;
 }
 
@@ -300,6 +302,7 @@ std::string SemaphoreTable::Encode(uint64_t ino) const {
   for (const auto& [who, adj] : s.undo) {
     w.PutU32(who.node);
     w.PutU32(static_cast<uint32_t>(who.pid));
+    w.PutU64(who.start);
     for (int a : adj) w.PutU16(static_cast<uint16_t>(static_cast<int16_t>(a)));
   }
   return out;
@@ -309,7 +312,7 @@ Status SemaphoreTable::Load(uint64_t ino, std::string_view encoded) {
   ByteReader r(encoded);
   uint32_t magic = 0, nsems = 0, nundo = 0;
   Set s;
-  if (!r.GetU32(&magic) || magic != kMagic || !r.GetU32(&nsems) || nsems == 0 || nsems > kMaxSems ||
+  if (!r.GetU32(&magic) || (magic != kMagic && magic != kMagicV1) || !r.GetU32(&nsems) || nsems == 0 || nsems > kMaxSems ||
       !r.GetI64(&s.otime) || !r.GetI64(&s.ctime))
     return Corruption("a semaphore set's saved state does not decode");
   s.values.resize(nsems);
@@ -326,15 +329,17 @@ Status SemaphoreTable::Load(uint64_t ino, std::string_view encoded) {
   if (!r.GetU32(&nundo) || nundo > encoded.size()) return Corruption("a semaphore set's saved state does not decode");
   for (uint32_t u = 0; u < nundo; u++) {
     uint32_t node = 0, pid = 0;
+    uint64_t start = 0;  // SEM1: 0, which no process has; matched by its node's loss only
     r.GetU32(&node);
     r.GetU32(&pid);
+    if (magic == kMagic) r.GetU64(&start);
     std::vector<int> adj(nsems);
     for (uint32_t i = 0; i < nsems; i++) {
       uint16_t a = 0;
       r.GetU16(&a);
       adj[i] = static_cast<int16_t>(a);
     }
-    s.undo[SemProcess{node, static_cast<int32_t>(pid)}] = std::move(adj);
+    s.undo[SemProcess{node, static_cast<int32_t>(pid), start}] = std::move(adj);
   }
   if (!r.AtEnd()) return Corruption("a semaphore set's saved state does not decode");
   sets_[ino] = std::move(s);

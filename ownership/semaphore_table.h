@@ -32,9 +32,13 @@ struct SemOpBuf {
   int16_t flg = 0;  // IPC_NOWAIT, SEM_UNDO
 };
 
+// A process: its node, its pid there, and its start time there (clock
+// ticks since the node booted, /proc/PID/stat): a pid used again by a later
+// process names another one, whose adjustments are its own.
 struct SemProcess {
   uint32_t node = 0;
   int32_t pid = 0;
+  uint64_t start = 0;
   auto operator<=>(const SemProcess&) const = default;
 };
 
@@ -84,7 +88,8 @@ class SemaphoreTable {
   Status Remove(uint64_t ino, std::vector<SemCompleted>* done);
 
   // A process exited: its adjustments are applied (each value clamped to
-  // [0, SEMVMX], as the kernel's exit_sem) in every set.
+  // [0, SEMVMX], as the kernel's exit_sem) in every set, and its waiters are
+  // dropped (nobody to answer; none applied after its exit).
   void Exited(const SemProcess& who, int64_t now, std::vector<SemCompleted>* done);
   // A node is gone: its processes' adjustments applied, its waiters dropped
   // (nobody to answer).
@@ -96,8 +101,8 @@ class SemaphoreTable {
   // waiters, which belong to connections of this incarnation).
   std::string Encode(uint64_t ino) const;
   Status Load(uint64_t ino, std::string_view encoded);
-  // Sets with an adjustment of a process of `node` (to tell them its exits).
-  std::vector<uint64_t> SetsWithUndo(uint32_t node, int32_t pid) const;
+  // Sets with an adjustment of the process (to save them after its exit).
+  std::vector<uint64_t> SetsWithUndo(const SemProcess& who) const;
 
  private:
   struct Waiter {

@@ -11,7 +11,7 @@ namespace cshm::ownership {
 namespace {
 
 constexpr uint64_t kIno = 7;
-const SemProcess kA{1, 100}, kB{2, 200};
+const SemProcess kA{1, 100, 5000}, kB{2, 200, 6000};
 
 SemOpBuf Op(uint16_t num, int16_t op, int16_t flg = 0) { return SemOpBuf{num, op, flg}; }
 
@@ -85,15 +85,15 @@ TEST_F(SemaphoreTableTest, ACancelledWaiterIsNeverApplied) {
 TEST_F(SemaphoreTableTest, UndoIsAppliedAtExitClampedAndClearedBySetval) {
   ASSERT_TRUE(t_.SetVal(kIno, kA, 0, 1, 1, &done_).ok());
   EXPECT_TRUE(t_.Op(kIno, kA, {Op(0, -1, SEM_UNDO), Op(1, 3, SEM_UNDO)}, 0, 2, &done_).ok());
-  EXPECT_EQ(t_.SetsWithUndo(1, 100), std::vector<uint64_t>{kIno});
-  EXPECT_TRUE(t_.SetsWithUndo(2, 100).empty());
+  EXPECT_EQ(t_.SetsWithUndo(kA), std::vector<uint64_t>{kIno});
+  EXPECT_TRUE(t_.SetsWithUndo(SemProcess{2, 100, 5000}).empty());
   // Another process takes 2 of semaphore 1: at A's exit it cannot go below 0.
   EXPECT_TRUE(t_.Op(kIno, kB, {Op(1, -2)}, 0, 3, &done_).ok());
   t_.Exited(kA, 4, &done_);
   EXPECT_EQ(Val(0), 1);
   EXPECT_EQ(Val(1), 0);  // 1 - 3, clamped
   EXPECT_EQ(*t_.GetPid(kIno, 1), 100);
-  EXPECT_TRUE(t_.SetsWithUndo(1, 100).empty());
+  EXPECT_TRUE(t_.SetsWithUndo(kA).empty());
   // SETVAL clears the semaphore's adjustments: an exit after it changes nothing.
   EXPECT_TRUE(t_.Op(kIno, kB, {Op(0, -1, SEM_UNDO)}, 0, 5, &done_).ok());
   ASSERT_TRUE(t_.SetVal(kIno, kA, 0, 4, 6, &done_).ok());
@@ -105,6 +105,34 @@ TEST_F(SemaphoreTableTest, UndoIsAppliedAtExitClampedAndClearedBySetval) {
   EXPECT_TRUE(t_.Op(kIno, kA, {Op(2, 1)}, 0, 9, &done_).ok());
   EXPECT_EQ(Errno(t_.Op(kIno, kA, {Op(2, -1, SEM_UNDO)}, 0, 9, &done_)), ERANGE);
   EXPECT_EQ(Val(2), 1);
+}
+
+// A pid is used again once its process is gone: the later process's
+// adjustments are its own, and the earlier one's exit does not undo them.
+TEST_F(SemaphoreTableTest, APidUsedAgainNamesAnotherProcessWithItsOwnAdjustments) {
+  const SemProcess again{kA.node, kA.pid, kA.start + 100};
+  ASSERT_TRUE(t_.SetVal(kIno, kB, 0, 5, 1, &done_).ok());
+  EXPECT_TRUE(t_.Op(kIno, kA, {Op(0, -1, SEM_UNDO)}, 0, 2, &done_).ok());
+  EXPECT_TRUE(t_.Op(kIno, again, {Op(0, -2, SEM_UNDO)}, 0, 3, &done_).ok());
+  EXPECT_EQ(Val(0), 2);
+  t_.Exited(kA, 4, &done_);
+  EXPECT_EQ(Val(0), 3) << "the first process's exit gave back more than it took";
+  EXPECT_EQ(t_.SetsWithUndo(again), std::vector<uint64_t>{kIno});
+  t_.Exited(again, 5, &done_);
+  EXPECT_EQ(Val(0), 5);
+}
+
+// A process that exits while its operation waits never has it applied (as
+// the kernel: a killed process's semop is gone with it), so no adjustment
+// of it can appear after its exit, when nothing would undo it.
+TEST_F(SemaphoreTableTest, AnExitedProcessesWaitersGoWithIt) {
+  EXPECT_EQ(t_.Op(kIno, kB, {Op(0, -1, SEM_UNDO)}, 31, 1, &done_).code(), Status::Code::kWouldBlock);
+  t_.Exited(kB, 2, &done_);
+  EXPECT_FALSE(t_.Queued(kIno, kB.node, 31));
+  EXPECT_TRUE(t_.Op(kIno, kA, {Op(0, 1)}, 0, 3, &done_).ok());
+  EXPECT_TRUE(done_.empty());
+  EXPECT_EQ(Val(0), 1) << "the exited process's operation was applied";
+  EXPECT_TRUE(t_.SetsWithUndo(kB).empty());
 }
 
 TEST_F(SemaphoreTableTest, AGoneNodeGivesBackWhatItsProcessesHeldAndItsWaitersGo) {
@@ -150,8 +178,10 @@ TEST_F(SemaphoreTableTest, TheSavedStateComesBackWithItsAdjustmentsAndGarbageIsR
   EXPECT_EQ(*back.GetAll(kIno), (std::vector<uint16_t>{5, 6, 5}));
   EXPECT_EQ(*back.GetPid(kIno, 2), 200);
   EXPECT_EQ(back.Stat(kIno)->otime, 4);
+  back.Exited(SemProcess{kB.node, kB.pid, kB.start + 1}, 5, &done_);  // another process with B's pid
+  EXPECT_EQ(*back.GetVal(kIno, 2), 5);
   back.Exited(kB, 5, &done_);
-  EXPECT_EQ(*back.GetVal(kIno, 2), 7);  // the adjustment survived
+  EXPECT_EQ(*back.GetVal(kIno, 2), 7);  // the adjustment survived, B's own
   EXPECT_FALSE(back.Load(9, saved.substr(0, saved.size() - 1)).ok());
   EXPECT_FALSE(back.Load(9, saved + "x").ok());
   EXPECT_FALSE(back.Load(9, "garbage").ok());
@@ -165,6 +195,7 @@ TEST(SemMessagesTest, RoundTripAndRefuseWhatIsNotOne) {
   r.ino = 42;
   r.token = 9;
   r.pid = 1234;
+  r.start = 987654321;
   r.cmd = SETALL;
   r.num = 3;
   r.value = -5;
@@ -176,6 +207,7 @@ TEST(SemMessagesTest, RoundTripAndRefuseWhatIsNotOne) {
   EXPECT_EQ(back->ino, 42u);
   EXPECT_EQ(back->token, 9u);
   EXPECT_EQ(back->pid, 1234);
+  EXPECT_EQ(back->start, 987654321u);
   EXPECT_EQ(back->value, -5);
   ASSERT_EQ(back->ops.size(), 2u);
   EXPECT_EQ(back->ops[0].op, -2);
@@ -184,6 +216,11 @@ TEST(SemMessagesTest, RoundTripAndRefuseWhatIsNotOne) {
   const std::string bytes = r.Encode();
   EXPECT_FALSE(SemRequest::Decode(bytes.substr(0, bytes.size() - 1)).ok());
   EXPECT_FALSE(SemRequest::Decode(bytes + "x").ok());
+  // A node of the version before sends no start time: 0.
+  auto older = SemRequest::Decode(bytes.substr(0, bytes.size() - 8));
+  ASSERT_TRUE(older.ok()) << older.status().message();
+  EXPECT_EQ(older->start, 0u);
+  EXPECT_EQ(older->values, r.values);
   std::string bad_kind = bytes;
   bad_kind[0] = 9;
   EXPECT_FALSE(SemRequest::Decode(bad_kind).ok());
