@@ -199,7 +199,7 @@ Status FileSystem::Write(uint64_t ino, uint64_t off, const char* data, size_t le
   if (off > kMaxFileSize || len > kMaxFileSize - off) return TooBig("write past the largest file size");
   if (cluster_) return cluster_->Write(ino, off, data, len, writeback);
   CSHM_ASSIGN_OR_RETURN(auto seg, RegularSegment(ino));
-  std::lock_guard<std::mutex> lock(seg->mu());
+  MutexLock lock(&seg->mu());
   CSHM_RETURN_IF_ERROR(seg->Write(off, data, len));
   return ns_->NoteWrite(ino, off + len, /*touch_mtime=*/true).status();
 }
@@ -214,7 +214,7 @@ Result<meta::InodeRecord> FileSystem::SetAttr(uint64_t ino, const meta::SetAttrR
     return meta_->SetAttr(ino, req);
   }
   CSHM_ASSIGN_OR_RETURN(auto seg, RegularSegment(ino));
-  std::lock_guard<std::mutex> lock(seg->mu());
+  MutexLock lock(&seg->mu());
   CSHM_ASSIGN_OR_RETURN(meta::InodeRecord before, ns_->GetAttr(ino));
   if (*req.size < before.size) CSHM_RETURN_IF_ERROR(seg->Truncate(*req.size));
   return ns_->SetAttr(ino, req);
@@ -225,7 +225,7 @@ Status FileSystem::Fallocate(uint64_t ino, int mode, uint64_t off, uint64_t len)
   if (off > kMaxFileSize || len > kMaxFileSize - off) return TooBig("fallocate past the largest file size");
   if (cluster_) return cluster_->Fallocate(ino, mode, off, len);
   CSHM_ASSIGN_OR_RETURN(auto seg, RegularSegment(ino));
-  std::lock_guard<std::mutex> lock(seg->mu());
+  MutexLock lock(&seg->mu());
   CSHM_ASSIGN_OR_RETURN(meta::InodeRecord r, ns_->GetAttr(ino));
   if (mode & FALLOC_FL_PUNCH_HOLE) {
     // Nothing to free past EOF; the backing file holds nothing there.

@@ -326,13 +326,13 @@ Result<MigratePagesReply> SegmentTransfer::Pages(const MigratePages& m) {
     _exit(3);
   }
   CSHM_ASSIGN_OR_RETURN(auto seg, env_.pages->Get(m.ino));
-  std::lock_guard<std::mutex> lock(seg->mu());
+  MutexLock lock(&seg->mu());
   if (m.first_page == 0 && !m.repair) CSHM_RETURN_IF_ERROR(seg->Truncate(0));
   // Consecutive pages with content are written with one call: a write per
   // page costs the page store's space accounting each time.
   std::string run;
   uint64_t run_start = 0;
-  auto flush = [&]() -> Status {
+  auto flush = [&]() REQUIRES(seg->mu()) -> Status {
     if (run.empty()) return Status::Ok();
     Status st = seg->Write(run_start * kPageSize, run.data(), run.size());
     run.clear();
@@ -404,7 +404,7 @@ Status SegmentTransfer::Install(const MigrateInstall& m) {
   }
   CSHM_ASSIGN_OR_RETURN(auto seg, env_.pages->Get(m.ino));
   {
-    std::lock_guard<std::mutex> lock(seg->mu());
+    MutexLock lock(&seg->mu());
     CSHM_RETURN_IF_ERROR(seg->Truncate(m.snapshot.size));  // bytes past the end are zero or absent
   }
   // Staged: it serves nothing (requests wait) until the move commits.

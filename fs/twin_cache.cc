@@ -41,7 +41,7 @@ Status TwinCache::Put(uint64_t ino, uint64_t off, std::string_view data) {
   const size_t whole = (data.size() + kPageSize - 1) / kPageSize * kPageSize;
   const std::string zeros(whole - data.size(), '\0');
   {
-    std::lock_guard<std::mutex> seg_lock((*seg)->mu());
+    MutexLock seg_lock(&(*seg)->mu());
     Status st = (*seg)->Write(off, data.data(), data.size());
     if (st.ok() && !zeros.empty()) st = (*seg)->Write(off + data.size(), zeros.data(), zeros.size());
     if (!st.ok()) {
@@ -96,7 +96,7 @@ void TwinCache::Patch(uint64_t ino, uint64_t off, std::string_view data, bool wh
     const bool had = p < stamps.size() && stamps[p] != 0;
     if (!whole && !had) continue;
     const uint64_t s = std::max(ps, off), e = std::min(pe, end);
-    std::lock_guard<std::mutex> seg_lock((*seg)->mu());
+    MutexLock seg_lock(&(*seg)->mu());
     if (!(*seg)->Write(s, data.data() + (s - off), e - s).ok()) {
       if (had) stamps[p] = 0;  // no twin beats a wrong one
       continue;

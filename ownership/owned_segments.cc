@@ -135,7 +135,7 @@ Result<std::string> OwnedSegments::OwnerTwins(uint64_t ino, uint64_t first, uint
   MutexLock lock(&s->mu);
   CSHM_RETURN_IF_ERROR(Ready(ino, *s, lock, true));
   CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(ino));  // under the lock, as in Fetch
-  std::lock_guard<std::mutex> seg_lock(seg->mu());
+  MutexLock seg_lock(&seg->mu());
   std::string out(count * kPageSize, '\0');
   CSHM_RETURN_IF_ERROR(seg->Read(first * kPageSize, out.size(), out.data()));
   if (owner_twins_ != nullptr) {

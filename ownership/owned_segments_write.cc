@@ -55,7 +55,7 @@ Result<ApplyOutcome> OwnedSegments::Apply(uint64_t ino, uint32_t node, const std
     for (const WriteRun& r : all_runs)
       if (r.off + r.bytes.size() > s->size) return Busy("the write grows the segment");
   }
-  std::lock_guard<std::mutex> seg_lock(seg->mu());
+  MutexLock seg_lock(&seg->mu());
   // A late write lands only where the page is as the writer last saw it
   // (checked for every page before any is written: runs of one page must
   // all land or none).
@@ -108,7 +108,7 @@ Result<ApplyOutcome> OwnedSegments::Apply(uint64_t ino, uint32_t node, const std
   std::string page(kPageSize, '\0');
   uint64_t page_no = UINT64_MAX;
   uint64_t page_end = 0;  // bytes of `page` that lie inside what was written
-  auto flush = [&]() REQUIRES(s->mu) -> Status {
+  auto flush = [&]() REQUIRES(s->mu, seg->mu()) -> Status {
     if (page_no == UINT64_MAX) return Status::Ok();
     // Never write past the bytes that exist or were written: the page's tail
     // past EOF stays a hole.
@@ -179,7 +179,7 @@ Result<ApplyOutcome> OwnedSegments::Truncate(uint64_t ino, uint32_t node, uint64
   MutexLock lock(&s->mu);
   CSHM_RETURN_IF_ERROR(Ready(ino, *s, lock, true));
   CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(ino));  // under the lock, as in Fetch
-  std::lock_guard<std::mutex> seg_lock(seg->mu());
+  MutexLock seg_lock(&seg->mu());
   if (size < s->size) {
     CSHM_RETURN_IF_ERROR(seg->Truncate(size));
     const uint64_t first = size / kPageSize;
@@ -204,7 +204,7 @@ Result<ApplyOutcome> OwnedSegments::Allocate(uint64_t ino, uint32_t node, int mo
   MutexLock lock(&s->mu);
   CSHM_RETURN_IF_ERROR(Ready(ino, *s, lock, true));
   CSHM_ASSIGN_OR_RETURN(auto seg, pages_->Get(ino));  // under the lock, as in Fetch
-  std::lock_guard<std::mutex> seg_lock(seg->mu());
+  MutexLock seg_lock(&seg->mu());
   if (mode & FALLOC_FL_PUNCH_HOLE) {
     // Nothing to free past the end: the backing file holds nothing there.
     if (off < s->size) {

@@ -75,13 +75,13 @@ size_t FileCache::DefaultLimit() {
 }
 
 size_t FileCache::open_files() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return lru_.size();
 }
 
 Result<std::shared_ptr<FileCache::File>> FileCache::Open(Segment* seg) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (seg->file_) {
       lru_.splice(lru_.begin(), lru_, seg->lru_pos_);
       return seg->file_;
@@ -94,7 +94,7 @@ Result<std::shared_ptr<FileCache::File>> FileCache::Open(Segment* seg) {
   if (fd < 0) return Status::FromErrno(errno, "opening backing file " + path);
   auto file = std::make_shared<File>(fd);
   std::vector<std::shared_ptr<File>> evicted;  // closed after the lock is let go
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (seg->file_) return seg->file_;  // ours closes as `file` goes
   if (seg->removed_) return NotFound("segment " + path + " was removed");
   seg->file_ = file;
@@ -109,13 +109,13 @@ Result<std::shared_ptr<FileCache::File>> FileCache::Open(Segment* seg) {
 
 void FileCache::Forget(Segment* seg) {
   std::shared_ptr<File> gone;  // closed after the lock is let go
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (seg->file_) lru_.erase(seg->lru_pos_);  // listed exactly while it has a file
   gone = std::move(seg->file_);
 }
 
 void FileCache::Removed(Segment* seg) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   seg->removed_ = true;
 }
 
@@ -315,13 +315,14 @@ Result<std::unique_ptr<PageStore>> PageStore::Open(const std::string& dir, uint6
 }
 
 Result<std::shared_ptr<Segment>> PageStore::Get(uint64_t ino) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = segments_.find(ino);
   if (it != segments_.end()) return it->second;
   std::shared_ptr<Segment> seg(new Segment(this, ino, files_));
   // Creates the file; space of an existing one is already in used_ (counted at Open).
   CSHM_ASSIGN_OR_RETURN(auto file, seg->File());
-  CSHM_ASSIGN_OR_RETURN(seg->allocated_, AllocatedBytes(file->fd));
+  CSHM_ASSIGN_OR_RETURN(uint64_t allocated, AllocatedBytes(file->fd));
+  seg->CountFirst(allocated);
   segments_.emplace(ino, seg);
   return seg;
 }
@@ -329,7 +330,7 @@ Result<std::shared_ptr<Segment>> PageStore::Get(uint64_t ino) {
 Status PageStore::Remove(uint64_t ino) {
   std::shared_ptr<Segment> seg;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = segments_.find(ino);
     if (it != segments_.end()) {
       seg = it->second;
@@ -339,7 +340,7 @@ Status PageStore::Remove(uint64_t ino) {
   uint64_t freed = 0;
   if (seg) {
     files_->Removed(seg.get());  // a holder's later use must not create the file again
-    std::lock_guard<std::mutex> lock(seg->mu());
+    MutexLock lock(&seg->mu());
     freed = seg->allocated_;
     seg->allocated_ = 0;
   } else {

@@ -28,10 +28,10 @@
 #include <functional>
 #include <list>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <unordered_map>
 
+#include "common/mutex.h"
 #include "common/status.h"
 
 namespace cshm::store {
@@ -70,8 +70,8 @@ class FileCache {
   void Removed(Segment* seg);  // never open its file again
 
   const size_t limit_;
-  std::mutex mu_;
-  std::list<Segment*> lru_;  // segments with a descriptor, most recent first (GUARDED_BY(mu_))
+  Mutex mu_;
+  std::list<Segment*> lru_ GUARDED_BY(mu_);  // segments with a descriptor, most recent first
 };
 
 // Takes bytes straight from a backing file (a FUSE reply spliced from it):
@@ -81,7 +81,7 @@ using FileSink = std::function<Status(int fd, uint64_t off, size_t len)>;
 class Segment {
  public:
   ~Segment();
-  std::mutex& mu() { return mu_; }
+  Mutex& mu() RETURN_CAPABILITY(mu_) { return mu_; }
 
   // Reads [off, off+len) into buf; bytes past the backing file's end read as
   // zero. Does not need mu().
@@ -94,12 +94,12 @@ class Segment {
   // rounded down to a page; UINT64_MAX if there is none. Does not need mu().
   Result<uint64_t> NextData(uint64_t off) const;
   // The following need mu() held.
-  Status Write(uint64_t off, const char* data, size_t len);
+  Status Write(uint64_t off, const char* data, size_t len) REQUIRES(mu_);
   // Shrinks or grows the backing file (growth is a hole).
-  Status Truncate(uint64_t size);
+  Status Truncate(uint64_t size) REQUIRES(mu_);
   // fallocate(2) on the backing file: mode 0 / FALLOC_FL_KEEP_SIZE reserve space,
   // FALLOC_FL_PUNCH_HOLE frees it; other modes are kNotSupported.
-  Status Allocate(int mode, uint64_t off, uint64_t len);
+  Status Allocate(int mode, uint64_t off, uint64_t len) REQUIRES(mu_);
 
  private:
   friend class PageStore;
@@ -109,15 +109,17 @@ class Segment {
   Result<FilePtr> File() const;
   std::string Path() const;  // only when a file is opened: not on every read
   // Re-reads the backing file's allocation and charges the difference.
-  Status Recount(int fd);
+  Status Recount(int fd) REQUIRES(mu_);
+  // The allocation of a segment nobody else can see yet (PageStore::Get).
+  void CountFirst(uint64_t bytes) NO_THREAD_SAFETY_ANALYSIS { allocated_ = bytes; }
   Result<uint64_t> HoleBytesIn(int fd, uint64_t off, uint64_t len) const;
   Status Reserve(uint64_t bytes);
 
   PageStore* store_;
   uint64_t ino_;
   std::shared_ptr<FileCache> files_;
-  std::mutex mu_;
-  uint64_t allocated_ = 0;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  uint64_t allocated_ GUARDED_BY(mu_) = 0;
   // GUARDED_BY(files_->mu_): in files_'s list (at lru_pos_) exactly while file_ is set.
   FilePtr file_;
   std::list<Segment*>::iterator lru_pos_;
@@ -153,8 +155,8 @@ class PageStore {
   const uint64_t capacity_;
   std::atomic<uint64_t> used_{0};
   const std::shared_ptr<FileCache> files_;
-  std::mutex mu_;  // guards segments_
-  std::unordered_map<uint64_t, std::shared_ptr<Segment>> segments_;
+  Mutex mu_;
+  std::unordered_map<uint64_t, std::shared_ptr<Segment>> segments_ GUARDED_BY(mu_);
 };
 
 }  // namespace cshm::store

@@ -21,7 +21,7 @@ TEST(PageStore, ReadsBackWritesAndZeroesHoles) {
   ASSERT_TRUE(ps.ok());
   auto seg = (*ps)->Get(7);
   ASSERT_TRUE(seg.ok());
-  std::lock_guard<std::mutex> lock((*seg)->mu());
+  MutexLock lock(&(*seg)->mu());
   ASSERT_TRUE((*seg)->Write(10000, "abc", 3).ok());
   std::string buf(10010, 'x');
   ASSERT_TRUE((*seg)->Read(0, buf.size(), buf.data()).ok());
@@ -36,7 +36,7 @@ TEST(PageStore, SendToHandsOverTheFileRangeOnlyIfTheFileHoldsItAll) {
   ASSERT_TRUE(ps.ok());
   auto seg = *(*ps)->Get(7);
   {
-    std::lock_guard<std::mutex> lock(seg->mu());
+    MutexLock lock(&seg->mu());
     ASSERT_TRUE(seg->Write(5000, "spliced", 7).ok());
   }
   std::string got;
@@ -66,7 +66,7 @@ TEST(PageStore, SparseWritesCostOnlyTheirPages) {
   auto ps = PageStore::Open(dir / "pages", 1 << 20);
   ASSERT_TRUE(ps.ok());
   auto seg = *(*ps)->Get(7);
-  std::lock_guard<std::mutex> lock(seg->mu());
+  MutexLock lock(&seg->mu());
   ASSERT_TRUE(seg->Write(100 << 20, "x", 1).ok());  // far beyond the cap, but one page
   EXPECT_EQ((*ps)->used(), kPageSize);
 }
@@ -76,7 +76,7 @@ TEST(PageStore, CapRefusesWritesThatAllocateAndAllowsOverwrites) {
   auto ps = PageStore::Open(dir / "pages", 4 * kPageSize);
   ASSERT_TRUE(ps.ok());
   auto seg = *(*ps)->Get(7);
-  std::lock_guard<std::mutex> lock(seg->mu());
+  MutexLock lock(&seg->mu());
   std::string page(kPageSize, 'a');
   for (int i = 0; i < 4; i++) ASSERT_TRUE(seg->Write(i * kPageSize, page.data(), page.size()).ok());
   Status full = seg->Write(4 * kPageSize, page.data(), page.size());
@@ -101,7 +101,7 @@ TEST(PageStore, RemoveFreesSpaceAndUsageSurvivesReopen) {
     ASSERT_TRUE(ps.ok());
     for (uint64_t ino : {1, 2}) {
       auto seg = *(*ps)->Get(ino);
-      std::lock_guard<std::mutex> lock(seg->mu());
+      MutexLock lock(&seg->mu());
       std::string d(3 * kPageSize, 'q');
       ASSERT_TRUE(seg->Write(0, d.data(), d.size()).ok());
     }
@@ -119,7 +119,7 @@ TEST(PageStore, AllocateReservesAndPunchFrees) {
   auto ps = PageStore::Open(dir / "pages", 8 * kPageSize);
   ASSERT_TRUE(ps.ok());
   auto seg = *(*ps)->Get(3);
-  std::lock_guard<std::mutex> lock(seg->mu());
+  MutexLock lock(&seg->mu());
   ASSERT_TRUE(seg->Allocate(0, 0, 4 * kPageSize).ok());
   EXPECT_EQ((*ps)->used(), 4 * kPageSize);
   EXPECT_EQ(seg->Allocate(0, 4 * kPageSize, 5 * kPageSize).code(), Status::Code::kNoSpace);
@@ -135,7 +135,7 @@ TEST(PageStore, WritesIntoPreallocatedBlocksSucceedAtTheCap) {
   auto ps = PageStore::Open(dir / "pages", 4 * kPageSize);
   ASSERT_TRUE(ps.ok());
   auto seg = *(*ps)->Get(5);
-  std::lock_guard<std::mutex> lock(seg->mu());
+  MutexLock lock(&seg->mu());
   ASSERT_TRUE(seg->Allocate(0, 0, 4 * kPageSize).ok());  // posix_fallocate, as fio does
   ASSERT_EQ((*ps)->used(), 4 * kPageSize);
   std::string page(kPageSize, 'p');
@@ -167,7 +167,7 @@ TEST(PageStore, DescriptorsAreBoundedAndEverySegmentStillReadsBack) {
     auto seg = (*ps)->Get(ino);
     ASSERT_TRUE(seg.ok()) << seg.status().ToString();
     const std::string data = "segment " + std::to_string(ino);
-    std::lock_guard<std::mutex> lock((*seg)->mu());
+    MutexLock lock(&(*seg)->mu());
     ASSERT_TRUE((*seg)->Write(0, data.data(), data.size()).ok());
     held.push_back(*seg);
   }
@@ -192,7 +192,7 @@ TEST(PageStore, ADescriptorInUseOutlivesItsEviction) {
   ASSERT_TRUE(ps.ok());
   auto a = *(*ps)->Get(1);
   {
-    std::lock_guard<std::mutex> lock(a->mu());
+    MutexLock lock(&a->mu());
     ASSERT_TRUE(a->Write(0, "aaaa", 4).ok());
   }
   std::string got;
@@ -218,7 +218,7 @@ TEST(PageStore, ARemovedSegmentIsNotCreatedAgainByAHolder) {
   auto a = *(*ps)->Get(1);
   ASSERT_TRUE((*ps)->Remove(1).ok());
   ASSERT_TRUE((*ps)->Get(2).ok());  // evicts a's descriptor
-  std::lock_guard<std::mutex> lock(a->mu());
+  MutexLock lock(&a->mu());
   EXPECT_EQ(a->Write(0, "x", 1).code(), Status::Code::kNotFound);
   size_t files = 0;
   for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator(dir / "pages")) files++;
