@@ -217,7 +217,7 @@ Status MetaStore::Write(rocksdb::WriteBatch* wb, bool sync) {
   if (headroom_ > 0 && FreeBytes(dir_) < headroom_)
     return Full("has less than " + std::to_string(headroom_ >> 20) + " MiB free");
   if (failed_.load()) CSHM_RETURN_IF_ERROR(Reopen());
-  std::shared_lock<std::shared_mutex> l(db_mu_);
+  ReaderLock l(&db_mu_);
   if (!db_) return Unavailable();
   rocksdb::WriteOptions wo;
   wo.sync = sync;
@@ -235,7 +235,7 @@ Status MetaStore::Write(rocksdb::WriteBatch* wb, bool sync) {
 // writes and answering reads.
 Status MetaStore::Reopen() {
   if (FreeBytes(dir_) < kWriteBuffer + (1 << 20)) return Full("is full");
-  std::unique_lock<std::shared_mutex> l(db_mu_);
+  WriterLock l(&db_mu_);
   if (!failed_.load()) return Status::Ok();
   if (db_) {  // null after an earlier reopen failed
     (void)db_->Close();
@@ -256,7 +256,7 @@ Status MetaStore::Reopen() {
 
 Result<std::optional<std::string>> MetaStore::Get(const std::string& key) {
   std::string value;
-  std::shared_lock<std::shared_mutex> l(db_mu_);
+  ReaderLock l(&db_mu_);
   if (!db_) return Unavailable();
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), key, &value);
   if (s.IsNotFound()) return std::optional<std::string>();
@@ -286,7 +286,7 @@ Result<std::optional<DirEntry>> MetaStore::GetEntry(uint64_t parent, std::string
 Status MetaStore::ListEntries(uint64_t dir, std::string_view after, size_t limit,
                               std::vector<DirEntry>* out) {
   const std::string prefix = EntryPrefix(dir);
-  std::shared_lock<std::shared_mutex> l(db_mu_);
+  ReaderLock l(&db_mu_);
   if (!db_) return Unavailable();
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   std::string start = prefix + std::string(after);
@@ -318,7 +318,7 @@ Result<std::optional<std::string>> MetaStore::GetXattr(uint64_t ino, std::string
 
 Status MetaStore::ListXattrs(uint64_t ino, std::vector<std::string>* names) {
   const std::string prefix = XattrPrefix(ino);
-  std::shared_lock<std::shared_mutex> l(db_mu_);
+  ReaderLock l(&db_mu_);
   if (!db_) return Unavailable();
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next())
@@ -327,7 +327,7 @@ Status MetaStore::ListXattrs(uint64_t ino, std::vector<std::string>* names) {
 }
 
 Status MetaStore::ListOrphans(std::vector<uint64_t>* out) {
-  std::shared_lock<std::shared_mutex> l(db_mu_);
+  ReaderLock l(&db_mu_);
   if (!db_) return Unavailable();
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   for (it->Seek("O"); it->Valid() && it->key().starts_with("O"); it->Next())
@@ -336,7 +336,7 @@ Status MetaStore::ListOrphans(std::vector<uint64_t>* out) {
 }
 
 Status MetaStore::ListInodes(std::vector<uint64_t>* out) {
-  std::shared_lock<std::shared_mutex> l(db_mu_);
+  ReaderLock l(&db_mu_);
   if (!db_) return Unavailable();
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   for (it->Seek("I"); it->Valid() && it->key().starts_with("I"); it->Next())
@@ -359,7 +359,7 @@ std::vector<std::pair<std::string, uint64_t>> MetaStore::Properties() {
                                            "num-running-compactions", "num-running-flushes",
                                            "background-errors"};
   std::vector<std::pair<std::string, uint64_t>> out;
-  std::shared_lock<std::shared_mutex> lock(db_mu_);
+  ReaderLock lock(&db_mu_);
   if (!db_) return out;
   for (const char* name : kNames) {
     uint64_t v = 0;

@@ -26,12 +26,12 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <shared_mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/status.h"
 #include "store/inode_record.h"
 
@@ -108,8 +108,8 @@ class MetaStore {
   Status Full(const std::string& how) const;  // kNoSpace saying what to do
 
   // Held shared by every read and write, exclusively to open the store again.
-  std::shared_mutex db_mu_;
-  std::unique_ptr<rocksdb::DB> db_;  // null only after a failed Reopen()
+  SharedMutex db_mu_;
+  std::unique_ptr<rocksdb::DB> db_ GUARDED_BY(db_mu_);  // null only after a failed Reopen()
   const std::string dir_;
   const uint64_t headroom_;
   // A write failed: RocksDB refuses writes until it is opened again.
