@@ -130,7 +130,7 @@ void Transport::Impl::Heartbeat() {
   const auto margin = lease / 10 + TickPeriod();
   std::vector<uint32_t> lost, forgotten;
   {
-    std::lock_guard<std::mutex> lock(lease_mu);
+    MutexLock lock(&lease_mu);
     for (auto& [node, l] : leases) {
       if (l.have_lease && !l.lease_lost && now > l.renewed + lease - margin) {
         l.lease_lost = true;
@@ -158,7 +158,7 @@ void Transport::Impl::Heartbeat() {
 }
 
 void Transport::Impl::Heard(uint32_t peer) {
-  std::lock_guard<std::mutex> lock(lease_mu);
+  MutexLock lock(&lease_mu);
   PeerLease& l = leases[peer];
   l.heard = Clock::now();
   l.have_heard = true;
@@ -166,7 +166,7 @@ void Transport::Impl::Heard(uint32_t peer) {
 }
 
 void Transport::Impl::Renewed(uint32_t peer, Clock::time_point sent) {
-  std::lock_guard<std::mutex> lock(lease_mu);
+  MutexLock lock(&lease_mu);
   PeerLease& l = leases[peer];
   if (l.have_lease && sent <= l.renewed) return;
   l.renewed = sent;
@@ -393,13 +393,13 @@ void Transport::After(std::chrono::microseconds delay, std::function<void()> fn)
 }
 
 bool Transport::Forgotten(uint32_t node) const {
-  std::lock_guard<std::mutex> lock(impl_->lease_mu);
+  MutexLock lock(&impl_->lease_mu);
   auto it = impl_->leases.find(node);
   return it == impl_->leases.end() || !it->second.have_heard || it->second.forgotten;
 }
 
 bool Transport::LeaseHeld(uint32_t node) const {
-  std::lock_guard<std::mutex> lock(impl_->lease_mu);
+  MutexLock lock(&impl_->lease_mu);
   auto it = impl_->leases.find(node);
   return it != impl_->leases.end() && it->second.have_lease && !it->second.lease_lost;
 }
@@ -407,7 +407,7 @@ bool Transport::LeaseHeld(uint32_t node) const {
 std::vector<PeerState> Transport::Peers() const {
   std::vector<PeerState> out;
   const auto now = Clock::now();
-  std::lock_guard<std::mutex> lock(impl_->lease_mu);
+  MutexLock lock(&impl_->lease_mu);
   for (const NodeConfig& n : impl_->opts.config.nodes) {
     if (n.id == impl_->opts.self) continue;
     PeerState p;

@@ -15,6 +15,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "common/mutex.h"
 #include "net/frame_codec.h"
 #include "net/transport.h"
 
@@ -148,7 +149,7 @@ class Transport::Impl {
   // A live peer is heard at least every heartbeat, however slow one of its
   // answers is: only a peer silent for two heartbeats counts.
   bool Silent(uint32_t node) {
-    std::lock_guard<std::mutex> lock(lease_mu);
+    MutexLock lock(&lease_mu);
     auto it = leases.find(node);
     if (it == leases.end() || !it->second.have_timed_out) return false;
     const PeerLease& l = it->second;
@@ -156,13 +157,13 @@ class Transport::Impl {
     return l.heard < l.timed_out && Clock::now() - l.heard > 2 * std::chrono::milliseconds(opts.config.heartbeat_ms);
   }
   void TimedOutOn(uint32_t node) {
-    std::lock_guard<std::mutex> lock(lease_mu);
+    MutexLock lock(&lease_mu);
     PeerLease& l = leases[node];
     l.timed_out = Clock::now();
     l.have_timed_out = true;
   }
-  mutable std::mutex lease_mu;
-  std::map<uint32_t, PeerLease> leases;  // GUARDED_BY(lease_mu)
+  mutable Mutex lease_mu;
+  std::map<uint32_t, PeerLease> leases GUARDED_BY(lease_mu);
 };
 
 // One TCP connection, client or server side. All members are touched on the

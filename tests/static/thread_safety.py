@@ -5,7 +5,7 @@ mutex held, every function marked REQUIRES is called with it
 (common/thread_annotations.h, common/mutex.h, docs/locking.md).
 
 usage: thread_safety.py BUILD_DIR [FILE...]   (default: every file of fs/, meta/,
-ownership/ and store/ in BUILD_DIR/compile_commands.json; the project builds with GCC,
+ownership/, store/ and net/ in BUILD_DIR/compile_commands.json; the project builds with GCC,
 which ignores the annotations)
 """
 import json
@@ -42,7 +42,7 @@ def main():
         if wanted:
             if path in wanted:
                 entries.append((rel, e))
-        elif rel.split(os.sep)[0] in ("fs", "ownership", "meta", "store"):
+        elif rel.split(os.sep)[0] in ("fs", "ownership", "meta", "store", "net"):
             entries.append((rel, e))
     if not entries:
         sys.exit("no files to check in " + db_path)
