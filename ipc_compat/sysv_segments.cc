@@ -117,7 +117,8 @@ int SysvSegments::CheckNew(size_t size, int flags) {
     if (KernelLimit("../vm/nr_hugepages", 0) == 0) return Fail(ENOMEM);
   }
   // Counting them lists .sysv; its link count (2, and one per segment's
-  // att-<shmid> directory) says cheaply whether the limit is near, and only
+  // att-<shmid> directory and per semaphore set's marker: an upper bound)
+  // says cheaply whether the limit is near, and only
   // then are they counted (the margin covers directories a crash between a
   // segment's link and its mkdir left out). Seen before: filling shmmni
   // (LTP shmget03) was quadratic and outlasted the test.

@@ -66,6 +66,13 @@ class SysvSemaphores {
   std::string Dir() const { return mount_ + "/.sysv"; }
   std::string IdPath(int semid) const;
   std::string KeyPath(key_t key) const;
+  // An empty directory per set (`semn-<semid>`), made after the set and
+  // removed with it: .sysv's link count then bounds the number of sets (and
+  // segments, whose att- directories count too) without a listing.
+  std::string MarkPath(int semid) const;
+  // The sets of the mount, listed; markers without their set (a crash, a
+  // file deleted by hand) are removed on the way.
+  size_t CountSets();
   int Create(key_t key, int nsems, int flags);
   // The set's file, opened once per process (O_RDWR if allowed).
   int Fd(int semid);

@@ -436,20 +436,37 @@ TEST_F(IpcShimTest, the_kernels_limits_apply_to_semaphores) {
     std::ofstream("/proc/sys/kernel/sem") << "10 32000 4 2";  // semmsl semmns semopm semmni
     ipc::SysvSemaphores sems(mount);
     if (sems.Get(IPC_PRIVATE, 11, IPC_CREAT | 0600) != -1 || errno != EINVAL) return 10;
+    // Each set has a marker directory in .sysv, so its link count bounds
+    // the sets without a listing; a marker whose set is gone goes at the
+    // next count.
+    auto links = [&] {
+      struct stat st;
+      return stat((mount + "/.sysv").c_str(), &st) == 0 ? st.st_nlink : 0;
+    };
+    mkdir((mount + "/.sysv").c_str(), 01777);  // as the first set would make it
+    const nlink_t before = links();
     int ids[2];
     for (int& id : ids)
       if ((id = sems.Get(IPC_PRIVATE, 10, IPC_CREAT | 0600)) < 0) return 11;
+    if (links() != before + 2) return 15;
+    const std::string stale = mount + "/.sysv/semn-999999";
+    if (mkdir(stale.c_str(), 0555) != 0) return 16;
     const bool full = sems.Get(IPC_PRIVATE, 1, IPC_CREAT | 0600) == -1 && errno == ENOSPC;
+    struct stat gone;
+    if (stat(stale.c_str(), &gone) == 0) return 17;
     struct sembuf ops[5] = {{0, 1, 0}, {1, 1, 0}, {2, 1, 0}, {3, 1, 0}, {4, 1, 0}};
     const bool too_many = sems.Op(ids[0], ops, 5, nullptr) == -1 && errno == E2BIG;
     const bool four = sems.Op(ids[0], ops, 4, nullptr) == 0;
     for (int id : ids) sems.Control(id, 0, IPC_RMID, ipc::SemArg{});
+    if (links() != before) return 18;
     if (!full) return 12;
     if (!too_many) return 13;
     if (!four) return 14;
     return 0;
   }, 30s);
-  EXPECT_EQ(r.exit_code, 0) << "10 semmsl, 11 create, 12 semmni, 13 semopm, 14 an operation within it";
+  EXPECT_EQ(r.exit_code, 0) << "10 semmsl, 11 create, 12 semmni, 13 semopm, 14 an operation within it, 15 no "
+                                "marker per set, 16 stale marker not made, 17 stale marker kept, 18 a removed "
+                                "set's marker kept";
 }
 
 TEST_F(IpcShimTest, keys_out_of_scope_and_a_missing_mount_fall_through) {
