@@ -191,6 +191,15 @@ int SysvSemaphores::Get(key_t key, int nsems, int flags) {
     struct stat dir;
     const bool far = stat(Dir().c_str(), &dir) == 0 && dir.st_nlink >= 2 && dir.st_nlink - 2 + kMargin < mni;
     if (!far && CountSets() >= mni) return Fail(ENOSPC);
+    // semmns, the semaphores of all sets: counted (each set's size read)
+    // only when it can bind, below semmni sets of semmsl each; by default it
+    // cannot (32,000 x 32,000).
+    const unsigned long long mns = KernelLimit("sem", 1024000000ull, 1);
+    if (mns < KernelLimit("sem", 32000, 0) * mni) {
+      unsigned long long used = 0;
+      for (int id : ListIds(Dir(), "sem-")) used += GetU64(IdPath(id), "user.cshm.nsems", 0);
+      if (used + static_cast<unsigned long long>(nsems) > mns) return Fail(ENOSPC);
+    }
     return 0;
   };
   if (nsems < 0) return Fail(EINVAL);

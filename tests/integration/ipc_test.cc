@@ -464,6 +464,24 @@ TEST_F(IpcShimTest, the_kernels_limits_apply_to_semaphores) {
     if (!four) return 14;
     return 0;
   }, 30s);
+  // semmns: the semaphores of all sets, when it is below semmni x semmsl.
+  CommandResult mns = RunInChild([&]() -> int {
+    if (unshare(CLONE_NEWIPC) != 0) return 2;
+    std::ofstream("/proc/sys/kernel/sem") << "10 15 4 8";
+    ipc::SysvSemaphores sems(mount);
+    int ids[2];
+    if ((ids[0] = sems.Get(IPC_PRIVATE, 10, IPC_CREAT | 0600)) < 0) return 20;
+    if ((ids[1] = sems.Get(IPC_PRIVATE, 5, IPC_CREAT | 0600)) < 0) return 21;
+    const bool full = sems.Get(IPC_PRIVATE, 1, IPC_CREAT | 0600) == -1 && errno == ENOSPC;
+    sems.Control(ids[1], 0, IPC_RMID, ipc::SemArg{});
+    const int again = sems.Get(IPC_PRIVATE, 5, IPC_CREAT | 0600);
+    sems.Control(ids[0], 0, IPC_RMID, ipc::SemArg{});
+    if (again >= 0) sems.Control(again, 0, IPC_RMID, ipc::SemArg{});
+    if (!full) return 22;
+    if (again < 0) return 23;
+    return 0;
+  }, 30s);
+  EXPECT_EQ(mns.exit_code, 0) << "20/21 creates within semmns, 22 past it, 23 room again after IPC_RMID";
   EXPECT_EQ(r.exit_code, 0) << "10 semmsl, 11 create, 12 semmni, 13 semopm, 14 an operation within it, 15 no "
                                 "marker per set, 16 stale marker not made, 17 stale marker kept, 18 a removed "
                                 "set's marker kept";
