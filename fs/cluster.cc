@@ -35,16 +35,17 @@ Cluster::Cluster(net::ClusterConfig config, uint32_t self, store::PageStore* pag
       pages_(pages),
       twins_(std::move(twins)),
       pending_(std::move(pending)),
+      ledger_(config_.migrate.half_life_s),
       owned_(pages, self,
              [this](uint64_t ino) -> Result<SegmentInfo> {
                CSHM_ASSIGN_OR_RETURN(auto rec, meta().GetAttr(ino));
                auto pin = meta().GetXattr(ino, "user.cshm.pin");
                return SegmentInfo{rec.size, rec.owner_node, pin.ok() && *pin == "1"};
-             },
-             config_.migrate.half_life_s),
+             }),
       lock_service_(LockServiceEnv()),
       start_messenger_(std::move(messenger)) {
   owned_.SetOwnerTwins(twins_.get());
+  owned_.SetAccessObserver(&ledger_);
   LockClient::Env env;
   env.self = self_;
   env.request_timeout = std::chrono::milliseconds(config_.request_timeout_ms);

@@ -69,6 +69,7 @@
 #include "fs/reference_sync.h"
 #include "fs/twin_cache.h"
 #include "meta/meta_rpc.h"
+#include "migrator/access_ledger.h"
 #include "meta/namespace.h"
 #include "net/cluster_config.h"
 #include "net/messenger.h"
@@ -294,6 +295,9 @@ class Cluster {
   void CountApplied(const std::vector<ownership::WriteRun>& runs);
   std::unique_ptr<TwinCache> twins_;
   std::unique_ptr<PendingWrites> pending_;
+  // Where the owned segments should live: told of every page owned_ serves
+  // (its AccessObserver), asked by the migrator loop.
+  migrator::AccessLedger ledger_;
   ownership::OwnedSegments owned_;
   // The owner side of the locks, and the grace period after the start.
   ownership::LockService lock_service_;

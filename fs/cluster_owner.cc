@@ -134,8 +134,10 @@ void Cluster::CommitTimes() {
 
 Result<std::string> Cluster::ServeControl(const ControlRequest& c) {
   switch (c.op) {
-    case ControlOp::kDescribe:
-      return owned_.Describe(c.ino);
+    case ControlOp::kDescribe: {
+      CSHM_ASSIGN_OR_RETURN(std::string d, owned_.Describe(c.ino));
+      return d + " rates(pages/s): " + ledger_.Describe(c.ino);
+    }
     case ControlOp::kPin: {
       CSHM_RETURN_IF_ERROR(owned_.SetPinned(c.ino, c.arg != 0));
       // Persist with the inode, so that a restarted or new owner knows.
@@ -199,7 +201,8 @@ void Cluster::MigratorLoop() {
       lock.Lock();
       continue;
     }
-    for (auto [ino, target] : owned_.Candidates(policy)) {
+    for (auto [ino, target] : ledger_.Candidates(policy, self_)) {
+      if (!owned_.MayMove(ino)) continue;  // pinned, frozen, or no longer ours
       Status s = transfer_->Move(ino, target, "node " + std::to_string(target) + " dominates its accesses");
       (void)s;  // logged by Move
     }

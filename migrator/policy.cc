@@ -3,9 +3,8 @@
 namespace cshm::migrator {
 
 std::optional<uint32_t> ChooseTarget(const PolicyConfig& config, uint32_t owner,
-                                     const std::array<double, kMaxNodes>& rates, bool pinned,
-                                     double since_last_move_s) {
-  if (pinned || since_last_move_s < config.cooldown_s) return std::nullopt;
+                                     const std::array<double, kMaxNodes>& rates, double since_last_move_s) {
+  if (since_last_move_s < config.cooldown_s) return std::nullopt;
   uint32_t best = owner;
   double total = 0;
   for (uint32_t n = 0; n < kMaxNodes; n++) {

@@ -1,7 +1,8 @@
 // When to move a segment (DESIGN.md "Migration"): to node X when X's rate
 // dominates everyone else's, the owner's own local traffic included, by
-// `ratio`, X's rate is at least `min_rate`, the segment is not pinned, and the
-// last move was at least `cooldown_s` ago. The cooldown and the ratio together
+// `ratio`, X's rate is at least `min_rate`, and the last move was at least
+// `cooldown_s` ago. (A pinned segment never moves on its own: the owner
+// refuses, OwnedSegments::MayMove.) The cooldown and the ratio together
 // stop two nodes that alternate evenly from bouncing the segment. Pure.
 #pragma once
 
@@ -22,7 +23,6 @@ struct PolicyConfig {
 };
 
 std::optional<uint32_t> ChooseTarget(const PolicyConfig& config, uint32_t owner,
-                                     const std::array<double, kMaxNodes>& rates, bool pinned,
-                                     double since_last_move_s);
+                                     const std::array<double, kMaxNodes>& rates, double since_last_move_s);
 
 }  // namespace cshm::migrator

@@ -50,15 +50,15 @@ double OwnedSegments::Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-OwnedSegments::OwnedSegments(store::PageStore* pages, uint32_t self, LoadFn load, double half_life_s)
-    : pages_(pages), self_(self), load_(std::move(load)), half_life_s_(half_life_s) {}
+OwnedSegments::OwnedSegments(store::PageStore* pages, uint32_t self, LoadFn load)
+    : pages_(pages), self_(self), load_(std::move(load)) {}
 
 Result<std::shared_ptr<OwnedSegments::State>> OwnedSegments::Find(uint64_t ino, bool make) {
   MutexLock lock(&mu_);
   auto it = segments_.find(ino);
   if (it != segments_.end()) return it->second;
   if (!make) return Busy("segment not loaded yet");
-  auto s = std::make_shared<State>(half_life_s_);
+  auto s = std::make_shared<State>();
   segments_[ino] = s;
   return s;
 }
@@ -125,7 +125,7 @@ Result<uint64_t> OwnedSegments::Fetch(uint64_t ino, uint32_t node, uint64_t off,
     const uint64_t last = (off + n - 1) / kPageSize;
     if (s->copyset.size() <= last) s->copyset.resize(last + 1, 0);
     for (uint64_t p = off / kPageSize; p <= last; p++) s->copyset[p] |= 1ull << node;
-    s->stats.Add(node, static_cast<double>(last - off / kPageSize + 1), Now());
+    if (observer_ != nullptr) observer_->Served(ino, node, last - off / kPageSize + 1);
   }
   return n;
 }
@@ -163,6 +163,7 @@ Status OwnedSegments::Remove(uint64_t ino) {
     MutexLock lock(&mu_);
     segments_.erase(ino);
   }
+  if (observer_ != nullptr) observer_->Forget(ino);
   return pages_->Remove(ino);
 }
 
@@ -227,9 +228,9 @@ void OwnedSegments::Unfreeze(uint64_t ino, std::optional<uint32_t> moved_to) {
   if (moved_to) {
     s->moved_to = *moved_to;
     std::vector<uint64_t>().swap(s->copyset);
-    s->stats.Reset();
     NoteForward(ino);
   }
+  if (observer_ != nullptr) observer_->Moved(ino, moved_to.has_value());
   s->unfrozen.NotifyAll();
 }
 
@@ -261,7 +262,7 @@ void OwnedSegments::NoteForward(uint64_t ino) {
 }
 
 void OwnedSegments::Install(uint64_t ino, const SegmentSnapshot& snap) {
-  auto s = std::make_shared<State>(half_life_s_);
+  auto s = std::make_shared<State>();
   {
     MutexLock init(&s->mu);  // nobody else has it yet: for the analysis
     s->loaded = true;
@@ -270,27 +271,22 @@ void OwnedSegments::Install(uint64_t ino, const SegmentSnapshot& snap) {
     s->pinned = snap.pinned;
     s->last_move_s = Now();
     s->frozen = true;  // served from the commit on
+    if (observer_ != nullptr) observer_->Moved(ino, false);
   }
   MutexLock lock(&mu_);
   segments_[ino] = std::move(s);
 }
 
-std::vector<std::pair<uint64_t, uint32_t>> OwnedSegments::Candidates(const migrator::PolicyConfig& policy) {
-  std::vector<std::pair<uint64_t, std::shared_ptr<State>>> all;
+bool OwnedSegments::MayMove(uint64_t ino) {
+  std::shared_ptr<State> s;
   {
     MutexLock lock(&mu_);
-    for (auto& [ino, s] : segments_) all.emplace_back(ino, s);
+    auto it = segments_.find(ino);
+    if (it == segments_.end()) return false;
+    s = it->second;
   }
-  std::vector<std::pair<uint64_t, uint32_t>> out;
-  const double now = Now();
-  for (auto& [ino, s] : all) {
-    MutexLock lock(&s->mu);
-    if (!s->loaded || s->frozen || s->moved_to >= 0) continue;
-    if (s->stats.Prune(now)) continue;  // idle: most segments, at no cost per node
-    auto target = migrator::ChooseTarget(policy, self_, s->stats.Rates(now), s->pinned, now - s->last_move_s);
-    if (target) out.emplace_back(ino, *target);
-  }
-  return out;
+  MutexLock lock(&s->mu);
+  return s->loaded && !s->frozen && s->moved_to < 0 && !s->pinned;
 }
 
 Status OwnedSegments::SetPinned(uint64_t ino, bool pinned) {
@@ -313,7 +309,7 @@ Result<std::string> OwnedSegments::Describe(uint64_t ino) {
   MutexLock lock(&s->mu);
   CSHM_RETURN_IF_ERROR(Ready(ino, *s, lock, true));
   return "owner=node" + std::to_string(self_) + " pinned=" + (s->pinned ? "1" : "0") +
-         " size=" + std::to_string(s->size) + " rates(pages/s): " + s->stats.Describe(Now());
+         " size=" + std::to_string(s->size);
 }
 
 }  // namespace cshm::ownership

@@ -31,8 +31,6 @@
 
 #include "common/mutex.h"
 #include "common/status.h"
-#include "migrator/access_stats.h"
-#include "migrator/policy.h"
 #include "store/page_store.h"
 
 namespace cshm::ownership {
@@ -105,6 +103,24 @@ class OwnerTwinStore {
   virtual void Discard(uint64_t ino, uint64_t off, uint64_t len) = 0;
 };
 
+// Whoever watches how the owned segments are used: the pages each node was
+// served (fetched or written), and when a segment's stay here changed. The
+// migrator's AccessLedger is one (migrator/access_ledger.h): it decides
+// where a segment should live, OwnedSegments only reports (so ownership/
+// knows nothing of the policy). Called with the segment's lock held: quick,
+// never blocking, never calling back into OwnedSegments (lock order: a
+// State's mu before the observer's own lock).
+class AccessObserver {
+ public:
+  virtual ~AccessObserver() = default;
+  virtual void Served(uint64_t ino, uint32_t node, uint64_t pages) = 0;
+  // A move of the segment ended: `away`, it is served elsewhere now (what
+  // was seen here no longer counts); else it stays or arrived here, and a
+  // new move waits out the cooldown.
+  virtual void Moved(uint64_t ino, bool away) = 0;
+  virtual void Forget(uint64_t ino) = 0;  // removed
+};
+
 // What the metadata service says of a segment the first time it is touched.
 struct SegmentInfo {
   uint64_t size = 0;
@@ -117,7 +133,7 @@ class OwnedSegments {
   // `load` describes a segment the first time it is touched here (from the
   // metadata service); one owned by another node answers kMoved.
   using LoadFn = std::function<Result<SegmentInfo>(uint64_t ino)>;
-  OwnedSegments(store::PageStore* pages, uint32_t self, LoadFn load, double half_life_s = 5.0);
+  OwnedSegments(store::PageStore* pages, uint32_t self, LoadFn load);
 
   // Up to `len` bytes at `off` into `out` (room for `len`), cut at the
   // segment's size; returns how many. `node` joins the copyset of every page
@@ -145,6 +161,8 @@ class OwnedSegments {
   // Where this node's own twins are (see OwnerTwinStore); set before serving.
   // Without one, Apply keeps nothing and this node must store twins itself.
   void SetOwnerTwins(OwnerTwinStore* twins) { owner_twins_ = twins; }
+  // Before the first request; nullptr: nobody watches.
+  void SetAccessObserver(AccessObserver* observer) { observer_ = observer; }
   // The twins of this node's own copies of pages [first, first + count), one
   // after the other: saved ones where another node changed the page, else the
   // page itself. kMoved if the segment is not served here.
@@ -193,25 +211,25 @@ class OwnedSegments {
   // Migration, new owner: the segment is ours, with `s` (pages are in place);
   // staged frozen, until the move commits (Unfreeze) or aborts (Remove).
   void Install(uint64_t ino, const SegmentSnapshot& s);
-  // Segments that the policy says should move now: (ino, target).
-  std::vector<std::pair<uint64_t, uint32_t>> Candidates(const migrator::PolicyConfig& policy);
+  // Whether an automatic move of the segment may start now: served here,
+  // loaded, not frozen by a move and not pinned (user.cshm.pin). Where it
+  // should go is the migrator's to say (AccessObserver).
+  bool MayMove(uint64_t ino);
   Status SetPinned(uint64_t ino, bool pinned);
   Result<bool> Pinned(uint64_t ino);
   Result<std::string> Describe(uint64_t ino);
 
  private:
   struct State {
-    explicit State(double half_life_s) : stats(half_life_s) {}
     Mutex mu;
     CondVar unfrozen;
     bool loaded GUARDED_BY(mu) = false;
     bool frozen GUARDED_BY(mu) = false;
     int64_t moved_to GUARDED_BY(mu) = -1;  // >= 0: a forwarding entry
     bool pinned GUARDED_BY(mu) = false;
-    double last_move_s GUARDED_BY(mu) = -1e18;
+    double last_move_s GUARDED_BY(mu) = -1e18;  // a forwarding entry's age
     uint64_t size GUARDED_BY(mu) = 0;
     std::vector<uint64_t> copyset GUARDED_BY(mu);  // per page, bit n = node n
-    migrator::AccessStats stats GUARDED_BY(mu);
   };
   static double Now();
   // Every request for a segment starts the same way, so that the analysis
@@ -233,8 +251,8 @@ class OwnedSegments {
   store::PageStore* const pages_;
   const uint32_t self_;
   const LoadFn load_;
-  const double half_life_s_;
   OwnerTwinStore* owner_twins_ = nullptr;
+  AccessObserver* observer_ = nullptr;
   // A forwarding entry was made (s->mu held): the oldest go past a bound.
   void NoteForward(uint64_t ino) EXCLUDES(mu_);
 

@@ -144,7 +144,7 @@ Result<ApplyOutcome> OwnedSegments::Apply(uint64_t ino, uint32_t node, const std
   CSHM_RETURN_IF_ERROR(flush());
   std::sort(touched.begin(), touched.end());
   touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
-  s->stats.Add(node, static_cast<double>(touched.size()), Now());
+  if (observer_ != nullptr) observer_->Served(ino, node, touched.size());
   // The writer's kernel holds what it wrote (a write(2) of whole pages never
   // fetched them): it stays, or enters, the copyset; everyone else leaves.
   // Not after a late write: the writer's kernel may hold what did not land,

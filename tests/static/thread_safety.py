@@ -4,7 +4,7 @@ fails on any warning: every field marked GUARDED_BY is touched only with its
 mutex held, every function marked REQUIRES is called with it
 (common/thread_annotations.h, common/mutex.h, docs/locking.md).
 
-usage: thread_safety.py BUILD_DIR [FILE...]   (default: every file of fs/, meta/,
+usage: thread_safety.py BUILD_DIR [FILE...]   (default: every file of fs/, meta/, migrator/,
 ownership/, store/ and net/ in BUILD_DIR/compile_commands.json; the project builds with GCC,
 which ignores the annotations)
 """
@@ -42,7 +42,7 @@ def main():
         if wanted:
             if path in wanted:
                 entries.append((rel, e))
-        elif rel.split(os.sep)[0] in ("fs", "ownership", "meta", "store", "net"):
+        elif rel.split(os.sep)[0] in ("fs", "ownership", "migrator", "meta", "store", "net"):
             entries.append((rel, e))
     if not entries:
         sys.exit("no files to check in " + db_path)

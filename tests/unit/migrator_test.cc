@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "migrator/access_ledger.h"
 #include "migrator/access_stats.h"
 #include "migrator/policy.h"
 
@@ -51,19 +52,19 @@ std::array<double, kMaxNodes> Rates(std::initializer_list<std::pair<uint32_t, do
 
 TEST(Policy, MovesToADominantNode) {
   PolicyConfig c;
-  EXPECT_EQ(ChooseTarget(c, 0, Rates({{2, 500}, {0, 10}}), false, 100), 2u);
+  EXPECT_EQ(ChooseTarget(c, 0, Rates({{2, 500}, {0, 10}}), 100), 2u);
   // Not dominant enough over the owner's own use plus others.
-  EXPECT_EQ(ChooseTarget(c, 0, Rates({{2, 500}, {0, 200}, {1, 100}}), false, 100), std::nullopt);
+  EXPECT_EQ(ChooseTarget(c, 0, Rates({{2, 500}, {0, 200}, {1, 100}}), 100), std::nullopt);
   // Too little traffic to bother.
-  EXPECT_EQ(ChooseTarget(c, 0, Rates({{2, 20}}), false, 100), std::nullopt);
+  EXPECT_EQ(ChooseTarget(c, 0, Rates({{2, 20}}), 100), std::nullopt);
   // The owner is the busiest: stay.
-  EXPECT_EQ(ChooseTarget(c, 0, Rates({{0, 500}, {2, 10}}), false, 100), std::nullopt);
+  EXPECT_EQ(ChooseTarget(c, 0, Rates({{0, 500}, {2, 10}}), 100), std::nullopt);
 }
 
-TEST(Policy, PinAndCooldownHold) {
+TEST(Policy, CooldownHolds) {
   PolicyConfig c;
-  EXPECT_EQ(ChooseTarget(c, 0, Rates({{2, 500}}), /*pinned=*/true, 100), std::nullopt);
-  EXPECT_EQ(ChooseTarget(c, 0, Rates({{2, 500}}), false, /*since=*/c.cooldown_s - 1), std::nullopt);
+  EXPECT_EQ(ChooseTarget(c, 0, Rates({{2, 500}}), /*since=*/c.cooldown_s - 1), std::nullopt);
+  EXPECT_EQ(ChooseTarget(c, 0, Rates({{2, 500}}), /*since=*/c.cooldown_s), 2u);
 }
 
 TEST(Policy, EvenAlternationDoesNotPingPong) {
@@ -77,7 +78,7 @@ TEST(Policy, EvenAlternationDoesNotPingPong) {
   for (double t = 0; t < 600; t += c.check_interval_s) {
     const uint32_t active = (static_cast<int>(t) % 2 == 0) ? 1 : 2;
     s.Add(active, 200 * c.check_interval_s, t);
-    auto target = ChooseTarget(c, owner, s.Rates(t), false, t - last_move);
+    auto target = ChooseTarget(c, owner, s.Rates(t), t - last_move);
     if (target) {
       owner = *target;
       last_move = t;
@@ -85,6 +86,62 @@ TEST(Policy, EvenAlternationDoesNotPingPong) {
     }
   }
   EXPECT_LE(moves, 1) << "moves in 10 minutes of even alternation";
+}
+
+class AccessLedgerTest : public ::testing::Test {
+ protected:
+  AccessLedgerTest() {
+    policy_.cooldown_s = 10;
+    policy_.min_rate = 50;
+  }
+  // 100 pages a second by `node` for `seconds`, in steps of a tenth.
+  void Serve(uint64_t ino, uint32_t node, double seconds) {
+    for (double t = 0; t < seconds; t += 0.1) {
+      ledger_.Served(ino, node, 10);
+      now_ += 0.1;
+    }
+  }
+  double now_ = 1000;
+  PolicyConfig policy_;
+  AccessLedger ledger_{2.0, [this] { return now_; }};
+};
+
+TEST_F(AccessLedgerTest, ProposesTheNodeThatDominates) {
+  Serve(8, 0, 10);  // the owner's own: stays
+  Serve(7, 3, 10);
+  EXPECT_EQ(ledger_.Candidates(policy_, 0), (std::vector<std::pair<uint64_t, uint32_t>>{{7, 3}}));
+  EXPECT_NE(ledger_.Describe(7).find("node3="), std::string::npos);
+  EXPECT_EQ(ledger_.Describe(9), "idle");
+}
+
+TEST_F(AccessLedgerTest, AMoveEndingHereStartsTheCooldown) {
+  Serve(7, 3, 10);
+  ledger_.Moved(7, /*away=*/false);  // arrived, or a move that failed
+  EXPECT_TRUE(ledger_.Candidates(policy_, 0).empty()) << "within the cooldown";
+  now_ += policy_.cooldown_s;
+  Serve(7, 3, 2);
+  EXPECT_EQ(ledger_.Candidates(policy_, 0).size(), 1u) << "after it";
+}
+
+TEST_F(AccessLedgerTest, AMoveAwayOrARemovalForgetsTheSegment) {
+  Serve(7, 3, 10);
+  Serve(8, 3, 10);
+  ledger_.Moved(7, /*away=*/true);
+  ledger_.Forget(8);
+  EXPECT_TRUE(ledger_.Candidates(policy_, 0).empty());
+  EXPECT_EQ(ledger_.tracked(), 0u);
+}
+
+TEST_F(AccessLedgerTest, IdleSegmentsCostNothingOnceTheirCooldownIsOver) {
+  Serve(7, 3, 1);
+  ledger_.Moved(8, /*away=*/false);
+  now_ += 60;  // 30 half-lives: both decayed away; 8's cooldown not yet over
+  policy_.cooldown_s = 100;
+  EXPECT_TRUE(ledger_.Candidates(policy_, 0).empty());
+  EXPECT_EQ(ledger_.tracked(), 1u) << "a move's cooldown is kept while it runs";
+  now_ += 100;
+  EXPECT_TRUE(ledger_.Candidates(policy_, 0).empty());
+  EXPECT_EQ(ledger_.tracked(), 0u);
 }
 
 }  // namespace

@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "tests/support/temp_dir.h"
 
@@ -190,18 +192,46 @@ TEST_F(OwnedSegmentsTest, FreezeHoldsRequestsAndAMoveForwardsThem) {
   EXPECT_EQ(Fetch(1, 0, 1, /*ino=*/8), "x");
 }
 
-TEST_F(OwnedSegmentsTest, HeavyRemoteUseMakesACandidateUnlessPinned) {
-  ASSERT_TRUE(owned_->Apply(7, 0, {WriteRun{0, std::string(64 * kPageSize, 'z')}}).ok());
-  migrator::PolicyConfig p;
-  p.cooldown_s = 0;
-  p.min_rate = 1;
-  for (int i = 0; i < 50; i++) Fetch(3, 0, 64 * kPageSize);
-  auto c = owned_->Candidates(p);
-  ASSERT_EQ(c.size(), 1u);
-  EXPECT_EQ(c[0], (std::pair<uint64_t, uint32_t>{7, 3}));
+// What the owner reports to the migrator (AccessObserver), as a log.
+class RecordingObserver : public AccessObserver {
+ public:
+  void Served(uint64_t ino, uint32_t node, uint64_t pages) override {
+    log.push_back("served " + std::to_string(ino) + " node" + std::to_string(node) + " " + std::to_string(pages));
+  }
+  void Moved(uint64_t ino, bool away) override { log.push_back("moved " + std::to_string(ino) + (away ? " away" : " here")); }
+  void Forget(uint64_t ino) override { log.push_back("forget " + std::to_string(ino)); }
+  std::vector<std::string> log;
+};
+
+TEST_F(OwnedSegmentsTest, TheObserverSeesEveryPageServedAndEveryMove) {
+  RecordingObserver seen;
+  owned_->SetAccessObserver(&seen);
+  ASSERT_TRUE(owned_->Apply(7, 1, {WriteRun{0, std::string(3 * kPageSize, 'z')}}).ok());
+  Fetch(3, kPageSize, 2 * kPageSize);
+  Fetch(3, 10 * kPageSize, kPageSize);  // past the end: nothing served
+  ASSERT_TRUE(owned_->Freeze(7).ok());
+  owned_->Unfreeze(7, std::nullopt);  // a move that failed
+  ASSERT_TRUE(owned_->Freeze(7).ok());
+  owned_->Unfreeze(7, 2);
+  owned_->Install(9, SegmentSnapshot{kPageSize, {}, false});
+  ASSERT_TRUE(owned_->Remove(9).ok());
+  EXPECT_EQ(seen.log, (std::vector<std::string>{"served 7 node1 3", "served 7 node3 2", "moved 7 here", "moved 7 away",
+                                                "moved 9 here", "forget 9"}));
+  owned_->SetAccessObserver(nullptr);
+}
+
+TEST_F(OwnedSegmentsTest, OnlyAServedUnpinnedSegmentMayMoveOnItsOwn) {
+  EXPECT_FALSE(owned_->MayMove(7)) << "never touched here";
+  ASSERT_TRUE(owned_->Apply(7, 0, {WriteRun{0, "z"}}).ok());
+  EXPECT_TRUE(owned_->MayMove(7));
   ASSERT_TRUE(owned_->SetPinned(7, true).ok());
-  EXPECT_TRUE(owned_->Candidates(p).empty());
+  EXPECT_FALSE(owned_->MayMove(7)) << "pinned";
   EXPECT_NE(owned_->Describe(7)->find("pinned=1"), std::string::npos);
+  ASSERT_TRUE(owned_->SetPinned(7, false).ok());
+  ASSERT_TRUE(owned_->Freeze(7).ok());
+  EXPECT_FALSE(owned_->MayMove(7)) << "frozen by a move";
+  owned_->Unfreeze(7, 2);
+  EXPECT_FALSE(owned_->MayMove(7)) << "served elsewhere now";
 }
 
 TEST_F(OwnedSegmentsTest, ADroppedNodeIsNeverInvalidated) {
