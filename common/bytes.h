@@ -57,6 +57,14 @@ class ByteReader {
     pos_ += n;
     return true;
   }
+  // The same, as a view into the input (valid while the input is): no copy.
+  bool GetView(std::string_view* s) {
+    uint32_t n;
+    if (!GetU32(&n) || n > in_.size() - pos_) return Fail();
+    *s = in_.substr(pos_, n);
+    pos_ += n;
+    return true;
+  }
   bool ok() const { return ok_; }
   bool AtEnd() const { return ok_ && pos_ == in_.size(); }
 

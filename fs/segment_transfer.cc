@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <future>
 #include <random>
 #include <thread>
 
@@ -92,7 +93,6 @@ Status SegmentTransfer::Move(uint64_t ino, uint32_t target, const std::string& w
   if (!seg.ok()) return fail(seg.status());
   m.seg = *seg;
   const uint64_t pages = (snap.size + kPageSize - 1) / kPageSize;
-  const uint64_t target_bit = 1ull << target;
   moving_.done = 0;
   moving_.total = pages;
   moving_.target = target;
@@ -101,77 +101,8 @@ Status SegmentTransfer::Move(uint64_t ino, uint32_t target, const std::string& w
     MoveProgress& m;
     ~Done() { m.ino = 0; }
   } done_moving{moving_};
-  uint64_t& sent = m.sent;
-  uint64_t& repaired = m.repaired;
-  constexpr uint64_t kChunkPages = 2048;  // 8 MiB of data per message at most
-  std::string page(kPageSize, '\0');
-  const std::string zero(kPageSize, '\0');
-  uint64_t& messages = m.messages;
   m.pages = pages;
-  for (uint64_t first = 0; first < pages || first == 0; first += kChunkPages) {
-    // Holes are zeros at the target too (its file is reset by the first
-    // chunk): a move costs the pages that hold data, not the file's size.
-    if (first > 0) {
-      auto next = (*seg)->NextData(first * kPageSize);
-      if (!next.ok()) return fail(next.status());
-      if (*next == UINT64_MAX || *next / kPageSize >= pages) break;
-      first = std::max(first, *next / kPageSize);
-    }
-    messages++;
-    MigratePages m;
-    m.ino = ino;
-    m.move_id = ref.move_id;
-    m.first_page = first;
-    for (uint64_t p = first; p < std::min(pages, first + kChunkPages); p++) {
-      const bool has_twin = p < bitmap->size() && (*bitmap)[p] != 0;
-      Status st = (*seg)->Read(p * kPageSize, kPageSize, page.data());
-      if (!st.ok()) return fail(st);
-      if (has_twin && p < snap.copyset.size() && (snap.copyset[p] & target_bit)) {
-        m.kinds.push_back(PageKind::kYourTwin);
-        m.twin_hashes.push_back(PageHash(page));
-        continue;
-      }
-      if (page == zero) {
-        m.kinds.push_back(PageKind::kZero);
-      } else {
-        m.kinds.push_back(PageKind::kData);
-        m.data.push_back(page);
-        sent++;
-      }
-    }
-    env_.seams.slow_migrate_chunk.At("a chunk of the move of inode", ino);
-    auto r = env_.net()->Call(target, kMigratePages, m.Encode());
-    if (!r.ok()) return fail(r.status());
-    moving_.done = std::min(pages, first + kChunkPages);
-    auto reply = MigratePagesReply::Decode(*r);
-    if (!reply.ok()) return fail(reply.status());
-    if (!reply->need.empty()) {
-      // Twins the target does not have after all, or that differ: the pages.
-      MigratePages repair;
-      repair.ino = ino;
-      repair.move_id = ref.move_id;
-      repair.first_page = first;
-      repair.repair = true;
-      repair.kinds.assign(m.kinds.size(), PageKind::kSkip);
-      for (uint64_t p : reply->need) {
-        if (p < first || p - first >= m.kinds.size() || m.kinds[p - first] != PageKind::kYourTwin)
-          return fail(IoError("node " + std::to_string(target) + " asked for page " + std::to_string(p) +
-                              ", which was not offered as its twin"));
-        repair.kinds[p - first] = PageKind::kData;
-      }
-      for (uint64_t i = 0; i < repair.kinds.size(); i++) {
-        if (repair.kinds[i] != PageKind::kData) continue;
-        Status st = (*seg)->Read((first + i) * kPageSize, kPageSize, page.data());
-        if (!st.ok()) return fail(st);
-        repair.data.push_back(page);
-      }
-      sent += repair.data.size();
-      repaired += repair.data.size();
-      auto again = env_.net()->Call(target, kMigratePages, repair.Encode());
-      if (!again.ok()) return fail(again.status());
-    }
-    if (pages == 0) break;
-  }
+  if (Status st = SendPages(m, *bitmap); !st.ok()) return fail(st);
   MigrateInstall install;
   install.ino = ino;
   install.move_id = ref.move_id;
@@ -194,6 +125,87 @@ Status SegmentTransfer::Move(uint64_t ino, uint32_t target, const std::string& w
   Status later = DecideLater(std::move(m), st);
   if (later.code() == Status::Code::kTimedOut) one_at_a_time.handed_on = true;
   return later;
+}
+
+Status SegmentTransfer::SendPages(Moving& m, const std::string& bitmap) {
+  constexpr uint64_t kChunkPages = 2048;  // 8 MiB of data per message at most
+  const uint64_t target_bit = 1ull << m.target;
+  const std::string zero(kPageSize, '\0');
+  // Two stages: while the target writes one chunk, the next is read and
+  // encoded here. One chunk at a time is at the target, so they land in
+  // order (the first one resets its file).
+  Chunk in_flight;
+  for (uint64_t first = 0; first < m.pages || first == 0; first += kChunkPages) {
+    // Holes are zeros at the target too (its file is reset by the first
+    // chunk): a move costs the pages that hold data, not the file's size.
+    if (first > 0) {
+      CSHM_ASSIGN_OR_RETURN(uint64_t next, m.seg->NextData(first * kPageSize));
+      if (next == UINT64_MAX || next / kPageSize >= m.pages) break;
+      first = std::max(first, next / kPageSize);
+    }
+    Chunk c;
+    c.first = first;
+    const uint64_t end = std::min(m.pages, first + kChunkPages);
+    c.pages.resize((end - first) * kPageSize);  // read with one call, sent from where it was read
+    CSHM_RETURN_IF_ERROR(m.seg->Read(first * kPageSize, c.pages.size(), c.pages.data()));
+    MigratePages msg;
+    msg.ino = m.ino;
+    msg.move_id = m.ref.move_id;
+    msg.first_page = first;
+    for (uint64_t p = first; p < end; p++) {
+      const bool has_twin = p < bitmap.size() && bitmap[p] != 0;
+      const std::string_view page = std::string_view(c.pages).substr((p - first) * kPageSize, kPageSize);
+      if (has_twin && p < m.snap.copyset.size() && (m.snap.copyset[p] & target_bit)) {
+        msg.kinds.push_back(PageKind::kYourTwin);
+        msg.twin_hashes.push_back(PageHash(page));
+      } else if (page == zero) {
+        msg.kinds.push_back(PageKind::kZero);
+      } else {
+        msg.kinds.push_back(PageKind::kData);
+        msg.data.push_back(page);
+        m.sent++;
+      }
+    }
+    std::string payload = msg.Encode();
+    c.kinds = std::move(msg.kinds);
+    m.messages++;
+    if (in_flight.answer.valid()) CSHM_RETURN_IF_ERROR(Answered(m, in_flight));
+    env_.seams.slow_migrate_chunk.At("a chunk of the move of inode", m.ino);
+    // Its own thread, so that this one reads the next chunk meanwhile; the
+    // call has its deadline, and an early return waits for it (~future).
+    c.answer = std::async(std::launch::async, [net = env_.net(), target = m.target, p = std::move(payload)]() mutable {
+      return net->Call(target, kMigratePages, std::move(p));
+    });
+    in_flight = std::move(c);
+    if (m.pages == 0) break;
+  }
+  return in_flight.answer.valid() ? Answered(m, in_flight) : Status::Ok();
+}
+
+Status SegmentTransfer::Answered(Moving& m, Chunk& c) {
+  CSHM_ASSIGN_OR_RETURN(std::string answer, c.answer.get());
+  moving_.done = std::min(m.pages, c.first + c.kinds.size());
+  CSHM_ASSIGN_OR_RETURN(MigratePagesReply reply, MigratePagesReply::Decode(answer));
+  if (reply.need.empty()) return Status::Ok();
+  // Twins the target does not have after all, or that differ: the pages.
+  MigratePages repair;
+  repair.ino = m.ino;
+  repair.move_id = m.ref.move_id;
+  repair.first_page = c.first;
+  repair.repair = true;
+  repair.kinds.assign(c.kinds.size(), PageKind::kSkip);
+  for (uint64_t p : reply.need) {
+    if (p < c.first || p - c.first >= c.kinds.size() || c.kinds[p - c.first] != PageKind::kYourTwin)
+      return IoError("node " + std::to_string(m.target) + " asked for page " + std::to_string(p) +
+                     ", which was not offered as its twin");
+    repair.kinds[p - c.first] = PageKind::kData;
+  }
+  for (uint64_t i = 0; i < repair.kinds.size(); i++)
+    if (repair.kinds[i] == PageKind::kData)
+      repair.data.push_back(std::string_view(c.pages).substr(i * kPageSize, kPageSize));
+  m.sent += repair.data.size();
+  m.repaired += repair.data.size();
+  return env_.net()->Call(m.target, kMigratePages, repair.Encode()).status();
 }
 
 Status SegmentTransfer::Decided(Moving& m, uint32_t named, const Status& why) {
@@ -343,31 +355,34 @@ Result<MigratePagesReply> SegmentTransfer::Pages(const MigratePages& m) {
   for (size_t i = 0; i < m.kinds.size(); i++) {
     const uint64_t p = m.first_page + i;
     std::optional<std::string> twin;
-    const std::string* content = nullptr;
+    std::optional<std::string_view> content;
     switch (m.kinds[i]) {
       case PageKind::kZero:
       case PageKind::kSkip:
         break;
       case PageKind::kData:
-        content = &m.data[d++];
+        content = m.data[d++];
         break;
       case PageKind::kYourTwin:
         // Only a twin equal to the owner's page (see messages.h): one this
         // node's own write-back has changed may not be updated yet.
         twin = env_.twins->Get(m.ino, p);
         if (twin && PageHash(*twin) == m.twin_hashes[h]) {
-          content = &*twin;
+          content = *twin;
         } else {
           reply.need.push_back(p);
         }
         h++;
         break;
     }
-    if (content == nullptr) {
+    if (!content) {
       CSHM_RETURN_IF_ERROR(flush());
       continue;
     }
-    if (run.empty()) run_start = p;
+    if (run.empty()) {
+      run_start = p;
+      run.reserve((m.kinds.size() - i) * kPageSize);
+    }
     run.append(*content);
   }
   CSHM_RETURN_IF_ERROR(flush());

@@ -26,6 +26,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <map>
 #include <mutex>
 #include <memory>
@@ -112,6 +113,19 @@ class SegmentTransfer {
     std::chrono::steady_clock::time_point t0;
     uint64_t pages = 0, sent = 0, repaired = 0, messages = 0;
   };
+  // One chunk of a move's pages on its way: the pages as read (its message's
+  // views pointed into them), what each was sent as, and the call.
+  struct Chunk {
+    uint64_t first = 0;
+    std::vector<ownership::PageKind> kinds;
+    std::string pages;
+    std::future<Result<std::string>> answer;
+  };
+  // The segment's pages to the target, in chunks (`bitmap`: the pages it
+  // holds twins of); m.sent, repaired, messages count them.
+  Status SendPages(Moving& m, const std::string& bitmap);
+  // Waits for the chunk's answer and sends the pages it asks for.
+  Status Answered(Moving& m, Chunk& c);
   // The directory names the target: commit there, keep this kernel's
   // twins, forward from now on, free the pages.
   Status Finish(Moving& m);

@@ -311,6 +311,8 @@ uint64_t PageHash(std::string_view page) { return XXH3_64bits(page.data(), page.
 
 std::string MigratePages::Encode() const {
   std::string out;
+  // Up to 8 MiB: made once, not grown by doubling.
+  out.reserve(29 + kinds.size() + data.size() * (4 + store::kPageSize) + twin_hashes.size() * 8);
   ByteWriter w(&out);
   w.PutU64(ino);
   w.PutU64(move_id);
@@ -348,10 +350,10 @@ Result<MigratePages> MigratePages::Decode(std::string_view in) {
     if (!allowed) return Malformed("migration page kind");
     m.kinds.push_back(kind);
     if (kind == PageKind::kData) {
-      std::string page;
-      r.GetBytes(&page);
+      std::string_view page;
+      r.GetView(&page);
       if (page.size() != store::kPageSize) return Malformed("migration page size");
-      m.data.push_back(std::move(page));
+      m.data.push_back(page);
     } else if (kind == PageKind::kYourTwin) {
       uint64_t hash = 0;
       r.GetU64(&hash);

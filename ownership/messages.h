@@ -116,7 +116,10 @@ struct MigratePages {
   uint64_t first_page = 0;
   bool repair = false;  // pages for an earlier chunk of this move: nothing is reset
   std::vector<PageKind> kinds;
-  std::vector<std::string> data;         // one per kData page, in order
+  // One per kData page, in order, each 4 KiB. Views, not copies: into the
+  // sender's buffer of the chunk's pages (Encode), or into the message that
+  // was decoded (Decode); valid as long as that is.
+  std::vector<std::string_view> data;
   std::vector<uint64_t> twin_hashes;     // one per kYourTwin page, in order: PageHash of the owner's copy
   std::string Encode() const;
   static Result<MigratePages> Decode(std::string_view in);

@@ -495,5 +495,71 @@ TEST(Migration, a_sparse_segment_moves_only_the_pages_that_hold_data) {
   }
 }
 
+// What page p of the many-chunk file below holds: its number, then a byte
+// of it; the pages of [kZeroFrom, kZeroTo) were written as zeros.
+constexpr size_t kChunkPages = 2048, kPages = 5 * kChunkPages + 100, kZeroFrom = 100, kZeroTo = 110;
+bool WrittenPage(size_t p) { return p < kChunkPages || p >= 3 * kChunkPages; }  // chunks 1 and 2: a hole
+std::string PageOf(size_t p) {
+  std::string page(kPage, '\0');
+  if (!WrittenPage(p) || (p >= kZeroFrom && p < kZeroTo)) return page;
+  std::memset(page.data(), static_cast<char>('a' + p % 26), kPage);
+  std::memcpy(page.data(), &p, sizeof p);
+  return page;
+}
+
+// A move sends its chunks one after the other while it reads the next
+// (SegmentTransfer::SendPages): every page lands where it was, through
+// holes, zero pages, and pages the target holds twins of.
+TEST(Migration, a_move_of_many_chunks_keeps_every_page) {
+  TestCluster c(3, 3000, kNoAutoMigrate);
+  ASSERT_EQ(c.Start(), "");
+  {
+    int fd = open(c.path(0, "chunks").c_str(), O_RDWR | O_CREAT, 0644);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(ftruncate(fd, static_cast<off_t>(kPages * kPage)), 0);
+    std::string run;
+    for (size_t p = 0; p < kPages; p++) {
+      if (!WrittenPage(p)) continue;
+      run = PageOf(p);
+      ASSERT_EQ(pwrite(fd, run.data(), kPage, static_cast<off_t>(p * kPage)), static_cast<ssize_t>(kPage));
+    }
+    close(fd);
+  }
+  // Node 1 holds twins of its first 64 pages (read through a writable handle).
+  int twins = open(c.path(1, "chunks").c_str(), O_RDWR);
+  ASSERT_GE(twins, 0);
+  std::string first(64 * kPage, '\0');
+  ASSERT_EQ(pread(twins, first.data(), first.size(), 0), static_cast<ssize_t>(first.size()));
+  auto check = [&](const std::string& when) {
+    for (int n = 0; n < 3; n++) {
+      int fd = open(c.path(n, "chunks").c_str(), O_RDONLY);
+      ASSERT_GE(fd, 0);
+      posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);  // read from the owner, not this node's cache
+      std::string got(kPage, '\0');
+      size_t wrong = 0, first_wrong = 0;
+      for (size_t p = 0; p < kPages; p++) {
+        ASSERT_EQ(pread(fd, got.data(), kPage, static_cast<off_t>(p * kPage)), static_cast<ssize_t>(kPage));
+        if (got != PageOf(p) && wrong++ == 0) first_wrong = p;
+      }
+      close(fd);
+      EXPECT_EQ(wrong, 0u) << when << ": pages read wrong through node " << n << ", the first " << first_wrong;
+    }
+  };
+  ASSERT_EQ(SetX(c.path(1, "chunks"), "user.cshm.owner", "1"), 0);
+  check("moved to node 1");
+  const std::string log = ReadAll(c.node(0).state_dir() + "/cshmfs.log");
+  // Chunks 0, 3, 4 and 5 (the hole skipped); the zeros and node 1's twins
+  // (64 pages at least: what it read, and what readahead brought) not sent.
+  const std::string tail = " of " + std::to_string(kPages) + " pages sent (0 of them for twins that differed) in 4 chunks";
+  const size_t at = log.find(tail);
+  ASSERT_NE(at, std::string::npos) << log.substr(log.size() > 2000 ? log.size() - 2000 : 0);
+  const size_t sent = std::stoul(log.substr(log.rfind(' ', at - 1) + 1));
+  EXPECT_LE(sent, kPages - 2 * kChunkPages - (kZeroTo - kZeroFrom) - 64);
+  EXPECT_GE(sent, kPages - 3 * kChunkPages);
+  close(twins);
+  ASSERT_EQ(SetX(c.path(2, "chunks"), "user.cshm.owner", "2"), 0);
+  check("then to node 2");
+}
+
 }  // namespace
 }  // namespace cshm::testing

@@ -83,12 +83,18 @@ TEST(FetchRequestTest, AnEmptyFetchOrAnOffsetPastAnyFileIsMalformed) {
 TEST(MigratePagesTest, TwinHashesAndRepairChunksRoundTrip) {
   MigratePages m{.ino = 7, .first_page = 2048};
   m.kinds = {PageKind::kZero, PageKind::kYourTwin, PageKind::kData, PageKind::kYourTwin};
-  m.data = {std::string(4096, 'd')};
+  const std::string page(4096, 'd');
+  m.data = {page};
   m.twin_hashes = {PageHash(std::string(4096, 'a')), PageHash(std::string(4096, 'b'))};
   EXPECT_NE(m.twin_hashes[0], m.twin_hashes[1]);
-  auto back = MigratePages::Decode(m.Encode());
+  const std::string wire = m.Encode();
+  auto back = MigratePages::Decode(wire);
   ASSERT_TRUE(back.ok()) << back.status().message();
   EXPECT_EQ(back->twin_hashes, m.twin_hashes);
+  ASSERT_EQ(back->data.size(), 1u);
+  EXPECT_EQ(back->data[0], page);
+  EXPECT_GE(back->data[0].data(), wire.data()) << "a view into the message, not a copy";
+  EXPECT_LT(back->data[0].data(), wire.data() + wire.size());
   EXPECT_EQ(back->kinds, m.kinds);
   EXPECT_FALSE(back->repair);
   // A first chunk never skips a page; a repair chunk only sends or skips.
@@ -97,7 +103,8 @@ TEST(MigratePagesTest, TwinHashesAndRepairChunksRoundTrip) {
   EXPECT_FALSE(MigratePages::Decode(skip.Encode()).ok());
   MigratePages repair{.ino = 7, .first_page = 2048, .repair = true};
   repair.kinds = {PageKind::kSkip, PageKind::kData};
-  repair.data = {std::string(4096, 'x')};
+  const std::string other(4096, 'x');
+  repair.data = {other};
   ASSERT_TRUE(MigratePages::Decode(repair.Encode()).ok());
   EXPECT_TRUE(MigratePages::Decode(repair.Encode())->repair);
   repair.kinds[0] = PageKind::kZero;
