@@ -15,6 +15,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <set>
+#include <string>
 #include <vector>
 
 namespace cshm::ipc {
@@ -200,10 +203,40 @@ std::vector<int> ListIds(const std::string& dir, const char* prefix) {
   return ids;
 }
 
+namespace {
+std::mutex ensured_mu;
+std::set<std::string>* ensured = new std::set<std::string>;  // never destroyed: used until exit
+}  // namespace
+
 int EnsureSysvDir(const std::string& dir) {
+  {
+    std::lock_guard<std::mutex> lock(ensured_mu);
+    if (ensured->count(dir)) return 0;
+  }
   if (mkdir(dir.c_str(), 01777) != 0 && errno != EEXIST) return -1;
-  chmod(dir.c_str(), 01777);  // not filtered by the umask
+  chmod(dir.c_str(), 01777);  // not filtered by the umask (another user's: EPERM, and it is set)
+  std::lock_guard<std::mutex> lock(ensured_mu);
+  ensured->insert(dir);
   return 0;
+}
+
+int OpenInSysvDir(const std::string& dir, const std::string& path, int flags, mode_t mode) {
+  if (EnsureSysvDir(dir) != 0) return -1;
+  int fd = open(path.c_str(), flags, mode);
+  if (fd >= 0 || errno != ENOENT) return fd;
+  ForgetSysvDir(dir);  // removed since this process made sure of it
+  if (EnsureSysvDir(dir) != 0) return -1;
+  return open(path.c_str(), flags, mode);
+}
+
+void ForgetSysvDir(const std::string& dir) {
+  std::lock_guard<std::mutex> lock(ensured_mu);
+  ensured->erase(dir);
+}
+
+int SetU64At(int fd, const char* name, unsigned long long v) {
+  const std::string s = std::to_string(v);
+  return fsetxattr(fd, name, s.data(), s.size(), 0);
 }
 
 }  // namespace cshm::ipc

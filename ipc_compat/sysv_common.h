@@ -22,6 +22,9 @@ int Fail(int err);
 int StatWalked(int dirfd, const char* path, int flags, struct stat* st);
 
 void SetU64(const std::string& path, const char* name, unsigned long long v);
+// The same through an open descriptor (one request, no path walk): 0, or -1
+// with errno (ENOSPC: a full disk), for a caller that must not go on without it.
+int SetU64At(int fd, const char* name, unsigned long long v);
 unsigned long long GetU64(const std::string& path, const char* name, unsigned long long dflt = 0);
 // The same through `fd` if it is open (>= 0), else by `path`; false with
 // errno if the xattr (or the file) is not there, or empty.
@@ -92,7 +95,13 @@ std::vector<int> ListIds(const std::string& dir, const char* prefix);
 // has none of its own (`kernel_used`).
 inline int FirstClusterIndex(int kernel_used, int kernel_max) { return kernel_used > 0 ? kernel_max + 1 : 0; }
 
-// MOUNT/.sysv, mode 1777 (like /dev/shm), made on first use.
+// MOUNT/.sysv, mode 1777 (like /dev/shm), made on first use: once per
+// process (each look is a metadata round trip on a cluster mount), again
+// after ForgetSysvDir (a creation in it found it gone).
 int EnsureSysvDir(const std::string& dir);
+void ForgetSysvDir(const std::string& dir);
+// Opens `path` (in a directory EnsureSysvDir made) with `flags` and `mode`,
+// making the directory again if it is gone.
+int OpenInSysvDir(const std::string& dir, const std::string& path, int flags, mode_t mode);
 
 }  // namespace cshm::ipc

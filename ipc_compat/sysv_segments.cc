@@ -66,38 +66,31 @@ static mode_t AttMode(mode_t segment) {
   return m;
 }
 
-int SysvSegments::EnsureDir() { return EnsureSysvDir(Dir()); }
-
 int SysvSegments::Create(key_t key, size_t size, int flags) {
-  if (EnsureDir() != 0) return -1;
   char tmp[64];
   snprintf(tmp, sizeof(tmp), "/.new-%d-%ld", getpid(), static_cast<long>(random()));
   const std::string tmp_path = Dir() + tmp;
-  int fd = open(tmp_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  int fd = OpenInSysvDir(Dir(), tmp_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return -1;
-  struct stat st;
-  if (ftruncate(fd, static_cast<off_t>(size)) != 0 || fstat(fd, &st) != 0) {
-    int err = errno;
+  auto undo = [&](int err) {
     close(fd);
     unlink(tmp_path.c_str());
-    return Fail(err == EFBIG ? EINVAL : err == ENOSPC ? ENOSPC : err);
-  }
+    return Fail(err == EFBIG ? EINVAL : err);
+  };
+  struct stat st;
+  if (ftruncate(fd, static_cast<off_t>(size)) != 0 || StatWalked(fd, "", AT_EMPTY_PATH, &st) != 0) return undo(errno);
   const int shmid = kIdBit | static_cast<int>(st.st_ino & (kIdBit - 1));
   const std::string id_path = IdPath(shmid);
   // The bookkeeping first, while the file is still 0600: a mode without
-  // owner read and write (0, 0400, ...) would refuse the xattrs.
-  SetU64(tmp_path, "user.cshm.key", static_cast<unsigned>(key));
-  SetU64(tmp_path, "user.cshm.size", size);
-  SetU64(tmp_path, "user.cshm.cpid", static_cast<unsigned long long>(getpid()));
-  SetU64(tmp_path, "user.cshm.cuid", geteuid());
-  SetU64(tmp_path, "user.cshm.cgid", getegid());
-  SetU64(tmp_path, "user.cshm.ctime", static_cast<unsigned long long>(time(nullptr)));
-  if (fchmod(fd, flags & 0777) != 0) {
-    int err = errno;
-    close(fd);
-    unlink(tmp_path.c_str());
-    return Fail(err);
-  }
+  // owner read and write (0, 0400, ...) would refuse the xattrs. Through the
+  // descriptor (a request each, no path walk); a segment whose bookkeeping
+  // could not be stored (a full disk) is not made.
+  if (SetU64At(fd, "user.cshm.key", static_cast<unsigned>(key)) != 0 || SetU64At(fd, "user.cshm.size", size) != 0 ||
+      SetU64At(fd, "user.cshm.cpid", static_cast<unsigned long long>(getpid())) != 0 ||
+      SetU64At(fd, "user.cshm.cuid", geteuid()) != 0 || SetU64At(fd, "user.cshm.cgid", getegid()) != 0 ||
+      SetU64At(fd, "user.cshm.ctime", static_cast<unsigned long long>(time(nullptr))) != 0 ||
+      fchmod(fd, flags & 0777) != 0)
+    return undo(errno);
   close(fd);
   if (const int r = LinkIn(tmp_path, id_path, key != IPC_PRIVATE ? KeyPath(key) : ""); r != 0) return r;
   const std::string att = Dir() + "/att-" + std::to_string(shmid);

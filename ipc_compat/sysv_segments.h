@@ -88,7 +88,6 @@ class SysvSegments {
   std::string Dir() const { return mount_ + "/.sysv"; }
   std::string IdPath(int shmid) const;
   std::string KeyPath(key_t key) const;
-  int EnsureDir();
   int Create(key_t key, size_t size, int flags);
   // -1 (errno set) if the kernel would refuse a new segment of `size` with `flags`.
   int CheckNew(size_t size, int flags);

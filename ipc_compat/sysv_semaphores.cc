@@ -145,11 +145,10 @@ void SysvSemaphores::Release() {
 }
 
 int SysvSemaphores::Create(key_t key, int nsems, int flags) {
-  if (EnsureSysvDir(Dir()) != 0) return -1;
   char tmp[64];
   snprintf(tmp, sizeof(tmp), "/.newsem-%d-%ld", getpid(), static_cast<long>(random()));
   const std::string tmp_path = Dir() + tmp;
-  int fd = open(tmp_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  int fd = OpenInSysvDir(Dir(), tmp_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return -1;
   auto undo = [&](int err) {
     close(fd);
@@ -157,18 +156,19 @@ int SysvSemaphores::Create(key_t key, int nsems, int flags) {
     return Fail(err);
   };
   struct stat st;
-  if (fstat(fd, &st) != 0) return undo(errno);
+  if (StatWalked(fd, "", AT_EMPTY_PATH, &st) != 0) return undo(errno);
   const int semid = IdOf(st);
   // The set exists (at this node's daemon) before any name leads to it.
   fs::SemIoctl req{};
   req.op = fs::kSemCreate;
   req.count = static_cast<uint32_t>(nsems);
   if (Call(fd, &req, nullptr, 0) != 0) return undo(errno);
-  SetU64(tmp_path, "user.cshm.key", static_cast<unsigned>(key));
-  SetU64(tmp_path, "user.cshm.nsems", static_cast<unsigned long long>(nsems));
-  SetU64(tmp_path, "user.cshm.cuid", geteuid());
-  SetU64(tmp_path, "user.cshm.cgid", getegid());
-  if (fchmod(fd, flags & 0777) != 0) return undo(errno);
+  // Through the descriptor (a request each); not made without its bookkeeping.
+  if (SetU64At(fd, "user.cshm.key", static_cast<unsigned>(key)) != 0 ||
+      SetU64At(fd, "user.cshm.nsems", static_cast<unsigned long long>(nsems)) != 0 ||
+      SetU64At(fd, "user.cshm.cuid", geteuid()) != 0 || SetU64At(fd, "user.cshm.cgid", getegid()) != 0 ||
+      fchmod(fd, flags & 0777) != 0)
+    return undo(errno);
   close(fd);
   fd = -1;
   if (const int r = LinkIn(tmp_path, IdPath(semid), key != IPC_PRIVATE ? KeyPath(key) : ""); r != 0) return r;
