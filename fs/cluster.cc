@@ -321,7 +321,11 @@ void Cluster::Stop() {
   // Rounds in flight finish (each wait has its deadline) while the transport
   // they reply through is alive; work posted after this is dropped.
   if (async_rounds_) async_rounds_->join();
-  transport_.reset();  // joins the handler pools
+  // Stopped before it is let go: a handler still running while the pools
+  // are joined reads transport_, which must not change under it (seen by
+  // ThreadSanitizer: a move's Fail on the slow pool against the reset).
+  if (transport_) transport_->Stop();
+  transport_.reset();
 }
 
 void Cluster::SetNotifier(Notifier n) {

@@ -85,7 +85,14 @@ struct PeerState {
 
 class Messenger {
  public:
+  // The destructor stops it too (Stop).
   virtual ~Messenger() = default;
+  // Ends the messenger: once this returns, none of its handlers, callbacks
+  // or timers runs, and its pools are joined; calls made meanwhile, and
+  // after, fail. Its owner calls it before letting go of the messenger, so
+  // that a handler still running while the pools are joined finds the
+  // messenger where it was (not a pointer being reset). Idempotent.
+  virtual void Stop() = 0;
 
   // Sends a request and waits for its response payload, at most `timeout`
   // (0: the config's request_timeout_ms). A non-ok response status comes back

@@ -242,7 +242,7 @@ void Transport::Impl::PeerIsUp(uint32_t node) {
 }
 
 void Transport::Impl::Stop() {
-  stopping = true;
+  if (stopping.exchange(true)) return;  // stopped already (Stop, then the destructor)
   asio::post(io, [this] {
     boost::system::error_code ec;
     acceptor.close(ec);
@@ -261,6 +261,8 @@ void Transport::Impl::Stop() {
 Transport::Transport(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Transport::~Transport() { impl_->Stop(); }
+
+void Transport::Stop() { impl_->Stop(); }
 
 FaultSeam FaultSeam::FromEnvironment() {
   FaultSeam f;

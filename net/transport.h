@@ -70,6 +70,7 @@ class Transport final : public Messenger {
   // I/O thread and the pools.
   static Result<std::unique_ptr<Transport>> Start(TransportOptions options);
   ~Transport();
+  void Stop() override;
 
   // The Messenger (net/messenger.h), over TCP. Call() may be used from any
   // thread except the I/O thread. A request the fast pool Defer()s is one

@@ -15,13 +15,13 @@ void KernelLog::Add(std::string what, uint64_t ino, uint64_t page, std::string_v
   e.page = page;
   e.head = std::string(data.substr(0, kHead));
   e.status = std::move(status);
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   events_.push_back(std::move(e));
   if (events_.size() > kKeep) events_.pop_front();
 }
 
 std::string KernelLog::Of(uint64_t ino, uint64_t page, const std::function<std::string(std::string_view)>& describe) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   std::string out;
   for (const Event& e : events_) {
     if (e.ino != ino || e.page != page) continue;
@@ -40,17 +40,16 @@ std::string KernelLog::Of(uint64_t ino, uint64_t page, const std::function<std::
   return out;
 }
 
-std::map<FakeKernel::Key, FakeKernel::Page>::iterator FakeKernel::Settle(std::unique_lock<std::mutex>& lock,
-                                                                         const Key& k) {
-  for (;;) {
-    auto it = pages_.find(k);
-    if (it == pages_.end() || it->second.state == State::kClean || it->second.state == State::kDirty) return it;
-    changed_.wait(lock);
-  }
+std::map<FakeKernel::Key, FakeKernel::Page>::iterator FakeKernel::Settle(MutexLock& lock, const Key& k) {
+  std::map<Key, Page>::iterator it;
+  changed_.Wait(lock, [&]() REQUIRES(mu_) {
+    it = pages_.find(k);
+    return it == pages_.end() || it->second.state == State::kClean || it->second.state == State::kDirty;
+  });
+  return it;
 }
 
-Result<std::map<FakeKernel::Key, FakeKernel::Page>::iterator> FakeKernel::Fault(std::unique_lock<std::mutex>& lock,
-                                                                                const Key& k) {
+Result<std::map<FakeKernel::Key, FakeKernel::Page>::iterator> FakeKernel::Fault(MutexLock& lock, const Key& k) {
   for (;;) {
     auto it = Settle(lock, k);
     if (it != pages_.end()) return it;
@@ -63,14 +62,14 @@ Result<std::map<FakeKernel::Key, FakeKernel::Page>::iterator> FakeKernel::Fault(
       pages_[Key{k.first, k.second + i}] = Page{};
       Note(i == 0 ? "fault" : "readahead", Key{k.first, k.second + i});
     }
-    lock.unlock();
+    mu_.Unlock();  // the caller's `lock` holds it again when this returns
     std::string buf(n * kPageSize, '\0');
     fs::ReadScratch scratch;
     auto got = fs_->Read(k.first, k.second * kPageSize, n * kPageSize, buf.data(), &scratch);
     std::string data;
     if (got.ok()) data.assign(got->data(), got->size());
-    lock.lock();
-    changed_.notify_all();
+    mu_.Lock();
+    changed_.NotifyAll();
     if (!got.ok()) {
       for (uint64_t i = 0; i < n; i++) {
         Note("faulted", Key{k.first, k.second + i}, {}, got.status().message());
@@ -97,25 +96,25 @@ Result<std::map<FakeKernel::Key, FakeKernel::Page>::iterator> FakeKernel::Fault(
   }
 }
 
-Status FakeKernel::WriteBack(std::unique_lock<std::mutex>& lock, const Key& k) {
+Status FakeKernel::WriteBack(const Key& k) {
   Page& p = pages_[k];
   p.state = State::kWriteBack;
   const std::string data = p.data;
   Note("write-back", k, data);
-  lock.unlock();
+  mu_.Unlock();  // the caller's lock holds it again when this returns
   Status st = fs_->Write(k.first, k.second * kPageSize, data.data(), data.size(), /*writeback=*/true);
-  lock.lock();
+  mu_.Lock();
   Note("written back", k, {}, st.ok() ? "ok" : st.message());
   // Clean whatever the answer: the kernel forgets the bytes of a failed
   // write-back (and the daemon drops the page soon after).
   auto it = pages_.find(k);
   if (it != pages_.end()) it->second.state = State::kClean;
-  changed_.notify_all();
+  changed_.NotifyAll();
   return st;
 }
 
 void FakeKernel::Invalidate(uint64_t ino, uint64_t off, uint64_t len) {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   const uint64_t first = off / kPageSize;
   const uint64_t end = len == 0 ? UINT64_MAX : (off + len + kPageSize - 1) / kPageSize;
   for (uint64_t p = first; p < std::min(end, first + 16); p++) Note("invalidate", Key{ino, p});
@@ -130,15 +129,15 @@ void FakeKernel::Invalidate(uint64_t ino, uint64_t off, uint64_t len) {
     if (it == pages_.end() || it->first.first != ino || it->first.second >= end) return;
     const Key k = it->first;
     if (it->second.state == State::kDirty) {
-      (void)WriteBack(lock, k);  // its outcome is the daemon's to report
+      (void)WriteBack(k);  // its outcome is the daemon's to report
       continue;
     }
-    changed_.wait(lock);  // loading or under write-back
+    Settle(lock, k);  // loading or under write-back
   }
 }
 
 Result<std::string> FakeKernel::Load(uint64_t ino, uint64_t off, size_t len) {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   std::string out;
   while (out.size() < len) {
     const uint64_t at = off + out.size();
@@ -150,7 +149,7 @@ Result<std::string> FakeKernel::Load(uint64_t ino, uint64_t off, size_t len) {
 }
 
 Status FakeKernel::Store(uint64_t ino, uint64_t off, std::string_view bytes) {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   size_t done = 0;
   while (done < bytes.size()) {
     const uint64_t at = off + done;
@@ -167,7 +166,7 @@ Status FakeKernel::Store(uint64_t ino, uint64_t off, std::string_view bytes) {
 Status FakeKernel::Msync(uint64_t ino) {
   Status first;
   {
-    std::unique_lock<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     for (auto it = pages_.lower_bound(Key{ino, 0}); it != pages_.end() && it->first.first == ino;) {
       const Key k = it->first;
       // A page under write-back (an invalidation's) is waited for, as
@@ -176,7 +175,7 @@ Status FakeKernel::Msync(uint64_t ino) {
       // covers had reached the owner.)
       it = Settle(lock, k);
       if (it != pages_.end() && it->second.state == State::kDirty) {
-        Status st = WriteBack(lock, k);
+        Status st = WriteBack(k);
         if (first.ok()) first = st;
       }
       it = pages_.upper_bound(k);
@@ -188,9 +187,9 @@ Status FakeKernel::Msync(uint64_t ino) {
 }
 
 void FakeKernel::WriteBackSome(uint64_t ino, uint64_t page) {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = Settle(lock, Key{ino, page});
-  if (it != pages_.end() && it->second.state == State::kDirty) (void)WriteBack(lock, Key{ino, page});
+  if (it != pages_.end() && it->second.state == State::kDirty) (void)WriteBack(Key{ino, page});
 }
 
 }  // namespace cshm::sim

@@ -21,14 +21,13 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <map>
-#include <mutex>
 #include <string>
 
+#include "common/mutex.h"
 #include "common/status.h"
 #include "fs/filesystem.h"
 
@@ -54,8 +53,8 @@ class KernelLog {
  private:
   static constexpr size_t kKeep = 20000;
   static constexpr size_t kHead = 256;
-  std::mutex mu_;
-  std::deque<Event> events_;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  std::deque<Event> events_ GUARDED_BY(mu_);
 };
 
 class FakeKernel {
@@ -83,12 +82,14 @@ class FakeKernel {
     std::string data;
   };
   using Key = std::pair<uint64_t, uint64_t>;  // inode, page number
-  // (lock held) Waits until the page is absent or settled (clean or dirty).
-  std::map<Key, Page>::iterator Settle(std::unique_lock<std::mutex>& lock, const Key& k);
-  // (lock held) Faults the page in if absent; its iterator, settled.
-  Result<std::map<Key, Page>::iterator> Fault(std::unique_lock<std::mutex>& lock, const Key& k);
-  // (lock held, page dirty) Writes it back, dropping the lock meanwhile.
-  Status WriteBack(std::unique_lock<std::mutex>& lock, const Key& k);
+  // With mu_ held by `lock`: waits until the page is absent or settled
+  // (clean or dirty).
+  std::map<Key, Page>::iterator Settle(MutexLock& lock, const Key& k) REQUIRES(mu_);
+  // Faults the page in if absent (mu_ released while the daemon reads); its
+  // iterator, settled.
+  Result<std::map<Key, Page>::iterator> Fault(MutexLock& lock, const Key& k) REQUIRES(mu_);
+  // The page is dirty: writes it back, mu_ released meanwhile.
+  Status WriteBack(const Key& k) REQUIRES(mu_);
 
   void Note(std::string what, const Key& k, std::string_view data = {}, std::string status = {}) {
     if (log_) log_->Add(std::move(what), k.first, k.second, data, std::move(status));
@@ -97,9 +98,9 @@ class FakeKernel {
   fs::FileSystem* const fs_;
   KernelLog* const log_;
   const uint64_t readahead_;  // pages a fault reads, at most
-  std::mutex mu_;
-  std::condition_variable changed_;
-  std::map<Key, Page> pages_;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  CondVar changed_;  // a page settled, or was dropped
+  std::map<Key, Page> pages_ GUARDED_BY(mu_);
 };
 
 }  // namespace cshm::sim

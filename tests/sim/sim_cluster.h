@@ -15,12 +15,11 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <set>
-#include <shared_mutex>
 #include <string>
 #include <string_view>
 
+#include "common/mutex.h"
 #include "fs/cluster.h"
 #include "fs/filesystem.h"
 #include "tests/sim/fake_kernel.h"
@@ -58,7 +57,7 @@ class SimCluster {
   // Called with the node's id once its messenger is on the network, inside
   // its Cluster::Start (which waits for it): requests may arrive meanwhile.
   void SetStartedHook(std::function<void(uint32_t node)> hook) {
-    std::lock_guard<std::mutex> l(hook_mu_);
+    MutexLock l(&hook_mu_);
     started_hook_ = std::move(hook);
   }
 
@@ -66,13 +65,13 @@ class SimCluster {
   // before the daemon tells a node's kernel to drop pages (its notify), on
   // the thread that tells it.
   void SetInvalidateHook(std::function<void(uint32_t node, uint64_t ino, uint64_t off, uint64_t len)> hook) {
-    std::lock_guard<std::mutex> l(hook_mu_);
+    MutexLock l(&hook_mu_);
     invalidate_hook_ = std::move(hook);
   }
 
   Status Up(uint32_t i) {
     Node& n = nodes_[i];
-    std::unique_lock<std::shared_mutex> lock(n.mu);
+    WriterLock lock(&n.mu);
     fs::FileSystemOptions o;
     o.state_dir = dir_ + "/node" + std::to_string(i);
     o.node_id = i;
@@ -82,7 +81,7 @@ class SimCluster {
       auto m = start(std::move(mo));
       std::function<void(uint32_t)> hook;
       {
-        std::lock_guard<std::mutex> l(hook_mu_);
+        MutexLock l(&hook_mu_);
         hook = started_hook_;
       }
       if (m.ok() && hook) hook(i);  // the node is on the network; its Cluster::Start has not returned
@@ -94,13 +93,14 @@ class SimCluster {
     n.fs->SetNotifier([this, i, k](uint64_t ino, uint64_t off, uint64_t len) {
       std::function<void(uint32_t, uint64_t, uint64_t, uint64_t)> hook;
       {
-        std::lock_guard<std::mutex> l(hook_mu_);
+        MutexLock l(&hook_mu_);
         hook = invalidate_hook_;
       }
       if (hook) hook(i, ino, off, len);
       k->Invalidate(ino, off, len);
     });
     n.fs->SetEntryNotifier([](uint64_t, const std::string&) {});
+    MutexLock l(&n.inos_mu);
     n.inos.clear();
     return Status::Ok();
   }
@@ -115,12 +115,12 @@ class SimCluster {
   // network up (unless it crashed first: Down), and the network goes with it.
   void Unmount(uint32_t i) {
     Node& n = nodes_[i];
-    std::unique_lock<std::shared_mutex> lock(n.mu);
+    WriterLock lock(&n.mu);
     n.fs.reset();
     n.kernel.reset();
   }
   bool up(uint32_t i) {
-    std::shared_lock<std::shared_mutex> lock(nodes_[i].mu);
+    ReaderLock lock(&nodes_[i].mu);
     return nodes_[i].fs != nullptr;
   }
 
@@ -128,18 +128,18 @@ class SimCluster {
   template <typename F>
   Status On(uint32_t i, const std::string& name, F fn) {
     Node& n = nodes_[i];
-    std::shared_lock<std::shared_mutex> lock(n.mu);
+    ReaderLock lock(&n.mu);
     if (!n.fs) return Unavailable("node " + std::to_string(i) + " is down");
     uint64_t ino = 0;
     {
-      std::lock_guard<std::mutex> l(n.inos_mu);
+      MutexLock l(&n.inos_mu);
       auto it = n.inos.find(name);
       if (it != n.inos.end()) ino = it->second;
     }
     if (ino == 0) {
       CSHM_ASSIGN_OR_RETURN(auto rec, n.fs->ns().Lookup(1, name, meta::Caller{0, 0, i}));
       CSHM_RETURN_IF_ERROR(n.fs->OpenedForWrite(rec.ino));  // mapped writable from now on
-      std::lock_guard<std::mutex> l(n.inos_mu);
+      MutexLock l(&n.inos_mu);
       ino = n.inos[name] = rec.ino;
     }
     return fn(*n.fs, *n.kernel, ino);
@@ -154,12 +154,12 @@ class SimCluster {
       Node& n = nodes_[i];
       uint64_t ino = 0;
       {
-        std::lock_guard<std::mutex> l(n.inos_mu);
+        MutexLock l(&n.inos_mu);
         auto it = n.inos.find(name);
         if (it != n.inos.end()) ino = it->second;
       }
       {
-        std::shared_lock<std::shared_mutex> lock(n.mu);
+        ReaderLock lock(&n.mu);
         out += n.fs && n.fs->cluster() && ino != 0 ? n.fs->cluster()->DescribePage(ino, page)
                                                    : "node " + std::to_string(i) + ": down or never opened it";
       }
@@ -170,7 +170,7 @@ class SimCluster {
 
   Status Create(uint32_t creator, const std::string& name, uint64_t size) {
     Node& n = nodes_[creator];
-    std::shared_lock<std::shared_mutex> lock(n.mu);
+    ReaderLock lock(&n.mu);
     CSHM_ASSIGN_OR_RETURN(auto rec, n.fs->CreateOrOpen(1, name, S_IFREG | 0600, O_CREAT | O_RDWR,
                                                        meta::Caller{0, 0, creator}));
     meta::SetAttrRequest req;
@@ -180,21 +180,21 @@ class SimCluster {
 
  private:
   struct Node {
-    std::shared_mutex mu;  // exclusive: starting or crashing it
-    std::unique_ptr<fs::FileSystem> fs;
-    std::unique_ptr<FakeKernel> kernel;
+    SharedMutex mu;  // exclusive: starting or crashing it; shared: a call on it (On)
+    std::unique_ptr<fs::FileSystem> fs GUARDED_BY(mu);
+    std::unique_ptr<FakeKernel> kernel GUARDED_BY(mu);
     KernelLog log;  // kept across crashes
-    std::mutex inos_mu;
-    std::map<std::string, uint64_t> inos;
+    Mutex inos_mu;  // after mu
+    std::map<std::string, uint64_t> inos GUARDED_BY(inos_mu);
   };
   const std::string dir_;
   SimNetwork net_;
   net::ClusterConfig config_;
   uint64_t readahead_ = 1;
   std::set<uint32_t> all_;
-  std::mutex hook_mu_;
-  std::function<void(uint32_t)> started_hook_;  // GUARDED_BY(hook_mu_)
-  std::function<void(uint32_t, uint64_t, uint64_t, uint64_t)> invalidate_hook_;  // GUARDED_BY(hook_mu_)
+  Mutex hook_mu_;  // a leaf: the hooks run after it is released
+  std::function<void(uint32_t)> started_hook_ GUARDED_BY(hook_mu_);
+  std::function<void(uint32_t, uint64_t, uint64_t, uint64_t)> invalidate_hook_ GUARDED_BY(hook_mu_);
   Node nodes_[kNodes];
 };
 

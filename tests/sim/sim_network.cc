@@ -34,7 +34,7 @@ class SimNode : public std::enable_shared_from_this<SimNode> {
   // after this returns, and with `join` its pools are joined.
   void Stop(bool join) {
     {
-      std::lock_guard<std::mutex> gate(gate_);
+      MutexLock gate(&gate_);
       dead_ = true;
     }
     FailCalls(std::nullopt, "node " + std::to_string(id()) + " is shutting down");
@@ -47,7 +47,7 @@ class SimNode : public std::enable_shared_from_this<SimNode> {
   // on the network's thread never overlap Stop.
   template <typename F>
   void Guarded(F fn) {
-    std::lock_guard<std::mutex> gate(gate_);
+    MutexLock gate(&gate_);
     if (dead_) return;
     try {
       fn();
@@ -69,13 +69,13 @@ class SimNode : public std::enable_shared_from_this<SimNode> {
     }
   };
   uint64_t AddCall(std::shared_ptr<Pending> p) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     const uint64_t id = next_id_++;
     calls_[id] = std::move(p);
     return id;
   }
   std::shared_ptr<Pending> TakeCall(uint64_t id) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = calls_.find(id);
     if (it == calls_.end()) return nullptr;
     auto p = std::move(it->second);
@@ -86,7 +86,7 @@ class SimNode : public std::enable_shared_from_this<SimNode> {
   void FailCalls(std::optional<uint32_t> to, const std::string& why) {
     std::vector<std::shared_ptr<Pending>> failed;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       for (auto it = calls_.begin(); it != calls_.end();) {
         if (!to || it->second->to == *to) {
           failed.push_back(std::move(it->second));
@@ -121,7 +121,7 @@ class SimNode : public std::enable_shared_from_this<SimNode> {
     bool timed_out = false;  // a call to it timed out, nothing heard since
   };
   void Heard(uint32_t peer) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     Lease& l = leases_[peer];
     l.heard = Clock::now();
     l.have_heard = true;
@@ -129,7 +129,7 @@ class SimNode : public std::enable_shared_from_this<SimNode> {
     l.timed_out = false;
   }
   void Renewed(uint32_t peer, Clock::time_point sent) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     Lease& l = leases_[peer];
     if (l.have_lease && sent <= l.renewed) return;
     l.renewed = sent;
@@ -137,32 +137,32 @@ class SimNode : public std::enable_shared_from_this<SimNode> {
     l.lease_lost = false;
   }
   void TimedOutOn(uint32_t peer) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     leases_[peer].timed_out = true;
   }
   // After a call to it timed out, while it has said nothing for two
   // heartbeats, calls to it fail at once (net/transport.h).
   bool Silent(uint32_t peer) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = leases_.find(peer);
     if (it == leases_.end() || !it->second.timed_out) return false;
     return !it->second.have_heard ||
            Clock::now() - it->second.heard > 2 * std::chrono::milliseconds(opts_.config.heartbeat_ms);
   }
   bool Forgotten(uint32_t node) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = leases_.find(node);
     return it == leases_.end() || !it->second.have_heard || it->second.forgotten;
   }
   bool LeaseHeld(uint32_t node) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = leases_.find(node);
     return it != leases_.end() && it->second.have_lease && !it->second.lease_lost;
   }
   std::vector<net::PeerState> Peers() {
     std::vector<net::PeerState> out;
     const auto now = Clock::now();
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     for (const net::NodeConfig& n : opts_.config.nodes) {
       if (n.id == id()) continue;
       net::PeerState p;
@@ -193,7 +193,7 @@ class SimNode : public std::enable_shared_from_this<SimNode> {
     const auto margin = lease / 10 + TickPeriod();
     std::vector<uint32_t> lost, forgotten, silent;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       for (auto& [node, l] : leases_) {
         if (l.have_heard && now - l.heard > lease) silent.push_back(node);
         if (l.have_lease && !l.lease_lost && now > l.renewed + lease - margin) {
@@ -228,13 +228,13 @@ class SimNode : public std::enable_shared_from_this<SimNode> {
   SimNetwork* const net_;
   const net::MessengerOptions opts_;
   std::unique_ptr<boost::asio::thread_pool> fast_, slow_;
-  std::mutex gate_;  // held by every callback into the node on the network's thread
+  Mutex gate_;  // held by every callback into the node on the network's thread, and by Stop
   std::atomic<bool> dead_{false};
-  std::mutex mu_;
-  uint64_t next_id_ = 1;                                     // GUARDED_BY(mu_)
-  std::map<uint64_t, std::shared_ptr<Pending>> calls_;       // GUARDED_BY(mu_)
-  std::map<uint32_t, Lease> leases_;                         // GUARDED_BY(mu_)
-  Clock::time_point last_beat_;                              // network thread only
+  Mutex mu_;  // a leaf
+  uint64_t next_id_ GUARDED_BY(mu_) = 1;
+  std::map<uint64_t, std::shared_ptr<Pending>> calls_ GUARDED_BY(mu_);
+  std::map<uint32_t, Lease> leases_ GUARDED_BY(mu_);
+  Clock::time_point last_beat_;  // the network's thread only (Tick)
 };
 
 namespace {
@@ -273,9 +273,12 @@ class SimMessenger : public net::Messenger {
  public:
   SimMessenger(SimNetwork* net, std::shared_ptr<SimNode> node) : net_(net), node_(std::move(node)) {}
   ~SimMessenger() override {
+    Stop();
+    net_->NoteDestroyed(node_->id());
+  }
+  void Stop() override {
     net_->Unregister(node_.get());
     node_->Stop(/*join=*/true);
-    net_->NoteDestroyed(node_->id());
   }
 
   using Messenger::Call;
@@ -373,10 +376,10 @@ SimNetwork::SimNetwork(uint64_t seed) : rng_(seed) {
 
 SimNetwork::~SimNetwork() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stopping_ = true;
   }
-  cv_.notify_all();
+  cv_.NotifyAll();
   thread_.join();
 }
 
@@ -389,19 +392,19 @@ net::MessengerFactory SimNetwork::Factory() {
 }
 
 uint64_t SimNetwork::Random() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return rng_();
 }
 
 LinkFaults& SimNetwork::Link(uint32_t from, uint32_t to) { return links_[{from, to}]; }
 
 void SimNetwork::SetLink(uint32_t from, uint32_t to, const LinkFaults& f) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Link(from, to) = f;
 }
 
 void SimNetwork::Partition(const std::set<uint32_t>& side, const std::set<uint32_t>& all) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   for (uint32_t a : side)
     for (uint32_t b : all)
       if (!side.contains(b)) {
@@ -411,7 +414,7 @@ void SimNetwork::Partition(const std::set<uint32_t>& side, const std::set<uint32
 }
 
 void SimNetwork::Heal(const std::set<uint32_t>& all) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   for (uint32_t a : all)
     for (uint32_t b : all) Link(a, b) = LinkFaults{};
 }
@@ -419,7 +422,7 @@ void SimNetwork::Heal(const std::set<uint32_t>& all) {
 void SimNetwork::Crash(uint32_t node) {
   std::shared_ptr<SimNode> n;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = nodes_.find(node);
     if (it == nodes_.end()) return;
     n = it->second;
@@ -429,30 +432,30 @@ void SimNetwork::Crash(uint32_t node) {
 }
 
 uint64_t SimNetwork::RequestsTo(uint32_t node) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return requests_to_[node];
 }
 
 uint64_t SimNetwork::Sent(uint32_t from, uint32_t to, uint16_t type) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = sent_.find({from, to, type});
   return it == sent_.end() ? 0 : it->second;
 }
 
 uint64_t SimNetwork::MessengersDestroyed(uint32_t node) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return destroyed_[node];
 }
 
 void SimNetwork::NoteDestroyed(uint32_t node) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   destroyed_[node]++;
 }
 
 std::vector<net::PeerState> SimNetwork::PeersOf(uint32_t node) {
   std::shared_ptr<SimNode> n;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = nodes_.find(node);
     if (it == nodes_.end()) return {};
     n = it->second;
@@ -462,7 +465,7 @@ std::vector<net::PeerState> SimNetwork::PeersOf(uint32_t node) {
 
 void SimNetwork::Register(std::shared_ptr<SimNode> n) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     nodes_[n->id()] = n;
   }
   std::weak_ptr<SimNode> weak = n;
@@ -480,7 +483,7 @@ void SimNetwork::Register(std::shared_ptr<SimNode> n) {
 void SimNetwork::Unregister(const SimNode* n) {
   std::vector<std::function<void()>> down;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = nodes_.find(n->id());
     if (it == nodes_.end() || it->second.get() != n) return;
     for (auto& [id, other] : nodes_)
@@ -494,7 +497,7 @@ void SimNetwork::Unregister(const SimNode* n) {
 void SimNetwork::Close(uint32_t a, uint32_t b) {
   std::vector<std::function<void()>> down;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     const auto key = std::minmax(a, b);
     if (!connections_.contains({key.first, key.second}) && unaware_.erase({a, b}) > 0) {
       Down(a, b, &down);  // closed by the peer long ago: now this end knows too
@@ -554,7 +557,7 @@ bool SimNetwork::Connect(uint32_t a, uint32_t b, std::vector<std::function<void(
   for (auto [side, peer] : {std::pair{a, b}, std::pair{b, a}}) {
     std::shared_ptr<SimNode> node = nodes_[side];
     const uint64_t peer_incarnation = nodes_[peer]->incarnation();
-    up->push_back([node, peer, peer_incarnation] {
+    up->push_back([node, peer = peer, peer_incarnation] {
       node->Heard(peer);
       node->Guarded([&] {
         if (node->opts().on_peer_up) node->opts().on_peer_up(peer, peer_incarnation);
@@ -568,7 +571,7 @@ void SimNetwork::Transmit(Frame f) {
   std::vector<std::function<void()>> up;
   std::function<void()> refused;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto from = nodes_.find(f.from);
     // A dead node says nothing; nor does an old incarnation's responder.
     if (from == nodes_.end() || from->second->dead()) return;
@@ -600,7 +603,7 @@ void SimNetwork::Transmit(Frame f) {
       for (auto& fn : up) {
         events_.push_back(Event{Clock::now(), next_seq_++, std::move(fn)});
         std::push_heap(events_.begin(), events_.end(), std::greater<>());
-        cv_.notify_all();
+        cv_.NotifyAll();
       }
       if (!connected) {
         // Cut: lost (a call times out at its deadline).
@@ -616,7 +619,7 @@ void SimNetwork::Transmit(Frame f) {
         Event e{at, next_seq_++, [this, f = std::move(f)]() mutable { Deliver(std::move(f)); }};
         events_.push_back(std::move(e));
         std::push_heap(events_.begin(), events_.end(), std::greater<>());
-        cv_.notify_all();
+        cv_.NotifyAll();
       }
     }
   }
@@ -626,7 +629,7 @@ void SimNetwork::Transmit(Frame f) {
 void SimNetwork::Deliver(Frame f) {
   std::shared_ptr<SimNode> to;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = nodes_.find(f.to);
     const auto key = std::minmax(f.from, f.to);
     auto c = connections_.find({key.first, key.second});
@@ -660,7 +663,7 @@ void SimNetwork::Deliver(Frame f) {
     case Frame::kRequest:
     case Frame::kOneWay: {
       if (f.kind == Frame::kRequest) {
-        std::lock_guard<std::mutex> lock(mu_);
+        MutexLock lock(&mu_);
         requests_to_[f.to]++;
       }
       net::Request r;
@@ -682,32 +685,32 @@ void SimNetwork::Deliver(Frame f) {
 }
 
 void SimNetwork::Schedule(std::chrono::microseconds delay, std::function<void()> fn) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (stopping_) return;
   events_.push_back(Event{Clock::now() + delay, next_seq_++, std::move(fn)});
   std::push_heap(events_.begin(), events_.end(), std::greater<>());
-  cv_.notify_all();
+  cv_.NotifyAll();
 }
 
 void SimNetwork::Loop() {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   while (!stopping_) {
     if (events_.empty()) {
-      cv_.wait(lock);
+      cv_.Wait(lock, [this]() REQUIRES(mu_) { return stopping_ || !events_.empty(); });
       continue;
     }
     if (const Clock::time_point at = events_.front().at; at > Clock::now()) {
       // A copy: the wait reads it again after waking, and a Schedule
       // meanwhile may have moved the events (found by ThreadSanitizer).
-      cv_.wait_until(lock, at);
+      cv_.WaitUntil(lock, at);
       continue;
     }
     std::pop_heap(events_.begin(), events_.end(), std::greater<>());
     Event e = std::move(events_.back());
     events_.pop_back();
-    lock.unlock();
+    lock.Unlock();
     e.fn();
-    lock.lock();
+    lock.Lock();
   }
 }
 

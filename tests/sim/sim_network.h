@@ -29,18 +29,17 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <random>
 #include <set>
 #include <thread>
 #include <tuple>
 #include <vector>
 
+#include "common/mutex.h"
 #include "net/messenger.h"
 
 namespace cshm::sim {
@@ -129,34 +128,35 @@ class SimNetwork {
   };
   void Loop();
   void Deliver(Frame f);
-  // (mu_ held) Whether the connection between the two is up, bringing it up
-  // if it can; the peer_up callbacks are queued into *up.
-  bool Connect(uint32_t a, uint32_t b, std::vector<std::function<void()>>* up);
-  // (mu_ held) Closes the connection, queueing the peer_down callbacks: of
-  // both ends, or (only_a) of `a` alone, the other end not hearing of it.
-  void Disconnect(uint32_t a, uint32_t b, std::vector<std::function<void()>>* down, bool only_a = false);
-  // (mu_ held) `side` learns that its connection to `peer` closed: its
-  // calls there fail, and its peer_down callback is queued.
-  void Down(uint32_t side, uint32_t peer, std::vector<std::function<void()>>* down);
-  LinkFaults& Link(uint32_t from, uint32_t to);
+  // Whether the connection between the two is up, bringing it up if it
+  // can; the peer_up callbacks are queued into *up.
+  bool Connect(uint32_t a, uint32_t b, std::vector<std::function<void()>>* up) REQUIRES(mu_);
+  // Closes the connection, queueing the peer_down callbacks: of both ends,
+  // or (only_a) of `a` alone, the other end not hearing of it.
+  void Disconnect(uint32_t a, uint32_t b, std::vector<std::function<void()>>* down, bool only_a = false)
+      REQUIRES(mu_);
+  // `side` learns that its connection to `peer` closed: its calls there
+  // fail, and its peer_down callback is queued.
+  void Down(uint32_t side, uint32_t peer, std::vector<std::function<void()>>* down) REQUIRES(mu_);
+  LinkFaults& Link(uint32_t from, uint32_t to) REQUIRES(mu_);
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::mt19937_64 rng_;                               // GUARDED_BY(mu_)
-  std::map<uint32_t, std::shared_ptr<SimNode>> nodes_;  // GUARDED_BY(mu_): the running ones
-  std::map<std::pair<uint32_t, uint32_t>, LinkFaults> links_;        // GUARDED_BY(mu_)
-  std::map<uint32_t, uint64_t> requests_to_;                         // GUARDED_BY(mu_)
-  std::map<std::tuple<uint32_t, uint32_t, uint16_t>, uint64_t> sent_;  // GUARDED_BY(mu_)
-  std::map<uint32_t, uint64_t> destroyed_;                           // GUARDED_BY(mu_)
-  std::map<std::pair<uint32_t, uint32_t>, Connection> connections_;  // GUARDED_BY(mu_): (low, high) ids
+  Mutex mu_;  // a leaf: callbacks into the nodes run after it is released (queued, or Schedule'd)
+  CondVar cv_;
+  std::mt19937_64 rng_ GUARDED_BY(mu_);
+  std::map<uint32_t, std::shared_ptr<SimNode>> nodes_ GUARDED_BY(mu_);  // the running ones
+  std::map<std::pair<uint32_t, uint32_t>, LinkFaults> links_ GUARDED_BY(mu_);
+  std::map<uint32_t, uint64_t> requests_to_ GUARDED_BY(mu_);
+  std::map<std::tuple<uint32_t, uint32_t, uint16_t>, uint64_t> sent_ GUARDED_BY(mu_);
+  std::map<uint32_t, uint64_t> destroyed_ GUARDED_BY(mu_);
+  std::map<std::pair<uint32_t, uint32_t>, Connection> connections_ GUARDED_BY(mu_);  // (low, high) ids
   // (side, peer): `peer` closed their connection across a cut link, and
   // `side` has not noticed (the FIN was lost): its calls on it wait for
   // their deadlines until it closes the connection itself or the link
   // carries a new one, as TCP's do.
-  std::set<std::pair<uint32_t, uint32_t>> unaware_;  // GUARDED_BY(mu_)
-  std::vector<Event> events_;                         // GUARDED_BY(mu_): a heap
-  uint64_t next_seq_ = 0;                             // GUARDED_BY(mu_)
-  bool stopping_ = false;                             // GUARDED_BY(mu_)
+  std::set<std::pair<uint32_t, uint32_t>> unaware_ GUARDED_BY(mu_);
+  std::vector<Event> events_ GUARDED_BY(mu_);  // a heap
+  uint64_t next_seq_ GUARDED_BY(mu_) = 0;
+  bool stopping_ GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

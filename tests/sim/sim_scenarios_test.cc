@@ -363,6 +363,36 @@ TEST_F(StopTest, work_posted_before_a_stop_ends_with_the_network_up) {
       << "node 0 did not tell node 1 it saw its restart: the work its stop waited for ran without a network";
 }
 
+// A node stopped while its slow pool moves a segment (asked by another node,
+// the move waiting for its target): the move's failure path, on the pool
+// being joined, still finds the node's messenger. Seen before (by
+// ThreadSanitizer, in the seeded runs): Cluster::Stop reset its messenger's
+// pointer before the pools were joined, and the move's Fail read it null.
+TEST_F(StopTest, a_stop_while_a_move_waits_for_its_target_ends_the_move_with_the_network_up) {
+  ASSERT_NO_FATAL_FAILURE(Start(0));  // served by node 0
+  ASSERT_TRUE(StoreAndSync(c, 0, 0, "kept").ok());
+  LinkFaults slow;
+  slow.slow_types[ownership::kMigrateQuery] = 500ms;
+  c.net().SetLink(0, 2, slow);
+  const uint64_t queried = c.net().Sent(0, 2, ownership::kMigrateQuery);
+  Status moved;
+  std::thread asker([&] { moved = Move(c, 1, 2); });  // node 1 asks node 0 to move f to node 2
+  const bool began = WaitFor([&] { return c.net().Sent(0, 2, ownership::kMigrateQuery) > queried; });
+  c.Unmount(0);  // while node 0's slow pool waits for node 2's answer
+  asker.join();
+  ASSERT_TRUE(began) << "node 0 never began the move";
+  EXPECT_FALSE(moved.ok()) << "a move whose owner stopped under it succeeded";
+  // The segment stayed with node 0, whole.
+  c.net().SetLink(0, 2, LinkFaults{});
+  ASSERT_TRUE(c.Up(0).ok());
+  Result<std::string> got = Status::Ok();
+  EXPECT_TRUE(WaitFor([&] {
+    got = Load(c, 2, 0, 4);
+    return got.ok();
+  })) << got.status().message();
+  if (got.ok()) EXPECT_EQ(*got, "kept");
+}
+
 // The fast pool never waits (issue 15, item 14): a request that would wait
 // for a frozen segment goes on on the slow pool, and the fast pool's threads
 // stay free for those that wait for nothing — here node 1's namespace calls

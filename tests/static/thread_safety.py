@@ -4,9 +4,10 @@ fails on any warning: every field marked GUARDED_BY is touched only with its
 mutex held, every function marked REQUIRES is called with it
 (common/thread_annotations.h, common/mutex.h, docs/locking.md).
 
-usage: thread_safety.py BUILD_DIR [FILE...]   (default: every file of fs/, meta/, migrator/,
-ownership/, store/ and net/ in BUILD_DIR/compile_commands.json; the project builds with GCC,
-which ignores the annotations)
+usage: thread_safety.py BUILD_DIR [FILE...]   (default: every file of fs/, meta/,
+migrator/, ownership/, store/, net/ and the simulated cluster's tests/sim/ in
+BUILD_DIR/compile_commands.json; the project builds with GCC, which ignores
+the annotations)
 """
 import json
 import os
@@ -42,7 +43,8 @@ def main():
         if wanted:
             if path in wanted:
                 entries.append((rel, e))
-        elif rel.split(os.sep)[0] in ("fs", "ownership", "migrator", "meta", "store", "net"):
+        elif rel.split(os.sep)[0] in ("fs", "ownership", "migrator", "meta", "store", "net") or \
+                rel.startswith(os.path.join("tests", "sim") + os.sep):
             entries.append((rel, e))
     if not entries:
         sys.exit("no files to check in " + db_path)
