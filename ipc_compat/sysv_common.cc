@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <set>
 #include <string>
@@ -187,7 +188,43 @@ int LinkIn(const std::string& tmp, const std::string& id_path, const std::string
   return 0;
 }
 
+namespace {
+// What a directory looked like when it was last listed: any entry made or
+// removed in it since changes its mtime, ctime or link count.
+struct DirVersion {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  nlink_t nlink = 0;
+  struct timespec mtime {}, ctime {};
+  bool operator==(const DirVersion& o) const {
+    return dev == o.dev && ino == o.ino && nlink == o.nlink && mtime.tv_sec == o.mtime.tv_sec &&
+           mtime.tv_nsec == o.mtime.tv_nsec && ctime.tv_sec == o.ctime.tv_sec && ctime.tv_nsec == o.ctime.tv_nsec;
+  }
+};
+struct Listing {
+  DirVersion version;
+  std::vector<int> ids;
+};
+std::mutex listings_mu;
+auto* listings = new std::map<std::pair<std::string, std::string>, Listing>;  // never destroyed: used until exit
+}  // namespace
+
 std::vector<int> ListIds(const std::string& dir, const char* prefix) {
+  // An index walk (SHM_STAT/SEM_STAT for 0, 1, 2, ...) asks for the list at
+  // every index: listed again only when the directory changed (one stat,
+  // where a listing of thousands of entries is dozens of requests on a
+  // cluster mount), so the walk is linear, not quadratic. The stat comes
+  // before the listing: a change between them makes the next call list again.
+  struct stat st;
+  const bool versioned = stat(dir.c_str(), &st) == 0;
+  DirVersion version;
+  if (versioned) version = DirVersion{st.st_dev, st.st_ino, st.st_nlink, st.st_mtim, st.st_ctim};
+  const auto key = std::make_pair(dir, std::string(prefix));
+  if (versioned) {
+    std::lock_guard<std::mutex> lock(listings_mu);
+    auto it = listings->find(key);
+    if (it != listings->end() && it->second.version == version) return it->second.ids;
+  }
   std::vector<int> ids;
   const size_t len = std::strlen(prefix);
   if (DIR* d = opendir(dir.c_str())) {
@@ -200,6 +237,10 @@ std::vector<int> ListIds(const std::string& dir, const char* prefix) {
     closedir(d);
   }
   std::sort(ids.begin(), ids.end());
+  if (versioned) {
+    std::lock_guard<std::mutex> lock(listings_mu);
+    (*listings)[key] = Listing{version, ids};
+  }
   return ids;
 }
 

@@ -29,6 +29,15 @@
 
 #include "check.h"
 
+/* Whether an SHM_STAT walk of indexes 0..max meets `id`. */
+static int walk_finds(int id, int max) {
+  for (int i = 0; i <= max; i++) {
+    struct shmid_ds d;
+    if (shmctl(i, SHM_STAT_ANY, &d) == id) return 1;
+  }
+  return 0;
+}
+
 static int nattch(int id) {
   struct shmid_ds ds;
   if (shmctl(id, IPC_STAT, &ds) != 0) return -1;
@@ -200,6 +209,13 @@ static void local_rules(key_t key) {
   CHECK(seen_ours && seen_kernels);
   CHECK(shmctl(id, SHM_STAT_ANY, &ds) == id); /* an id for an index, as the kernel takes one */
   CHECK_ERR(shmctl(max + 1, SHM_STAT, &ds), EINVAL);
+  /* A walk sees what changed since the last one (the shim lists the mount's
+   * segments again only when .sysv has changed). */
+  int extra = shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0600);
+  CHECK(extra >= 0);
+  CHECK(walk_finds(extra, shmctl(0, SHM_INFO, (struct shmid_ds*)&si)));
+  CHECK(shmctl(extra, IPC_RMID, NULL) == 0);
+  CHECK(!walk_finds(extra, shmctl(0, SHM_INFO, (struct shmid_ds*)&si)));
   CHECK(syscall(SYS_shmctl, kernel_id, IPC_RMID, NULL) == 0);
   /* IPC_RMID while attached: the key is free at once, the memory lives. */
   CHECK(shmctl(id, IPC_RMID, NULL) == 0);
