@@ -76,10 +76,11 @@ Cluster::Cluster(net::ClusterConfig config, uint32_t self, store::PageStore* pag
   };
   re.deadline = RoundDeadline();
   rounds_ = std::make_unique<InvalidationRounds>(std::move(re));
-  SegmentTransfer::Env te;
+  migrator::SegmentTransfer::Env te;
   te.self = self_;
   te.config = config_;
-  te.seams = seams_;
+  te.slow_chunk = seams_.slow_migrate_chunk;
+  te.die_in_migration = seams_.die_in_migration;
   te.log = log_;
   te.owned = &owned_;
   te.pages = pages_;
@@ -97,7 +98,7 @@ Cluster::Cluster(net::ClusterConfig config, uint32_t self, store::PageStore* pag
     MutexLock lock(&stop_mu_);
     return stop_cv_.WaitFor(lock, d, [this]() REQUIRES(stop_mu_) { return stopping_; });
   };
-  transfer_ = std::make_unique<SegmentTransfer>(std::move(te));
+  transfer_ = std::make_unique<migrator::SegmentTransfer>(std::move(te));
 }
 
 Cluster::~Cluster() { Stop(); }

@@ -37,7 +37,8 @@
 //   cluster_status.cc    NodeStatus, StatusJson, the metrics' gauges
 // The parts with state of their own are classes beside it: LockClient (the
 // holder side of locks), ownership::LockService (the owner side),
-// SegmentTransfer (both ends of a move), ReferenceSync, PendingWrites,
+// migrator::SegmentTransfer (both ends of a move) and migrator::AccessLedger
+// (where segments should live), ReferenceSync, PendingWrites,
 // TwinCache. docs/locking.md lists the mutexes and their order.
 //
 // Thread-safety: all public methods are thread-safe.
@@ -65,11 +66,11 @@
 #include "fs/lock_client.h"
 #include "fs/pending_writes.h"
 #include "fs/read_scratch.h"
-#include "fs/segment_transfer.h"
 #include "fs/reference_sync.h"
 #include "fs/twin_cache.h"
 #include "meta/meta_rpc.h"
 #include "migrator/access_ledger.h"
+#include "migrator/segment_transfer.h"
 #include "meta/namespace.h"
 #include "net/cluster_config.h"
 #include "net/messenger.h"
@@ -310,7 +311,7 @@ class Cluster {
   Semaphores* semaphores_ = nullptr;
   std::unique_ptr<LockClient> locks_held_;  // the holder side of the locks
   std::unique_ptr<ownership::InvalidationRounds> rounds_;  // the owner's rounds
-  std::unique_ptr<SegmentTransfer> transfer_;               // both ends of a move
+  std::unique_ptr<migrator::SegmentTransfer> transfer_;               // both ends of a move
   // The same, for the transport's own callbacks, which may run before
   // Start() has stored transport_ (null until then). Requests wait for it on
   // the pools (AwaitTransport) and are never served inline before it.

@@ -200,7 +200,7 @@ struct Cluster::Handlers {
     return true;
   }
 
-  // Both ends of a move (fs/segment_transfer.h).
+  // Both ends of a move (migrator/segment_transfer.h).
   static bool MigrateAbort(Cluster& c, net::Request& r, On) {
     auto ref = MoveRef::Decode(r.payload);
     if (ref.ok()) c.transfer_->Abort(*ref, "node " + std::to_string(r.from) + " aborted the move");

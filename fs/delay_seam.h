@@ -5,31 +5,10 @@
 // own. All off by default, and each logs loudly when it acts.
 #pragma once
 
-#include <spdlog/spdlog.h>
-
-#include <chrono>
-#include <cstdint>
-#include <thread>
-
+#include "common/delay_seam.h"
 #include "net/transport.h"
 
 namespace cshm::fs {
-
-// Waits `ms` where it is placed, saying so in the log.
-class DelaySeam {
- public:
-  DelaySeam() = default;
-  DelaySeam(const char* name, int ms) : name_(name), ms_(ms) {}
-  void At(const char* what, uint64_t ino) const {
-    if (ms_ <= 0) return;
-    spdlog::warn("{}: {} {} waits {} ms, as asked", name_, what, ino, ms_);
-    std::this_thread::sleep_for(std::chrono::milliseconds(ms_));
-  }
-
- private:
-  const char* name_ = "";
-  int ms_ = 0;
-};
 
 struct TestSeams {
   DelaySeam slow_fetch;          // CSHM_TEST_SLOW_FETCH_MS: a fetch from a remote owner, before it is sent

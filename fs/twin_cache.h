@@ -17,19 +17,20 @@
 
 #include "common/mutex.h"
 #include "common/status.h"
+#include "migrator/move_twins.h"
 #include "ownership/owned_segments.h"
 #include "store/page_store.h"
 
 namespace cshm::fs {
 
-class TwinCache : public ownership::OwnerTwinStore {
+class TwinCache : public ownership::OwnerTwinStore, public migrator::MoveTwins {
  public:
   static Result<std::unique_ptr<TwinCache>> Open(const std::string& dir);
 
   // Stores `data` as the twins of the pages it covers, starting at the
   // page-aligned `off`; a short last page is padded with zeros. On failure
   // (the state dir's disk is full) no twin of those pages is kept.
-  Status Put(uint64_t ino, uint64_t off, std::string_view data);
+  Status Put(uint64_t ino, uint64_t off, std::string_view data) override;
   std::optional<std::string> Get(uint64_t ino, uint64_t page) override;
   bool Has(uint64_t ino, uint64_t page) override;
   // Writes `data` at `off` into twins that exist; with `whole_pages`, pages
@@ -53,7 +54,7 @@ class TwinCache : public ownership::OwnerTwinStore {
   // pages, but may have looked it up and faulted pages in again since.
   void DropInodeUpTo(uint64_t ino, uint64_t stored_by);
   // One byte per page: 1 if this node holds a twin of it.
-  std::string Bitmap(uint64_t ino);
+  std::string Bitmap(uint64_t ino) override;
   // How many twins this node holds (one page each).
   uint64_t count();
 

@@ -397,7 +397,9 @@ TEST_F(StopTest, a_stop_while_a_move_waits_for_its_target_ends_the_move_with_the
     got = Load(c, 2, 0, 4);
     return got.ok();
   })) << got.status().message();
-  if (got.ok()) EXPECT_EQ(*got, "kept");
+  if (got.ok()) {
+    EXPECT_EQ(*got, "kept");
+  }
 }
 
 // The fast pool never waits (issue 15, item 14): a request that would wait

@@ -17,6 +17,11 @@
 // and commits or undoes the move when the directory answers (or ends at
 // Stop: both copies stay, the directory decides at the next start).
 //
+// The old owner's end is migrator/transfer_source.cc, the target's
+// migrator/transfer_target.cc. It depends on ownership/ (the owner side it
+// freezes, installs and unfreezes), meta/ (the directory), net/ and store/,
+// and on fs/ for nothing: the node's twins come as a MoveTwins.
+//
 // Thread-safety: all methods are thread-safe; one move from this node at a
 // time (others wait at most a request deadline, then kBusy), the one being
 // decided in the background included.
@@ -36,9 +41,9 @@
 
 #include "common/mutex.h"
 #include "common/log.h"
-#include "fs/delay_seam.h"
+#include "common/delay_seam.h"
 #include "common/status.h"
-#include "fs/twin_cache.h"
+#include "migrator/move_twins.h"
 #include "meta/meta_service.h"
 #include "net/cluster_config.h"
 #include "net/messenger.h"
@@ -48,18 +53,19 @@
 #include "ownership/owned_segments.h"
 #include "store/page_store.h"
 
-namespace cshm::fs {
+namespace cshm::migrator {
 
 class SegmentTransfer {
  public:
   struct Env {
     uint32_t self = 0;
     NamedLog log{"node"};  // the node's (Cluster::log_)
-    TestSeams seams;
+    DelaySeam slow_chunk;           // before each chunk of a move from here is sent (a test's)
+    bool die_in_migration = false;  // the target exits (3) as pages arrive (a test's)
     net::ClusterConfig config;
     ownership::OwnedSegments* owned = nullptr;
     store::PageStore* pages = nullptr;
-    TwinCache* twins = nullptr;
+    MoveTwins* twins = nullptr;  // the node's (fs::TwinCache)
     ownership::InvalidationRounds* rounds = nullptr;
     std::function<net::Messenger*()> net;
     std::function<meta::MetaService&()> meta;
@@ -177,4 +183,4 @@ class SegmentTransfer {
   std::map<uint64_t, Staged> staged_ GUARDED_BY(mu_);
 };
 
-}  // namespace cshm::fs
+}  // namespace cshm::migrator
