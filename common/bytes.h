@@ -51,10 +51,9 @@ class ByteReader {
   // Length-prefixed bytes; fails (without allocating) if the length exceeds
   // what is left of the input.
   bool GetBytes(std::string* s) {
-    uint32_t n;
-    if (!GetU32(&n) || n > in_.size() - pos_) return Fail();
-    s->assign(in_.substr(pos_, n));
-    pos_ += n;
+    std::string_view v;
+    if (!GetView(&v)) return false;
+    s->assign(v);
     return true;
   }
   // The same, as a view into the input (valid while the input is): no copy.

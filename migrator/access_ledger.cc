@@ -13,62 +13,73 @@ double SteadySeconds() {
 AccessLedger::AccessLedger(double half_life_s, Clock now)
     : half_life_s_(half_life_s), now_(now ? std::move(now) : Clock(SteadySeconds)) {}
 
-AccessLedger::Entry& AccessLedger::At(uint64_t ino) {
-  return entries_.try_emplace(ino, half_life_s_).first->second;
+AccessLedger::Entry& AccessLedger::At(Stripe& s, uint64_t ino) {
+  return s.entries.try_emplace(ino, half_life_s_).first->second;
 }
 
 void AccessLedger::Served(uint64_t ino, uint32_t node, uint64_t pages) {
   const double now = now_();
-  MutexLock lock(&mu_);
-  At(ino).stats.Add(node, static_cast<double>(pages), now);
+  Stripe& s = StripeOf(ino);
+  MutexLock lock(&s.mu);
+  At(s, ino).stats.Add(node, static_cast<double>(pages), now);
 }
 
 void AccessLedger::Moved(uint64_t ino, bool away) {
   const double now = now_();
-  MutexLock lock(&mu_);
+  Stripe& s = StripeOf(ino);
+  MutexLock lock(&s.mu);
   if (away) {
-    entries_.erase(ino);  // served elsewhere: its new owner counts from zero
+    s.entries.erase(ino);  // served elsewhere: its new owner counts from zero
     return;
   }
-  At(ino).moved_at = now;
+  At(s, ino).moved_at = now;
 }
 
 void AccessLedger::Forget(uint64_t ino) {
-  MutexLock lock(&mu_);
-  entries_.erase(ino);
+  Stripe& s = StripeOf(ino);
+  MutexLock lock(&s.mu);
+  s.entries.erase(ino);
 }
 
 std::vector<std::pair<uint64_t, uint32_t>> AccessLedger::Candidates(const PolicyConfig& policy, uint32_t owner) {
   const double now = now_();
   std::vector<std::pair<uint64_t, uint32_t>> out;
-  MutexLock lock(&mu_);
-  for (auto it = entries_.begin(); it != entries_.end();) {
-    Entry& e = it->second;
-    const double since = now - e.moved_at;
-    if (e.stats.Prune(now)) {  // idle: most segments
-      if (since >= policy.cooldown_s) {
-        it = entries_.erase(it);
-      } else {
-        ++it;  // keep the cooldown of a move that just ended
+  // A stripe at a time: a fetch on the I/O thread waits at most for one.
+  for (Stripe& s : stripes_) {
+    MutexLock lock(&s.mu);
+    for (auto it = s.entries.begin(); it != s.entries.end();) {
+      Entry& e = it->second;
+      const double since = now - e.moved_at;
+      if (e.stats.Prune(now)) {  // idle: most segments
+        if (since >= policy.cooldown_s) {
+          it = s.entries.erase(it);
+        } else {
+          ++it;  // keep the cooldown of a move that just ended
+        }
+        continue;
       }
-      continue;
+      if (auto target = ChooseTarget(policy, owner, e.stats.Rates(now), since)) out.emplace_back(it->first, *target);
+      ++it;
     }
-    if (auto target = ChooseTarget(policy, owner, e.stats.Rates(now), since)) out.emplace_back(it->first, *target);
-    ++it;
   }
   return out;
 }
 
 std::string AccessLedger::Describe(uint64_t ino) {
   const double now = now_();
-  MutexLock lock(&mu_);
-  auto it = entries_.find(ino);
-  return it == entries_.end() ? AccessStats().Describe(now) : it->second.stats.Describe(now);
+  Stripe& s = StripeOf(ino);
+  MutexLock lock(&s.mu);
+  auto it = s.entries.find(ino);
+  return it == s.entries.end() ? AccessStats().Describe(now) : it->second.stats.Describe(now);
 }
 
 size_t AccessLedger::tracked() {
-  MutexLock lock(&mu_);
-  return entries_.size();
+  size_t n = 0;
+  for (Stripe& s : stripes_) {
+    MutexLock lock(&s.mu);
+    n += s.entries.size();
+  }
+  return n;
 }
 
 }  // namespace cshm::migrator
