@@ -118,7 +118,8 @@ Status Cluster::Start(meta::Namespace* ns) {
   ns_ = ns;
   remote_meta_ = std::make_unique<meta::RemoteMeta>(
       [this](std::string p) { return transport_->Call(config_.metadata_node, kMetaRequest, std::move(p)); },
-      [this](std::string p) { transport_->Send(config_.metadata_node, kMetaForget, std::move(p)); });
+      [this](std::string p) { transport_->Send(config_.metadata_node, kMetaForget, std::move(p)); },
+      config_.name_cache_ms);
   async_rounds_ = std::make_unique<boost::asio::thread_pool>(4);
   net::MessengerOptions o;
   o.config = config_;
@@ -206,8 +207,23 @@ Status Cluster::Start(meta::Namespace* ns) {
     };
     ref_sync_ = std::make_unique<ReferenceSync>(ns_, std::move(ro));
   }
-  if (ns_)
-    ns_->SetEntryRemovedHook([this](uint64_t parent, const std::string& name) { BroadcastEntryGone(parent, name); });
+  if (ns_) {
+    NameCoherence::Env ne;
+    ne.self = self_;
+    for (const net::NodeConfig& n : config_.nodes)
+      if (n.id != self_) ne.peers.push_back(n.id);
+    ne.grants = &name_grants_;
+    ne.call = [this](uint32_t node, std::string payload, std::function<void(bool)> done,
+                     std::chrono::milliseconds timeout) {
+      net_.load()->CallAsync(
+          node, kNamesChanged, std::move(payload), [done = std::move(done)](Result<std::string> r) { done(r.ok()); },
+          timeout);
+    };
+    ne.send = [this](uint32_t node, std::string payload) { net_.load()->Send(node, kNamesChanged, std::move(payload)); };
+    ne.drop_local = [this](const meta::NameChange& change) { DropNamesLocal(change); };
+    names_ = std::make_unique<NameCoherence>(std::move(ne));
+    ns_->SetChangeHook([this](const meta::NameChange& change) { names_->Changed(change); });
+  }
   CSHM_ASSIGN_OR_RETURN(transport_, start_messenger_(std::move(o)));
   {
     MutexLock lock(&net_mu_);
@@ -352,11 +368,18 @@ void Cluster::DropEntryLocal(uint64_t parent, const std::string& name) {
   });
 }
 
-void Cluster::BroadcastEntryGone(uint64_t parent, const std::string& name) {
-  std::string payload = EncodeU64(parent) + name;
-  for (const net::NodeConfig& n : config_.nodes)
-    if (n.id != self_) transport_->Send(n.id, kEntryGone, payload);
-  DropEntryLocal(parent, name);
+void Cluster::DropNamesLocal(const meta::NameChange& change) {
+  Notifier attrs;
+  EntryNotifier entry;
+  {
+    MutexLock lock(&mu_);
+    attrs = notifier_;
+    entry = entry_notifier_;
+  }
+  for (uint64_t dir : change.dirs)
+    if (attrs) attrs(dir, kAttributesOnly, 0);
+  for (const auto& [parent, name] : change.names)
+    if (entry) entry(parent, name);
 }
 
 meta::MetaService& Cluster::meta() {

@@ -64,6 +64,7 @@
 #include "common/status.h"
 #include "fs/delay_seam.h"
 #include "fs/lock_client.h"
+#include "fs/name_coherence.h"
 #include "fs/pending_writes.h"
 #include "fs/read_scratch.h"
 #include "fs/reference_sync.h"
@@ -90,6 +91,9 @@ namespace cshm::fs {
 
 class Semaphores;
 
+// The Notifier's `off` that drops an inode's attributes only (no pages).
+constexpr uint64_t kAttributesOnly = UINT64_MAX;
+
 class Cluster {
  public:
   // Drops pages [off, off+len) of `ino` from this node's kernel cache (len 0:
@@ -114,6 +118,7 @@ class Cluster {
   void SetEntryNotifier(EntryNotifier n);
 
   bool is_metadata_node() const { return config_.metadata_node == self_; }
+  uint32_t name_cache_ms() const { return config_.name_cache_ms; }
   uint32_t self() const { return self_; }
   meta::MetaService& meta();
   // The kernel forgot `ino` (FUSE FORGET): if this node's kernel holds no
@@ -264,9 +269,11 @@ class Cluster {
   // wait, and a pool serves it (the fast pool defers such a request to the
   // slow one itself).
   bool Serve(net::Request& r, On on);
-  // Metadata node: a name went; every node's kernel drops its dentry.
-  void BroadcastEntryGone(uint64_t parent, const std::string& name);
+  // This node's kernel drops the dentry, on a worker thread (never a FUSE
+  // request's: the kernel may hold the directory's lock for that request).
   void DropEntryLocal(uint64_t parent, const std::string& name);
+  // This node's kernel drops what `change` names, here (fs/name_coherence.h).
+  void DropNamesLocal(const meta::NameChange& change);
   Result<ownership::LockReply> LockAtOwner(uint64_t ino, const ownership::LockMessage& m);
   // Runs `call(owner)` against the segment's owner, following kMoved answers.
   template <typename F>
@@ -304,6 +311,8 @@ class Cluster {
   ownership::LockService lock_service_;
   ownership::LockService::Env LockServiceEnv();
   meta::Namespace* ns_ = nullptr;  // metadata node only
+  meta::NameGrants name_grants_;           // metadata node: the others' cache windows
+  std::unique_ptr<NameCoherence> names_;  // metadata node: changes wait for them
   std::unique_ptr<meta::RemoteMeta> remote_meta_;
   std::unique_ptr<ReferenceSync> ref_sync_;  // metadata node only
   const net::MessengerFactory start_messenger_;

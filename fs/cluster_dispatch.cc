@@ -160,9 +160,11 @@ struct Cluster::Handlers {
   }
 
   // The namespace, on the metadata node, and what it tells the others.
-  static bool MetaRequest(Cluster& c, net::Request& r, On) {
+  static bool MetaRequest(Cluster& c, net::Request& r, On on) {
     if (!c.ns_) return Reply(r, Unavailable("node " + std::to_string(c.self_) + " is not the metadata node"));
-    return Reply(r, meta::ServeMetaRequest(*c.ns_, r.from, r.payload));
+    // A change waits for the other nodes' kernels to drop what it changed.
+    if (on != On::kSlowPool && meta::MayWaitOnPeers(r.payload)) return false;
+    return Reply(r, meta::ServeMetaRequest(*c.ns_, r.from, r.payload, &c.name_grants_));
   }
   static bool MetaForget(Cluster& c, net::Request& r, On) {
     if (c.ns_) (void)meta::ServeMetaRequest(*c.ns_, r.from, r.payload);
@@ -184,11 +186,15 @@ struct Cluster::Handlers {
     }
     return true;
   }
-  static bool EntryGone(Cluster& c, net::Request& r, On) {
-    if (r.payload.size() < 8) return true;
-    auto parent = DecodeU64(std::string_view(r.payload).substr(0, 8));
-    if (parent.ok()) c.DropEntryLocal(*parent, r.payload.substr(8));
-    return true;
+  // On the slow pool: dropping an entry waits for the kernel's lock of its
+  // directory, which a lookup holds until its answer, which the fast pool or
+  // the I/O thread brings (fs/name_coherence.h).
+  static bool NamesChanged(Cluster& c, net::Request& r, On) {
+    if (r.from != c.config_.metadata_node) return Reply(r, Invalid("only the metadata node changes names"));
+    auto change = meta::NameChange::Decode(r.payload);
+    if (!change.ok()) return Reply(r, change.status());
+    c.DropNamesLocal(*change);
+    return Reply(r, std::string());
   }
 
   // Peers and leases.
@@ -258,7 +264,7 @@ struct Cluster::Handlers {
       {kMetaForget, false, false, MetaForget},
       {kMetaRefs, true, false, MetaRefs},
       {kHeldOrphans, false, false, HeldOrphans},
-      {kEntryGone, false, false, EntryGone},
+      {kNamesChanged, true, false, NamesChanged},
       {kPing, false, true, Ping},
       {kNodeStatus, false, false, NodeStatus},
       {kIncarnationSeen, false, false, IncarnationSeen},

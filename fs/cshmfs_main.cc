@@ -24,6 +24,7 @@
 
 #include "common/log.h"
 #include "common/metrics.h"
+#include "fs/cluster.h"
 #include "fs/connection_watch.h"
 #include "fs/fuse_ops.h"
 #include "fs/mount_options.h"
@@ -190,7 +191,9 @@ int Serve(const MountOptions& opts, const std::string& mountpoint, int report_fd
   }
   (*fs)->SetNotifier([se](uint64_t ino, uint64_t off, uint64_t len) {
     // -ENOENT: the kernel holds nothing of the inode; nothing to drop.
-    int rc = fuse_lowlevel_notify_inval_inode(se, ino, static_cast<off_t>(off), static_cast<off_t>(len));
+    // A negative offset: the attributes only.
+    const off_t from = off == fs::kAttributesOnly ? -1 : static_cast<off_t>(off);
+    int rc = fuse_lowlevel_notify_inval_inode(se, ino, from, static_cast<off_t>(len));
     if (rc != 0 && rc != -ENOENT) spdlog::warn("invalidating inode {} in the kernel: {}", ino, strerror(-rc));
   });
   (*fs)->SetEntryNotifier([se](uint64_t parent, const std::string& name) {

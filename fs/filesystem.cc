@@ -40,6 +40,18 @@ void FileSystem::AddGauges() {
   });
 }
 
+double FileSystem::EntryTimeout(std::chrono::steady_clock::time_point asked) const {
+  if (!cluster_) return 1.0;
+  const auto window = std::chrono::milliseconds(cluster_->name_cache_ms());
+  const std::chrono::duration<double> left = asked + window - std::chrono::steady_clock::now();
+  return std::max(0.0, left.count());
+}
+
+double FileSystem::AttrTimeout(const meta::InodeRecord& r, std::chrono::steady_clock::time_point asked) const {
+  if (!cluster_) return 1.0;
+  return r.IsDir() ? EntryTimeout(asked) : 0.0;
+}
+
 void FileSystem::SetNotifier(std::function<void(uint64_t, uint64_t, uint64_t)> n) {
   if (cluster_) cluster_->SetNotifier(std::move(n));
 }

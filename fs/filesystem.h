@@ -89,21 +89,31 @@ class FileSystem {
   }
   // A removed file's pages go when its last reference does (the metadata
   // node purges it at its owner: meta::Namespace, Cluster::Purge).
-  Status Unlink(uint64_t parent, std::string_view name) { return meta_->Unlink(parent, name); }
-  Status Rmdir(uint64_t parent, std::string_view name) { return meta_->Rmdir(parent, name); }
+  Status Unlink(uint64_t parent, std::string_view name, const meta::Caller& caller) {
+    return meta_->Unlink(parent, name, caller);
+  }
+  Status Rmdir(uint64_t parent, std::string_view name, const meta::Caller& caller) {
+    return meta_->Rmdir(parent, name, caller);
+  }
   // flags: 0, RENAME_NOREPLACE or RENAME_EXCHANGE.
   Status Rename(uint64_t parent, std::string_view name, uint64_t new_parent, std::string_view new_name,
-                unsigned flags) {
-    return meta_->Rename(parent, name, new_parent, new_name, flags);
+                unsigned flags, const meta::Caller& caller) {
+    return meta_->Rename(parent, name, new_parent, new_name, flags, caller);
   }
   // For tests and tools: the namespace service itself.
   meta::MetaService& ns() { return *meta_; }
   store::StateDir& state_dir() { return *state_dir_; }
   Cluster* cluster() { return cluster_.get(); }
   uint32_t node_id() const { return node_id_; }
-  // How long the kernel may trust entries and attributes: in a cluster other
-  // nodes change them, so not at all.
-  double cache_timeout() const { return cluster_ ? 0.0 : 1.0; }
+  // How long the kernel may keep what a reply says, in seconds, for a
+  // request that began at `asked`. On one node every change goes through
+  // this daemon: 1 s. In a cluster, entries and directories' attributes for
+  // the config's name_cache_ms counted from `asked` (the metadata node has
+  // every kernel drop them when they change, or waits out that window:
+  // meta/name_cache.h); regular files' attributes not at all (a write
+  // elsewhere changes their size and times).
+  double EntryTimeout(std::chrono::steady_clock::time_point asked) const;
+  double AttrTimeout(const meta::InodeRecord& r, std::chrono::steady_clock::time_point asked) const;
   // Drops kernel-cached pages (see Cluster::Notifier); set by the FUSE layer.
   void SetNotifier(std::function<void(uint64_t ino, uint64_t off, uint64_t len)> n);
   // Drops a dentry from the kernel (a name removed on another node).

@@ -28,10 +28,9 @@ void Guard(fuse_req_t req, const char* op, F&& body, const bool* replied = nullp
   GuardRequest(op, std::forward<F>(body), [req](int err) { fuse_reply_err(req, err); }, replied);
 }
 
-// Entries and attributes: on one node every change goes through this daemon,
-// so the kernel may cache them briefly; in a cluster other nodes change them,
-// so it asks every time (FileSystem::cache_timeout()).
-fuse_entry_param EntryOf(fuse_req_t req, const meta::InodeRecord& r);
+// An entry for the kernel, cached as long as FileSystem::EntryTimeout and
+// AttrTimeout say for a request that began at `asked`.
+fuse_entry_param EntryOf(fuse_req_t req, const meta::InodeRecord& r, std::chrono::steady_clock::time_point asked);
 
 // Puts the open files' callbacks (fs/fuse_ops_files.cc) into the table.
 void AddFileOps(fuse_lowlevel_ops* ops);

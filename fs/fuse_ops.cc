@@ -34,13 +34,13 @@ void ReplyError(fuse_req_t req, const Status& s, const char* op) {
   fuse_reply_err(req, err);
 }
 
-fuse_entry_param EntryOf(fuse_req_t req, const meta::InodeRecord& r) {
+fuse_entry_param EntryOf(fuse_req_t req, const meta::InodeRecord& r, std::chrono::steady_clock::time_point asked) {
   fuse_entry_param e{};
   e.ino = r.ino;
   e.generation = 0;  // inode numbers never repeat
   e.attr = r.ToStat();
-  e.attr_timeout = Fs(req).cache_timeout();
-  e.entry_timeout = Fs(req).cache_timeout();
+  e.attr_timeout = Fs(req).AttrTimeout(r, asked);
+  e.entry_timeout = Fs(req).EntryTimeout(asked);
   return e;
 }
 
@@ -50,9 +50,11 @@ namespace {
 
 using namespace fuse_adapter;
 
-void ReplyEntry(fuse_req_t req, const Result<meta::InodeRecord>& r, const char* op) {
+using Clock = std::chrono::steady_clock;
+
+void ReplyEntry(fuse_req_t req, const Result<meta::InodeRecord>& r, const char* op, Clock::time_point asked) {
   if (!r.ok()) return ReplyError(req, r.status(), op);
-  fuse_entry_param e = EntryOf(req, *r);
+  fuse_entry_param e = EntryOf(req, *r, asked);
   // A reply that does not reach the kernel (the request was interrupted)
   // gives it no reference: the one taken for it goes, on both ends. The
   // request is freed by the reply, so what comes after it is taken before.
@@ -63,7 +65,8 @@ void ReplyEntry(fuse_req_t req, const Result<meta::InodeRecord>& r, const char* 
 
 // Valid replies: fuse_reply_entry, fuse_reply_err.
 void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  Guard(req, "lookup", [&] { ReplyEntry(req, Fs(req).Lookup(parent, name, CallerOf(req)), "lookup"); });
+  const Clock::time_point asked = Clock::now();
+  Guard(req, "lookup", [&] { ReplyEntry(req, Fs(req).Lookup(parent, name, CallerOf(req)), "lookup", asked); });
 }
 
 // Valid replies: fuse_reply_none.
@@ -87,11 +90,12 @@ void OpForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
 
 // Valid replies: fuse_reply_attr, fuse_reply_err.
 void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  const Clock::time_point asked = Clock::now();
   Guard(req, "getattr", [&] {
     auto r = Fs(req).GetAttr(ino);
     if (!r.ok()) return ReplyError(req, r.status(), "getattr");
     struct stat st = r->ToStat();
-    fuse_reply_attr(req, &st, Fs(req).cache_timeout());
+    fuse_reply_attr(req, &st, Fs(req).AttrTimeout(*r, asked));
   });
 }
 
@@ -99,6 +103,7 @@ Timestamp FromTimespec(const timespec& ts) { return Timestamp{ts.tv_sec, ts.tv_n
 
 // Valid replies: fuse_reply_attr, fuse_reply_err.
 void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info*) {
+  const Clock::time_point asked = Clock::now();
   Guard(req, "setattr", [&] {
     meta::SetAttrRequest r;
     if (to_set & FUSE_SET_ATTR_MODE) r.mode = attr->st_mode & 07777;
@@ -116,7 +121,7 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
     auto res = Fs(req).SetAttr(ino, r);
     if (!res.ok()) return ReplyError(req, res.status(), "setattr");
     struct stat st = res->ToStat();
-    fuse_reply_attr(req, &st, Fs(req).cache_timeout());
+    fuse_reply_attr(req, &st, Fs(req).AttrTimeout(*res, asked));
   });
 }
 
@@ -131,26 +136,32 @@ void OpReadlink(fuse_req_t req, fuse_ino_t ino) {
 
 // Valid replies: fuse_reply_entry, fuse_reply_err.
 void OpMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
-  Guard(req, "mknod", [&] { ReplyEntry(req, Fs(req).Mknod(parent, name, mode, rdev, CallerOf(req)), "mknod"); });
+  const Clock::time_point asked = Clock::now();
+  Guard(req, "mknod",
+        [&] { ReplyEntry(req, Fs(req).Mknod(parent, name, mode, rdev, CallerOf(req)), "mknod", asked); });
 }
 
 void OpMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
-  Guard(req, "mkdir", [&] { ReplyEntry(req, Fs(req).Mkdir(parent, name, mode, CallerOf(req)), "mkdir"); });
+  const Clock::time_point asked = Clock::now();
+  Guard(req, "mkdir", [&] { ReplyEntry(req, Fs(req).Mkdir(parent, name, mode, CallerOf(req)), "mkdir", asked); });
 }
 
 void OpSymlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
+  const Clock::time_point asked = Clock::now();
   Guard(req, "symlink",
-        [&] { ReplyEntry(req, Fs(req).Symlink(parent, name, link, CallerOf(req)), "symlink"); });
+        [&] { ReplyEntry(req, Fs(req).Symlink(parent, name, link, CallerOf(req)), "symlink", asked); });
 }
 
 void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char* new_name) {
-  Guard(req, "link", [&] { ReplyEntry(req, Fs(req).Link(ino, new_parent, new_name, CallerOf(req)), "link"); });
+  const Clock::time_point asked = Clock::now();
+  Guard(req, "link",
+        [&] { ReplyEntry(req, Fs(req).Link(ino, new_parent, new_name, CallerOf(req)), "link", asked); });
 }
 
 // Valid replies: fuse_reply_err (0 on success).
 void OpUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
   Guard(req, "unlink", [&] {
-    Status s = Fs(req).Unlink(parent, name);
+    Status s = Fs(req).Unlink(parent, name, CallerOf(req));
     if (!s.ok()) return ReplyError(req, s, "unlink");
     fuse_reply_err(req, 0);
   });
@@ -158,7 +169,7 @@ void OpUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
 
 void OpRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
   Guard(req, "rmdir", [&] {
-    Status s = Fs(req).Rmdir(parent, name);
+    Status s = Fs(req).Rmdir(parent, name, CallerOf(req));
     if (!s.ok()) return ReplyError(req, s, "rmdir");
     fuse_reply_err(req, 0);
   });
@@ -167,7 +178,7 @@ void OpRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
 void OpRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent, const char* new_name,
               unsigned int flags) {
   Guard(req, "rename", [&] {
-    Status s = Fs(req).Rename(parent, name, new_parent, new_name, flags);
+    Status s = Fs(req).Rename(parent, name, new_parent, new_name, flags, CallerOf(req));
     if (!s.ok()) return ReplyError(req, s, "rename");
     fuse_reply_err(req, 0);
   });

@@ -36,6 +36,7 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 // Valid replies: fuse_reply_create, fuse_reply_err.
 void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
+  const auto asked = std::chrono::steady_clock::now();
   Guard(req, "create", [&] {
     auto r = Fs(req).CreateOrOpen(parent, name, mode, fi->flags, CallerOf(req));
     if (!r.ok()) return ReplyError(req, r.status(), "create");
@@ -45,7 +46,7 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
     }
     fi->keep_cache = 1;
     fi->fh = Writable(fi->flags) ? kWritableHandle : 0;
-    fuse_entry_param e = EntryOf(req, *r);
+    fuse_entry_param e = EntryOf(req, *r, asked);
     FileSystem& fs = Fs(req);  // the reply frees the request
     const meta::Caller caller = CallerOf(req);
     const bool writable = Writable(fi->flags);

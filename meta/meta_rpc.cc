@@ -65,6 +65,7 @@ std::string MetaRequest::Encode() const {
   w.PutU64(attr.size.value_or(0));
   PutTs(w, attr.atime.value_or(Timestamp{}));
   PutTs(w, attr.mtime.value_or(Timestamp{}));
+  w.PutU32(cache_ms);
   return out;
 }
 
@@ -92,6 +93,7 @@ Result<MetaRequest> MetaRequest::Decode(std::string_view in) {
   r.GetU64(&size);
   GetTs(r, &at);
   GetTs(r, &mt);
+  r.GetU32(&m.cache_ms);
   if (!r.AtEnd()) return Invalid("malformed metadata request");
   if (op < static_cast<uint8_t>(MetaOp::kLookup) || op > static_cast<uint8_t>(MetaOp::kSetOwner))
     return Invalid("unknown metadata operation " + std::to_string(op));
@@ -105,9 +107,23 @@ Result<MetaRequest> MetaRequest::Decode(std::string_view in) {
   return m;
 }
 
-Result<std::string> ServeMetaRequest(MetaService& svc, uint32_t from, std::string_view payload) {
+bool MayWaitOnPeers(std::string_view payload) {
+  if (payload.empty()) return false;
+  switch (static_cast<MetaOp>(payload[0])) {
+    case MetaOp::kSetAttr: case MetaOp::kMknod: case MetaOp::kMkdir: case MetaOp::kSymlink: case MetaOp::kLink:
+    case MetaOp::kUnlink: case MetaOp::kRmdir: case MetaOp::kRename: case MetaOp::kSetXattr:
+    case MetaOp::kRemoveXattr:
+      return true;
+    default:
+      return false;
+  }
+}
+
+Result<std::string> ServeMetaRequest(MetaService& svc, uint32_t from, std::string_view payload,
+                                     NameGrants* grants) {
   CSHM_ASSIGN_OR_RETURN(MetaRequest m, MetaRequest::Decode(payload));
   m.caller.node = from;  // what it creates is its own, what it looks up it holds
+  if (grants != nullptr) grants->Granted(from, m.cache_ms);  // before the namespace is read
   switch (m.op) {
     case MetaOp::kLookup: return InodeReply(svc.Lookup(m.ino, m.name, m.caller));
     case MetaOp::kForget: svc.Forget(m.ino, m.ino2, m.caller); return std::string();
@@ -118,9 +134,9 @@ Result<std::string> ServeMetaRequest(MetaService& svc, uint32_t from, std::strin
     case MetaOp::kMkdir: return InodeReply(svc.Mkdir(m.ino, m.name, m.mode, m.caller));
     case MetaOp::kSymlink: return InodeReply(svc.Symlink(m.ino, m.name, m.name2, m.caller));
     case MetaOp::kLink: return InodeReply(svc.Link(m.ino, m.ino2, m.name, m.caller));
-    case MetaOp::kUnlink: return EmptyReply(svc.Unlink(m.ino, m.name));
-    case MetaOp::kRmdir: return EmptyReply(svc.Rmdir(m.ino, m.name));
-    case MetaOp::kRename: return EmptyReply(svc.Rename(m.ino, m.name, m.ino2, m.name2, m.mode));
+    case MetaOp::kUnlink: return EmptyReply(svc.Unlink(m.ino, m.name, m.caller));
+    case MetaOp::kRmdir: return EmptyReply(svc.Rmdir(m.ino, m.name, m.caller));
+    case MetaOp::kRename: return EmptyReply(svc.Rename(m.ino, m.name, m.ino2, m.name2, m.mode, m.caller));
     case MetaOp::kReadlink: return svc.Readlink(m.ino);
     case MetaOp::kListDir: {
       CSHM_ASSIGN_OR_RETURN(auto entries, svc.ListDir(m.ino));
@@ -150,14 +166,20 @@ Result<std::string> ServeMetaRequest(MetaService& svc, uint32_t from, std::strin
   return Invalid("unknown metadata operation");
 }
 
+Result<std::string> RemoteMeta::Call(MetaRequest r) {
+  r.cache_ms = cache_ms_;
+  return call_(r.Encode());
+}
+
 Result<InodeRecord> RemoteMeta::CallInode(const MetaRequest& r) {
-  CSHM_ASSIGN_OR_RETURN(std::string reply, call_(r.Encode()));
+  CSHM_ASSIGN_OR_RETURN(std::string reply, Call(r));
   return DecodeInode(reply);
 }
 
-RemoteMeta::RemoteMeta(CallFn call, SendFn send)
+RemoteMeta::RemoteMeta(CallFn call, SendFn send, uint32_t cache_ms)
     : call_(std::move(call)),
       send_(std::move(send)),
+      cache_ms_(cache_ms),
       // Above every number an earlier run of this node can have used.
       held_(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
                                       std::chrono::system_clock::now().time_since_epoch())
@@ -209,28 +231,27 @@ Result<InodeRecord> RemoteMeta::Link(uint64_t ino, uint64_t new_parent, std::str
   return CallTakingRef(MetaRequest{
       .op = MetaOp::kLink, .ino = ino, .ino2 = new_parent, .name = std::string(new_name), .caller = caller});
 }
-Status RemoteMeta::Unlink(uint64_t parent, std::string_view name) {
-  return call_(MetaRequest{.op = MetaOp::kUnlink, .ino = parent, .name = std::string(name)}.Encode()).status();
+Status RemoteMeta::Unlink(uint64_t parent, std::string_view name, const Caller&) {
+  return Call(MetaRequest{.op = MetaOp::kUnlink, .ino = parent, .name = std::string(name)}).status();
 }
-Status RemoteMeta::Rmdir(uint64_t parent, std::string_view name) {
-  return call_(MetaRequest{.op = MetaOp::kRmdir, .ino = parent, .name = std::string(name)}.Encode()).status();
+Status RemoteMeta::Rmdir(uint64_t parent, std::string_view name, const Caller&) {
+  return Call(MetaRequest{.op = MetaOp::kRmdir, .ino = parent, .name = std::string(name)}).status();
 }
 Status RemoteMeta::Rename(uint64_t parent, std::string_view name, uint64_t new_parent, std::string_view new_name,
-                          unsigned flags) {
-  return call_(MetaRequest{.op = MetaOp::kRename,
+                          unsigned flags, const Caller&) {
+  return Call(MetaRequest{.op = MetaOp::kRename,
                            .ino = parent,
                            .ino2 = new_parent,
                            .mode = flags,
                            .name = std::string(name),
-                           .name2 = std::string(new_name)}
-                   .Encode())
+                           .name2 = std::string(new_name)})
       .status();
 }
 Result<std::string> RemoteMeta::Readlink(uint64_t ino) {
-  return call_(MetaRequest{.op = MetaOp::kReadlink, .ino = ino}.Encode());
+  return Call(MetaRequest{.op = MetaOp::kReadlink, .ino = ino});
 }
 Result<std::vector<ListedEntry>> RemoteMeta::ListDir(uint64_t ino) {
-  CSHM_ASSIGN_OR_RETURN(std::string reply, call_(MetaRequest{.op = MetaOp::kListDir, .ino = ino}.Encode()));
+  CSHM_ASSIGN_OR_RETURN(std::string reply, Call(MetaRequest{.op = MetaOp::kListDir, .ino = ino}));
   ByteReader r(reply);
   uint32_t n = 0;
   r.GetU32(&n);
@@ -246,19 +267,18 @@ Result<std::vector<ListedEntry>> RemoteMeta::ListDir(uint64_t ino) {
   return out;
 }
 Status RemoteMeta::SetXattr(uint64_t ino, std::string_view name, std::string_view value, int flags) {
-  return call_(MetaRequest{.op = MetaOp::kSetXattr,
+  return Call(MetaRequest{.op = MetaOp::kSetXattr,
                            .ino = ino,
                            .mode = static_cast<uint32_t>(flags),
                            .name = std::string(name),
-                           .name2 = std::string(value)}
-                   .Encode())
+                           .name2 = std::string(value)})
       .status();
 }
 Result<std::string> RemoteMeta::GetXattr(uint64_t ino, std::string_view name) {
-  return call_(MetaRequest{.op = MetaOp::kGetXattr, .ino = ino, .name = std::string(name)}.Encode());
+  return Call(MetaRequest{.op = MetaOp::kGetXattr, .ino = ino, .name = std::string(name)});
 }
 Result<std::vector<std::string>> RemoteMeta::ListXattrs(uint64_t ino) {
-  CSHM_ASSIGN_OR_RETURN(std::string reply, call_(MetaRequest{.op = MetaOp::kListXattrs, .ino = ino}.Encode()));
+  CSHM_ASSIGN_OR_RETURN(std::string reply, Call(MetaRequest{.op = MetaOp::kListXattrs, .ino = ino}));
   ByteReader r(reply);
   uint32_t n = 0;
   r.GetU32(&n);
@@ -272,11 +292,11 @@ Result<std::vector<std::string>> RemoteMeta::ListXattrs(uint64_t ino) {
   return out;
 }
 Status RemoteMeta::RemoveXattr(uint64_t ino, std::string_view name) {
-  return call_(MetaRequest{.op = MetaOp::kRemoveXattr, .ino = ino, .name = std::string(name)}.Encode()).status();
+  return Call(MetaRequest{.op = MetaOp::kRemoveXattr, .ino = ino, .name = std::string(name)}).status();
 }
 
 Status RemoteMeta::SetOwner(uint64_t ino, uint32_t node) {
-  return call_(MetaRequest{.op = MetaOp::kSetOwner, .ino = ino, .mode = node}.Encode()).status();
+  return Call(MetaRequest{.op = MetaOp::kSetOwner, .ino = ino, .mode = node}).status();
 }
 
 }  // namespace cshm::meta

@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "meta/meta_service.h"
+#include "meta/name_cache.h"
 #include "meta/references.h"
 
 namespace cshm::meta {
@@ -28,6 +29,7 @@ struct MetaRequest {
   std::string name2;     // new name, symlink target, xattr value
   Caller caller;
   SetAttrRequest attr;
+  uint32_t cache_ms = 0;  // how long the sender's kernel caches what the reply says
 
   std::string Encode() const;
   static Result<MetaRequest> Decode(std::string_view in);
@@ -35,14 +37,22 @@ struct MetaRequest {
 
 // Runs `payload` (an encoded MetaRequest from node `from`, as the transport
 // authenticated it) against `svc`; the result is the response payload. A
-// payload that does not decode is kInvalid.
-Result<std::string> ServeMetaRequest(MetaService& svc, uint32_t from, std::string_view payload);
+// payload that does not decode is kInvalid. `grants` (if not null) is told
+// of the sender's cache window before the request is served.
+Result<std::string> ServeMetaRequest(MetaService& svc, uint32_t from, std::string_view payload,
+                                     NameGrants* grants = nullptr);
+
+// Whether serving `payload` may wait for other nodes (a change of names or
+// attributes waits for their kernels' caches): it must run where it may wait.
+bool MayWaitOnPeers(std::string_view payload);
 
 class RemoteMeta : public MetaService {
  public:
   using CallFn = std::function<Result<std::string>(std::string payload)>;
   using SendFn = std::function<void(std::string payload)>;  // one-way (Forget)
-  RemoteMeta(CallFn call, SendFn send);
+  // `cache_ms`: how long this node's kernel caches entries and directory
+  // attributes (ClusterConfig::name_cache_ms), told with every request.
+  RemoteMeta(CallFn call, SendFn send, uint32_t cache_ms = 0);
 
   Result<InodeRecord> Lookup(uint64_t parent, std::string_view name, const Caller& caller) override;
   void Forget(uint64_t ino, uint64_t n, const Caller& caller) override;
@@ -56,10 +66,10 @@ class RemoteMeta : public MetaService {
                               const Caller& caller) override;
   Result<InodeRecord> Link(uint64_t ino, uint64_t new_parent, std::string_view new_name,
                            const Caller& caller) override;
-  Status Unlink(uint64_t parent, std::string_view name) override;
-  Status Rmdir(uint64_t parent, std::string_view name) override;
+  Status Unlink(uint64_t parent, std::string_view name, const Caller& caller) override;
+  Status Rmdir(uint64_t parent, std::string_view name, const Caller& caller) override;
   Status Rename(uint64_t parent, std::string_view name, uint64_t new_parent, std::string_view new_name,
-                unsigned flags) override;
+                unsigned flags, const Caller& caller) override;
   Result<std::string> Readlink(uint64_t ino) override;
   Result<std::vector<ListedEntry>> ListDir(uint64_t ino) override;
   Status SetXattr(uint64_t ino, std::string_view name, std::string_view value, int flags) override;
@@ -74,8 +84,10 @@ class RemoteMeta : public MetaService {
  private:
   Result<InodeRecord> CallInode(const MetaRequest& r);
   Result<InodeRecord> CallTakingRef(MetaRequest r);
+  Result<std::string> Call(MetaRequest r);
   CallFn call_;
   SendFn send_;
+  const uint32_t cache_ms_;
   HeldReferences held_;
 };
 

@@ -7,6 +7,8 @@
 // metadata node cannot be reached in time.
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -63,10 +65,12 @@ class MetaService {
                                       const Caller& caller) = 0;
   virtual Result<InodeRecord> Link(uint64_t ino, uint64_t new_parent, std::string_view new_name,
                                    const Caller& caller) = 0;
-  virtual Status Unlink(uint64_t parent, std::string_view name) = 0;
-  virtual Status Rmdir(uint64_t parent, std::string_view name) = 0;
+  // `caller.node`'s kernel keeps its own cache right for the name it
+  // removes; every other node's is told (meta/namespace.h, NameChange).
+  virtual Status Unlink(uint64_t parent, std::string_view name, const Caller& caller) = 0;
+  virtual Status Rmdir(uint64_t parent, std::string_view name, const Caller& caller) = 0;
   virtual Status Rename(uint64_t parent, std::string_view name, uint64_t new_parent, std::string_view new_name,
-                        unsigned flags) = 0;
+                        unsigned flags, const Caller& caller) = 0;
   virtual Result<std::string> Readlink(uint64_t ino) = 0;
   virtual Result<std::vector<ListedEntry>> ListDir(uint64_t ino) = 0;
   virtual Status SetXattr(uint64_t ino, std::string_view name, std::string_view value, int flags) = 0;

@@ -102,6 +102,7 @@ Status Namespace::CommitLocked(store::MetaStore::Batch& b, std::vector<InodeReco
   for (const InodeRecord& r : updated) b.PutInode(r);
   CSHM_RETURN_IF_ERROR(store_->Commit(b));
   for (InodeRecord& r : updated) {
+    if (r.IsDir()) changed_dirs_.push_back(r.ino);
     kept_.erase(r.ino);  // committed with whatever times the cache held
     cache_[r.ino] = std::move(r);
   }
@@ -233,7 +234,20 @@ size_t Namespace::orphan_count() {
   return orphans_.size();
 }
 
-void Namespace::SetEntryRemovedHook(EntryFn fn) { entry_removed_ = std::move(fn); }
+void Namespace::SetChangeHook(ChangeFn fn) { changed_ = std::move(fn); }
+
+NameChange Namespace::TakeChangeLocked(uint32_t by) {
+  NameChange c;
+  c.by = by;
+  std::sort(changed_dirs_.begin(), changed_dirs_.end());
+  changed_dirs_.erase(std::unique(changed_dirs_.begin(), changed_dirs_.end()), changed_dirs_.end());
+  c.dirs.swap(changed_dirs_);
+  return c;
+}
+
+void Namespace::Announce(const NameChange& change) {
+  if (changed_ && !change.empty()) changed_(change);
+}
 
 uint64_t Namespace::references(uint64_t ino) {
   MutexLock lock(&mu_);
@@ -268,6 +282,10 @@ Result<InodeRecord> Namespace::SetAttr(uint64_t ino, const SetAttrRequest& req) 
   r.ctime = now;
   store::MetaStore::Batch b;
   CSHM_RETURN_IF_ERROR(CommitLocked(b, {r}, {}));
+  // A directory's new mode or owner: other kernels check permissions with it.
+  const NameChange change = TakeChangeLocked(kNoNode);
+  lock.Unlock();
+  Announce(change);
   return r;
 }
 
@@ -334,7 +352,11 @@ Status Namespace::SetXattr(uint64_t ino, std::string_view name, std::string_view
   r.ctime = Timestamp::Now();
   store::MetaStore::Batch b;
   b.PutXattr(ino, name, value);
-  return CommitLocked(b, {r}, {});
+  CSHM_RETURN_IF_ERROR(CommitLocked(b, {r}, {}));
+  const NameChange change = TakeChangeLocked(kNoNode);  // a directory's ctime
+  lock.Unlock();
+  Announce(change);
+  return Status::Ok();
 }
 
 Result<std::string> Namespace::GetXattr(uint64_t ino, std::string_view name) {
@@ -363,7 +385,11 @@ Status Namespace::RemoveXattr(uint64_t ino, std::string_view name) {
   r.ctime = Timestamp::Now();
   store::MetaStore::Batch b;
   b.DeleteXattr(ino, name);
-  return CommitLocked(b, {r}, {});
+  CSHM_RETURN_IF_ERROR(CommitLocked(b, {r}, {}));
+  const NameChange change = TakeChangeLocked(kNoNode);  // a directory's ctime
+  lock.Unlock();
+  Announce(change);
+  return Status::Ok();
 }
 
 Status Namespace::SetOwner(uint64_t ino, uint32_t node) {

@@ -35,6 +35,7 @@
 #include "common/mutex.h"
 #include "common/status.h"
 #include "meta/meta_service.h"
+#include "meta/name_cache.h"
 #include "meta/references.h"
 #include "store/inode_record.h"
 #include "store/meta_store.h"
@@ -88,11 +89,11 @@ class Namespace : public MetaService {
                               const Caller& caller) override;
   Result<InodeRecord> Link(uint64_t ino, uint64_t new_parent, std::string_view new_name,
                            const Caller& caller) override;
-  Status Unlink(uint64_t parent, std::string_view name) override;
-  Status Rmdir(uint64_t parent, std::string_view name) override;
+  Status Unlink(uint64_t parent, std::string_view name, const Caller& caller) override;
+  Status Rmdir(uint64_t parent, std::string_view name, const Caller& caller) override;
   // flags: 0, RENAME_NOREPLACE or RENAME_EXCHANGE.
   Status Rename(uint64_t parent, std::string_view name, uint64_t new_parent, std::string_view new_name,
-                unsigned flags) override;
+                unsigned flags, const Caller& caller) override;
   Result<std::string> Readlink(uint64_t ino) override;
   // Every entry of a directory, "." and ".." first.
   Result<std::vector<ListedEntry>> ListDir(uint64_t ino) override;
@@ -130,11 +131,11 @@ class Namespace : public MetaService {
   // Whether `node`'s kernel holds a reference to `ino`.
   bool HeldBy(uint64_t ino, uint32_t node);
 
-  // Called after a name is removed or replaced (unlink, rmdir, rename), outside
-  // the mutex: the cluster tells every node's kernel to drop its dentry, so
-  // that an unlinked inode is forgotten everywhere and can be purged.
-  using EntryFn = std::function<void(uint64_t parent, const std::string& name)>;
-  void SetEntryRemovedHook(EntryFn fn);
+  // Called, outside the mutex, after every change that leaves a non-empty
+  // NameChange (meta/name_cache.h), before the change's call returns; may block (bounded: it
+  // waits on other nodes with deadlines). Set once before serving.
+  using ChangeFn = std::function<void(const NameChange&)>;
+  void SetChangeHook(ChangeFn fn);
 
  private:
   Namespace(store::MetaStore* store, uint32_t node_id, PurgeFn purge);
@@ -145,6 +146,8 @@ class Namespace : public MetaService {
   Result<InodeRecord> LoadLocked(uint64_t ino) REQUIRES(mu_);
   Result<InodeRecord> LoadDirLocked(uint64_t ino) REQUIRES(mu_);
   Result<std::optional<store::DirEntry>> EntryLocked(uint64_t parent, std::string_view name) REQUIRES(mu_);
+  Result<InodeRecord> Create(uint64_t parent, std::string_view name, uint32_t mode, uint64_t rdev,
+                             std::string_view symlink_target, const Caller& caller) EXCLUDES(mu_);
   Result<InodeRecord> CreateLocked(uint64_t parent, std::string_view name, uint32_t mode, uint64_t rdev,
                                    std::string_view symlink_target, const Caller& caller) REQUIRES(mu_);
   // Stages the drop of one link of `victim`: deletes or orphans it in `b`.
@@ -162,11 +165,14 @@ class Namespace : public MetaService {
   template <typename F>
   void ChangeReferences(F change) EXCLUDES(mu_);
   Status Purge(const PurgeList& inos) EXCLUDES(mu_);
+  // The directories CommitLocked changed since the last take, as a change by `by`.
+  NameChange TakeChangeLocked(uint32_t by) REQUIRES(mu_);
+  void Announce(const NameChange& change) EXCLUDES(mu_);
 
   store::MetaStore* const store_;
   const uint32_t node_id_;
   const PurgeFn purge_;
-  EntryFn entry_removed_;  // set once before serving
+  ChangeFn changed_;  // set once before serving
 
   Mutex mu_;
   uint64_t next_counter_ GUARDED_BY(mu_) = 0;
@@ -174,6 +180,7 @@ class Namespace : public MetaService {
   // the inodes in kept_, whose writes' times are kept (NoteWrite),
   // the oldest since kept_since_.
   std::unordered_set<uint64_t> kept_ GUARDED_BY(mu_);
+  std::vector<uint64_t> changed_dirs_ GUARDED_BY(mu_);  // committed, not yet announced
   std::chrono::steady_clock::time_point kept_since_ GUARDED_BY(mu_);
   NodeReferences refs_ GUARDED_BY(mu_);
   struct Orphan {

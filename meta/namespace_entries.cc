@@ -48,27 +48,37 @@ Result<InodeRecord> Namespace::CreateLocked(uint64_t parent, std::string_view na
   return r;
 }
 
+Result<InodeRecord> Namespace::Create(uint64_t parent, std::string_view name, uint32_t mode, uint64_t rdev,
+                                     std::string_view symlink_target, const Caller& caller) {
+  NameChange change;
+  Result<InodeRecord> r = NotFound("");
+  {
+    MutexLock lock(&mu_);
+    r = CreateLocked(parent, name, mode, rdev, symlink_target, caller);
+    change = TakeChangeLocked(caller.node);  // the parent's times (and links)
+  }
+  Announce(change);
+  return r;
+}
+
 Result<InodeRecord> Namespace::Mknod(uint64_t parent, std::string_view name, uint32_t mode, uint64_t rdev,
                                      const Caller& caller) {
   const uint32_t type = mode & S_IFMT;
   if (type != S_IFREG && type != S_IFIFO && type != S_IFSOCK && type != S_IFCHR && type != S_IFBLK)
     return Invalid("mknod of an unsupported file type");
-  MutexLock lock(&mu_);
-  return CreateLocked(parent, name, mode, rdev, "", caller);
+  return Create(parent, name, mode, rdev, "", caller);
 }
 
 Result<InodeRecord> Namespace::Mkdir(uint64_t parent, std::string_view name, uint32_t mode,
                                      const Caller& caller) {
-  MutexLock lock(&mu_);
-  return CreateLocked(parent, name, S_IFDIR | (mode & 07777), 0, "", caller);
+  return Create(parent, name, S_IFDIR | (mode & 07777), 0, "", caller);
 }
 
 Result<InodeRecord> Namespace::Symlink(uint64_t parent, std::string_view name, std::string_view target,
                                        const Caller& caller) {
   if (target.empty()) return NotFound("empty symlink target");
   if (target.size() >= PATH_MAX) return NameTooLong("symlink target longer than PATH_MAX");
-  MutexLock lock(&mu_);
-  return CreateLocked(parent, name, S_IFLNK | 0777, 0, target, caller);
+  return Create(parent, name, S_IFLNK | 0777, 0, target, caller);
 }
 
 Result<InodeRecord> Namespace::Link(uint64_t ino, uint64_t new_parent, std::string_view new_name,
@@ -90,6 +100,9 @@ Result<InodeRecord> Namespace::Link(uint64_t ino, uint64_t new_parent, std::stri
   b.PutEntry(new_parent, store::DirEntry{std::string(new_name), r.ino, r.mode & S_IFMT});
   CSHM_RETURN_IF_ERROR(CommitLocked(b, {r, dir}, {}));
   refs_.Take(r.ino, caller.node, caller.seq);
+  const NameChange change = TakeChangeLocked(caller.node);
+  lock.Unlock();
+  Announce(change);
   return r;
 }
 
@@ -108,9 +121,10 @@ bool Namespace::DropLinkLocked(InodeRecord& victim, store::MetaStore::Batch& b, 
   return true;
 }
 
-Status Namespace::Unlink(uint64_t parent, std::string_view name) {
+Status Namespace::Unlink(uint64_t parent, std::string_view name, const Caller& caller) {
   CSHM_RETURN_IF_ERROR(CheckName(name));
   PurgeList purge;
+  NameChange change;
   {
     MutexLock lock(&mu_);
     CSHM_ASSIGN_OR_RETURN(InodeRecord dir, LoadDirLocked(parent));
@@ -129,12 +143,14 @@ Status Namespace::Unlink(uint64_t parent, std::string_view name) {
     } else {
       CSHM_RETURN_IF_ERROR(CommitLocked(b, {dir, victim}, {}));
     }
+    change = TakeChangeLocked(caller.node);
   }
-  if (entry_removed_) entry_removed_(parent, std::string(name));
+  change.names.emplace_back(parent, std::string(name));
+  Announce(change);
   return Purge(purge);
 }
 
-Status Namespace::Rmdir(uint64_t parent, std::string_view name) {
+Status Namespace::Rmdir(uint64_t parent, std::string_view name, const Caller& caller) {
   if (name == ".") return Invalid("cannot remove '.'");
   if (name == "..") return NotEmpty("cannot remove '..'");
   CSHM_RETURN_IF_ERROR(CheckName(name));
@@ -157,19 +173,22 @@ Status Namespace::Rmdir(uint64_t parent, std::string_view name) {
   } else {
     CSHM_RETURN_IF_ERROR(CommitLocked(b, {dir, victim}, {}));
   }
+  NameChange change = TakeChangeLocked(caller.node);
   lock.Unlock();
-  if (entry_removed_) entry_removed_(parent, std::string(name));
+  change.names.emplace_back(parent, std::string(name));
+  Announce(change);
   return Status::Ok();
 }
 
 Status Namespace::Rename(uint64_t parent, std::string_view name, uint64_t new_parent,
-                         std::string_view new_name, unsigned flags) {
+                         std::string_view new_name, unsigned flags, const Caller& caller) {
   if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) return Invalid("unsupported rename flags");
   if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE))
     return Invalid("RENAME_NOREPLACE and RENAME_EXCHANGE together");
   CSHM_RETURN_IF_ERROR(CheckName(name));
   CSHM_RETURN_IF_ERROR(CheckName(new_name));
   PurgeList purge;
+  NameChange change;
   {
     MutexLock lock(&mu_);
     CSHM_ASSIGN_OR_RETURN(InodeRecord src_dir, LoadDirLocked(parent));
@@ -265,11 +284,11 @@ Status Namespace::Rename(uint64_t parent, std::string_view name, uint64_t new_pa
       updated.push_back(dst_dir);
     }
     CSHM_RETURN_IF_ERROR(CommitLocked(b, std::move(updated), std::move(deleted)));
+    change = TakeChangeLocked(caller.node);
+    change.names.emplace_back(parent, std::string(name));
+    if (dst_e) change.names.emplace_back(new_parent, std::string(new_name));
   }
-  if (entry_removed_) {
-    entry_removed_(parent, std::string(name));
-    entry_removed_(new_parent, std::string(new_name));
-  }
+  Announce(change);
   return Purge(purge);
 }
 

@@ -87,6 +87,11 @@ Result<ClusterConfig> ParseClusterConfig(std::string_view text, const std::strin
     *field = static_cast<uint32_t>(*t);
   }
   if (c.lease_ms < 2 * c.heartbeat_ms) return bad("lease_ms must be at least twice heartbeat_ms");
+  if (auto node = (*cluster)["name_cache_ms"]) {
+    auto t = node.value_exact<int64_t>();
+    if (!t || *t < 0 || *t > 60000) return bad("name_cache_ms must be an integer between 0 and 60000");
+    c.name_cache_ms = static_cast<uint32_t>(*t);
+  }
 
   if (const toml::table* m = tbl["migrate"].as_table()) {
     auto& mg = c.migrate;

@@ -7,6 +7,9 @@
 //   heartbeat_ms = 1000                # optional: every connection says "alive" this often
 //   lease_ms = 5000                    # optional: a peer silent this long is cut off:
 //                                      #   its calls fail, its locks are released
+//   name_cache_ms = 1000               # optional: kernels cache names and directories' attributes
+//                                      #   this long (0: not at all); a change waits at most this
+//                                      #   (plus 0.2 s) for a node that cannot be reached
 //   [migrate]                          # optional: automatic migration
 //   enabled = true
 //   half_life_ms = 5000                # decay of the access rates
@@ -49,6 +52,7 @@ struct ClusterConfig {
   uint32_t request_timeout_ms = 5000;
   uint32_t heartbeat_ms = 1000;
   uint32_t lease_ms = 5000;
+  uint32_t name_cache_ms = 1000;
   struct Migrate {
     bool enabled = true;
     double half_life_s = 5.0;

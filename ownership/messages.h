@@ -41,7 +41,7 @@ enum MessageType : uint16_t {
   kDrop = 24,
   kPing = 25,  // one-way, at start: peers learn our incarnation
   kLock = 26,
-  kEntryGone = 27,  // one-way, metadata node -> all: {parent u64, name}
+  kNamesChanged = 27,  // metadata node -> node: meta::NameChange -> {} once its kernel dropped it (or one-way)
   kMigrateQuery = 28,    // old owner -> target: MoveRef -> bitmap of pages with twins there; starts staging
   kMigratePages = 29,    // old owner -> target: a chunk of pages
   kMigrateInstall = 30,  // old owner -> target: size, copysets, pin, locks: staged, served only at commit

@@ -31,9 +31,9 @@ class NoMeta : public meta::MetaService {
     return NotFound("x");
   }
   Result<meta::InodeRecord> Link(uint64_t, uint64_t, std::string_view, const meta::Caller&) override { return NotFound("x"); }
-  Status Unlink(uint64_t, std::string_view) override { return NotFound("x"); }
-  Status Rmdir(uint64_t, std::string_view) override { return NotFound("x"); }
-  Status Rename(uint64_t, std::string_view, uint64_t, std::string_view, unsigned) override { return NotFound("x"); }
+  Status Unlink(uint64_t, std::string_view, const meta::Caller&) override { return NotFound("x"); }
+  Status Rmdir(uint64_t, std::string_view, const meta::Caller&) override { return NotFound("x"); }
+  Status Rename(uint64_t, std::string_view, uint64_t, std::string_view, unsigned, const meta::Caller&) override { return NotFound("x"); }
   Result<std::string> Readlink(uint64_t) override { return NotFound("x"); }
   Result<std::vector<meta::ListedEntry>> ListDir(uint64_t) override { return NotFound("x"); }
   Status SetXattr(uint64_t, std::string_view, std::string_view, int) override { return NotFound("x"); }

@@ -21,6 +21,7 @@
 
 #include "common/mutex.h"
 #include "fs/cluster.h"
+#include "fs/cluster.h"
 #include "fs/filesystem.h"
 #include "tests/sim/fake_kernel.h"
 #include "tests/sim/sim_network.h"
@@ -40,6 +41,10 @@ class SimCluster {
     config_.request_timeout_ms = 300;
     config_.heartbeat_ms = 40;
     config_.lease_ms = 400;
+    // The fake kernel keeps no names, but the metadata node still tells every
+    // node of each change over the simulated network and waits this long for
+    // one it cannot reach.
+    config_.name_cache_ms = 100;
     config_.migrate.enabled = false;
     config_.migrate.check_s = 0.1;  // the kept write-backs' and queued unlocks' retries
   }
@@ -91,6 +96,7 @@ class SimCluster {
     n.kernel = std::make_unique<FakeKernel>(n.fs.get(), &n.log, readahead_);
     FakeKernel* k = n.kernel.get();
     n.fs->SetNotifier([this, i, k](uint64_t ino, uint64_t off, uint64_t len) {
+      if (off == fs::kAttributesOnly) return;  // the fake kernel keeps pages only
       std::function<void(uint32_t, uint64_t, uint64_t, uint64_t)> hook;
       {
         MutexLock l(&hook_mu_);

@@ -8,12 +8,13 @@
 
 namespace cshm::testing {
 
-TestCluster::TestCluster(int nodes, int request_timeout_ms, const std::string& extra_config)
+TestCluster::TestCluster(int nodes, int request_timeout_ms, const std::string& extra_config,
+                         const std::string& cluster_keys)
     : config_(dir_ / "cluster.toml") {
   chmod(dir_.path().c_str(), 0755);
   std::ofstream(dir_ / "secret") << "test-secret-" << getpid() << "-0123456789abcdef\n";
   std::ofstream cfg(config_);
-  cfg << "[cluster]\nsecret_file = \"secret\"\nrequest_timeout_ms = " << request_timeout_ms << "\n";
+  cfg << "[cluster]\nsecret_file = \"secret\"\nrequest_timeout_ms = " << request_timeout_ms << "\n" << cluster_keys;
   for (int i = 0; i < nodes; i++) {
     cfg << "[[node]]\nid = " << i << "\nhost = \"127.0.0.1\"\nport = " << FreePort() << "\n";
     mounts_.push_back(std::make_unique<TestMount>());

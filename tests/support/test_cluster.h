@@ -14,8 +14,10 @@ namespace cshm::testing {
 
 class TestCluster {
  public:
-  // `extra_config` is appended to the config file (e.g. a [migrate] table).
-  explicit TestCluster(int nodes, int request_timeout_ms = 3000, const std::string& extra_config = "");
+  // `extra_config` is appended to the config file (e.g. a [migrate] table),
+  // `cluster_keys` to its [cluster] table (e.g. "name_cache_ms = 0\n").
+  explicit TestCluster(int nodes, int request_timeout_ms = 3000, const std::string& extra_config = "",
+                       const std::string& cluster_keys = "");
 
   // Starts every node (node 0, the metadata node, first). "" or what failed.
   std::string Start();

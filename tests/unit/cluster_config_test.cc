@@ -30,6 +30,7 @@ TEST_F(ClusterConfigTest, ParsesNodesAndDefaults) {
   EXPECT_EQ(c->secret, "0123456789abcdef0123");
   EXPECT_EQ(c->Find(2)->port, 7402);
   EXPECT_EQ(c->Find(3), nullptr);
+  EXPECT_EQ(c->name_cache_ms, 1000u);
 }
 
 TEST_F(ClusterConfigTest, ANodeMayServeMetricsAtAnAddressThatIsChecked) {
@@ -58,6 +59,15 @@ TEST_F(ClusterConfigTest, EveryMistakeIsNamed) {
   auto huge = ParseClusterConfig("[cluster]\nsecret_file = \"secret\"\nrequest_timeout_ms = 1e51\n" + n0, "c.toml",
                                  dir_.path());
   EXPECT_NE(huge.status().message().find("must be an integer"), std::string::npos) << huge.status().message();
+  for (const char* bad : {"-1", "60001", "1.5", "\"x\""}) {
+    auto nc = ParseClusterConfig("[cluster]\nsecret_file = \"secret\"\nname_cache_ms = " + std::string(bad) + "\n" + n0,
+                                 "c.toml", dir_.path());
+    EXPECT_NE(nc.status().message().find("name_cache_ms must be an integer between 0 and 60000"), std::string::npos)
+        << bad;
+  }
+  auto nc = ParseClusterConfig("[cluster]\nsecret_file = \"secret\"\nname_cache_ms = 0\n" + n0, "c.toml", dir_.path());
+  ASSERT_TRUE(nc.ok());
+  EXPECT_EQ(nc->name_cache_ms, 0u);
   auto m = ParseClusterConfig("[cluster]\nsecret_file = \"secret\"\nmetadata_node = 5\n" + n0, "c.toml", dir_.path());
   EXPECT_NE(m.status().message().find("metadata_node 5"), std::string::npos);
 }

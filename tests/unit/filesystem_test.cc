@@ -69,7 +69,7 @@ TEST_F(FileSystemTest, CapGivesNoSpaceAndStatfsAgrees) {
   auto full = fs_->Write(f, 64 * kPageSize, page.data(), page.size());
   EXPECT_EQ(full.ToErrno(), ENOSPC);
   EXPECT_EQ(fs_->ns().GetAttr(f)->size, 64 * kPageSize);  // the refused write changed nothing
-  ASSERT_TRUE(fs_->ns().Unlink(kRootIno, "f").ok());
+  ASSERT_TRUE(fs_->ns().Unlink(kRootIno, "f", {}).ok());
   fs_->ns().Forget(f, 1, meta::Caller{});
   EXPECT_EQ(fs_->Stats().blocks_free, 64u);
 }

@@ -53,7 +53,7 @@ TEST_F(MetaRpcTest, EveryOperationRoundTrips) {
   EXPECT_EQ(*remote_->ListXattrs(f->ino), std::vector<std::string>{"user.a"});
   ASSERT_TRUE(remote_->RemoveXattr(f->ino, "user.a").ok());
   EXPECT_EQ(remote_->GetXattr(f->ino, "user.a").status().code(), Status::Code::kNoData);
-  ASSERT_TRUE(remote_->Rename(kRootIno, "f", kRootIno, "f2", RENAME_NOREPLACE).ok());
+  ASSERT_TRUE(remote_->Rename(kRootIno, "f", kRootIno, "f2", RENAME_NOREPLACE, {}).ok());
   auto list = remote_->ListDir(kRootIno);
   ASSERT_TRUE(list.ok());
   std::vector<std::string> names;
@@ -62,11 +62,27 @@ TEST_F(MetaRpcTest, EveryOperationRoundTrips) {
   ASSERT_TRUE(remote_->SetOwner(f->ino, 5).ok());
   EXPECT_EQ(remote_->GetAttr(f->ino)->owner_node, 5u);
   EXPECT_EQ(remote_->SetOwner(d->ino, 5).code(), Status::Code::kInvalid);
-  ASSERT_TRUE(remote_->Unlink(kRootIno, "f2").ok());
-  EXPECT_EQ(remote_->Rmdir(kRootIno, "d").code(), Status::Code::kNotEmpty);
+  ASSERT_TRUE(remote_->Unlink(kRootIno, "f2", {}).ok());
+  EXPECT_EQ(remote_->Rmdir(kRootIno, "d", {}).code(), Status::Code::kNotEmpty);
   const uint64_t before = ns_->references(f->ino);
   remote_->Forget(f->ino, 1, c);
   EXPECT_EQ(ns_->references(f->ino), before - 1);
+}
+
+// The sender's cache window travels with every request and is noted for the
+// node the transport says sent it.
+TEST_F(MetaRpcTest, EveryRequestCarriesItsSendersCacheWindow) {
+  NameGrants grants;
+  RemoteMeta caching([&](std::string p) { return ServeMetaRequest(*ns_, 5, p, &grants); },
+                     [](std::string) {}, 4000);
+  const auto before = NameGrants::Clock::now();
+  ASSERT_TRUE(caching.GetAttr(kRootIno).ok());
+  EXPECT_GE(grants.Until(5), before + std::chrono::milliseconds(4000));
+  EXPECT_LE(grants.Until(2), before);
+  // The default client caches nothing.
+  RemoteMeta plain([&](std::string p) { return ServeMetaRequest(*ns_, 6, p, &grants); }, [](std::string) {});
+  ASSERT_TRUE(plain.GetAttr(kRootIno).ok());
+  EXPECT_LE(grants.Until(6), before);
 }
 
 TEST_F(MetaRpcTest, MalformedRequestsAreInvalidNotCrashes) {

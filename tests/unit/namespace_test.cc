@@ -92,7 +92,7 @@ TEST_F(NamespaceTest, CreateLookupAndOwnership) {
 
 TEST_F(NamespaceTest, InodeNumbersCarryTheNodeAndNeverRepeat) {
   uint64_t a = File(kRootIno, "a");
-  ASSERT_TRUE(ns_->Unlink(kRootIno, "a").ok());
+  ASSERT_TRUE(ns_->Unlink(kRootIno, "a", {}).ok());
   Reopen();
   uint64_t b = File(kRootIno, "a");
   EXPECT_NE(a, b);
@@ -114,21 +114,21 @@ TEST_F(NamespaceTest, DirectoryLinkCounts) {
   EXPECT_EQ(Nlink(kRootIno), 3u);
   Dir(d, "e");
   EXPECT_EQ(Nlink(d), 3u);
-  EXPECT_EQ(Code(ns_->Rmdir(kRootIno, "d")), Status::Code::kNotEmpty);
-  EXPECT_EQ(Code(ns_->Unlink(kRootIno, "d")), Status::Code::kIsDir);
-  ASSERT_TRUE(ns_->Rmdir(d, "e").ok());
+  EXPECT_EQ(Code(ns_->Rmdir(kRootIno, "d", {})), Status::Code::kNotEmpty);
+  EXPECT_EQ(Code(ns_->Unlink(kRootIno, "d", {})), Status::Code::kIsDir);
+  ASSERT_TRUE(ns_->Rmdir(d, "e", {}).ok());
   EXPECT_EQ(Nlink(d), 2u);
-  ASSERT_TRUE(ns_->Rmdir(kRootIno, "d").ok());
+  ASSERT_TRUE(ns_->Rmdir(kRootIno, "d", {}).ok());
   EXPECT_EQ(Nlink(kRootIno), 2u);
   File(kRootIno, "f");
-  EXPECT_EQ(Code(ns_->Rmdir(kRootIno, "f")), Status::Code::kNotDir);
+  EXPECT_EQ(Code(ns_->Rmdir(kRootIno, "f", {})), Status::Code::kNotDir);
 }
 
 TEST_F(NamespaceTest, HardLinksShareTheInode) {
   uint64_t f = File(kRootIno, "a");
   ASSERT_TRUE(ns_->Link(f, kRootIno, "b", caller_).ok());
   EXPECT_EQ(Nlink(f), 2u);
-  ASSERT_TRUE(ns_->Unlink(kRootIno, "a").ok());
+  ASSERT_TRUE(ns_->Unlink(kRootIno, "a", {}).ok());
   EXPECT_EQ(Nlink(f), 1u);
   EXPECT_EQ(ns_->Lookup(kRootIno, "b", caller_)->ino, f);
   EXPECT_EQ(Code(ns_->Link(Dir(kRootIno, "d"), kRootIno, "dl", caller_).status()), Status::Code::kNotPermitted);
@@ -136,7 +136,7 @@ TEST_F(NamespaceTest, HardLinksShareTheInode) {
 
 TEST_F(NamespaceTest, UnlinkedButReferencedLivesUntilForget) {
   uint64_t f = File(kRootIno, "a");  // one reference, as after the kernel's create
-  ASSERT_TRUE(ns_->Unlink(kRootIno, "a").ok());
+  ASSERT_TRUE(ns_->Unlink(kRootIno, "a", {}).ok());
   EXPECT_EQ(Code(ns_->Lookup(kRootIno, "a", caller_).status()), Status::Code::kNotFound);
   auto r = ns_->GetAttr(f);
   ASSERT_TRUE(r.ok());
@@ -149,7 +149,7 @@ TEST_F(NamespaceTest, UnlinkedButReferencedLivesUntilForget) {
 
 TEST_F(NamespaceTest, OrphansOfACrashedRunArePurgedAtStart) {
   uint64_t f = File(kRootIno, "a");
-  ASSERT_TRUE(ns_->Unlink(kRootIno, "a").ok());
+  ASSERT_TRUE(ns_->Unlink(kRootIno, "a", {}).ok());
   Reopen();  // no Forget: as if the daemon died
   EXPECT_EQ(purged_.count(f), 1u);
   EXPECT_EQ(Code(ns_->GetAttr(f).status()), Status::Code::kNotFound);
@@ -166,10 +166,10 @@ TEST_F(NamespaceTest, AfterARestartNothingIsPurgedUntilEveryNodeIsKnown) {
   uint64_t a = ns_->Mknod(kRootIno, "a", S_IFREG | 0644, 0, node1)->ino;
   uint64_t b = File(kRootIno, "b");
   ns_->Forget(b, 1, caller_);
-  ASSERT_TRUE(ns_->Unlink(kRootIno, "a").ok());  // node 1 holds it: an orphan
+  ASSERT_TRUE(ns_->Unlink(kRootIno, "a", {}).ok());  // node 1 holds it: an orphan
   Reopen();                                       // every count is lost
   EXPECT_EQ(ns_->orphan_count(), 1u);
-  ASSERT_TRUE(ns_->Unlink(kRootIno, "b").ok());  // no count, but node 1 is not known yet
+  ASSERT_TRUE(ns_->Unlink(kRootIno, "b", {}).ok());  // no count, but node 1 is not known yet
   EXPECT_TRUE(purged_.empty());
   ns_->Asking(1);
   ns_->Register(1, ReferenceSnapshot{10, {{a, 1}}});
@@ -184,7 +184,7 @@ TEST_F(NamespaceTest, UnreferencedUnlinkPurgesAtOnce) {
   uint64_t f = File(kRootIno, "a");
   ns_->Forget(f, 1, caller_);
   EXPECT_TRUE(purged_.empty());
-  ASSERT_TRUE(ns_->Unlink(kRootIno, "a").ok());
+  ASSERT_TRUE(ns_->Unlink(kRootIno, "a", {}).ok());
   EXPECT_EQ(purged_.count(f), 1u);
 }
 
@@ -192,25 +192,25 @@ TEST_F(NamespaceTest, RenameReplacesMovesAndRefuses) {
   uint64_t a = File(kRootIno, "a");
   uint64_t b = File(kRootIno, "b");
   ns_->Forget(b, 1, caller_);
-  ASSERT_TRUE(ns_->Rename(kRootIno, "a", kRootIno, "b", 0).ok());
+  ASSERT_TRUE(ns_->Rename(kRootIno, "a", kRootIno, "b", 0, {}).ok());
   EXPECT_EQ(ns_->Lookup(kRootIno, "b", caller_)->ino, a);
   EXPECT_EQ(purged_.count(b), 1u);  // the replaced file had no other name or reference
 
   File(kRootIno, "c");
-  EXPECT_EQ(Code(ns_->Rename(kRootIno, "b", kRootIno, "c", RENAME_NOREPLACE)), Status::Code::kExists);
-  EXPECT_EQ(Code(ns_->Rename(kRootIno, "zz", kRootIno, "c", 0)), Status::Code::kNotFound);
+  EXPECT_EQ(Code(ns_->Rename(kRootIno, "b", kRootIno, "c", RENAME_NOREPLACE, {})), Status::Code::kExists);
+  EXPECT_EQ(Code(ns_->Rename(kRootIno, "zz", kRootIno, "c", 0, {})), Status::Code::kNotFound);
 
   uint64_t d = Dir(kRootIno, "d");
   uint64_t e = Dir(d, "e");
-  EXPECT_EQ(Code(ns_->Rename(kRootIno, "d", e, "x", 0)), Status::Code::kInvalid);  // into itself
-  EXPECT_EQ(Code(ns_->Rename(kRootIno, "b", kRootIno, "d", 0)), Status::Code::kIsDir);
-  EXPECT_EQ(Code(ns_->Rename(d, "e", kRootIno, "b", 0)), Status::Code::kNotDir);
+  EXPECT_EQ(Code(ns_->Rename(kRootIno, "d", e, "x", 0, {})), Status::Code::kInvalid);  // into itself
+  EXPECT_EQ(Code(ns_->Rename(kRootIno, "b", kRootIno, "d", 0, {})), Status::Code::kIsDir);
+  EXPECT_EQ(Code(ns_->Rename(d, "e", kRootIno, "b", 0, {})), Status::Code::kNotDir);
   Dir(kRootIno, "full");
   File(ns_->Lookup(kRootIno, "full", caller_)->ino, "x");
-  EXPECT_EQ(Code(ns_->Rename(d, "e", kRootIno, "full", 0)), Status::Code::kNotEmpty);
+  EXPECT_EQ(Code(ns_->Rename(d, "e", kRootIno, "full", 0, {})), Status::Code::kNotEmpty);
 
   // Moving a directory between parents moves a ".." link.
-  ASSERT_TRUE(ns_->Rename(d, "e", kRootIno, "e", 0).ok());
+  ASSERT_TRUE(ns_->Rename(d, "e", kRootIno, "e", 0, {}).ok());
   EXPECT_EQ(Nlink(d), 2u);
   EXPECT_EQ(ns_->GetAttr(e)->parent, kRootIno);
   EXPECT_EQ(Names(kRootIno), (std::vector<std::string>{".", "..", "b", "c", "d", "e", "full"}));
@@ -220,7 +220,7 @@ TEST_F(NamespaceTest, RenameOverEmptyDirectoryFixesLinkCount) {
   Dir(kRootIno, "a");
   Dir(kRootIno, "b");
   EXPECT_EQ(Nlink(kRootIno), 4u);
-  ASSERT_TRUE(ns_->Rename(kRootIno, "a", kRootIno, "b", 0).ok());
+  ASSERT_TRUE(ns_->Rename(kRootIno, "a", kRootIno, "b", 0, {}).ok());
   EXPECT_EQ(Nlink(kRootIno), 3u);
 }
 
@@ -228,13 +228,13 @@ TEST_F(NamespaceTest, RenameExchangeSwaps) {
   uint64_t a = File(kRootIno, "a");
   uint64_t d = Dir(kRootIno, "d");
   uint64_t sub = Dir(d, "sub");
-  ASSERT_TRUE(ns_->Rename(kRootIno, "a", d, "sub", RENAME_EXCHANGE).ok());
+  ASSERT_TRUE(ns_->Rename(kRootIno, "a", d, "sub", RENAME_EXCHANGE, {}).ok());
   EXPECT_EQ(ns_->Lookup(kRootIno, "a", caller_)->ino, sub);
   EXPECT_EQ(ns_->Lookup(d, "sub", caller_)->ino, a);
   EXPECT_EQ(ns_->GetAttr(sub)->parent, kRootIno);
   EXPECT_EQ(Nlink(d), 2u);
   EXPECT_EQ(Nlink(kRootIno), 4u);
-  EXPECT_EQ(Code(ns_->Rename(kRootIno, "a", kRootIno, "none", RENAME_EXCHANGE)), Status::Code::kNotFound);
+  EXPECT_EQ(Code(ns_->Rename(kRootIno, "a", kRootIno, "none", RENAME_EXCHANGE, {})), Status::Code::kNotFound);
 }
 
 TEST_F(NamespaceTest, SymlinksAndReadlink) {
@@ -311,6 +311,110 @@ TEST_F(NamespaceTest, EverythingSurvivesReopen) {
   EXPECT_EQ(r->mode, S_IFREG | 0600u);
   EXPECT_EQ(r->uid, 7u);
   EXPECT_EQ(*ns_->GetXattr(f, "user.k"), "v");
+}
+
+// What each change tells the other kernels to drop (meta/name_cache.h): the
+// directories whose attributes changed, the names that went or name another
+// inode now, and who made it; reads and changes of files alone tell nothing.
+TEST_F(NamespaceTest, EveryChangeNamesWhatTheKernelsMustDrop) {
+  std::vector<NameChange> told;
+  ns_->SetChangeHook([&](const NameChange& c) { told.push_back(c); });
+  auto take = [&] {
+    std::vector<NameChange> out;
+    out.swap(told);
+    return out;
+  };
+  using Names = std::vector<std::pair<uint64_t, std::string>>;
+  Caller by{0, 0, 2};
+
+  const uint64_t d = Dir(kRootIno, "d");  // caller_ is node 0
+  auto c = take();
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].by, 0u);
+  EXPECT_EQ(c[0].dirs, (std::vector<uint64_t>{kRootIno, d}));  // its times and links; and "d" (nobody has it yet)
+  EXPECT_TRUE(c[0].names.empty());
+
+  const uint64_t f = File(d, "f");
+  ASSERT_TRUE(ns_->Lookup(d, "f", caller_).ok());
+  ASSERT_TRUE(ns_->GetAttr(f).ok());
+  ASSERT_TRUE(ns_->NoteWrite(f, 100, true).ok());
+  ASSERT_TRUE(ns_->SetAttr(f, SetAttrRequest{.size = 10}).ok());  // a file's attributes are not cached
+  c = take();
+  ASSERT_EQ(c.size(), 1u);  // the create only
+  EXPECT_EQ(c[0].dirs, std::vector<uint64_t>{d});
+
+  ASSERT_TRUE(ns_->Link(f, kRootIno, "hard", by).ok());
+  c = take();
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].by, 2u);
+  EXPECT_EQ(c[0].dirs, std::vector<uint64_t>{kRootIno});
+
+  ASSERT_TRUE(ns_->Unlink(kRootIno, "hard", by).ok());
+  c = take();
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].dirs, std::vector<uint64_t>{kRootIno});
+  EXPECT_EQ(c[0].names, (Names{{kRootIno, "hard"}}));
+
+  File(kRootIno, "g");
+  take();
+  ASSERT_TRUE(ns_->Rename(d, "f", kRootIno, "g", 0, by).ok());  // replaces g
+  c = take();
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].dirs, (std::vector<uint64_t>{kRootIno, d}));
+  EXPECT_EQ(c[0].names, (Names{{d, "f"}, {kRootIno, "g"}}));
+  ASSERT_TRUE(ns_->Rename(kRootIno, "g", kRootIno, "new", 0, by).ok());  // nothing replaced
+  c = take();
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].names, (Names{{kRootIno, "g"}}));
+
+  ASSERT_TRUE(ns_->SetAttr(d, SetAttrRequest{.mode = 0700}).ok());
+  ASSERT_TRUE(ns_->SetXattr(d, "user.k", "v", 0).ok());
+  c = take();
+  ASSERT_EQ(c.size(), 2u);
+  for (const NameChange& one : c) {
+    EXPECT_EQ(one.by, kNoNode);  // the kernel that asked is told too
+    EXPECT_EQ(one.dirs, std::vector<uint64_t>{d});
+  }
+
+  ASSERT_TRUE(ns_->Rmdir(kRootIno, "d", by).ok());
+  c = take();
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].names, (Names{{kRootIno, "d"}}));
+
+  // A change that fails tells nothing.
+  EXPECT_FALSE(ns_->Unlink(kRootIno, "absent", by).ok());
+  EXPECT_FALSE(ns_->Mkdir(kRootIno, "new", 0755, by).ok());
+  EXPECT_TRUE(take().empty());
+}
+
+TEST(NameChangeTest, RoundTripsAndRefusesWhatIsMalformed) {
+  NameChange c;
+  c.dirs = {1, 2};
+  c.names = {{1, "a"}, {2, std::string(255, 'x')}};
+  auto back = NameChange::Decode(c.Encode());
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->dirs, c.dirs);
+  EXPECT_EQ(back->names, c.names);
+  const std::string good = c.Encode();
+  for (size_t n = 0; n < good.size(); n++) EXPECT_FALSE(NameChange::Decode(good.substr(0, n)).ok()) << n;
+  EXPECT_FALSE(NameChange::Decode(good + "x").ok());
+  EXPECT_FALSE(NameChange::Decode(std::string(4, '\xff')).ok());  // a count no change has
+}
+
+// A request's sender has its cache window noted before it is served, for as
+// long as it said its kernel caches; a sender that caches nothing has none.
+TEST(NameGrantsTest, ASendersWindowIsWhatItSaid) {
+  NameGrants g;
+  const auto before = NameGrants::Clock::now();
+  EXPECT_LE(g.Until(3), before);
+  g.Granted(3, 0);
+  EXPECT_LE(g.Until(3), before);
+  g.Granted(3, 5000);
+  EXPECT_GE(g.Until(3), before + std::chrono::milliseconds(5000) + NameGrants::kMargin);
+  const auto until = g.Until(3);
+  g.Granted(3, 10);  // a shorter window never shortens one given
+  EXPECT_EQ(g.Until(3), until);
+  EXPECT_LE(g.Until(4), before);
 }
 
 }  // namespace

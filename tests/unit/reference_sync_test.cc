@@ -61,7 +61,7 @@ TEST(ReferenceSyncTest, AnOrphanGoesOnlyWhenTheNodeThatHoldsItSaysSoAndSilentNod
   // Before Start (as before the transport is up): a name removed now is kept.
   uint64_t f = ns->Mknod(store::kRootIno, "f", S_IFREG | 0644, 0, meta::Caller{0, 0, 1, 5})->ino;
   held_ino = f;
-  ASSERT_TRUE(ns->Unlink(store::kRootIno, "f").ok());
+  ASSERT_TRUE(ns->Unlink(store::kRootIno, "f", {}).ok());
   sync.Start();
   EXPECT_EQ(ns->node_state(2), meta::Namespace::NodeState::kUnknown);  // a lease has not passed
   ASSERT_TRUE(WaitFor([&] { return ns->node_state(2) == meta::Namespace::NodeState::kGone; }, 10s));
