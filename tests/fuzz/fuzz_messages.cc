@@ -94,6 +94,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       NoMeta none;
       (void)meta::ServeMetaRequest(none, 1, in);
       RoundTrip<meta::MetaRequest>(in);
+      RoundTrip<meta::NameChange>(in);
       break;
     }
     case 13: (void)ownership::DecodeU64(in); break;
