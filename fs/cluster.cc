@@ -21,6 +21,9 @@ namespace {
 // What the peers' side counts (docs/operations.md "Metrics" lists them).
 metrics::Counter kLeaseExpiries("cshm_lease_expiries_total",
                                 "times this node's lease with a peer ran out (its cached pages and locks given up)");
+metrics::Counter kNameChangesUnconfirmed(
+    "cshm_name_changes_unconfirmed_total",
+    "namespace changes that waited out a node's cache window because it did not confirm the drop");
 metrics::Counter kPeersForgotten("cshm_peers_forgotten_total",
                                  "times a peer was silent for a whole lease and this node forgot what it held");
 
@@ -221,6 +224,11 @@ Status Cluster::Start(meta::Namespace* ns) {
     };
     ne.send = [this](uint32_t node, std::string payload) { net_.load()->Send(node, kNamesChanged, std::move(payload)); };
     ne.drop_local = [this](const meta::NameChange& change) { DropNamesLocal(change); };
+    ne.unconfirmed = [this](uint32_t node) {
+      kNameChangesUnconfirmed.Add();
+      log_->warn("node {} did not confirm that its kernel dropped the names a change made; the change waited "
+                 "until that node's kernel could no longer hold them (name_cache_ms)", node);
+    };
     names_ = std::make_unique<NameCoherence>(std::move(ne));
     ns_->SetChangeHook([this](const meta::NameChange& change) { names_->Changed(change); });
   }
@@ -378,8 +386,36 @@ void Cluster::DropNamesLocal(const meta::NameChange& change) {
   }
   for (uint64_t dir : change.dirs)
     if (attrs) attrs(dir, kAttributesOnly, 0);
-  for (const auto& [parent, name] : change.names)
-    if (entry) entry(parent, name);
+  if (!entry) return;
+  // Where another node changes names, this node's kernel keeps none for a while.
+  if (change.by != self_)
+    for (const auto& [parent, name] : change.names) kernel_names_.Contended(parent);
+  std::vector<std::pair<uint64_t, std::string>> held;
+  const auto now = KernelNames::Clock::now();
+  KernelNames::Clock::time_point latest = now;
+  for (const auto& [parent, name] : change.names) {
+    const auto until = kernel_names_.HeldUntil(parent, name);
+    if (until <= now) continue;  // never given to the kernel, or timed out there
+    held.emplace_back(parent, name);
+    latest = std::max(latest, until);
+  }
+  if (held.empty()) return;
+  struct Drop {
+    Mutex mu;
+    CondVar cv;
+    bool done GUARDED_BY(mu) = false;
+  };
+  auto drop = std::make_shared<Drop>();
+  // The drop takes the kernel's lock of the directory, which a request of
+  // this node's own may hold while it waits for the metadata node.
+  boost::asio::post(*async_rounds_, [drop, entry, held = std::move(held)] {
+    for (const auto& [parent, name] : held) entry(parent, name);
+    MutexLock lock(&drop->mu);
+    drop->done = true;
+    drop->cv.NotifyAll();
+  });
+  MutexLock lock(&drop->mu);
+  drop->cv.WaitUntil(lock, latest, [&]() REQUIRES(drop->mu) { return drop->done; });
 }
 
 meta::MetaService& Cluster::meta() {

@@ -63,6 +63,7 @@
 #include "common/mutex.h"
 #include "common/status.h"
 #include "fs/delay_seam.h"
+#include "fs/kernel_names.h"
 #include "fs/lock_client.h"
 #include "fs/name_coherence.h"
 #include "fs/pending_writes.h"
@@ -119,6 +120,14 @@ class Cluster {
 
   bool is_metadata_node() const { return config_.metadata_node == self_; }
   uint32_t name_cache_ms() const { return config_.name_cache_ms; }
+  // Before this node's kernel asks for `name` in `parent` (fs/kernel_names.h).
+  void AskingName(uint64_t parent, std::string_view name) {
+    kernel_names_.Asking(parent, name, std::chrono::milliseconds(config_.name_cache_ms));
+  }
+  // Whether the kernel may be given `name` in `parent` to keep (noted by AskingName).
+  bool KernelMayHold(uint64_t parent, std::string_view name) {
+    return kernel_names_.HeldUntil(parent, name) > KernelNames::Clock::now();
+  }
   uint32_t self() const { return self_; }
   meta::MetaService& meta();
   // The kernel forgot `ino` (FUSE FORGET): if this node's kernel holds no
@@ -272,8 +281,11 @@ class Cluster {
   // This node's kernel drops the dentry, on a worker thread (never a FUSE
   // request's: the kernel may hold the directory's lock for that request).
   void DropEntryLocal(uint64_t parent, const std::string& name);
-  // This node's kernel drops what `change` names, here (fs/name_coherence.h).
+  // This node's kernel drops what `change` names (fs/name_coherence.h): the
+  // attributes here, the names it may hold on a worker thread, waited for
+  // until done or until the kernel's own timeout of them has run out.
   void DropNamesLocal(const meta::NameChange& change);
+  KernelNames kernel_names_;  // what this node's kernel may hold
   Result<ownership::LockReply> LockAtOwner(uint64_t ino, const ownership::LockMessage& m);
   // Runs `call(owner)` against the segment's owner, following kMoved answers.
   template <typename F>

@@ -40,16 +40,27 @@ void FileSystem::AddGauges() {
   });
 }
 
-double FileSystem::EntryTimeout(std::chrono::steady_clock::time_point asked) const {
+double FileSystem::EntryTimeout(uint64_t parent, std::string_view name,
+                                std::chrono::steady_clock::time_point asked) const {
+  if (!cluster_) return 1.0;
+  if (!cluster_->KernelMayHold(parent, name)) return 0.0;
+  return DirTimeout(asked);
+}
+
+double FileSystem::DirTimeout(std::chrono::steady_clock::time_point asked) const {
   if (!cluster_) return 1.0;
   const auto window = std::chrono::milliseconds(cluster_->name_cache_ms());
   const std::chrono::duration<double> left = asked + window - std::chrono::steady_clock::now();
   return std::max(0.0, left.count());
 }
 
+void FileSystem::AskingName(uint64_t parent, std::string_view name) {
+  if (cluster_) cluster_->AskingName(parent, name);
+}
+
 double FileSystem::AttrTimeout(const meta::InodeRecord& r, std::chrono::steady_clock::time_point asked) const {
   if (!cluster_) return 1.0;
-  return r.IsDir() ? EntryTimeout(asked) : 0.0;
+  return r.IsDir() ? DirTimeout(asked) : 0.0;
 }
 
 void FileSystem::SetNotifier(std::function<void(uint64_t, uint64_t, uint64_t)> n) {
@@ -140,6 +151,7 @@ Result<meta::InodeRecord> FileSystem::CreateOrOpen(uint64_t parent, std::string_
   // ENOENT for an existing parent). Each round is one of the other node's
   // unlinks; a few are enough for any real race.
   Result<meta::InodeRecord> found = NotFound("");
+  AskingName(parent, name);
   for (int attempt = 0; attempt < 16; attempt++) {
     auto created = meta_->Mknod(parent, name, S_IFREG | (mode & 07777), 0, caller);
     if (created.ok() || created.status().code() != Status::Code::kExists || (flags & O_EXCL)) return created;

@@ -67,6 +67,7 @@ class FileSystem {
   // nothing but this class): the metadata node's, served here or reached
   // through meta::RemoteMeta. Lookup takes a reference (Forget drops it).
   Result<meta::InodeRecord> Lookup(uint64_t parent, std::string_view name, const meta::Caller& caller) {
+    AskingName(parent, name);
     return meta_->Lookup(parent, name, caller);
   }
   Result<meta::InodeRecord> GetAttr(uint64_t ino) { return meta_->GetAttr(ino); }
@@ -74,17 +75,21 @@ class FileSystem {
   Result<std::vector<meta::ListedEntry>> ListDir(uint64_t ino) { return meta_->ListDir(ino); }
   Result<meta::InodeRecord> Mknod(uint64_t parent, std::string_view name, uint32_t mode, uint64_t rdev,
                                   const meta::Caller& caller) {
+    AskingName(parent, name);
     return meta_->Mknod(parent, name, mode, rdev, caller);
   }
   Result<meta::InodeRecord> Mkdir(uint64_t parent, std::string_view name, uint32_t mode, const meta::Caller& caller) {
+    AskingName(parent, name);
     return meta_->Mkdir(parent, name, mode, caller);
   }
   Result<meta::InodeRecord> Symlink(uint64_t parent, std::string_view name, std::string_view target,
                                     const meta::Caller& caller) {
+    AskingName(parent, name);
     return meta_->Symlink(parent, name, target, caller);
   }
   Result<meta::InodeRecord> Link(uint64_t ino, uint64_t new_parent, std::string_view new_name,
                                  const meta::Caller& caller) {
+    AskingName(new_parent, new_name);
     return meta_->Link(ino, new_parent, new_name, caller);
   }
   // A removed file's pages go when its last reference does (the metadata
@@ -110,9 +115,14 @@ class FileSystem {
   // this daemon: 1 s. In a cluster, entries and directories' attributes for
   // the config's name_cache_ms counted from `asked` (the metadata node has
   // every kernel drop them when they change, or waits out that window:
-  // meta/name_cache.h); regular files' attributes not at all (a write
+  // meta/name_cache.h); an entry only if it was noted before it was asked
+  // for (AskingName: not in a directory whose names other nodes change,
+  // fs/kernel_names.h); regular files' attributes not at all (a write
   // elsewhere changes their size and times).
-  double EntryTimeout(std::chrono::steady_clock::time_point asked) const;
+  double EntryTimeout(uint64_t parent, std::string_view name, std::chrono::steady_clock::time_point asked) const;
+  double DirTimeout(std::chrono::steady_clock::time_point asked) const;
+  // Before a request whose reply may give the kernel `name` in `parent`.
+  void AskingName(uint64_t parent, std::string_view name);
   double AttrTimeout(const meta::InodeRecord& r, std::chrono::steady_clock::time_point asked) const;
   // Drops kernel-cached pages (see Cluster::Notifier); set by the FUSE layer.
   void SetNotifier(std::function<void(uint64_t ino, uint64_t off, uint64_t len)> n);

@@ -30,7 +30,9 @@ void Guard(fuse_req_t req, const char* op, F&& body, const bool* replied = nullp
 
 // An entry for the kernel, cached as long as FileSystem::EntryTimeout and
 // AttrTimeout say for a request that began at `asked`.
-fuse_entry_param EntryOf(fuse_req_t req, const meta::InodeRecord& r, std::chrono::steady_clock::time_point asked);
+// `name` in `parent` is the entry's name.
+fuse_entry_param EntryOf(fuse_req_t req, const meta::InodeRecord& r, uint64_t parent, std::string_view name,
+                         std::chrono::steady_clock::time_point asked);
 
 // Puts the open files' callbacks (fs/fuse_ops_files.cc) into the table.
 void AddFileOps(fuse_lowlevel_ops* ops);

@@ -34,13 +34,14 @@ void ReplyError(fuse_req_t req, const Status& s, const char* op) {
   fuse_reply_err(req, err);
 }
 
-fuse_entry_param EntryOf(fuse_req_t req, const meta::InodeRecord& r, std::chrono::steady_clock::time_point asked) {
+fuse_entry_param EntryOf(fuse_req_t req, const meta::InodeRecord& r, uint64_t parent, std::string_view name,
+                         std::chrono::steady_clock::time_point asked) {
   fuse_entry_param e{};
   e.ino = r.ino;
   e.generation = 0;  // inode numbers never repeat
   e.attr = r.ToStat();
   e.attr_timeout = Fs(req).AttrTimeout(r, asked);
-  e.entry_timeout = Fs(req).EntryTimeout(asked);
+  e.entry_timeout = Fs(req).EntryTimeout(parent, name, asked);
   return e;
 }
 
@@ -52,9 +53,10 @@ using namespace fuse_adapter;
 
 using Clock = std::chrono::steady_clock;
 
-void ReplyEntry(fuse_req_t req, const Result<meta::InodeRecord>& r, const char* op, Clock::time_point asked) {
+void ReplyEntry(fuse_req_t req, const Result<meta::InodeRecord>& r, const char* op, uint64_t parent,
+                std::string_view name, Clock::time_point asked) {
   if (!r.ok()) return ReplyError(req, r.status(), op);
-  fuse_entry_param e = EntryOf(req, *r, asked);
+  fuse_entry_param e = EntryOf(req, *r, parent, name, asked);
   // A reply that does not reach the kernel (the request was interrupted)
   // gives it no reference: the one taken for it goes, on both ends. The
   // request is freed by the reply, so what comes after it is taken before.
@@ -66,7 +68,7 @@ void ReplyEntry(fuse_req_t req, const Result<meta::InodeRecord>& r, const char* 
 // Valid replies: fuse_reply_entry, fuse_reply_err.
 void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   const Clock::time_point asked = Clock::now();
-  Guard(req, "lookup", [&] { ReplyEntry(req, Fs(req).Lookup(parent, name, CallerOf(req)), "lookup", asked); });
+  Guard(req, "lookup", [&] { ReplyEntry(req, Fs(req).Lookup(parent, name, CallerOf(req)), "lookup", parent, name, asked); });
 }
 
 // Valid replies: fuse_reply_none.
@@ -138,24 +140,24 @@ void OpReadlink(fuse_req_t req, fuse_ino_t ino) {
 void OpMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
   const Clock::time_point asked = Clock::now();
   Guard(req, "mknod",
-        [&] { ReplyEntry(req, Fs(req).Mknod(parent, name, mode, rdev, CallerOf(req)), "mknod", asked); });
+        [&] { ReplyEntry(req, Fs(req).Mknod(parent, name, mode, rdev, CallerOf(req)), "mknod", parent, name, asked); });
 }
 
 void OpMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
   const Clock::time_point asked = Clock::now();
-  Guard(req, "mkdir", [&] { ReplyEntry(req, Fs(req).Mkdir(parent, name, mode, CallerOf(req)), "mkdir", asked); });
+  Guard(req, "mkdir", [&] { ReplyEntry(req, Fs(req).Mkdir(parent, name, mode, CallerOf(req)), "mkdir", parent, name, asked); });
 }
 
 void OpSymlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
   const Clock::time_point asked = Clock::now();
   Guard(req, "symlink",
-        [&] { ReplyEntry(req, Fs(req).Symlink(parent, name, link, CallerOf(req)), "symlink", asked); });
+        [&] { ReplyEntry(req, Fs(req).Symlink(parent, name, link, CallerOf(req)), "symlink", parent, name, asked); });
 }
 
 void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char* new_name) {
   const Clock::time_point asked = Clock::now();
   Guard(req, "link",
-        [&] { ReplyEntry(req, Fs(req).Link(ino, new_parent, new_name, CallerOf(req)), "link", asked); });
+        [&] { ReplyEntry(req, Fs(req).Link(ino, new_parent, new_name, CallerOf(req)), "link", new_parent, new_name, asked); });
 }
 
 // Valid replies: fuse_reply_err (0 on success).

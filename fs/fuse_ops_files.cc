@@ -46,7 +46,7 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
     }
     fi->keep_cache = 1;
     fi->fh = Writable(fi->flags) ? kWritableHandle : 0;
-    fuse_entry_param e = EntryOf(req, *r, asked);
+    fuse_entry_param e = EntryOf(req, *r, parent, name, asked);
     FileSystem& fs = Fs(req);  // the reply frees the request
     const meta::Caller caller = CallerOf(req);
     const bool writable = Writable(fi->flags);

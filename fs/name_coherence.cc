@@ -13,7 +13,8 @@ void NameCoherence::Changed(const meta::NameChange& change) {
   struct Waiting {
     Mutex mu;
     CondVar cv;
-    int left GUARDED_BY(mu) = 0;  // calls not yet answered
+    std::set<uint32_t> pending GUARDED_BY(mu);  // called, not yet answered
+    std::set<uint32_t> failed GUARDED_BY(mu);   // answered with an error
     // The latest window of a node whose call failed: it did not drop what
     // it may hold, so that much is waited for anyway.
     Clock::time_point unconfirmed_until GUARDED_BY(mu);
@@ -31,14 +32,17 @@ void NameCoherence::Changed(const meta::NameChange& change) {
     until = std::max(until, window);
     {
       MutexLock lock(&waiting->mu);
-      waiting->left++;
+      waiting->pending.insert(node);
     }
     const auto timeout = std::chrono::ceil<std::chrono::milliseconds>(window - now);
     env_.call(node, payload,
-              [waiting, window](bool confirmed) {
+              [waiting, window, node](bool confirmed) {
                 MutexLock lock(&waiting->mu);
-                waiting->left--;
-                if (!confirmed) waiting->unconfirmed_until = std::max(waiting->unconfirmed_until, window);
+                waiting->pending.erase(node);
+                if (!confirmed) {
+                  waiting->failed.insert(node);
+                  waiting->unconfirmed_until = std::max(waiting->unconfirmed_until, window);
+                }
                 waiting->cv.NotifyAll();
               },
               timeout);
@@ -47,12 +51,19 @@ void NameCoherence::Changed(const meta::NameChange& change) {
   if (change.by != env_.self) env_.drop_local(change);
   // Every node confirmed, or its window is over: then its kernel holds
   // nothing older than the change.
-  MutexLock lock(&waiting->mu);
-  for (;;) {
-    const Clock::time_point deadline = waiting->left == 0 ? waiting->unconfirmed_until : until;
-    if (Clock::now() >= deadline) break;
-    waiting->cv.WaitUntil(lock, deadline);
+  std::set<uint32_t> unconfirmed;
+  {
+    MutexLock lock(&waiting->mu);
+    for (;;) {
+      const Clock::time_point deadline = waiting->pending.empty() ? waiting->unconfirmed_until : until;
+      if (Clock::now() >= deadline) break;
+      waiting->cv.WaitUntil(lock, deadline);
+    }
+    unconfirmed = waiting->failed;
+    unconfirmed.insert(waiting->pending.begin(), waiting->pending.end());
   }
+  if (env_.unconfirmed)
+    for (uint32_t node : unconfirmed) env_.unconfirmed(node);
 }
 
 }  // namespace cshm::fs

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <set>
 #include <vector>
 
 #include "common/status.h"
@@ -46,6 +47,8 @@ class NameCoherence {
     std::function<void(uint32_t node, std::string payload)> send;  // best effort
     // This node's kernel drops what the change names (blocking until it did).
     std::function<void(const meta::NameChange&)> drop_local;
+    // A node that did not confirm a change, which then waited out its window.
+    std::function<void(uint32_t node)> unconfirmed;
   };
   explicit NameCoherence(Env env) : env_(std::move(env)) {}
 

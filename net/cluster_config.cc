@@ -87,11 +87,18 @@ Result<ClusterConfig> ParseClusterConfig(std::string_view text, const std::strin
     *field = static_cast<uint32_t>(*t);
   }
   if (c.lease_ms < 2 * c.heartbeat_ms) return bad("lease_ms must be at least twice heartbeat_ms");
+  // A change waits up to name_cache_ms (+0.2 s) for a node it cannot reach;
+  // the node that asked for it must still be waiting for the answer. Unset:
+  // 1 s, or half the request deadline if that is shorter.
+  c.name_cache_ms = std::min<uint32_t>(1000, c.request_timeout_ms / 2);
   if (auto node = (*cluster)["name_cache_ms"]) {
     auto t = node.value_exact<int64_t>();
     if (!t || *t < 0 || *t > 60000) return bad("name_cache_ms must be an integer between 0 and 60000");
     c.name_cache_ms = static_cast<uint32_t>(*t);
   }
+  if (c.name_cache_ms > 0 && c.name_cache_ms + 500 > c.request_timeout_ms)
+    return bad("name_cache_ms must be at least 500 below request_timeout_ms (a change waits that long for a node "
+               "it cannot reach, and the node that made it waits request_timeout_ms)");
 
   if (const toml::table* m = tbl["migrate"].as_table()) {
     auto& mg = c.migrate;

@@ -7,9 +7,11 @@
 //   heartbeat_ms = 1000                # optional: every connection says "alive" this often
 //   lease_ms = 5000                    # optional: a peer silent this long is cut off:
 //                                      #   its calls fail, its locks are released
-//   name_cache_ms = 1000               # optional: kernels cache names and directories' attributes
+//   name_cache_ms = 1000               # optional (default 1000, or half request_timeout_ms if less):
+//                                      #   kernels cache names and directories' attributes
 //                                      #   this long (0: not at all); a change waits at most this
-//                                      #   (plus 0.2 s) for a node that cannot be reached
+//                                      #   (plus 0.2 s) for a node that cannot be reached;
+//                                      #   at least 500 below request_timeout_ms
 //   [migrate]                          # optional: automatic migration
 //   enabled = true
 //   half_life_ms = 5000                # decay of the access rates

@@ -12,7 +12,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <fstream>
 #include <string>
+#include <thread>
 
 #include "tests/support/test_cluster.h"
 
@@ -69,7 +71,7 @@ struct ChildStat {
 class NamesTest : public ::testing::Test {
  protected:
   void SetUp() override { ASSERT_EQ(c_.Start(), ""); }
-  TestCluster c_{3, 3000, kNoAutoMigrate, "name_cache_ms = 30000\n"};
+  TestCluster c_{3, 15000, kNoAutoMigrate, "name_cache_ms = 10000\n"};
 };
 
 TEST_F(NamesTest, a_name_removed_or_renamed_on_one_node_is_gone_at_once_where_it_was_cached) {
@@ -132,6 +134,43 @@ TEST_F(NamesTest, cached_directories_are_found_while_the_metadata_node_stalls) {
   // request deadline (EIO).
   ChildStat child(c_.path(1, "d"));
   EXPECT_EQ(child.Result(20s), 0) << "node 1 did not keep the directory it had looked up";
+}
+
+// Two nodes removing names in one directory at once: dropping a name takes
+// the kernel's lock of its directory, which each node holds while its own
+// removal waits for the metadata node. A name a node's kernel never had is
+// not dropped there, and in a directory whose names another node changes a
+// node keeps none, so neither waits for the other's cache to run out (which
+// the metadata node would log). Then the same with each node looking up the
+// other's names before it removes its own.
+TEST_F(NamesTest, two_nodes_removing_names_in_one_directory_do_not_wait_for_each_other) {
+  constexpr int kNames = 40;
+  ASSERT_EQ(mkdir(c_.path(0, "d").c_str(), 0755), 0);
+  for (int round = 0; round < 2; round++) {
+    const std::string tag = std::to_string(round);
+    for (int i = 0; i < kNames; i++)
+      for (const char* who : {"a", "b"}) ASSERT_TRUE(Touch(c_.path(0, "d/" + tag + who + std::to_string(i))));
+    auto remove = [&](int node, const char* mine, const char* theirs, int* failed) {
+      for (int i = 0; i < kNames; i++) {
+        if (round == 1) (void)StatErr(c_.path(node, "d/" + tag + theirs + std::to_string(i)));
+        const std::string path = c_.path(node, "d/" + tag + mine + std::to_string(i));
+        if (StatErr(path) != 0 || unlink(path.c_str()) != 0) ++*failed;
+      }
+    };
+    int failed1 = 0, failed2 = 0;
+    std::thread t1(remove, 1, "a", "b", &failed1);
+    std::thread t2(remove, 2, "b", "a", &failed2);
+    t1.join();
+    t2.join();
+    EXPECT_EQ(failed1 + failed2, 0) << "round " << round;
+    for (int n = 0; n < 3; n++)
+      for (int i = 0; i < kNames; i++)
+        for (const char* who : {"a", "b"})
+          EXPECT_EQ(StatErr(c_.path(n, "d/" + tag + who + std::to_string(i))), ENOENT) << "node " << n;
+  }
+  std::ifstream log(c_.node(0).state_dir() + "/cshmfs.log");
+  const std::string text((std::istreambuf_iterator<char>(log)), {});
+  EXPECT_EQ(text.find("did not confirm"), std::string::npos) << "a removal waited out another node's cache";
 }
 
 }  // namespace

@@ -44,7 +44,7 @@ class SimCluster {
     // The fake kernel keeps no names, but the metadata node still tells every
     // node of each change over the simulated network and waits this long for
     // one it cannot reach.
-    config_.name_cache_ms = 100;
+    config_.name_cache_ms = 50;
     config_.migrate.enabled = false;
     config_.migrate.check_s = 0.1;  // the kept write-backs' and queued unlocks' retries
   }

@@ -65,6 +65,10 @@ TEST_F(ClusterConfigTest, EveryMistakeIsNamed) {
     EXPECT_NE(nc.status().message().find("name_cache_ms must be an integer between 0 and 60000"), std::string::npos)
         << bad;
   }
+  auto slow = ParseClusterConfig(
+      "[cluster]\nsecret_file = \"secret\"\nrequest_timeout_ms = 1000\nname_cache_ms = 600\n" + n0, "c.toml",
+      dir_.path());
+  EXPECT_NE(slow.status().message().find("at least 500 below request_timeout_ms"), std::string::npos);
   auto nc = ParseClusterConfig("[cluster]\nsecret_file = \"secret\"\nname_cache_ms = 0\n" + n0, "c.toml", dir_.path());
   ASSERT_TRUE(nc.ok());
   EXPECT_EQ(nc->name_cache_ms, 0u);

@@ -16,6 +16,7 @@ struct Net {
   std::vector<uint32_t> called, sent;
   std::map<uint32_t, bool> answers;  // a node not in it never answers
   int local_drops = 0;
+  std::vector<uint32_t> unconfirmed;
 
   NameCoherence Make(uint32_t self, std::vector<uint32_t> peers, meta::NameGrants* grants) {
     NameCoherence::Env e;
@@ -30,6 +31,7 @@ struct Net {
     };
     e.send = [this](uint32_t node, std::string) { sent.push_back(node); };
     e.drop_local = [this](const meta::NameChange&) { local_drops++; };
+    e.unconfirmed = [this](uint32_t node) { unconfirmed.push_back(node); };
     return NameCoherence(std::move(e));
   }
 };
@@ -59,6 +61,7 @@ TEST(NameCoherenceTest, NodesThatMayHoldTheNameAreWaitedForTheOthersToldTheMaker
   names.Changed(ChangeBy(0));  // made through the metadata node's own kernel
   EXPECT_EQ(net.local_drops, 1);
   EXPECT_EQ(net.called, (std::vector<uint32_t>{1, 1, 2}));
+  EXPECT_TRUE(net.unconfirmed.empty());
 }
 
 TEST(NameCoherenceTest, ANodeThatCannotConfirmIsWaitedForUntilItsWindowCloses) {
@@ -69,6 +72,7 @@ TEST(NameCoherenceTest, ANodeThatCannotConfirmIsWaitedForUntilItsWindowCloses) {
   NameCoherence names = net.Make(0, {1}, &grants);
   names.Changed(ChangeBy(0));
   EXPECT_GE(Clock::now(), grants.Until(1)) << "returned while node 1's kernel may still hold the name";
+  EXPECT_EQ(net.unconfirmed, std::vector<uint32_t>{1});
 
   meta::NameGrants silent_grants;
   silent_grants.Granted(1, 100);
@@ -76,6 +80,7 @@ TEST(NameCoherenceTest, ANodeThatCannotConfirmIsWaitedForUntilItsWindowCloses) {
   NameCoherence silent_names = silent.Make(0, {1}, &silent_grants);
   silent_names.Changed(ChangeBy(0));
   EXPECT_GE(Clock::now(), silent_grants.Until(1));
+  EXPECT_EQ(silent.unconfirmed, std::vector<uint32_t>{1});
 }
 
 }  // namespace
