@@ -124,6 +124,11 @@ class Cluster {
   void AskingName(uint64_t parent, std::string_view name) {
     kernel_names_.Asking(parent, name, std::chrono::milliseconds(config_.name_cache_ms));
   }
+  // Before this node's kernel renames an entry to `name` in `parent` (it
+  // keeps the dentry it had, under the new name).
+  void RenamingTo(uint64_t parent, std::string_view name) {
+    kernel_names_.Moved(parent, name, std::chrono::milliseconds(config_.name_cache_ms));
+  }
   // Whether the kernel may be given `name` in `parent` to keep (noted by AskingName).
   bool KernelMayHold(uint64_t parent, std::string_view name) {
     return kernel_names_.HeldUntil(parent, name) > KernelNames::Clock::now();

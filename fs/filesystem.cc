@@ -58,6 +58,10 @@ void FileSystem::AskingName(uint64_t parent, std::string_view name) {
   if (cluster_) cluster_->AskingName(parent, name);
 }
 
+void FileSystem::RenamingTo(uint64_t parent, std::string_view name) {
+  if (cluster_) cluster_->RenamingTo(parent, name);
+}
+
 double FileSystem::AttrTimeout(const meta::InodeRecord& r, std::chrono::steady_clock::time_point asked) const {
   if (!cluster_) return 1.0;
   return r.IsDir() ? DirTimeout(asked) : 0.0;

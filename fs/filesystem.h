@@ -103,6 +103,8 @@ class FileSystem {
   // flags: 0, RENAME_NOREPLACE or RENAME_EXCHANGE.
   Status Rename(uint64_t parent, std::string_view name, uint64_t new_parent, std::string_view new_name,
                 unsigned flags, const meta::Caller& caller) {
+    RenamingTo(new_parent, new_name);
+    if (flags & RENAME_EXCHANGE) RenamingTo(parent, name);
     return meta_->Rename(parent, name, new_parent, new_name, flags, caller);
   }
   // For tests and tools: the namespace service itself.
@@ -123,6 +125,7 @@ class FileSystem {
   double DirTimeout(std::chrono::steady_clock::time_point asked) const;
   // Before a request whose reply may give the kernel `name` in `parent`.
   void AskingName(uint64_t parent, std::string_view name);
+  void RenamingTo(uint64_t parent, std::string_view name);
   double AttrTimeout(const meta::InodeRecord& r, std::chrono::steady_clock::time_point asked) const;
   // Drops kernel-cached pages (see Cluster::Notifier); set by the FUSE layer.
   void SetNotifier(std::function<void(uint64_t ino, uint64_t off, uint64_t len)> n);

@@ -14,6 +14,17 @@ void KernelNames::Asking(uint64_t parent, std::string_view name, std::chrono::mi
     if (c->second > now) return;
     contended_.erase(c);
   }
+  NoteLocked(parent, name, until, now);
+}
+
+void KernelNames::Moved(uint64_t parent, std::string_view name, std::chrono::milliseconds cache) {
+  if (cache.count() == 0) return;
+  const Clock::time_point now = Clock::now();
+  MutexLock lock(&mu_);
+  NoteLocked(parent, name, now + cache + kMargin, now);
+}
+
+void KernelNames::NoteLocked(uint64_t parent, std::string_view name, Clock::time_point until, Clock::time_point now) {
   auto [it, added] = until_.try_emplace({parent, std::string(name)}, until);
   if (!added) it->second = std::max(it->second, until);
   if (until_.size() >= prune_at_) PruneLocked(now);

@@ -43,6 +43,9 @@ class KernelNames {
   // kernel may keep the answer for `cache`; not noted (the kernel is then
   // told not to keep it) while `parent` is contended.
   void Asking(uint64_t parent, std::string_view name, std::chrono::milliseconds cache) EXCLUDES(mu_);
+  // This node's kernel moved (or swapped) an entry it holds to `name` in
+  // `parent`, keeping its timeout: noted whatever the directory.
+  void Moved(uint64_t parent, std::string_view name, std::chrono::milliseconds cache) EXCLUDES(mu_);
   // Another node changed names in `dir`.
   void Contended(uint64_t dir) EXCLUDES(mu_);
   // Until when the kernel may hold the entry (the past: it cannot).
@@ -51,6 +54,8 @@ class KernelNames {
 
  private:
   void PruneLocked(Clock::time_point now) REQUIRES(mu_);
+  void NoteLocked(uint64_t parent, std::string_view name, Clock::time_point until, Clock::time_point now)
+      REQUIRES(mu_);
   Mutex mu_;
   std::map<std::pair<uint64_t, std::string>, Clock::time_point> until_ GUARDED_BY(mu_);
   std::map<uint64_t, Clock::time_point> contended_ GUARDED_BY(mu_);  // until when

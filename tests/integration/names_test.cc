@@ -91,6 +91,10 @@ TEST_F(NamesTest, a_name_removed_or_renamed_on_one_node_is_gone_at_once_where_it
     EXPECT_EQ(StatErr(c_.path(n, "d/h")), 0) << "node " << n;
   }
 
+  // The renaming node's kernel keeps the entry it moved, under its new name.
+  ASSERT_EQ(unlink(c_.path(0, "d/h").c_str()), 0);
+  for (int n = 0; n < 3; n++) EXPECT_EQ(StatErr(c_.path(n, "d/h")), ENOENT) << "node " << n;
+
   ASSERT_EQ(rmdir(c_.path(2, "e").c_str()), 0);
   for (int n = 0; n < 3; n++) EXPECT_EQ(StatErr(c_.path(n, "e")), ENOENT) << "node " << n;
   // A name made again is found (no node kept its absence).
