@@ -78,7 +78,8 @@ Semaphores::~Semaphores() {
   Stop();
   for (auto& [process, fd] : pidfds_) close(fd);
   if (wake_fd_ >= 0) close(wake_fd_);
-  for (auto& [ino, f] : files_) close(f.fd);
+  for (auto& [ino, f] : files_)
+    if (f.fd >= 0) close(f.fd);
 }
 
 

@@ -30,6 +30,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -145,11 +146,20 @@ class Semaphores {
   Mutex mu_;                     // the owner side
   ownership::SemaphoreTable table_ GUARDED_BY(mu_);
   struct File {
-    int fd = -1;
+    int fd = -1;             // open while in open_
     uint64_t allocated = 0;  // bytes reserved on disk
     size_t saved = 0;        // bytes of the last state written
+    std::list<uint64_t>::iterator at;  // in open_, while open
   };
   std::map<uint64_t, File> files_ GUARDED_BY(mu_);  // the state files of the sets in table_
+  // The sets whose state file is open, the least recently used first: at
+  // most kOpenStates, so that the sets a node serves are not bounded by its
+  // descriptors (LTP semget05 makes 32,000 and met EMFILE at ~17,000).
+  static constexpr size_t kOpenStates = 256;
+  std::list<uint64_t> open_ GUARDED_BY(mu_);
+  Result<int> StateFd(uint64_t ino) REQUIRES(mu_);  // of a set in files_
+  void Opened(uint64_t ino, int fd) REQUIRES(mu_);
+  void CloseState(File& f) REQUIRES(mu_);
   // Answers of queued operations not yet acknowledged by their node.
   std::map<std::pair<uint32_t, uint64_t>, int> unacked_ GUARDED_BY(mu_);
 

@@ -74,8 +74,36 @@ Status Semaphores::Loaded(uint64_t ino) {
     close(fd);
     return loaded;
   }
-  files_[ino] = File{fd, static_cast<uint64_t>(st.st_blocks) * 512, len};
+  files_[ino] = File{-1, static_cast<uint64_t>(st.st_blocks) * 512, len, {}};
+  Opened(ino, fd);
   return Status::Ok();
+}
+
+void Semaphores::Opened(uint64_t ino, int fd) {
+  File& f = files_[ino];
+  f.fd = fd;
+  f.at = open_.insert(open_.end(), ino);
+  while (open_.size() > kOpenStates) CloseState(files_[open_.front()]);
+}
+
+void Semaphores::CloseState(File& f) {
+  if (f.fd < 0) return;
+  close(f.fd);
+  open_.erase(f.at);
+  f.fd = -1;
+}
+
+Result<int> Semaphores::StateFd(uint64_t ino) {
+  File& f = files_[ino];
+  if (f.fd >= 0) {
+    open_.splice(open_.end(), open_, f.at);
+    return f.fd;
+  }
+  const std::string path = o_.dir + "/" + std::to_string(ino);
+  const int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return Status::FromErrno(errno, "opening " + path);
+  Opened(ino, fd);
+  return fd;
 }
 
 Status Semaphores::Reserve(uint64_t ino, size_t extra) {
@@ -83,7 +111,8 @@ Status Semaphores::Reserve(uint64_t ino, size_t extra) {
   const uint64_t need = kHeader + f.saved + extra;
   if (need <= f.allocated) return Status::Ok();
   const uint64_t want = (need + kReserveStep - 1) / kReserveStep * kReserveStep;
-  if (fallocate(f.fd, 0, 0, static_cast<off_t>(want)) != 0)
+  CSHM_ASSIGN_OR_RETURN(const int fd, StateFd(ino));
+  if (fallocate(fd, 0, 0, static_cast<off_t>(want)) != 0)
     return Status::FromErrno(errno, "reserving room for semaphore set " + std::to_string(ino),
                              "free space in the state dir");
   f.allocated = want;
@@ -95,7 +124,7 @@ Status Semaphores::Save(uint64_t ino) {
   if (it == files_.end()) return Status::Ok();
   const std::string blob = table_.Encode(ino);
   if (blob.empty()) {  // removed
-    close(it->second.fd);
+    CloseState(it->second);
     files_.erase(it);
     unlink((o_.dir + "/" + std::to_string(ino)).c_str());
     return Status::Ok();
@@ -106,7 +135,8 @@ Status Semaphores::Save(uint64_t ino) {
   w.PutU64(XXH3_64bits(blob.data(), blob.size()));
   out += blob;
   // Inside the room Reserve made: an overwrite needs no new blocks.
-  if (pwrite(it->second.fd, out.data(), out.size(), 0) != static_cast<ssize_t>(out.size()))
+  CSHM_ASSIGN_OR_RETURN(const int fd, StateFd(ino));
+  if (pwrite(fd, out.data(), out.size(), 0) != static_cast<ssize_t>(out.size()))
     return Status::FromErrno(errno, "saving semaphore set " + std::to_string(ino));
   it->second.saved = blob.size();
   return Status::Ok();
@@ -140,14 +170,15 @@ SemReply Semaphores::Serve(uint32_t from, const SemRequest& req) {
           fail(Status::FromErrno(errno, "creating " + path));
           break;
         }
-        files_[req.ino] = File{fd, 0, 0};
+        files_[req.ino] = File{};
+        Opened(req.ino, fd);
         Status st = table_.Create(req.ino, req.num, now);
         if (st.ok()) st = Reserve(req.ino, 64 + 6ull * req.num);
         if (st.ok()) st = Save(req.ino);
         if (!st.ok()) {
           std::vector<SemCompleted> none;
           (void)table_.Remove(req.ino, &none);
-          close(fd);
+          CloseState(files_[req.ino]);
           files_.erase(req.ino);
           unlink(path.c_str());
         }

@@ -635,6 +635,47 @@ TEST_F(IpcShimTest, semaphore_values_survive_a_restart_of_their_owner) {
   EXPECT_EQ(Sem(M(1), {"get", "0x6301", "1"}).out, "6\n");
 }
 
+// A node serves more sets than it keeps state files open (at most 256): LTP
+// semget05 makes 32,000 sets, and the owner kept a descriptor per set until
+// it failed with EMFILE at ~17,000. Every set's value is still kept, on disk
+// too: the owner reopens a set's file to save it, and a restart loads them.
+TEST_F(IpcShimTest, an_owner_keeps_few_state_files_open_however_many_sets_it_serves) {
+  constexpr int kSets = 300;
+  const std::string mount = M(1);
+  CommandResult made = RunInChild([&]() -> int {
+    ipc::SysvSemaphores sems(mount);
+    for (int i = 0; i < kSets; i++) {
+      const int id = sems.Get(0x6400 + i, 1, IPC_CREAT | 0600);
+      if (id < 0) return 10;
+      struct sembuf up[1] = {{0, static_cast<short>(1 + i % 7), 0}};
+      if (sems.Op(id, up, 1, nullptr) != 0) return 11;
+    }
+    return 0;
+  }, 120s);
+  ASSERT_EQ(made.exit_code, 0) << "10 create, 11 semop";
+  const std::string states = c_.node(1).state_dir() + "/semaphores/";
+  size_t open_states = 0;
+  for (const auto& fd : std::filesystem::directory_iterator("/proc/" + std::to_string(c_.node(1).pid()) + "/fd")) {
+    std::error_code ec;
+    const std::string target = std::filesystem::read_symlink(fd.path(), ec).string();
+    if (!ec && target.rfind(states, 0) == 0) open_states++;
+  }
+  EXPECT_LE(open_states, 256u) << "the owner holds a descriptor per set";
+  c_.node(1).Stop();
+  ASSERT_EQ(c_.StartNode(1), "");
+  CommandResult read = RunInChild([&]() -> int {
+    ipc::SysvSemaphores sems(mount);
+    for (int i = 0; i < kSets; i++) {
+      const int id = sems.Get(0x6400 + i, 1, 0600);
+      if (id < 0) return 20;
+      if (sems.Control(id, 0, GETVAL, ipc::SemArg{}) != 1 + i % 7) return 21;
+      sems.Control(id, 0, IPC_RMID, ipc::SemArg{});
+    }
+    return 0;
+  }, 120s);
+  EXPECT_EQ(read.exit_code, 0) << "20 a set lost, 21 its value lost across the restart";
+}
+
 // More waiters than the mount has FUSE workers (64): a waiting semop must not
 // hold one, or the post that would let them through could not be served
 // (seen: the mount wedged once 64 processes waited).
