@@ -395,7 +395,14 @@ void Cluster::DropNamesLocal(const meta::NameChange& change) {
   KernelNames::Clock::time_point latest = now;
   for (const auto& [parent, name] : change.names) {
     const auto until = kernel_names_.HeldUntil(parent, name);
-    if (until <= now) continue;  // never given to the kernel, or timed out there
+    if (until <= now) {
+      // Never given to the kernel, or timed out there: nothing to wait for.
+      // But a dentry past its timeout may still be in the dcache, holding an
+      // unlinked file's inode (and so its pages at the owner) until the
+      // kernel needs the memory: dropped, later, as before names were cached.
+      DropEntryLocal(parent, name);
+      continue;
+    }
     held.emplace_back(parent, name);
     latest = std::max(latest, until);
   }
