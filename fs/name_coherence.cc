@@ -26,7 +26,13 @@ void NameCoherence::Changed(const meta::NameChange& change) {
     if (node == change.by) continue;
     const Clock::time_point window = env_.grants->Until(node);
     if (window <= now) {
-      env_.send(node, payload);
+      // Its kernel holds nothing valid of what changed; a dentry past its
+      // timeout may still pin a removed file's inode, so names are told
+      // (as a word, not waited for). A directory's new attributes are not:
+      // with many idle nodes each creation would wake every one of them
+      // (measured: the shim's attach on 8 nodes, 2.4 ms against 0.7–0.8 ms
+      // on 3).
+      if (!change.names.empty()) env_.send(node, payload);
       continue;
     }
     until = std::max(until, window);

@@ -3,8 +3,9 @@
 // returns only once no other node's kernel can still use what it changed:
 // every other node has confirmed that its kernel dropped it, or the node's
 // cache window (NameGrants) has closed. Nodes whose window is closed are told
-// too, without waiting (their kernel may still hold an unlinked file's
-// dentry, and so its inode, which is then purged sooner).
+// of names that went, without waiting (their kernel may still hold an
+// unlinked file's dentry, and so its inode, which is then purged sooner),
+// and of nothing else.
 //
 // Why an invalidation cannot be overtaken by a reply it should replace: the
 // kernel holds the directory's lock across a lookup, and dropping an entry

@@ -56,10 +56,16 @@ TEST(NameCoherenceTest, NodesThatMayHoldTheNameAreWaitedForTheOthersToldTheMaker
   EXPECT_EQ(net.called, std::vector<uint32_t>{1});
   EXPECT_EQ(net.sent, std::vector<uint32_t>{3});
   EXPECT_EQ(net.local_drops, 1);  // the metadata node's own kernel, which did not make it
+  meta::NameChange created = ChangeBy(2);
+  created.names.clear();  // a creation: the directory's attributes only
+  names.Changed(created);
+  EXPECT_EQ(net.sent, std::vector<uint32_t>{3}) << "an idle node was woken for a directory's attributes";
+  EXPECT_EQ(net.called, (std::vector<uint32_t>{1, 1}));
+  net.called = {1};
 
   net.answers[2] = true;
   names.Changed(ChangeBy(0));  // made through the metadata node's own kernel
-  EXPECT_EQ(net.local_drops, 1);
+  EXPECT_EQ(net.local_drops, 2);  // the creation's only
   EXPECT_EQ(net.called, (std::vector<uint32_t>{1, 1, 2}));
   EXPECT_TRUE(net.unconfirmed.empty());
 }
