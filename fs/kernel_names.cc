@@ -43,11 +43,6 @@ KernelNames::Clock::time_point KernelNames::HeldUntil(uint64_t parent, std::stri
   return it == until_.end() ? Clock::time_point{} : it->second;
 }
 
-size_t KernelNames::size() {
-  MutexLock lock(&mu_);
-  return until_.size();
-}
-
 void KernelNames::PruneLocked(Clock::time_point now) {
   std::erase_if(until_, [now](const auto& e) { return e.second <= now; });
   std::erase_if(contended_, [now](const auto& e) { return e.second <= now; });

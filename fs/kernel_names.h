@@ -24,6 +24,7 @@
 #include <utility>
 
 #include "common/mutex.h"
+#include "meta/name_cache.h"
 
 namespace cshm::fs {
 
@@ -31,8 +32,8 @@ class KernelNames {
  public:
   using Clock = std::chrono::steady_clock;
   // What covers the kernel taking a reply later than the daemon gave it
-  // (scheduling), as in meta::NameGrants.
-  static constexpr std::chrono::milliseconds kMargin{200};
+  // (scheduling): the metadata node's margin.
+  static constexpr std::chrono::milliseconds kMargin = meta::NameGrants::kMargin;
 
   // How long a directory whose names another node changed is not cached
   // here: two nodes that each hold a name the other removes, while each
@@ -50,7 +51,6 @@ class KernelNames {
   void Contended(uint64_t dir) EXCLUDES(mu_);
   // Until when the kernel may hold the entry (the past: it cannot).
   Clock::time_point HeldUntil(uint64_t parent, std::string_view name) EXCLUDES(mu_);
-  size_t size() EXCLUDES(mu_);
 
  private:
   void PruneLocked(Clock::time_point now) REQUIRES(mu_);
